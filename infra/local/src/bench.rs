@@ -1,0 +1,180 @@
+//! Benchmarks anyone can run: `cargo run --release -p local -- bench <what>`. Each prints
+//! one JSON line per measurement; `docs/BENCHMARKS.md` records the numbers.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use clap::{Subcommand, ValueEnum};
+use serde_json::json;
+use shared::adapters::clock::SystemClock;
+use shared::adapters::embedded::EmbeddedStore;
+use shared::ports::Store;
+use shared::ports::store::{Condition, Item, Key, Query, Write};
+
+#[derive(Subcommand)]
+pub enum Bench {
+    /// The store: conditional single puts, gets, 100-operation transactions, 1,000-item queries.
+    Store {
+        #[arg(long, value_enum, default_value = "embedded")]
+        backend: StoreBackend,
+        /// Single-item writes (and reads) in the concurrent cases.
+        #[arg(long, default_value_t = 20_000)]
+        ops: usize,
+        /// Tasks issuing requests at once in the concurrent cases.
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum StoreBackend {
+    /// redb in a file in a temporary folder, durable commits.
+    Embedded,
+    /// DynamoDB at `DABS_AWS_ENDPOINT` (the local emulator), a fresh table.
+    Dynamodb,
+}
+
+pub async fn run(bench: Bench) -> anyhow::Result<()> {
+    match bench {
+        Bench::Store { backend, ops, concurrency } => {
+            let folder = tempfile::tempdir()?;
+            let (name, store): (&str, Arc<dyn Store>) = match backend {
+                StoreBackend::Embedded => {
+                    ("embedded", Arc::new(EmbeddedStore::open(&folder.path().join("bench.redb"), Arc::new(SystemClock))?))
+                }
+                StoreBackend::Dynamodb => {
+                    let endpoint = std::env::var("DABS_AWS_ENDPOINT")
+                        .map_err(|_| anyhow::anyhow!("set DABS_AWS_ENDPOINT to the emulator (./infra/test.sh prints it)"))?;
+                    let config = shared::adapters::aws::emulator_config(&endpoint).await?;
+                    let client = aws_sdk_dynamodb::Client::new(&config);
+                    let table = format!("bench-{}", ulid::Ulid::new().to_string().to_lowercase());
+                    shared::adapters::aws::DynamoStore::create_table(&client, &table).await?;
+                    ("dynamodb", Arc::new(shared::adapters::aws::DynamoStore::new(client, table, Arc::new(SystemClock))))
+                }
+            };
+            store_bench(name, store, ops, concurrency).await
+        }
+    }
+}
+
+/// Peak resident memory of this process so far, in MiB (Linux `VmHWM`).
+pub fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn report(backend: &str, case: &str, concurrency: usize, ops: usize, started: Instant) {
+    let elapsed = started.elapsed().as_secs_f64();
+    println!(
+        "{}",
+        json!({
+            "bench": "store", "backend": backend, "case": case, "concurrency": concurrency, "ops": ops,
+            "elapsed_s": (elapsed * 1000.0).round() / 1000.0,
+            "ops_per_s": (ops as f64 / elapsed).round(),
+            "peak_rss_mb": (peak_rss_mb() * 10.0).round() / 10.0,
+        })
+    );
+}
+
+fn item(pk: &str, sk: String) -> anyhow::Result<Item> {
+    Ok(Item::new(Key::new(pk, sk), &json!({ "amount": "100.00", "owner": "investor" }))?)
+}
+
+/// Runs `count` calls of `op(i)` from `concurrency` tasks.
+async fn concurrently<F, Fut>(count: usize, concurrency: usize, op: F) -> anyhow::Result<()>
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<()>> + Send,
+{
+    let op = Arc::new(op);
+    let mut tasks = tokio::task::JoinSet::new();
+    for worker in 0..concurrency {
+        let op = op.clone();
+        tasks.spawn(async move {
+            let mut i = worker;
+            while i < count {
+                op(i).await?;
+                i += concurrency;
+            }
+            anyhow::Ok(())
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done??;
+    }
+    Ok(())
+}
+
+async fn store_bench(backend: &str, store: Arc<dyn Store>, ops: usize, concurrency: usize) -> anyhow::Result<()> {
+    // Sequential conditional puts: one request at a time, each its own commit.
+    let sequential = ops.min(2_000);
+    let started = Instant::now();
+    for i in 0..sequential {
+        store.put(item("SEQ", format!("{i:08}"))?, Condition::NotExists).await?;
+    }
+    report(backend, "put_if_absent", 1, sequential, started);
+
+    let started = Instant::now();
+    let s = store.clone();
+    concurrently(ops, concurrency, move |i| {
+        let s = s.clone();
+        async move { Ok(s.put(item(&format!("P{}", i % 1024), format!("{i:08}"))?, Condition::NotExists).await?) }
+    })
+    .await?;
+    report(backend, "put_if_absent", concurrency, ops, started);
+
+    // Read-check-write: bump one version per item under a version condition.
+    let started = Instant::now();
+    let s = store.clone();
+    concurrently(ops, concurrency, move |i| {
+        let s = s.clone();
+        async move {
+            let key = Key::new(format!("P{}", i % 1024), format!("{i:08}"));
+            let current = s.get(&key).await?.ok_or_else(|| anyhow::anyhow!("item {key} vanished"))?;
+            Ok(s.put(item(&key.pk, key.sk.clone())?, Condition::VersionIs(current.version)).await?)
+        }
+    })
+    .await?;
+    report(backend, "get_then_put_if_version", concurrency, ops, started);
+
+    let started = Instant::now();
+    let s = store.clone();
+    concurrently(ops, concurrency, move |i| {
+        let s = s.clone();
+        async move {
+            s.get(&Key::new(format!("P{}", i % 1024), format!("{i:08}"))).await?;
+            Ok(())
+        }
+    })
+    .await?;
+    report(backend, "get", concurrency, ops, started);
+
+    let transactions = (ops / 1_000).clamp(20, 200);
+    let started = Instant::now();
+    for t in 0..transactions {
+        let writes = (0..100)
+            .map(|i| Ok(Write::put(item(&format!("TX{t}"), format!("{i:03}"))?, Condition::NotExists)))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        store.transact(writes).await?;
+    }
+    report(backend, "transact_100_puts", 1, transactions, started);
+
+    for chunk in 0..10 {
+        let writes = (0..100)
+            .map(|i| Ok(Write::put(item("Q", format!("{:05}", chunk * 100 + i))?.with_index("QI", format!("{i:05}")), Condition::None)))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        store.transact(writes).await?;
+    }
+    let queries = 50;
+    let started = Instant::now();
+    for _ in 0..queries {
+        let page = store.query(&Query::partition("Q").limit(1_000)).await?;
+        anyhow::ensure!(page.items.len() == 1_000, "expected 1,000 items, got {}", page.items.len());
+    }
+    report(backend, "query_1000_items", 1, queries, started);
+    Ok(())
+}

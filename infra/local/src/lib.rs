@@ -1,0 +1,95 @@
+//! The whole platform in one process: every HTTP router on one port, the queue consumers
+//! and the schedules in-process, on whichever `Platform` it is given (embedded by default).
+
+pub mod bench;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use shared::Platform;
+use shared::app::consumer::{BatchHandler, pump};
+use shared::ports::queue::QueueName;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+/// Every HTTP function's routes, with the shared routes and layers, and the OpenAPI
+/// document merged from all of them.
+pub fn app(platform: &Platform) -> Router {
+    let routes = Router::new()
+        .merge(auth::routes(platform))
+        .merge(offering::routes(platform))
+        .merge(myinfo::routes(platform));
+    let docs = shared::http::openapi::document([auth::openapi(), offering::openapi(), myinfo::openapi()]);
+    shared::http::service(routes, platform, docs)
+}
+
+/// The queue consumers, as Lambda's event sources would run them.
+fn consumers(platform: &Platform) -> Vec<(QueueName, Arc<dyn BatchHandler>)> {
+    vec![
+        (allocation::QUEUE, allocation::handler(platform)),
+        (settlement::QUEUE, settlement::handler(platform)),
+        (notify::QUEUE, notify::handler(platform)),
+    ]
+}
+
+/// Resolves once a stop was asked for.
+async fn stop_requested(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stop| *stop).await;
+}
+
+/// A running platform; [`Running::stop`] shuts it down cleanly.
+pub struct Running {
+    pub addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    tasks: JoinSet<()>,
+}
+
+impl Running {
+    /// Stops accepting requests, lets in-flight ones and queue batches finish, and waits.
+    pub async fn stop(mut self) {
+        let _ = self.stop.send(true);
+        while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+/// Starts the API on `addr` (port 0 picks a free one), the consumers and the schedules.
+pub async fn start(platform: Platform, addr: SocketAddr) -> std::io::Result<Running> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let addr = listener.local_addr()?;
+    let (stop, stopped) = watch::channel(false);
+    let mut tasks = JoinSet::new();
+
+    let app = app(&platform);
+    let mut until = stopped.clone();
+    tasks.spawn(async move {
+        let shutdown = async move { stop_requested(&mut until).await };
+        if let Err(error) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
+            tracing::error!(%error, "HTTP server failed");
+        }
+    });
+
+    for (queue, handler) in consumers(&platform) {
+        tasks.spawn(pump(platform.queue.clone(), queue, handler, stopped.clone()));
+    }
+
+    let mut until = stopped;
+    let scheduled = platform.clone();
+    tasks.spawn(async move {
+        loop {
+            let now = scheduled.clock.now();
+            let next = reconcile::next_run_after(now);
+            let wait = (next - now).to_std().unwrap_or_default();
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {
+                    if let Err(error) = reconcile::run(&scheduled, reconcile::Trigger { cut_off: Some(next) }).await {
+                        tracing::error!(%error, "scheduled reconciliation failed");
+                    }
+                }
+                _ = stop_requested(&mut until) => return,
+            }
+        }
+    });
+
+    Ok(Running { addr, stop, tasks })
+}

@@ -1,0 +1,45 @@
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// The DABS platform on one machine: embedded store, in-process queues, local keys,
+/// emails written to a folder.
+#[derive(Parser)]
+#[command(version)]
+struct Cli {
+    /// Port of the API on 127.0.0.1.
+    #[arg(long, default_value_t = 3000)]
+    port: u16,
+    /// Where the store, the keys and the mail folder live.
+    #[arg(long, default_value = ".data")]
+    data_dir: PathBuf,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Measure a part of the platform and print one JSON line per measurement.
+    Bench {
+        #[command(subcommand)]
+        what: local::bench::Bench,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    shared::telemetry::init();
+    let cli = Cli::parse();
+    if let Some(Command::Bench { what }) = cli.command {
+        return local::bench::run(what).await;
+    }
+    let platform = shared::Platform::embedded(&cli.data_dir)?;
+    let running = local::start(platform, SocketAddr::from((Ipv4Addr::LOCALHOST, cli.port))).await?;
+    println!("DABS platform listening on http://{} (data in {})", running.addr, cli.data_dir.display());
+    println!("Try: curl http://{}/health", running.addr);
+    tokio::signal::ctrl_c().await?;
+    println!("Shutting down");
+    running.stop().await;
+    Ok(())
+}

@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Installs and starts what the tests need, then runs every check and test.
+# Usage: ./infra/test.sh            (from anywhere inside the repository)
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+CACHE="${XDG_CACHE_HOME:-$HOME/.cache}/dabs-platform"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/dabs-platform-target}"
+MOTO_VERSION="5.2.5"
+CFN_LINT_VERSION="1.58.0"
+SAM_VERSION="1.170.0"
+mkdir -p "$CACHE"
+
+step() { printf '\n==> %s\n' "$*"; }
+
+# A virtualenv per tool, created once and reused; the marker file pins the version.
+venv() {
+  local name="$1" spec="$2" dir="$CACHE/venv-$1"
+  if [ ! -f "$dir/.installed-$spec" ]; then
+    step "installing $spec into $dir"
+    rm -rf "$dir"
+    python3 -m venv "$dir"
+    "$dir/bin/pip" install --quiet --disable-pip-version-check "$spec" >&2
+    touch "$dir/.installed-$spec"
+  fi
+  echo "$dir"
+}
+
+MOTO_VENV="$(venv moto "moto[server]==$MOTO_VERSION")"
+LINT_VENV="$(venv lint "cfn-lint==$CFN_LINT_VERSION")"
+SAM_VENV="$(venv sam "aws-sam-cli==$SAM_VERSION")"
+
+# The AWS emulator on a free loopback port, stopped by PID on exit.
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+MOTO_PORT="$(free_port)"
+MOTO_LOG="$CACHE/moto.log"
+step "starting moto on 127.0.0.1:$MOTO_PORT"
+"$MOTO_VENV/bin/moto_server" -H 127.0.0.1 -p "$MOTO_PORT" >"$MOTO_LOG" 2>&1 &
+MOTO_PID=$!
+cleanup() { kill "$MOTO_PID" 2>/dev/null || true; wait "$MOTO_PID" 2>/dev/null || true; }
+trap cleanup EXIT
+for _ in $(seq 1 100); do
+  if python3 -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$MOTO_PORT/moto-api/')" 2>/dev/null; then break; fi
+  kill -0 "$MOTO_PID" 2>/dev/null || { cat "$MOTO_LOG"; echo "moto failed to start" >&2; exit 1; }
+  sleep 0.2
+done
+
+# Every AWS client in the tests talks to the emulator only.
+export DABS_AWS_ENDPOINT="http://127.0.0.1:$MOTO_PORT"
+export AWS_ENDPOINT_URL="$DABS_AWS_ENDPOINT"
+export AWS_REGION="ap-southeast-1" AWS_DEFAULT_REGION="ap-southeast-1"
+export AWS_ACCESS_KEY_ID="testing" AWS_SECRET_ACCESS_KEY="testing" AWS_SESSION_TOKEN="testing"
+export AWS_EC2_METADATA_DISABLED="true"
+unset AWS_PROFILE
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "cargo test --workspace"
+cargo test --workspace --locked
+
+step "cfn-lint template.yaml"
+"$LINT_VENV/bin/cfn-lint" template.yaml
+
+step "sam validate --lint"
+"$SAM_VENV/bin/sam" validate --lint --template-file template.yaml --region "$AWS_REGION"
+
+step "all checks passed"

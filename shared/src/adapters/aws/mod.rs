@@ -1,0 +1,45 @@
+//! Adapters over AWS services. Clients are built once per process from the environment
+//! (`aws_config`), which also honours `AWS_ENDPOINT_URL` for the local emulator.
+
+pub mod dynamodb;
+pub mod kms;
+pub mod ses;
+pub mod sqs;
+
+pub use dynamodb::DynamoStore;
+pub use kms::KmsKeyring;
+pub use ses::SesMailer;
+pub use sqs::{QueueUrls, SqsQueue};
+
+/// The SDK configuration from the environment (region, credentials, endpoint).
+pub async fn sdk_config() -> aws_config::SdkConfig {
+    aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await
+}
+
+/// The SDK configuration for a local emulator at `endpoint`: fixed region, dummy
+/// credentials, no instance metadata. Refuses any endpoint that is not on loopback, so a
+/// test or benchmark can never reach a real account.
+pub async fn emulator_config(endpoint: &str) -> Result<aws_config::SdkConfig, EmulatorError> {
+    let host = endpoint
+        .strip_prefix("http://")
+        .and_then(|rest| rest.split(['/', ':']).next())
+        .ok_or_else(|| EmulatorError(endpoint.to_owned()))?;
+    let loopback = host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    if !loopback {
+        return Err(EmulatorError(endpoint.to_owned()));
+    }
+    // Fixed region and credentials: nothing is looked up in the environment, the profile
+    // files or the instance metadata service.
+    let credentials = aws_sdk_dynamodb::config::Credentials::new("testing", "testing", None, None, "emulator");
+    Ok(aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("ap-southeast-1"))
+        .endpoint_url(endpoint)
+        .credentials_provider(credentials)
+        .load()
+        .await)
+}
+
+/// The endpoint given for the emulator is not a plain `http://` loopback address.
+#[derive(Debug, thiserror::Error)]
+#[error("the AWS emulator endpoint must be http:// on loopback, got {0}")]
+pub struct EmulatorError(String);

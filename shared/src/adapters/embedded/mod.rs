@@ -1,0 +1,12 @@
+//! Stand-ins that run the whole platform in one process: a redb file, in-process queues,
+//! a local key file and a folder of `.eml` files.
+
+pub mod keyring;
+pub mod mailer;
+pub mod queue;
+pub mod store;
+
+pub use keyring::LocalKeyring;
+pub use mailer::FolderMailer;
+pub use queue::MemoryQueue;
+pub use store::EmbeddedStore;

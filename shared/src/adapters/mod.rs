@@ -1,0 +1,7 @@
+//! Implementations of the ports: AWS services and embedded stand-ins.
+
+pub mod aws;
+pub mod clock;
+pub mod embedded;
+pub mod envelope;
+pub mod mime;

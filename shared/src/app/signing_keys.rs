@@ -1,0 +1,191 @@
+//! Token signing keys: ES256 key pairs made here, their private halves sealed by the
+//! `Keyring` and kept in the `Store`, unwrapped once at start and then used in memory
+//! (KMS `Sign` quotas would otherwise cap logins). Rotation adds a key and keeps the
+//! previous ones published for an overlap window, so tokens signed just before a
+//! rotation still verify.
+
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{DateTime, TimeDelta, Utc};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header};
+use serde::{Deserialize, Serialize};
+
+use crate::adapters::envelope::{EncryptionContext, Envelope};
+use crate::ports::keyring::KeyringError;
+use crate::ports::store::{Condition, Item, Key, StoreError};
+use crate::ports::{Clock, Ids, Keyring, Store};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SigningKeyError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Keyring(#[from] KeyringError),
+    #[error("signing key material is invalid: {0}")]
+    Invalid(String),
+    #[error("signing failed: {0}")]
+    Sign(#[from] jsonwebtoken::errors::Error),
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+struct StoredKey {
+    kid: String,
+    created_at: DateTime<Utc>,
+    /// When a newer key replaced this one; published until `retired_at + overlap`.
+    retired_at: Option<DateTime<Utc>>,
+    x: String,
+    y: String,
+    sealed: Envelope,
+}
+
+#[derive(Clone, Default, Serialize, Deserialize)]
+struct StoredSet {
+    keys: Vec<StoredKey>,
+}
+
+/// One usable key: its id, public coordinates and (for the current key) signing half.
+pub struct SigningKey {
+    pub kid: String,
+    pub created_at: DateTime<Utc>,
+    x: String,
+    y: String,
+    encoding: EncodingKey,
+}
+
+impl std::fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SigningKey").field("kid", &self.kid).field("created_at", &self.created_at).finish_non_exhaustive()
+    }
+}
+
+/// The published key set; the first key signs.
+#[derive(Debug)]
+pub struct TokenKeys {
+    keys: Vec<SigningKey>,
+}
+
+fn set_key() -> Key {
+    Key::new("KEYS", "token-signing")
+}
+
+fn context(kid: &str) -> EncryptionContext {
+    EncryptionContext::from([("purpose".to_owned(), "token-signing".to_owned()), ("kid".to_owned(), kid.to_owned())])
+}
+
+async fn new_key(keyring: &dyn Keyring, ids: &dyn Ids, now: DateTime<Utc>) -> Result<StoredKey, SigningKeyError> {
+    let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
+        .map_err(|_| SigningKeyError::Invalid("key generation failed".into()))?;
+    let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref())
+        .map_err(|_| SigningKeyError::Invalid("generated key does not parse".into()))?;
+    // Uncompressed point: 0x04 || x (32 bytes) || y (32 bytes).
+    let point = pair.public_key().as_ref();
+    let kid = ids.new_id("key");
+    let sealed = keyring.encrypt(pkcs8.as_ref(), &context(&kid)).await?;
+    Ok(StoredKey {
+        x: URL_SAFE_NO_PAD.encode(&point[1..33]),
+        y: URL_SAFE_NO_PAD.encode(&point[33..65]),
+        kid,
+        created_at: now,
+        retired_at: None,
+        sealed,
+    })
+}
+
+impl TokenKeys {
+    /// Loads the key set, creating the first key if there is none.
+    pub async fn load(store: &dyn Store, keyring: &dyn Keyring, clock: &dyn Clock, ids: &dyn Ids) -> Result<Self, SigningKeyError> {
+        loop {
+            if let Some(item) = store.get(&set_key()).await? {
+                return Self::unseal(item.decode::<StoredSet>()?, keyring).await;
+            }
+            let first = StoredSet { keys: vec![new_key(keyring, ids, clock.now()).await?] };
+            match store.put(Item::new(set_key(), &first)?, Condition::NotExists).await {
+                Ok(()) => return Self::unseal(first, keyring).await,
+                // Another instance created it first: load theirs.
+                Err(StoreError::ConditionFailed { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Adds a new signing key; keys retired more than `overlap` ago are dropped.
+    pub async fn rotate(
+        store: &dyn Store,
+        keyring: &dyn Keyring,
+        clock: &dyn Clock,
+        ids: &dyn Ids,
+        overlap: TimeDelta,
+    ) -> Result<Self, SigningKeyError> {
+        loop {
+            let now = clock.now();
+            let (mut set, condition) = match store.get(&set_key()).await? {
+                Some(item) => (item.decode::<StoredSet>()?, Condition::VersionIs(item.version)),
+                None => (StoredSet::default(), Condition::NotExists),
+            };
+            for key in &mut set.keys {
+                key.retired_at.get_or_insert(now);
+            }
+            set.keys.retain(|k| k.retired_at.is_none_or(|at| at + overlap > now));
+            set.keys.insert(0, new_key(keyring, ids, now).await?);
+            match store.put(Item::new(set_key(), &set)?, condition).await {
+                Ok(()) => return Self::unseal(set, keyring).await,
+                Err(StoreError::ConditionFailed { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    async fn unseal(set: StoredSet, keyring: &dyn Keyring) -> Result<Self, SigningKeyError> {
+        let mut keys = Vec::with_capacity(set.keys.len());
+        for stored in set.keys {
+            let pkcs8 = keyring.decrypt(&stored.sealed, &context(&stored.kid)).await?;
+            keys.push(SigningKey {
+                encoding: EncodingKey::from_ec_der(&pkcs8),
+                kid: stored.kid,
+                created_at: stored.created_at,
+                x: stored.x,
+                y: stored.y,
+            });
+        }
+        if keys.is_empty() {
+            return Err(SigningKeyError::Invalid("the key set is empty".into()));
+        }
+        Ok(Self { keys })
+    }
+
+    /// The key that signs new tokens.
+    pub fn current(&self) -> &SigningKey {
+        &self.keys[0]
+    }
+
+    /// Signs `claims` as an ES256 JWT with the current key's `kid`.
+    pub fn sign<T: Serialize>(&self, claims: &T) -> Result<String, SigningKeyError> {
+        let key = self.current();
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = Some(key.kid.clone());
+        Ok(jsonwebtoken::encode(&header, claims, &key.encoding)?)
+    }
+
+    /// The verification key for `kid`, if it is still published.
+    pub fn decoding_key(&self, kid: &str) -> Option<DecodingKey> {
+        let key = self.keys.iter().find(|k| k.kid == kid)?;
+        DecodingKey::from_ec_components(&key.x, &key.y).ok()
+    }
+
+    /// The JWK set served at `/.well-known/jwks.json`.
+    pub fn jwks(&self) -> serde_json::Value {
+        let keys: Vec<_> = self
+            .keys
+            .iter()
+            .map(|k| {
+                serde_json::json!({
+                    "kty": "EC", "crv": "P-256", "alg": "ES256", "use": "sig",
+                    "kid": k.kid, "x": k.x, "y": k.y,
+                })
+            })
+            .collect();
+        serde_json::json!({ "keys": keys })
+    }
+}

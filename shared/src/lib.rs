@@ -1,0 +1,18 @@
+//! The common crate every function builds on.
+//!
+//! - [`ports`]: the traits the application needs from the world.
+//! - [`adapters`]: those traits over AWS (DynamoDB, SQS, KMS, SES) and embedded stand-ins
+//!   (redb, an in-process queue, a key file, a mail folder).
+//! - [`app`]: use cases that compose ports.
+//! - [`http`]: axum glue shared by every HTTP function (problem+json, request ids, limits).
+//! - [`platform`]: the wiring, `Platform::aws` and `Platform::embedded`.
+
+pub mod adapters;
+pub mod app;
+pub mod http;
+pub mod lambda;
+pub mod platform;
+pub mod ports;
+pub mod telemetry;
+
+pub use platform::{Backend, Platform};

@@ -1,0 +1,73 @@
+//! The `Mailer` port: outgoing email.
+
+use async_trait::async_trait;
+
+/// An email to send. Addresses are plain `local@domain` strings checked by [`Email::validate`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Email {
+    pub from: String,
+    pub to: Vec<String>,
+    pub subject: String,
+    pub text: String,
+    pub html: Option<String>,
+    pub attachments: Vec<Attachment>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attachment {
+    pub filename: String,
+    pub content_type: String,
+    pub bytes: Vec<u8>,
+}
+
+impl Email {
+    /// Refuses what no mail server would accept, or what would let a header be injected.
+    pub fn validate(&self) -> Result<(), MailError> {
+        let address_ok = |a: &str| {
+            let mut parts = a.split('@');
+            matches!((parts.next(), parts.next(), parts.next()), (Some(l), Some(d), None) if !l.is_empty() && d.contains('.'))
+                && !a.chars().any(|c| c.is_whitespace() || c.is_control() || c == '<' || c == '>' || c == ',')
+        };
+        if !address_ok(&self.from) {
+            return Err(MailError::Invalid("from: not an email address".into()));
+        }
+        if self.to.is_empty() {
+            return Err(MailError::Invalid("to: no recipient".into()));
+        }
+        if let Some(bad) = self.to.iter().position(|a| !address_ok(a)) {
+            return Err(MailError::Invalid(format!("to[{bad}]: not an email address")));
+        }
+        if self.subject.chars().any(char::is_control) {
+            return Err(MailError::Invalid("subject: control characters".into()));
+        }
+        for (i, a) in self.attachments.iter().enumerate() {
+            if a.filename.is_empty() || a.filename.chars().any(|c| c.is_control() || c == '"' || c == '/' || c == '\\') {
+                return Err(MailError::Invalid(format!("attachments[{i}].filename: not a plain file name")));
+            }
+            if !a.content_type.contains('/') || a.content_type.chars().any(|c| c.is_control() || c.is_whitespace()) {
+                return Err(MailError::Invalid(format!("attachments[{i}].content_type: not a media type")));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MailError {
+    #[error("invalid email: {0}")]
+    Invalid(String),
+    #[error("mail service unavailable")]
+    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl MailError {
+    pub(crate) fn unavailable(e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self::Unavailable(Box::new(e))
+    }
+}
+
+#[async_trait]
+pub trait Mailer: Send + Sync {
+    /// Sends the email; returns the provider's message id.
+    async fn send(&self, email: &Email) -> Result<String, MailError>;
+}

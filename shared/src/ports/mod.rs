@@ -1,0 +1,14 @@
+//! Traits the application needs from the world; each has one contract test suite that
+//! every adapter passes (`shared/tests/contract_*.rs`).
+
+pub mod clock;
+pub mod keyring;
+pub mod mailer;
+pub mod queue;
+pub mod store;
+
+pub use clock::{Clock, Ids};
+pub use keyring::Keyring;
+pub use mailer::Mailer;
+pub use queue::Queue;
+pub use store::Store;

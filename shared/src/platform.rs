@@ -78,7 +78,9 @@ impl Platform {
         let mut urls = HashMap::new();
         for queue in QueueName::ALL {
             let prefix = queue.as_str().to_ascii_uppercase();
-            if let (Ok(url), Ok(dead_letter_url)) = (var(&format!("{prefix}_QUEUE_URL")), var(&format!("{prefix}_DLQ_URL"))) {
+            if let (Ok(url), Ok(dead_letter_url)) =
+                (var(&format!("{prefix}_QUEUE_URL")), var(&format!("{prefix}_DLQ_URL")))
+            {
                 urls.insert(queue, QueueUrls { url, dead_letter_url });
             }
         }
@@ -96,7 +98,8 @@ impl Platform {
 
     /// Everything under `dir`: `store.redb`, `keyring.json`, `mail/`.
     pub fn embedded(dir: &Path) -> Result<Self, PlatformError> {
-        std::fs::create_dir_all(dir).map_err(|source| PlatformError::DataDir { path: dir.display().to_string(), source })?;
+        std::fs::create_dir_all(dir)
+            .map_err(|source| PlatformError::DataDir { path: dir.display().to_string(), source })?;
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let store = EmbeddedStore::open(&dir.join("store.redb"), clock.clone())?;
         let keyring = LocalKeyring::open(&dir.join("keyring.json"))?;

@@ -141,7 +141,8 @@ async fn token_key_rotation_publishes_old_keys_for_the_overlap_only(f: Fixture) 
     let overlap = TimeDelta::minutes(20);
     let first = TokenKeys::load(f.store.as_ref(), f.keyring.as_ref(), f.clock.as_ref(), &ids).await.unwrap();
     let old_token = first.sign(&Claims { sub: "u".into(), exp: 4_000_000_000 }).unwrap();
-    let second = TokenKeys::rotate(f.store.as_ref(), f.keyring.as_ref(), f.clock.as_ref(), &ids, overlap).await.unwrap();
+    let second =
+        TokenKeys::rotate(f.store.as_ref(), f.keyring.as_ref(), f.clock.as_ref(), &ids, overlap).await.unwrap();
     assert_ne!(second.current().kid, first.current().kid);
     assert_eq!(second.jwks()["keys"].as_array().unwrap().len(), 2);
     assert!(verify(&second, &old_token).is_ok(), "a token signed before rotation still verifies");

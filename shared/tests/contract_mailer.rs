@@ -28,7 +28,9 @@ impl Outbox {
                 let mut sent: Vec<(String, String)> = entries
                     .map(|e| e.unwrap().path())
                     .filter(|p| p.extension().is_some_and(|x| x == "eml"))
-                    .map(|p| (p.file_stem().unwrap().to_string_lossy().into_owned(), std::fs::read_to_string(&p).unwrap()))
+                    .map(|p| {
+                        (p.file_stem().unwrap().to_string_lossy().into_owned(), std::fs::read_to_string(&p).unwrap())
+                    })
                     .collect();
                 sent.sort();
                 sent
@@ -40,7 +42,12 @@ impl Outbox {
                     .as_array()
                     .into_iter()
                     .flatten()
-                    .map(|m| (m["id"].as_str().unwrap_or_default().to_owned(), m["raw_data"].as_str().unwrap_or_default().to_owned()))
+                    .map(|m| {
+                        (
+                            m["id"].as_str().unwrap_or_default().to_owned(),
+                            m["raw_data"].as_str().unwrap_or_default().to_owned(),
+                        )
+                    })
                     .collect()
             }
         }
@@ -69,7 +76,11 @@ mod fixtures {
         let client = aws_sdk_sesv2::Client::new(&support::aws_config().await);
         client.create_email_identity().email_identity(FROM).send().await.expect("verify the sender in the emulator");
         let mailer = SesMailer::new(client, support::clock(), Arc::new(UlidIds::default()));
-        Fixture { mailer: Arc::new(mailer), outbox: Outbox::Emulator(support::endpoint()), _dir: tempfile::tempdir().unwrap() }
+        Fixture {
+            mailer: Arc::new(mailer),
+            outbox: Outbox::Emulator(support::endpoint()),
+            _dir: tempfile::tempdir().unwrap(),
+        }
     }
 }
 

@@ -115,7 +115,8 @@ async fn a_partial_batch_failure_returns_only_the_failed_messages(f: Fixture) {
     f.queue.send(Q, sent).await.unwrap();
     let handler = Picky::default();
     let deadline = Instant::now() + Duration::from_secs(10);
-    while handler.handled.lock().unwrap().len() + handler.failed.lock().unwrap().len() < 10 && Instant::now() < deadline {
+    while handler.handled.lock().unwrap().len() + handler.failed.lock().unwrap().len() < 10 && Instant::now() < deadline
+    {
         pump_once(f.queue.as_ref(), Q, &handler, Duration::from_secs(1)).await.unwrap();
     }
     let back = receive_n(f.queue.as_ref(), 2).await;

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use chrono::TimeDelta;
 use serde_json::{Value, json};
 use shared::adapters::clock::ManualClock;
-use shared::ports::{Clock, Store};
 use shared::ports::store::{Condition, Item, Key, MAX_BODY_BYTES, Query, Range, StoreError, Write};
+use shared::ports::{Clock, Store};
 
 struct Fixture {
     store: Arc<dyn Store>,
@@ -141,10 +141,8 @@ async fn a_transaction_of_100_operations_applies_all_of_them(f: Fixture) {
 }
 
 async fn malformed_transactions_are_refused_before_any_write(f: Fixture) {
-    let twice = vec![
-        Write::put(item("D", "1", json!(1)), Condition::None),
-        Write::check(key("D", "1"), Condition::Exists),
-    ];
+    let twice =
+        vec![Write::put(item("D", "1", json!(1)), Condition::None), Write::check(key("D", "1"), Condition::Exists)];
     assert!(matches!(f.store.transact(twice).await, Err(StoreError::Invalid(_))));
     let too_many: Vec<_> = (0..101).map(|i| Write::put(item("D", &i.to_string(), json!(i)), Condition::None)).collect();
     assert!(matches!(f.store.transact(too_many).await, Err(StoreError::Invalid(_))));
@@ -169,7 +167,8 @@ async fn concurrent_compare_and_swap_writers_lose_no_increment(f: Fixture) {
                 loop {
                     let current = store.get(&key("COUNTER", "1")).await.unwrap().unwrap();
                     let value: u64 = current.decode().unwrap();
-                    match store.put(item("COUNTER", "1", json!(value + 1)), Condition::VersionIs(current.version)).await {
+                    match store.put(item("COUNTER", "1", json!(value + 1)), Condition::VersionIs(current.version)).await
+                    {
                         Ok(()) => break,
                         Err(StoreError::ConditionFailed { .. } | StoreError::Conflict) => conflicts += 1,
                         Err(other) => panic!("{other:?}"),
@@ -200,7 +199,10 @@ async fn queries_select_by_prefix_and_range_in_both_orders(f: Fixture) {
         async move { sks(&store.query(&q).await.unwrap().items) }
     };
     assert_eq!(run(Query::partition("DEAL#1")).await, ["ALLOC#1", "SUB#001", "SUB#002", "SUB#010", "SUBX", "TOTAL"]);
-    assert_eq!(run(Query::partition("DEAL#1").range(Range::Prefix("SUB#".into()))).await, ["SUB#001", "SUB#002", "SUB#010"]);
+    assert_eq!(
+        run(Query::partition("DEAL#1").range(Range::Prefix("SUB#".into()))).await,
+        ["SUB#001", "SUB#002", "SUB#010"]
+    );
     assert_eq!(
         run(Query::partition("DEAL#1").range(Range::Prefix("SUB#".into())).descending()).await,
         ["SUB#010", "SUB#002", "SUB#001"]
@@ -278,7 +280,8 @@ async fn the_secondary_index_follows_every_write(f: Fixture) {
 
 async fn expired_items_are_invisible_to_reads_and_conditions(f: Fixture) {
     let now = f.clock.now();
-    let session = item("SESSION", "s1", json!("live")).with_index("USER#1", "s1").expiring_at(now + TimeDelta::seconds(60));
+    let session =
+        item("SESSION", "s1", json!("live")).with_index("USER#1", "s1").expiring_at(now + TimeDelta::seconds(60));
     f.store.put(session, Condition::NotExists).await.unwrap();
     f.store.put(item("SESSION", "s2", json!("forever")), Condition::NotExists).await.unwrap();
     assert!(f.store.get(&key("SESSION", "s1")).await.unwrap().is_some());

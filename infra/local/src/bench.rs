@@ -39,17 +39,22 @@ pub async fn run(bench: Bench) -> anyhow::Result<()> {
         Bench::Store { backend, ops, concurrency } => {
             let folder = tempfile::tempdir()?;
             let (name, store): (&str, Arc<dyn Store>) = match backend {
-                StoreBackend::Embedded => {
-                    ("embedded", Arc::new(EmbeddedStore::open(&folder.path().join("bench.redb"), Arc::new(SystemClock))?))
-                }
+                StoreBackend::Embedded => (
+                    "embedded",
+                    Arc::new(EmbeddedStore::open(&folder.path().join("bench.redb"), Arc::new(SystemClock))?),
+                ),
                 StoreBackend::Dynamodb => {
-                    let endpoint = std::env::var("DABS_AWS_ENDPOINT")
-                        .map_err(|_| anyhow::anyhow!("set DABS_AWS_ENDPOINT to the emulator (./infra/test.sh prints it)"))?;
+                    let endpoint = std::env::var("DABS_AWS_ENDPOINT").map_err(|_| {
+                        anyhow::anyhow!("set DABS_AWS_ENDPOINT to the emulator (./infra/test.sh prints it)")
+                    })?;
                     let config = shared::adapters::aws::emulator_config(&endpoint).await?;
                     let client = aws_sdk_dynamodb::Client::new(&config);
                     let table = format!("bench-{}", ulid::Ulid::new().to_string().to_lowercase());
                     shared::adapters::aws::DynamoStore::create_table(&client, &table).await?;
-                    ("dynamodb", Arc::new(shared::adapters::aws::DynamoStore::new(client, table, Arc::new(SystemClock))))
+                    (
+                        "dynamodb",
+                        Arc::new(shared::adapters::aws::DynamoStore::new(client, table, Arc::new(SystemClock))),
+                    )
                 }
             };
             store_bench(name, store, ops, concurrency).await
@@ -62,7 +67,10 @@ pub fn peak_rss_mb() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|status| {
-            status.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+            status
+                .lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
         })
         .map_or(0.0, |kb| kb / 1024.0)
 }
@@ -165,7 +173,12 @@ async fn store_bench(backend: &str, store: Arc<dyn Store>, ops: usize, concurren
 
     for chunk in 0..10 {
         let writes = (0..100)
-            .map(|i| Ok(Write::put(item("Q", format!("{:05}", chunk * 100 + i))?.with_index("QI", format!("{i:05}")), Condition::None)))
+            .map(|i| {
+                Ok(Write::put(
+                    item("Q", format!("{:05}", chunk * 100 + i))?.with_index("QI", format!("{i:05}")),
+                    Condition::None,
+                ))
+            })
             .collect::<anyhow::Result<Vec<_>>>()?;
         store.transact(writes).await?;
     }

@@ -16,10 +16,8 @@ use tokio::task::JoinSet;
 /// Every HTTP function's routes, with the shared routes and layers, and the OpenAPI
 /// document merged from all of them.
 pub fn app(platform: &Platform) -> Router {
-    let routes = Router::new()
-        .merge(auth::routes(platform))
-        .merge(offering::routes(platform))
-        .merge(myinfo::routes(platform));
+    let routes =
+        Router::new().merge(auth::routes(platform)).merge(offering::routes(platform)).merge(myinfo::routes(platform));
     let docs = shared::http::openapi::document([auth::openapi(), offering::openapi(), myinfo::openapi()]);
     shared::http::service(routes, platform, docs)
 }

@@ -29,7 +29,9 @@ pub fn render(email: &Email, message_id: &str, date: DateTime<Utc>, boundary_see
         None => part("text/plain; charset=utf-8", email.text.as_bytes()),
         Some(html) => {
             let mut body = format!("Content-Type: multipart/alternative; boundary=\"{alternative}\"\r\n\r\n");
-            for (content_type, content) in [("text/plain; charset=utf-8", &email.text), ("text/html; charset=utf-8", html)] {
+            for (content_type, content) in
+                [("text/plain; charset=utf-8", &email.text), ("text/html; charset=utf-8", html)]
+            {
                 body.push_str(&format!("--{alternative}\r\n"));
                 body.push_str(&part(content_type, content.as_bytes()));
             }

@@ -21,7 +21,12 @@ pub trait BatchHandler: Send + Sync {
 
 /// Receives one batch, hands it to `handler`, deletes what succeeded and releases what
 /// failed. Returns how many messages it received.
-pub async fn pump_once(queue: &dyn Queue, name: QueueName, handler: &dyn BatchHandler, wait: Duration) -> Result<usize, QueueError> {
+pub async fn pump_once(
+    queue: &dyn Queue,
+    name: QueueName,
+    handler: &dyn BatchHandler,
+    wait: Duration,
+) -> Result<usize, QueueError> {
     let received = queue.receive(name, RECEIVE_BATCH, wait).await?;
     if received.is_empty() {
         return Ok(0);
@@ -29,14 +34,20 @@ pub async fn pump_once(queue: &dyn Queue, name: QueueName, handler: &dyn BatchHa
     let messages: Vec<Message> = received.iter().map(|r| r.message.clone()).collect();
     let failed = handler.handle(&messages).await;
     let (released, completed): (Vec<_>, Vec<_>) = received.iter().partition(|r| failed.contains(&r.message.id));
-    let receipts = |list: Vec<&crate::ports::queue::Received>| list.into_iter().map(|r| r.receipt.clone()).collect::<Vec<_>>();
+    let receipts =
+        |list: Vec<&crate::ports::queue::Received>| list.into_iter().map(|r| r.receipt.clone()).collect::<Vec<_>>();
     queue.complete(name, &receipts(completed)).await?;
     queue.release(name, &receipts(released)).await?;
     Ok(received.len())
 }
 
 /// Pumps `name` until `stop` turns true.
-pub async fn pump(queue: Arc<dyn Queue>, name: QueueName, handler: Arc<dyn BatchHandler>, mut stop: watch::Receiver<bool>) {
+pub async fn pump(
+    queue: Arc<dyn Queue>,
+    name: QueueName,
+    handler: Arc<dyn BatchHandler>,
+    mut stop: watch::Receiver<bool>,
+) {
     while !*stop.borrow() {
         tokio::select! {
             result = pump_once(queue.as_ref(), name, handler.as_ref(), Duration::from_secs(1)) => {

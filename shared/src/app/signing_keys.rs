@@ -56,7 +56,10 @@ pub struct SigningKey {
 
 impl std::fmt::Debug for SigningKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SigningKey").field("kid", &self.kid).field("created_at", &self.created_at).finish_non_exhaustive()
+        f.debug_struct("SigningKey")
+            .field("kid", &self.kid)
+            .field("created_at", &self.created_at)
+            .finish_non_exhaustive()
     }
 }
 
@@ -95,7 +98,12 @@ async fn new_key(keyring: &dyn Keyring, ids: &dyn Ids, now: DateTime<Utc>) -> Re
 
 impl TokenKeys {
     /// Loads the key set, creating the first key if there is none.
-    pub async fn load(store: &dyn Store, keyring: &dyn Keyring, clock: &dyn Clock, ids: &dyn Ids) -> Result<Self, SigningKeyError> {
+    pub async fn load(
+        store: &dyn Store,
+        keyring: &dyn Keyring,
+        clock: &dyn Clock,
+        ids: &dyn Ids,
+    ) -> Result<Self, SigningKeyError> {
         loop {
             if let Some(item) = store.get(&set_key()).await? {
                 return Self::unseal(item.decode::<StoredSet>()?, keyring).await;

@@ -60,11 +60,8 @@ pub fn service(routes: Router, platform: &Platform, docs: utoipa::openapi::OpenA
 
 /// Refuses a body announced larger than the limit before reading any of it.
 async fn refuse_oversize(request: Request, next: Next) -> Response {
-    let announced = request
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    let announced =
+        request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if announced.is_some_and(|length| length > BODY_LIMIT as u64) {
         return ApiError::payload_too_large(BODY_LIMIT).into_response();
     }

@@ -66,7 +66,11 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
                 };
                 ApiError::validation(vec![FieldError::new(field, message)])
             }
-            _ => ApiError::malformed(format!("the body is not valid JSON (line {}, column {})", inner.line(), inner.column())),
+            _ => ApiError::malformed(format!(
+                "the body is not valid JSON (line {}, column {})",
+                inner.line(),
+                inner.column()
+            )),
         }
     })
 }

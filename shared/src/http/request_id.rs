@@ -27,7 +27,8 @@ pub async fn middleware(mut request: Request, next: Next) -> Response {
         .unwrap_or_else(|| ulid::Ulid::new().to_string());
     request.extensions_mut().insert(RequestId(id.clone()));
     // The path only: query strings may carry tokens.
-    let span = tracing::info_span!("request", request_id = %id, method = %request.method(), path = %request.uri().path());
+    let span =
+        tracing::info_span!("request", request_id = %id, method = %request.method(), path = %request.uri().path());
     let mut response = async move {
         let response = next.run(request).await;
         tracing::info!(status = response.status().as_u16(), "answered");

@@ -41,7 +41,12 @@ pub trait Keyring: Send + Sync {
     async fn generate_data_key(&self, context: &EncryptionContext) -> Result<DataKey, KeyringError>;
 
     /// The plaintext of a wrapped data key; fails unless `context` is the one it was made with.
-    async fn unwrap_data_key(&self, key_id: &str, wrapped: &[u8], context: &EncryptionContext) -> Result<[u8; 32], KeyringError>;
+    async fn unwrap_data_key(
+        &self,
+        key_id: &str,
+        wrapped: &[u8],
+        context: &EncryptionContext,
+    ) -> Result<[u8; 32], KeyringError>;
 
     /// Starts using new master key material; ciphertexts made before stay readable.
     async fn rotate(&self) -> Result<(), KeyringError>;

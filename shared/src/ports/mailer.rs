@@ -41,7 +41,8 @@ impl Email {
             return Err(MailError::Invalid("subject: control characters".into()));
         }
         for (i, a) in self.attachments.iter().enumerate() {
-            if a.filename.is_empty() || a.filename.chars().any(|c| c.is_control() || c == '"' || c == '/' || c == '\\') {
+            if a.filename.is_empty() || a.filename.chars().any(|c| c.is_control() || c == '"' || c == '/' || c == '\\')
+            {
                 return Err(MailError::Invalid(format!("attachments[{i}].filename: not a plain file name")));
             }
             if !a.content_type.contains('/') || a.content_type.chars().any(|c| c.is_control() || c.is_whitespace()) {

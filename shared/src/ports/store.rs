@@ -160,7 +160,9 @@ pub fn validate_transaction(writes: &[Write]) -> Result<(), StoreError> {
             if let Some(index_key) = &item.index
                 && (!key_part_ok(&index_key.pk) || !key_part_ok(&index_key.sk))
             {
-                return Err(StoreError::Invalid(format!("operation {index}: empty index key or one with a NUL character")));
+                return Err(StoreError::Invalid(format!(
+                    "operation {index}: empty index key or one with a NUL character"
+                )));
             }
         }
     }
@@ -224,7 +226,14 @@ pub struct Query {
 impl Query {
     /// Every item of a table partition, ascending, 100 at a time.
     pub fn partition(pk: impl Into<String>) -> Self {
-        Self { index: Index::Primary, pk: pk.into(), range: Range::All, order: Order::Ascending, limit: 100, cursor: None }
+        Self {
+            index: Index::Primary,
+            pk: pk.into(),
+            range: Range::All,
+            order: Order::Ascending,
+            limit: 100,
+            cursor: None,
+        }
     }
     /// Every item of a secondary-index partition.
     pub fn secondary(pk: impl Into<String>) -> Self {

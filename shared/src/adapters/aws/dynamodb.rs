@@ -59,7 +59,11 @@ impl DynamoStore {
             .table_name(table)
             .billing_mode(BillingMode::PayPerRequest)
             .set_attribute_definitions(Some(
-                ["pk", "sk", "gsi1pk", "gsi1sk"].into_iter().map(attribute).collect::<Result<_, _>>().map_err(invalid)?,
+                ["pk", "sk", "gsi1pk", "gsi1sk"]
+                    .into_iter()
+                    .map(attribute)
+                    .collect::<Result<_, _>>()
+                    .map_err(invalid)?,
             ))
             .key_schema(key("pk", KeyType::Hash).map_err(invalid)?)
             .key_schema(key("sk", KeyType::Range).map_err(invalid)?)
@@ -83,7 +87,9 @@ impl DynamoStore {
         let now_value = (":now".to_owned(), n(now));
         match condition {
             Condition::None => (None, HashMap::new()),
-            Condition::NotExists => (Some("attribute_not_exists(pk) OR #ttl <= :now".into()), HashMap::from([now_value])),
+            Condition::NotExists => {
+                (Some("attribute_not_exists(pk) OR #ttl <= :now".into()), HashMap::from([now_value]))
+            }
             Condition::Exists => (Some(format!("attribute_exists(pk) AND {LIVE}")), HashMap::from([now_value])),
             Condition::VersionIs(v) => {
                 (Some(format!("#v = :expect AND {LIVE}")), HashMap::from([now_value, (":expect".to_owned(), n(v))]))
@@ -93,7 +99,11 @@ impl DynamoStore {
 
     /// A put as an update, so the version can be bumped server-side and attributes that
     /// the new item lacks (index keys, expiry) are removed.
-    fn update(item: &Item, condition: Condition, now: i64) -> (String, Option<String>, Attributes, HashMap<String, String>) {
+    fn update(
+        item: &Item,
+        condition: Condition,
+        now: i64,
+    ) -> (String, Option<String>, Attributes, HashMap<String, String>) {
         let (check, mut values) = Self::condition(condition, now);
         let names = HashMap::from([
             ("#body".to_owned(), "body".to_owned()),
@@ -268,7 +278,11 @@ impl Store for DynamoStore {
     async fn transact(&self, writes: Vec<Write>) -> Result<(), StoreError> {
         validate_transaction(&writes)?;
         let now = self.now();
-        if let [write] = writes.as_slice() { self.write_one(write, now).await } else { self.transact_many(&writes, now).await }
+        if let [write] = writes.as_slice() {
+            self.write_one(write, now).await
+        } else {
+            self.transact_many(&writes, now).await
+        }
     }
 
     #[instrument(skip_all, fields(table = %self.table))]
@@ -377,6 +391,10 @@ fn from_attributes(attributes: &Attributes) -> Result<Item, StoreError> {
         _ => None,
     };
     let version = number("v").ok_or_else(|| codec("a version"))? as u64;
-    let body = attributes.get("body").and_then(|v| v.as_b().ok()).map(|b| b.as_ref().to_vec()).ok_or_else(|| codec("a body"))?;
+    let body = attributes
+        .get("body")
+        .and_then(|v| v.as_b().ok())
+        .map(|b| b.as_ref().to_vec())
+        .ok_or_else(|| codec("a body"))?;
     Ok(Item { key, index, version, expires_at: number("ttl"), body })
 }

@@ -51,7 +51,12 @@ impl Keyring for KmsKeyring {
     }
 
     #[instrument(skip_all)]
-    async fn unwrap_data_key(&self, key_id: &str, wrapped: &[u8], context: &EncryptionContext) -> Result<[u8; 32], KeyringError> {
+    async fn unwrap_data_key(
+        &self,
+        key_id: &str,
+        wrapped: &[u8],
+        context: &EncryptionContext,
+    ) -> Result<[u8; 32], KeyringError> {
         let output = self
             .client
             .decrypt()

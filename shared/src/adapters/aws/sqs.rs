@@ -37,7 +37,12 @@ impl SqsQueue {
 
     /// Creates a queue and its DLQ with `max_receives` (for emulators and tests; in AWS
     /// the stack owns the queues).
-    pub async fn create(client: &Client, name: &str, max_receives: u32, visibility: Duration) -> Result<QueueUrls, QueueError> {
+    pub async fn create(
+        client: &Client,
+        name: &str,
+        max_receives: u32,
+        visibility: Duration,
+    ) -> Result<QueueUrls, QueueError> {
         let dead_letter_url = client
             .create_queue()
             .queue_name(format!("{name}-dlq"))
@@ -70,7 +75,13 @@ impl SqsQueue {
         Ok(QueueUrls { url, dead_letter_url })
     }
 
-    async fn receive_from(&self, url: &str, max: usize, wait: Duration, visibility: Option<i32>) -> Result<Vec<Received>, QueueError> {
+    async fn receive_from(
+        &self,
+        url: &str,
+        max: usize,
+        wait: Duration,
+        visibility: Option<i32>,
+    ) -> Result<Vec<Received>, QueueError> {
         if max == 0 || max > RECEIVE_BATCH {
             return Err(QueueError::Invalid(format!("receive takes 1 to {RECEIVE_BATCH} messages, got {max}")));
         }
@@ -96,7 +107,11 @@ impl SqsQueue {
                     .and_then(|c| c.parse().ok())
                     .unwrap_or(1);
                 Received {
-                    message: Message { id: m.message_id.unwrap_or_default(), body: m.body.unwrap_or_default(), receive_count },
+                    message: Message {
+                        id: m.message_id.unwrap_or_default(),
+                        body: m.body.unwrap_or_default(),
+                        receive_count,
+                    },
                     receipt: m.receipt_handle.unwrap_or_default(),
                 }
             })
@@ -174,7 +189,11 @@ impl Queue for SqsQueue {
                 .iter()
                 .enumerate()
                 .map(|(i, r)| {
-                    ChangeMessageVisibilityBatchRequestEntry::builder().id(i.to_string()).receipt_handle(r).visibility_timeout(0).build()
+                    ChangeMessageVisibilityBatchRequestEntry::builder()
+                        .id(i.to_string())
+                        .receipt_handle(r)
+                        .visibility_timeout(0)
+                        .build()
                 })
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|e| QueueError::Invalid(e.to_string()))?;

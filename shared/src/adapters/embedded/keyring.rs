@@ -37,11 +37,14 @@ impl LocalKeyring {
     pub fn open(path: &Path) -> Result<Self, KeyringError> {
         let keys = match std::fs::read(path) {
             Ok(bytes) => {
-                let file: KeyFile = serde_json::from_slice(&bytes).map_err(|e| KeyringError::Crypto(format!("key file: {e}")))?;
+                let file: KeyFile =
+                    serde_json::from_slice(&bytes).map_err(|e| KeyringError::Crypto(format!("key file: {e}")))?;
                 let mut keys = BTreeMap::new();
                 for (version, material) in file.keys {
-                    let bytes = STANDARD.decode(material).map_err(|e| KeyringError::Crypto(format!("key file: {e}")))?;
-                    let key: [u8; 32] = bytes.try_into().map_err(|_| KeyringError::Crypto("key file: a key is not 32 bytes".into()))?;
+                    let bytes =
+                        STANDARD.decode(material).map_err(|e| KeyringError::Crypto(format!("key file: {e}")))?;
+                    let key: [u8; 32] =
+                        bytes.try_into().map_err(|_| KeyringError::Crypto("key file: a key is not 32 bytes".into()))?;
                     keys.insert(version, key);
                 }
                 if !keys.contains_key(&file.current) {
@@ -50,7 +53,10 @@ impl LocalKeyring {
                 (file.current, keys)
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let keyring = Self { path: Some(path.to_owned()), keys: RwLock::new((1, BTreeMap::from([(1, random_bytes()?)]))) };
+                let keyring = Self {
+                    path: Some(path.to_owned()),
+                    keys: RwLock::new((1, BTreeMap::from([(1, random_bytes()?)]))),
+                };
                 keyring.save()?;
                 return Ok(keyring);
             }
@@ -105,7 +111,12 @@ impl Keyring for LocalKeyring {
         Ok(DataKey { key_id: format!("local:v{version}"), plaintext, wrapped: [nonce, sealed].concat() })
     }
 
-    async fn unwrap_data_key(&self, key_id: &str, wrapped: &[u8], context: &EncryptionContext) -> Result<[u8; 32], KeyringError> {
+    async fn unwrap_data_key(
+        &self,
+        key_id: &str,
+        wrapped: &[u8],
+        context: &EncryptionContext,
+    ) -> Result<[u8; 32], KeyringError> {
         let version: u32 = key_id.strip_prefix("local:v").and_then(|v| v.parse().ok()).ok_or(KeyringError::Decrypt)?;
         let master = {
             let (_, keys) = &*self.keys.read().unwrap_or_else(|p| p.into_inner());

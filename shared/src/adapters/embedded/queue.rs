@@ -27,7 +27,8 @@ struct Lane {
 impl Lane {
     /// Puts messages whose visibility timeout ran out back in line.
     fn reap(&mut self, now: Instant) {
-        let expired: Vec<String> = self.in_flight.iter().filter(|(_, s)| s.visible_at <= now).map(|(r, _)| r.clone()).collect();
+        let expired: Vec<String> =
+            self.in_flight.iter().filter(|(_, s)| s.visible_at <= now).map(|(r, _)| r.clone()).collect();
         for receipt in expired {
             if let Some(slot) = self.in_flight.remove(&receipt) {
                 self.ready.push_back(slot);
@@ -91,7 +92,8 @@ impl Queue for MemoryQueue {
             let mut lanes = self.lanes();
             let lane = lanes.entry(queue).or_default();
             for (id, body) in ids.iter().zip(bodies) {
-                lane.ready.push_back(Slot { message: Message { id: id.clone(), body, receive_count: 0 }, visible_at: now });
+                lane.ready
+                    .push_back(Slot { message: Message { id: id.clone(), body, receive_count: 0 }, visible_at: now });
             }
         }
         self.arrived.notify_waiters();
@@ -142,7 +144,9 @@ impl Queue for MemoryQueue {
         let lanes = self.lanes();
         Ok(lanes
             .get(&queue)
-            .map(|lane| lane.dead.iter().take(max).map(|m| Received { message: m.clone(), receipt: String::new() }).collect())
+            .map(|lane| {
+                lane.dead.iter().take(max).map(|m| Received { message: m.clone(), receipt: String::new() }).collect()
+            })
             .unwrap_or_default())
     }
 }

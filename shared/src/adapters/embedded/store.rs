@@ -59,9 +59,7 @@ impl EmbeddedStore {
 
     /// A store that lives in memory only, for tests.
     pub fn in_memory(clock: Arc<dyn Clock>) -> Result<Self, StoreError> {
-        let db = Database::builder()
-            .create_with_backend(redb::backends::InMemoryBackend::new())
-            .map_err(storage)?;
+        let db = Database::builder().create_with_backend(redb::backends::InMemoryBackend::new()).map_err(storage)?;
         Self::start(db, clock)
     }
 
@@ -176,8 +174,11 @@ fn as_ref(bound: &Bound<Vec<u8>>) -> Bound<&[u8]> {
     }
 }
 
+/// Lower and upper bounds of a walk over encoded keys.
+type ByteRange = (Bound<Vec<u8>>, Bound<Vec<u8>>);
+
 /// The byte range a query walks: the partition and sort-key range, narrowed by the cursor.
-fn bounds(query: &Query) -> Result<(Bound<Vec<u8>>, Bound<Vec<u8>>), StoreError> {
+fn bounds(query: &Query) -> Result<ByteRange, StoreError> {
     let mut base = query.pk.as_bytes().to_vec();
     base.push(0);
     let with = |suffix: &[&[u8]]| {
@@ -383,7 +384,8 @@ fn apply_request(tables: &mut Tables<'_>, writes: &[Write], now: i64) -> Result<
     let mut current = Vec::with_capacity(writes.len());
     for (index, write) in writes.iter().enumerate() {
         let key = write.key();
-        let stored = tables.items.get(primary(key).as_slice()).map_err(storage)?.map(|v| decode(key.clone(), v.value()));
+        let stored =
+            tables.items.get(primary(key).as_slice()).map_err(storage)?.map(|v| decode(key.clone(), v.value()));
         let live = stored.as_ref().filter(|item| !item.is_expired(now));
         let holds = match write.condition() {
             Condition::None => true,
@@ -414,7 +416,10 @@ fn apply_request(tables: &mut Tables<'_>, writes: &[Write], now: i64) -> Result<
                 if let Some(old) = &stored {
                     unlink(tables, old)?;
                 }
-                tables.items.insert(primary(&item.key).as_slice(), encode(item, version).as_slice()).map_err(storage)?;
+                tables
+                    .items
+                    .insert(primary(&item.key).as_slice(), encode(item, version).as_slice())
+                    .map_err(storage)?;
                 if let Some(index) = &item.index {
                     tables.gsi.insert(secondary(index, &item.key).as_slice(), ()).map_err(storage)?;
                 }
@@ -454,7 +459,8 @@ fn sweep(db: &Database, now: i64) -> Result<usize, StoreError> {
             due.push(split_primary(&k.value()[8..])?);
         }
         for key in &due {
-            let stored = tables.items.get(primary(key).as_slice()).map_err(storage)?.map(|v| decode(key.clone(), v.value()));
+            let stored =
+                tables.items.get(primary(key).as_slice()).map_err(storage)?.map(|v| decode(key.clone(), v.value()));
             if let Some(old) = stored.filter(|item| item.is_expired(now)) {
                 unlink(&mut tables, &old)?;
                 tables.items.remove(primary(key).as_slice()).map_err(storage)?;

@@ -1,0 +1,107 @@
+//! The whole platform on the embedded adapters, started as the local runner starts it,
+//! and driven over HTTP like any client.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::Value;
+use shared::Platform;
+use shared::adapters::clock::SystemClock;
+use shared::ports::queue::QueueName;
+
+struct TestApp {
+    base: String,
+    platform: Platform,
+    running: local::Running,
+    _dir: tempfile::TempDir,
+}
+
+/// Starts the platform on a free port with an in-memory store.
+async fn spawn_app() -> TestApp {
+    let dir = tempfile::tempdir().unwrap();
+    let platform = Platform::ephemeral(dir.path(), Arc::new(SystemClock)).unwrap();
+    let running = local::start(platform.clone(), "127.0.0.1:0".parse().unwrap()).await.unwrap();
+    TestApp { base: format!("http://{}", running.addr), platform, running, _dir: dir }
+}
+
+async fn get(url: String) -> (StatusCode, String, Value) {
+    let response = reqwest::get(url).await.unwrap();
+    let status = response.status();
+    let content_type =
+        response.headers().get("content-type").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
+    (status, content_type, response.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn health_answers_ok_with_version_and_backend() {
+    let app = spawn_app().await;
+    let (status, _, body) = get(format!("{}/health", app.base)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["status"], "ok");
+    assert_eq!(body["backend"], "embedded");
+    assert_eq!(body["version"], env!("CARGO_PKG_VERSION"));
+}
+
+#[tokio::test]
+async fn the_openapi_document_is_served_and_describes_the_shared_shapes() {
+    let app = spawn_app().await;
+    let (status, content_type, doc) = get(format!("{}/openapi.json", app.base)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(content_type.starts_with("application/json"));
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    assert!(doc["paths"]["/health"]["get"].is_object(), "{doc}");
+    for schema in ["Problem", "FieldError", "Health"] {
+        assert!(doc["components"]["schemas"][schema].is_object(), "missing {schema}");
+    }
+}
+
+#[tokio::test]
+async fn unknown_routes_wrong_methods_and_oversize_bodies_get_problems() {
+    let app = spawn_app().await;
+    let (status, content_type, body) = get(format!("{}/v1/unknown", app.base)).await;
+    assert_eq!(
+        (status, content_type.as_str(), body["status"].as_u64()),
+        (StatusCode::NOT_FOUND, "application/problem+json", Some(404))
+    );
+
+    let client = reqwest::Client::new();
+    let response = client.post(format!("{}/health", app.base)).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(response.headers()["content-type"], "application/problem+json");
+
+    let oversize = vec![b'x'; shared::http::BODY_LIMIT + 1];
+    let response = client.post(format!("{}/v1/anything", app.base)).body(oversize).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(response.headers()["content-type"], "application/problem+json");
+}
+
+#[tokio::test]
+async fn the_queue_consumers_run_and_dead_letter_what_they_cannot_handle() {
+    let app = spawn_app().await;
+    for queue in QueueName::ALL {
+        app.platform.queue.send(queue, vec![format!("{{\"kind\":\"unknown-{queue}\"}}")]).await.unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(15);
+    for queue in QueueName::ALL {
+        loop {
+            let dead = app.platform.queue.dead_letters(queue, 10).await.unwrap();
+            if let Some(message) = dead.first() {
+                assert_eq!(message.message.body, format!("{{\"kind\":\"unknown-{queue}\"}}"));
+                assert_eq!(message.message.receive_count, shared::platform::MAX_RECEIVES);
+                break;
+            }
+            assert!(Instant::now() < deadline, "the {queue} consumer never dead-lettered the message");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn stopping_closes_the_port_after_in_flight_work() {
+    let app = spawn_app().await;
+    let url = format!("{}/health", app.base);
+    assert_eq!(get(url.clone()).await.0, StatusCode::OK);
+    tokio::time::timeout(Duration::from_secs(10), app.running.stop()).await.expect("stops promptly");
+    assert!(reqwest::get(url).await.is_err(), "the port still answers after stop");
+}

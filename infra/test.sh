@@ -52,7 +52,7 @@ export DABS_AWS_ENDPOINT="http://127.0.0.1:$MOTO_PORT"
 export AWS_ENDPOINT_URL="$DABS_AWS_ENDPOINT"
 export AWS_REGION="ap-southeast-1" AWS_DEFAULT_REGION="ap-southeast-1"
 export AWS_ACCESS_KEY_ID="testing" AWS_SECRET_ACCESS_KEY="testing" AWS_SESSION_TOKEN="testing"
-export AWS_EC2_METADATA_DISABLED="true"
+export AWS_EC2_METADATA_DISABLED="true" SAM_CLI_TELEMETRY=0
 unset AWS_PROFILE
 
 step "cargo fmt --check"

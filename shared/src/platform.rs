@@ -45,7 +45,11 @@ pub struct Platform {
     pub backend: Backend,
     pub store: Arc<dyn Store>,
     pub queue: Arc<dyn Queue>,
+    /// Envelope encryption of personal data.
     pub keyring: Arc<dyn Keyring>,
+    /// Wraps the access-token signing keys (a separate key, so each can be rotated and
+    /// granted on its own).
+    pub token_keyring: Arc<dyn Keyring>,
     pub mailer: Arc<dyn Mailer>,
     pub clock: Arc<dyn Clock>,
     pub ids: Arc<dyn Ids>,
@@ -69,7 +73,7 @@ fn var(name: &str) -> Result<String, PlatformError> {
 }
 
 impl Platform {
-    /// The AWS platform, from the environment: `TABLE_NAME`, `DATA_KEY_ID`, `MAIL_FROM`,
+    /// The AWS platform, from the environment: `TABLE_NAME`, `DATA_KEY_ID`, `TOKEN_KEY_ID`, `MAIL_FROM`,
     /// and for each queue the function uses `<QUEUE>_QUEUE_URL` and `<QUEUE>_DLQ_URL`.
     pub async fn aws() -> Result<Self, PlatformError> {
         let sdk = aws::sdk_config().await;
@@ -84,11 +88,13 @@ impl Platform {
                 urls.insert(queue, QueueUrls { url, dead_letter_url });
             }
         }
+        let kms = aws_sdk_kms::Client::new(&sdk);
         Ok(Self {
             backend: Backend::Aws,
             store: Arc::new(DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), var("TABLE_NAME")?, clock.clone())),
             queue: Arc::new(SqsQueue::new(aws_sdk_sqs::Client::new(&sdk), urls)),
-            keyring: Arc::new(KmsKeyring::new(aws_sdk_kms::Client::new(&sdk), var("DATA_KEY_ID")?)),
+            keyring: Arc::new(KmsKeyring::new(kms.clone(), var("DATA_KEY_ID")?)),
+            token_keyring: Arc::new(KmsKeyring::new(kms, var("TOKEN_KEY_ID")?)),
             mailer: Arc::new(SesMailer::new(aws_sdk_sesv2::Client::new(&sdk), clock.clone(), ids.clone())),
             config: Arc::new(Config { mail_from: var("MAIL_FROM")? }),
             clock,
@@ -96,30 +102,39 @@ impl Platform {
         })
     }
 
-    /// Everything under `dir`: `store.redb`, `keyring.json`, `mail/`.
+    /// Everything under `dir`: `store.redb`, `keyring.json`, `token-keyring.json`, `mail/`.
     pub fn embedded(dir: &Path) -> Result<Self, PlatformError> {
         std::fs::create_dir_all(dir)
             .map_err(|source| PlatformError::DataDir { path: dir.display().to_string(), source })?;
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let store = EmbeddedStore::open(&dir.join("store.redb"), clock.clone())?;
         let keyring = LocalKeyring::open(&dir.join("keyring.json"))?;
-        Ok(Self::assemble(Arc::new(store), Arc::new(keyring), dir, clock))
+        let token_keyring = LocalKeyring::open(&dir.join("token-keyring.json"))?;
+        Ok(Self::assemble(Arc::new(store), Arc::new(keyring), Arc::new(token_keyring), dir, clock))
     }
 
     /// A platform that forgets everything but its mail (written under `dir`), with the
     /// given clock: for tests.
     pub fn ephemeral(dir: &Path, clock: Arc<dyn Clock>) -> Result<Self, PlatformError> {
         let store = EmbeddedStore::in_memory(clock.clone())?;
-        Ok(Self::assemble(Arc::new(store), Arc::new(LocalKeyring::ephemeral()?), dir, clock))
+        let (keyring, token_keyring) = (LocalKeyring::ephemeral()?, LocalKeyring::ephemeral()?);
+        Ok(Self::assemble(Arc::new(store), Arc::new(keyring), Arc::new(token_keyring), dir, clock))
     }
 
-    fn assemble(store: Arc<dyn Store>, keyring: Arc<dyn Keyring>, dir: &Path, clock: Arc<dyn Clock>) -> Self {
+    fn assemble(
+        store: Arc<dyn Store>,
+        keyring: Arc<dyn Keyring>,
+        token_keyring: Arc<dyn Keyring>,
+        dir: &Path,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
         let ids: Arc<dyn Ids> = Arc::new(UlidIds::default());
         Self {
             backend: Backend::Embedded,
             store,
             queue: Arc::new(MemoryQueue::new(MAX_RECEIVES, Duration::from_secs(30))),
             keyring,
+            token_keyring,
             mailer: Arc::new(FolderMailer::new(dir.join("mail"), clock.clone(), ids.clone())),
             clock,
             ids,

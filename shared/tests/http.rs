@@ -48,7 +48,7 @@ fn app() -> (Router, tempfile::TempDir) {
             "/fails",
             get(|| async { Err::<(), _>(ApiError::internal(&std::io::Error::other("db password=hunter2 rejected"))) }),
         );
-    (shared::http::service(routes, &platform, shared::http::openapi::document([])), dir)
+    (shared::http::service(routes, &platform, serde_json::json!({})), dir)
 }
 
 async fn call(request: Request<Body>) -> (StatusCode, Option<String>, Value, axum::http::HeaderMap) {

@@ -105,3 +105,14 @@ async fn stopping_closes_the_port_after_in_flight_work() {
     tokio::time::timeout(Duration::from_secs(10), app.running.stop()).await.expect("stops promptly");
     assert!(reqwest::get(url).await.is_err(), "the port still answers after stop");
 }
+
+#[tokio::test]
+async fn the_committed_openapi_document_is_the_one_the_routers_assemble() {
+    // Lambda functions serve docs/openapi.json; the local runner serves the live merge.
+    let live = local::docs();
+    assert_eq!(
+        shared::http::openapi::published(),
+        live,
+        "docs/openapi.json is stale: run `cargo run -p local -- openapi > docs/openapi.json`"
+    );
+}

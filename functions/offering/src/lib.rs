@@ -16,7 +16,8 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     utoipa::openapi::OpenApiBuilder::new().build()
 }
 
-/// The routes with everything every HTTP function shares, as Lambda serves them.
+/// The routes with everything every HTTP function shares, as Lambda serves them; the
+/// document at `/openapi.json` is the whole API's.
 pub fn app(platform: &Platform) -> Router {
-    shared::http::service(routes(platform), platform, shared::http::openapi::document([openapi()]))
+    shared::http::service(routes(platform), platform, shared::http::openapi::published())
 }

@@ -18,8 +18,13 @@ use tokio::task::JoinSet;
 pub fn app(platform: &Platform) -> Router {
     let routes =
         Router::new().merge(auth::routes(platform)).merge(offering::routes(platform)).merge(myinfo::routes(platform));
-    let docs = shared::http::openapi::document([auth::openapi(), offering::openapi(), myinfo::openapi()]);
-    shared::http::service(routes, platform, docs)
+    shared::http::service(routes, platform, docs())
+}
+
+/// The whole API's OpenAPI document, merged from every HTTP function.
+pub fn docs() -> serde_json::Value {
+    let document = shared::http::openapi::document([auth::openapi(), offering::openapi(), myinfo::openapi()]);
+    serde_json::to_value(document).unwrap_or_default()
 }
 
 /// The queue consumers, as Lambda's event sources would run them.

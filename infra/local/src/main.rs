@@ -25,14 +25,21 @@ enum Command {
         #[command(subcommand)]
         what: local::bench::Bench,
     },
+    /// Print the whole API's OpenAPI document (committed as docs/openapi.json).
+    Openapi,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     shared::telemetry::init();
     let cli = Cli::parse();
-    if let Some(Command::Bench { what }) = cli.command {
-        return local::bench::run(what).await;
+    match cli.command {
+        Some(Command::Bench { what }) => return local::bench::run(what).await,
+        Some(Command::Openapi) => {
+            println!("{}", serde_json::to_string_pretty(&local::docs())?);
+            return Ok(());
+        }
+        None => {}
     }
     let platform = shared::Platform::embedded(&cli.data_dir)?;
     let running = local::start(platform, SocketAddr::from((Ipv4Addr::LOCALHOST, cli.port))).await?;

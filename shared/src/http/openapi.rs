@@ -1,5 +1,7 @@
 //! The OpenAPI document: the shared part here, each function adds its own paths, and the
-//! entry point merges them (`document`).
+//! local runner merges them (`document`). The merged document is also committed as
+//! `docs/openapi.json` (`cargo run -p local -- openapi > docs/openapi.json`), which every
+//! Lambda function serves as [`published`]; a test keeps the two identical.
 
 use utoipa::OpenApi;
 use utoipa::openapi::OpenApi as Document;
@@ -24,4 +26,9 @@ pub fn document(parts: impl IntoIterator<Item = Document>) -> Document {
         doc.merge(part);
     }
     doc
+}
+
+/// The committed document of the whole API, as the Lambda functions serve it.
+pub fn published() -> serde_json::Value {
+    serde_json::from_str(include_str!("../../../docs/openapi.json")).unwrap_or_default()
 }

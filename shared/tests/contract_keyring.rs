@@ -10,8 +10,8 @@ use jsonwebtoken::{Algorithm, Validation};
 use serde::{Deserialize, Serialize};
 use shared::adapters::clock::{ManualClock, UlidIds};
 use shared::adapters::embedded::EmbeddedStore;
-use shared::adapters::envelope::EncryptionContext;
 use shared::app::signing_keys::TokenKeys;
+use shared::ports::envelope::EncryptionContext;
 use shared::ports::keyring::KeyringError;
 use shared::ports::{Keyring, Store};
 

@@ -3,5 +3,4 @@
 pub mod aws;
 pub mod clock;
 pub mod embedded;
-pub mod envelope;
 pub mod mime;

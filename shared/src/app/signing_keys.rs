@@ -12,7 +12,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header};
 use serde::{Deserialize, Serialize};
 
-use crate::adapters::envelope::{EncryptionContext, Envelope};
+use crate::ports::envelope::{EncryptionContext, Envelope};
 use crate::ports::keyring::KeyringError;
 use crate::ports::store::{Condition, Item, Key, StoreError};
 use crate::ports::{Clock, Ids, Keyring, Store};

@@ -3,7 +3,7 @@
 
 use async_trait::async_trait;
 
-use crate::adapters::envelope::{self, EncryptionContext, Envelope, canonical_context};
+use crate::ports::envelope::{self, EncryptionContext, Envelope, canonical_context};
 
 /// A data key in the clear and wrapped by the keyring's current master key.
 pub struct DataKey {

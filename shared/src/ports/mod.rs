@@ -2,6 +2,7 @@
 //! every adapter passes (`shared/tests/contract_*.rs`).
 
 pub mod clock;
+pub mod envelope;
 pub mod keyring;
 pub mod mailer;
 pub mod queue;

@@ -8,7 +8,7 @@ use aws_sdk_kms::primitives::Blob;
 use aws_sdk_kms::types::DataKeySpec;
 use tracing::instrument;
 
-use crate::adapters::envelope::EncryptionContext;
+use crate::ports::envelope::EncryptionContext;
 use crate::ports::keyring::{DataKey, Keyring, KeyringError};
 
 #[derive(Clone)]

@@ -10,7 +10,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use serde::{Deserialize, Serialize};
 
-use crate::adapters::envelope::{EncryptionContext, canonical_context, open, random_bytes, seal};
+use crate::ports::envelope::{EncryptionContext, canonical_context, open, random_bytes, seal};
 use crate::ports::keyring::{DataKey, Keyring, KeyringError};
 
 #[derive(Serialize, Deserialize)]

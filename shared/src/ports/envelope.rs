@@ -1,6 +1,6 @@
-//! Envelope encryption shared by every `Keyring` adapter: a fresh 256-bit data key per
-//! message encrypts the plaintext with AES-256-GCM, the encryption context is the
-//! associated data, and the keyring wraps the data key under its master key.
+//! The envelope format of the `Keyring` port and the AEAD every keyring uses: a fresh
+//! 256-bit data key per message encrypts the plaintext with AES-256-GCM, the encryption
+//! context is the associated data, and the keyring wraps the data key under its master key.
 
 use std::collections::BTreeMap;
 

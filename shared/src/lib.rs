@@ -9,6 +9,7 @@
 
 pub mod adapters;
 pub mod app;
+pub mod domain;
 pub mod http;
 pub mod lambda;
 pub mod platform;

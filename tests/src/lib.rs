@@ -1,1 +1,77 @@
-//! Black-box tests of the whole platform live in `tests/`.
+//! Helpers for the black-box tests: start the whole platform, read what it mailed.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use shared::Platform;
+use shared::adapters::clock::ManualClock;
+
+pub struct TestApp {
+    pub base: String,
+    pub platform: Platform,
+    pub clock: Arc<ManualClock>,
+    pub running: local::Running,
+    pub client: reqwest::Client,
+    dir: tempfile::TempDir,
+}
+
+/// Starts the platform as the local runner does, on a free port, with an in-memory store
+/// and a clock the test moves.
+pub async fn spawn_app() -> TestApp {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::at("2026-11-25T06:00:00Z".parse().unwrap()));
+    let platform = Platform::ephemeral(dir.path(), clock.clone()).unwrap();
+    let running = local::start(platform.clone(), "127.0.0.1:0".parse().unwrap()).await.unwrap();
+    TestApp { base: format!("http://{}", running.addr), platform, clock, running, client: reqwest::Client::new(), dir }
+}
+
+/// An email as a reader sees it.
+#[derive(Debug, Clone)]
+pub struct SentMail {
+    pub to: String,
+    pub subject: String,
+    pub text: String,
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// POSTs `body` as JSON; returns the status and the parsed answer.
+    pub async fn post(&self, path: &str, body: serde_json::Value) -> (reqwest::StatusCode, serde_json::Value) {
+        let response = self.client.post(self.url(path)).json(&body).send().await.unwrap();
+        let status = response.status();
+        (status, response.json().await.unwrap_or(serde_json::Value::Null))
+    }
+
+    fn mail_dir(&self) -> PathBuf {
+        self.dir.path().join("mail")
+    }
+
+    /// Every email sent so far, oldest first.
+    pub fn mail(&self) -> Vec<SentMail> {
+        let Ok(entries) = std::fs::read_dir(self.mail_dir()) else { return Vec::new() };
+        let mut paths: Vec<PathBuf> =
+            entries.map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|x| x == "eml")).collect();
+        paths.sort();
+        paths.iter().map(|p| parse_mail(&std::fs::read_to_string(p).unwrap())).collect()
+    }
+}
+
+fn parse_mail(raw: &str) -> SentMail {
+    let header = |name: &str| {
+        raw.lines().find_map(|l| l.strip_prefix(&format!("{name}: "))).unwrap_or_default().trim().to_owned()
+    };
+    let text = raw
+        .split("Content-Transfer-Encoding: base64\r\n\r\n")
+        .nth(1)
+        .map(|part| {
+            let encoded: String = part.lines().take_while(|l| !l.is_empty() && !l.starts_with("--")).collect();
+            String::from_utf8(STANDARD.decode(encoded).unwrap()).unwrap()
+        })
+        .unwrap_or_default();
+    SentMail { to: header("To"), subject: header("Subject"), text }
+}

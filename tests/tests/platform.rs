@@ -1,29 +1,12 @@
 //! The whole platform on the embedded adapters, started as the local runner starts it,
 //! and driven over HTTP like any client.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use platform_tests::spawn_app;
 use reqwest::StatusCode;
 use serde_json::Value;
-use shared::Platform;
-use shared::adapters::clock::SystemClock;
 use shared::ports::queue::QueueName;
-
-struct TestApp {
-    base: String,
-    platform: Platform,
-    running: local::Running,
-    _dir: tempfile::TempDir,
-}
-
-/// Starts the platform on a free port with an in-memory store.
-async fn spawn_app() -> TestApp {
-    let dir = tempfile::tempdir().unwrap();
-    let platform = Platform::ephemeral(dir.path(), Arc::new(SystemClock)).unwrap();
-    let running = local::start(platform.clone(), "127.0.0.1:0".parse().unwrap()).await.unwrap();
-    TestApp { base: format!("http://{}", running.addr), platform, running, _dir: dir }
-}
 
 async fn get(url: String) -> (StatusCode, String, Value) {
     let response = reqwest::get(url).await.unwrap();

@@ -1,4 +1,6 @@
-//! Use cases: compose ports into what the functions do.
+//! Use cases: compose domain rules and ports into what the functions do.
 
+pub mod accounts;
 pub mod consumer;
+pub mod passwords;
 pub mod signing_keys;

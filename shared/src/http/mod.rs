@@ -9,4 +9,4 @@ pub mod request_id;
 
 pub use app::{BODY_LIMIT, service};
 pub use json::Json;
-pub use problem::{ApiError, FieldError};
+pub use problem::{ApiError, FieldError, Problem};

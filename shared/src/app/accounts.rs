@@ -1,0 +1,223 @@
+//! Accounts: sign-up with email and password, and email verification by a code sent
+//! through the `Mailer`. Answers never reveal whether an address is registered.
+
+use std::sync::Arc;
+
+use aws_lc_rs::digest::{SHA256, digest};
+use aws_lc_rs::rand::{SecureRandom, SystemRandom};
+use chrono::{DateTime, TimeDelta, Utc};
+use serde::{Deserialize, Serialize};
+use subtle::ConstantTimeEq;
+
+use super::passwords;
+use crate::Platform;
+use crate::domain::credentials::{EmailAddress, Password};
+use crate::http::FieldError;
+use crate::ports::mailer::{Email, MailError};
+use crate::ports::store::{Condition, Item, Key, StoreError, Write};
+use crate::ports::{Clock, Ids, Mailer, Store};
+
+/// How long an emailed code is valid.
+pub const CODE_LIFETIME: TimeDelta = TimeDelta::minutes(15);
+/// Wrong codes accepted before the code is dead (sign up again for a new one).
+pub const CODE_ATTEMPTS: u8 = 5;
+
+/// A user as stored under `USER#<id>` / `PROFILE`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct User {
+    pub id: String,
+    pub email: EmailAddress,
+    pub password_hash: String,
+    pub email_verified: bool,
+    /// Investor verification level: 1 registered, 2 second factor, 3 accredited.
+    pub level: u8,
+    pub roles: Vec<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct EmailOwner {
+    user_id: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct EmailCode {
+    /// SHA-256 of the user id and the code, hex.
+    code_hash: String,
+    attempts: u8,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AccountError {
+    #[error("invalid input")]
+    Invalid(Vec<FieldError>),
+    #[error("invalid or expired code")]
+    InvalidCode,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Mail(#[from] MailError),
+    #[error(transparent)]
+    Hash(#[from] passwords::HashError),
+}
+
+pub fn user_key(id: &str) -> Key {
+    Key::new(format!("USER#{id}"), "PROFILE")
+}
+
+fn email_key(email: &EmailAddress) -> Key {
+    Key::new(format!("EMAIL#{}", email.as_str()), "USER")
+}
+
+fn code_key(user_id: &str) -> Key {
+    Key::new(format!("USER#{user_id}"), "EMAIL-CODE")
+}
+
+fn code_hash(user_id: &str, code: &str) -> String {
+    let bytes = digest(&SHA256, format!("{user_id}:{code}").as_bytes());
+    bytes.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The account use cases, over the ports they need.
+pub struct Accounts {
+    store: Arc<dyn Store>,
+    mailer: Arc<dyn Mailer>,
+    clock: Arc<dyn Clock>,
+    ids: Arc<dyn Ids>,
+    mail_from: String,
+}
+
+impl Accounts {
+    pub fn new(platform: &Platform) -> Self {
+        Self {
+            store: platform.store.clone(),
+            mailer: platform.mailer.clone(),
+            clock: platform.clock.clone(),
+            ids: platform.ids.clone(),
+            mail_from: platform.config.mail_from.clone(),
+        }
+    }
+
+    /// Registers `email` with `password` and mails a verification code. For an address
+    /// already registered and verified it mails a notice instead; for one registered but
+    /// not verified it mails a fresh code. The caller cannot tell these apart.
+    pub async fn sign_up(&self, email: &str, password: &str) -> Result<(), AccountError> {
+        let email = EmailAddress::parse(email).map_err(|e| AccountError::Invalid(vec![e]))?;
+        let password = Password::parse(password, &email).map_err(|e| AccountError::Invalid(vec![e]))?;
+        // Hash first, whatever happens next, so every branch costs the same.
+        let password_hash = passwords::hash(&password).await?;
+        loop {
+            if let Some(owner) = self.store.get(&email_key(&email)).await? {
+                let owner: EmailOwner = owner.decode()?;
+                let user = self.user(&owner.user_id).await?;
+                return match user {
+                    Some(user) if user.email_verified => self.mail_already_registered(&email).await,
+                    Some(user) => self.issue_code(&user).await,
+                    None => Err(StoreError::Codec("email index points to no user".into()).into()),
+                };
+            }
+            let user = User {
+                id: self.ids.new_id("usr"),
+                email: email.clone(),
+                password_hash: password_hash.clone(),
+                email_verified: false,
+                level: 1,
+                roles: Vec::new(),
+                created_at: self.clock.now(),
+            };
+            let writes = vec![
+                Write::put(Item::new(user_key(&user.id), &user)?, Condition::NotExists),
+                Write::put(
+                    Item::new(email_key(&email), &EmailOwner { user_id: user.id.clone() })?,
+                    Condition::NotExists,
+                ),
+            ];
+            match self.store.transact(writes).await {
+                Ok(()) => return self.issue_code(&user).await,
+                // The address was registered meanwhile: answer as for a known address.
+                Err(StoreError::ConditionFailed { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Marks the address verified if `code` is the one mailed for it.
+    pub async fn verify_email(&self, email: &str, code: &str) -> Result<(), AccountError> {
+        let email = EmailAddress::parse(email).map_err(|e| AccountError::Invalid(vec![e]))?;
+        let Some(owner) = self.store.get(&email_key(&email)).await? else { return Err(AccountError::InvalidCode) };
+        let owner: EmailOwner = owner.decode()?;
+        let Some(stored) = self.store.get(&code_key(&owner.user_id)).await? else {
+            return Err(AccountError::InvalidCode);
+        };
+        let record: EmailCode = stored.decode()?;
+        if record.attempts >= CODE_ATTEMPTS {
+            return Err(AccountError::InvalidCode);
+        }
+        let matches: bool = code_hash(&owner.user_id, code.trim()).as_bytes().ct_eq(record.code_hash.as_bytes()).into();
+        if !matches {
+            let spent = EmailCode { attempts: record.attempts + 1, ..record };
+            let mut item = Item::new(code_key(&owner.user_id), &spent)?;
+            item.expires_at = stored.expires_at;
+            // A concurrent attempt may have counted first; either way this one failed.
+            match self.store.put(item, Condition::VersionIs(stored.version)).await {
+                Ok(()) | Err(StoreError::ConditionFailed { .. }) => return Err(AccountError::InvalidCode),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let Some(profile) = self.store.get(&user_key(&owner.user_id)).await? else {
+            return Err(AccountError::InvalidCode);
+        };
+        let mut user: User = profile.decode()?;
+        user.email_verified = true;
+        let writes = vec![
+            Write::put(Item::new(user_key(&user.id), &user)?, Condition::VersionIs(profile.version)),
+            Write::delete(code_key(&user.id), Condition::VersionIs(stored.version)),
+        ];
+        match self.store.transact(writes).await {
+            Ok(()) => Ok(()),
+            Err(StoreError::ConditionFailed { .. }) => Err(AccountError::InvalidCode),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub async fn user(&self, id: &str) -> Result<Option<User>, AccountError> {
+        Ok(self.store.get(&user_key(id)).await?.map(|item| item.decode()).transpose()?)
+    }
+
+    async fn issue_code(&self, user: &User) -> Result<(), AccountError> {
+        let mut digits = [0u8; 4];
+        SystemRandom::new().fill(&mut digits).map_err(|_| StoreError::Codec("no randomness".into()))?;
+        let code = format!("{:06}", u32::from_le_bytes(digits) % 1_000_000);
+        let record = EmailCode { code_hash: code_hash(&user.id, &code), attempts: 0 };
+        let item = Item::new(code_key(&user.id), &record)?.expiring_at(self.clock.now() + CODE_LIFETIME);
+        self.store.put(item, Condition::None).await?;
+        let email = Email {
+            from: self.mail_from.clone(),
+            to: vec![user.email.as_str().to_owned()],
+            subject: "Your verification code".into(),
+            text: format!(
+                "Your verification code is {code}.\n\nIt expires in {} minutes. If you did not sign up, ignore this email.\n",
+                CODE_LIFETIME.num_minutes()
+            ),
+            html: None,
+            attachments: Vec::new(),
+        };
+        self.mailer.send(&email).await?;
+        Ok(())
+    }
+
+    async fn mail_already_registered(&self, email: &EmailAddress) -> Result<(), AccountError> {
+        let notice = Email {
+            from: self.mail_from.clone(),
+            to: vec![email.as_str().to_owned()],
+            subject: "Someone tried to sign up with your address".into(),
+            text: "Someone tried to create an account with this email address, which already has one.\n\
+                   If it was you, log in instead. If not, you can ignore this email.\n"
+                .into(),
+            html: None,
+            attachments: Vec::new(),
+        };
+        self.mailer.send(&notice).await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,189 @@
+//! Email addresses and passwords as types: parsed once at the edge, valid everywhere after.
+
+use std::fmt;
+
+use crate::http::FieldError;
+
+/// A normalised (trimmed, lower-cased) email address.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
+pub struct EmailAddress(String);
+
+impl EmailAddress {
+    pub fn parse(raw: &str) -> Result<Self, FieldError> {
+        let address = raw.trim().to_lowercase();
+        let invalid = |message: &str| FieldError::new("email", message);
+        if address.len() > 254 {
+            return Err(invalid("at most 254 characters"));
+        }
+        let (local, domain) = address.split_once('@').ok_or_else(|| invalid("not an email address"))?;
+        let domain_ok = domain.contains('.')
+            && !domain.starts_with('.')
+            && !domain.ends_with('.')
+            && domain
+                .split('.')
+                .all(|label| !label.is_empty() && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'));
+        let local_ok = !local.is_empty()
+            && local.len() <= 64
+            && local.chars().all(|c| c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~.".contains(c));
+        if !domain_ok || !local_ok {
+            return Err(invalid("not an email address"));
+        }
+        Ok(Self(address))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Logs and debug output show the domain only.
+impl fmt::Debug for EmailAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let domain = self.0.split_once('@').map_or("", |(_, d)| d);
+        write!(f, "***@{domain}")
+    }
+}
+
+pub const PASSWORD_MIN: usize = 12;
+pub const PASSWORD_MAX: usize = 128;
+
+/// Passwords attackers try first; a password equal to one of these, ignoring case and
+/// trailing digits or symbols, is refused.
+const COMMON: &[&str] = &[
+    "password",
+    "passw0rd",
+    "qwerty",
+    "qwertyuiop",
+    "letmein",
+    "welcome",
+    "iloveyou",
+    "admin",
+    "administrator",
+    "abc123",
+    "monkey",
+    "dragon",
+    "football",
+    "baseball",
+    "sunshine",
+    "princess",
+    "trustno1",
+    "superman",
+    "starwars",
+    "whatever",
+    "changeme",
+    "singapore",
+    "investment",
+    "123456789",
+    "1234567890",
+    "qwerty123",
+    "1q2w3e4r",
+    "1qaz2wsx",
+    "zaq12wsx",
+    "asdfghjkl",
+    "master",
+    "shadow",
+    "michael",
+    "password1",
+    "secret",
+];
+
+/// A password that passed the policy. Never printed.
+#[derive(Clone)]
+pub struct Password(String);
+
+impl fmt::Debug for Password {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Password([redacted])")
+    }
+}
+
+impl Password {
+    /// Applies the policy: length, and the patterns of breached passwords. `email` is the
+    /// account's address, which the password must not contain.
+    pub fn parse(raw: &str, email: &EmailAddress) -> Result<Self, FieldError> {
+        let refuse = |message: &str| FieldError::new("password", message);
+        let length = raw.chars().count();
+        if length < PASSWORD_MIN {
+            return Err(refuse(&format!("at least {PASSWORD_MIN} characters")));
+        }
+        if length > PASSWORD_MAX {
+            return Err(refuse(&format!("at most {PASSWORD_MAX} characters")));
+        }
+        let lower = raw.to_lowercase();
+        let core = lower.trim_end_matches(|c: char| !c.is_alphabetic());
+        if COMMON.contains(&core) || COMMON.contains(&lower.as_str()) {
+            return Err(refuse("this password appears in breached-password lists"));
+        }
+        let distinct: std::collections::HashSet<char> = raw.chars().collect();
+        if distinct.len() < 5 {
+            return Err(refuse("use at least 5 different characters"));
+        }
+        if is_sequence(&lower) {
+            return Err(refuse("a keyboard or number sequence is easy to guess"));
+        }
+        let local = email.as_str().split('@').next().unwrap_or_default();
+        if local.len() >= 3 && lower.contains(local) {
+            return Err(refuse("must not contain your email address"));
+        }
+        Ok(Self(raw.to_owned()))
+    }
+
+    /// The password without policy, for checking a login attempt.
+    pub fn attempt(raw: &str) -> Self {
+        Self(raw.to_owned())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Whether every character follows the previous one by +1 or -1 (abcdef..., 98765...).
+fn is_sequence(text: &str) -> bool {
+    let codes: Vec<i64> = text.chars().map(|c| c as i64).collect();
+    codes.windows(2).all(|w| w[1] - w[0] == 1) || codes.windows(2).all(|w| w[0] - w[1] == 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn email() -> EmailAddress {
+        EmailAddress::parse("Tan.Wei@Example.SG").unwrap()
+    }
+
+    #[test]
+    fn emails_are_normalised_and_malformed_ones_refused() {
+        assert_eq!(email().as_str(), "tan.wei@example.sg");
+        for bad in ["", "no-at-sign", "a@b", "a@.sg", "a@b..sg", "a b@c.sg", "@c.sg", "a@c.sg.", "a@-\u{e9}.sg"] {
+            assert!(EmailAddress::parse(bad).is_err(), "{bad}");
+        }
+        assert_eq!(format!("{:?}", email()), "***@example.sg");
+    }
+
+    #[test]
+    fn passwords_are_refused_with_the_rule_they_break() {
+        let cases = [
+            ("short1!", "at least 12 characters"),
+            ("Password1234!", "breached"),
+            ("singapore2026!!", "breached"),
+            ("aaaaaaaaaaaaaa", "different characters"),
+            ("abcdefghijklm", "sequence"),
+            ("tan.wei-is-investing", "email"),
+        ];
+        for (password, reason) in cases {
+            let error = Password::parse(password, &email()).unwrap_err();
+            assert_eq!(error.field, "password");
+            assert!(error.message.contains(reason), "{password}: {}", error.message);
+        }
+        assert!(Password::parse(&"x1".repeat(65), &email()).is_err());
+        assert!(Password::parse("correct horse battery staple", &email()).is_ok());
+    }
+
+    #[test]
+    fn a_password_never_prints() {
+        let password = Password::parse("correct horse battery staple", &email()).unwrap();
+        assert!(!format!("{password:?}").contains("horse"));
+    }
+}

@@ -1,0 +1,4 @@
+//! Pure rules: no I/O, no async, no AWS types. The application layer composes them with
+//! the ports.
+
+pub mod credentials;

@@ -1,0 +1,135 @@
+//! Sign-up and email verification through the HTTP API of the local platform.
+
+use chrono::TimeDelta;
+use platform_tests::{TestApp, spawn_app};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use shared::ports::store::{Key, Query};
+
+const EMAIL: &str = "Tan.Wei@Example.SG";
+const PASSWORD: &str = "correct horse battery staple";
+
+fn code_in(text: &str) -> String {
+    text.split(|c: char| !c.is_ascii_digit()).find(|w| w.len() == 6).expect("a six-digit code").to_owned()
+}
+
+async fn sign_up(app: &TestApp) -> String {
+    let (status, body) = app.post("/v1/auth/signup", json!({"email": EMAIL, "password": PASSWORD})).await;
+    assert_eq!((status, body), (StatusCode::ACCEPTED, json!({"status": "verification_sent"})));
+    let mail = app.mail();
+    let last = mail.last().expect("a verification email");
+    assert_eq!((last.to.as_str(), last.subject.as_str()), ("tan.wei@example.sg", "Your verification code"));
+    code_in(&last.text)
+}
+
+async fn verified(app: &TestApp) -> bool {
+    let owner = app.platform.store.get(&Key::new("EMAIL#tan.wei@example.sg", "USER")).await.unwrap().unwrap();
+    let user_id = owner.decode::<Value>().unwrap()["user_id"].as_str().unwrap().to_owned();
+    let user = app.platform.store.get(&Key::new(format!("USER#{user_id}"), "PROFILE")).await.unwrap().unwrap();
+    let user: Value = user.decode().unwrap();
+    assert!(user["password_hash"].as_str().unwrap().starts_with("$argon2id$v=19$m=19456,t=2,p=1$"));
+    user["email_verified"].as_bool().unwrap()
+}
+
+fn assert_field(status: StatusCode, body: &Value, field: &str) {
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["type"], "/problems/validation");
+    assert_eq!(body["errors"][0]["field"], field, "{body}");
+}
+
+#[tokio::test]
+async fn a_new_account_is_verified_with_the_emailed_code() {
+    let app = spawn_app().await;
+    let code = sign_up(&app).await;
+    assert!(!verified(&app).await);
+    let (status, body) = app.post("/v1/auth/email/verify", json!({"email": "tan.wei@example.sg", "code": code})).await;
+    assert_eq!((status, body), (StatusCode::OK, json!({"status": "verified"})));
+    assert!(verified(&app).await);
+    // The code is spent.
+    let (status, body) = app.post("/v1/auth/email/verify", json!({"email": EMAIL, "code": code})).await;
+    assert_field(status, &body, "code");
+}
+
+#[tokio::test]
+async fn a_malformed_body_is_a_400_problem_and_changes_nothing() {
+    let app = spawn_app().await;
+    let response = app
+        .client
+        .post(app.url("/v1/auth/signup"))
+        .header("content-type", "application/json")
+        .body("{\"email\": \"a@b.sg\", \"password\": ")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(response.headers()["content-type"], "application/problem+json");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["type"], "/problems/malformed-request");
+    assert!(app.mail().is_empty());
+    assert!(app.platform.store.query(&Query::partition("EMAIL#a@b.sg")).await.unwrap().items.is_empty());
+}
+
+#[tokio::test]
+async fn bad_input_names_the_field_and_creates_nothing() {
+    let app = spawn_app().await;
+    let (status, body) = app.post("/v1/auth/signup", json!({"email": "not-an-address", "password": PASSWORD})).await;
+    assert_field(status, &body, "email");
+    let (status, body) = app.post("/v1/auth/signup", json!({"email": EMAIL, "password": "Password1234!"})).await;
+    assert_field(status, &body, "password");
+    assert!(body["errors"][0]["message"].as_str().unwrap().contains("breached"));
+    let (status, body) = app.post("/v1/auth/signup", json!({"email": EMAIL})).await;
+    assert_field(status, &body, "password");
+    let (status, body) =
+        app.post("/v1/auth/signup", json!({"email": EMAIL, "password": PASSWORD, "role": "admin"})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(app.mail().is_empty());
+}
+
+#[tokio::test]
+async fn signing_up_again_answers_the_same_and_never_makes_a_second_account() {
+    let app = spawn_app().await;
+    let first = sign_up(&app).await;
+    // Not yet verified: a fresh code replaces the first.
+    let second = sign_up(&app).await;
+    let (status, body) = app.post("/v1/auth/email/verify", json!({"email": EMAIL, "code": second})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    if first != second {
+        let (status, _) = app.post("/v1/auth/email/verify", json!({"email": EMAIL, "code": first})).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+    }
+    // Verified: the same answer, and a notice to the owner instead of a code.
+    let (status, body) =
+        app.post("/v1/auth/signup", json!({"email": EMAIL, "password": "another fine passphrase"})).await;
+    assert_eq!((status, body), (StatusCode::ACCEPTED, json!({"status": "verification_sent"})));
+    assert_eq!(app.mail().last().unwrap().subject, "Someone tried to sign up with your address");
+    let users = app.platform.store.query(&Query::partition("EMAIL#tan.wei@example.sg")).await.unwrap();
+    assert_eq!(users.items.len(), 1);
+}
+
+#[tokio::test]
+async fn a_code_dies_after_five_wrong_tries_and_after_fifteen_minutes() {
+    let app = spawn_app().await;
+    let code = sign_up(&app).await;
+    let wrong = if code == "000000" { "111111" } else { "000000" };
+    for _ in 0..5 {
+        let (status, body) = app.post("/v1/auth/email/verify", json!({"email": EMAIL, "code": wrong})).await;
+        assert_field(status, &body, "code");
+    }
+    let (status, body) = app.post("/v1/auth/email/verify", json!({"email": EMAIL, "code": code})).await;
+    assert_field(status, &body, "code");
+    assert!(!verified(&app).await);
+
+    let code = sign_up(&app).await;
+    app.clock.advance(TimeDelta::minutes(15) + TimeDelta::seconds(1));
+    let (status, body) = app.post("/v1/auth/email/verify", json!({"email": EMAIL, "code": code})).await;
+    assert_field(status, &body, "code");
+    assert!(!verified(&app).await);
+}
+
+#[tokio::test]
+async fn an_unknown_address_gets_the_same_answer_as_a_wrong_code() {
+    let app = spawn_app().await;
+    let (status, body) =
+        app.post("/v1/auth/email/verify", json!({"email": "nobody@example.sg", "code": "123456"})).await;
+    assert_field(status, &body, "code");
+}

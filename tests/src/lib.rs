@@ -75,3 +75,44 @@ fn parse_mail(raw: &str) -> SentMail {
         .unwrap_or_default();
     SentMail { to: header("To"), subject: header("Subject"), text }
 }
+
+impl TestApp {
+    /// Signs up, verifies the address and logs in; returns the token answer.
+    pub async fn logged_in(&self, email: &str, password: &str) -> serde_json::Value {
+        let (status, _) = self.post("/v1/auth/signup", serde_json::json!({"email": email, "password": password})).await;
+        assert_eq!(status, reqwest::StatusCode::ACCEPTED);
+        let text = self.mail().last().expect("a verification email").text.clone();
+        let code = text.split(|c: char| !c.is_ascii_digit()).find(|w| w.len() == 6).expect("a code").to_owned();
+        let (status, _) = self.post("/v1/auth/email/verify", serde_json::json!({"email": email, "code": code})).await;
+        assert_eq!(status, reqwest::StatusCode::OK);
+        self.login(email, password).await
+    }
+
+    pub async fn login(&self, email: &str, password: &str) -> serde_json::Value {
+        let (status, tokens) =
+            self.post("/v1/auth/login", serde_json::json!({"email": email, "password": password})).await;
+        assert_eq!(status, reqwest::StatusCode::OK, "{tokens}");
+        tokens
+    }
+
+    /// GET with a bearer token.
+    pub async fn get_as(&self, path: &str, access_token: &str) -> (reqwest::StatusCode, serde_json::Value) {
+        let response = self.client.get(self.url(path)).bearer_auth(access_token).send().await.unwrap();
+        let status = response.status();
+        (status, response.json().await.unwrap_or(serde_json::Value::Null))
+    }
+
+    /// POST without a body, with a bearer token.
+    pub async fn post_as(
+        &self,
+        path: &str,
+        access_token: &str,
+        body: Option<serde_json::Value>,
+    ) -> reqwest::StatusCode {
+        let mut request = self.client.post(self.url(path)).bearer_auth(access_token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        request.send().await.unwrap().status()
+    }
+}

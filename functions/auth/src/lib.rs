@@ -6,13 +6,50 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::post;
+use axum::routing::{get, post};
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use shared::Platform;
 use shared::app::accounts::{AccountError, Accounts};
+use shared::app::sessions::{SessionError, Sessions, Tokens};
+use shared::app::signing_keys::TokenKeys;
+use shared::domain::session::{RevokedBecause, SessionPolicy};
+use shared::http::auth::{Authenticated, SessionSource};
 use shared::http::problem::Problem;
 use shared::http::{ApiError, FieldError, Json};
+use tokio::sync::OnceCell;
 use utoipa::{OpenApi, ToSchema};
+
+/// What the handlers share. The token keys are unwrapped once, on first use.
+#[derive(Clone)]
+pub struct AuthState {
+    platform: Platform,
+    accounts: Arc<Accounts>,
+    sessions: Arc<OnceCell<Arc<Sessions>>>,
+    policy: SessionPolicy,
+}
+
+impl SessionSource for AuthState {
+    async fn sessions(&self) -> Result<Arc<Sessions>, ApiError> {
+        self.sessions
+            .get_or_try_init(|| async {
+                let p = &self.platform;
+                let keys =
+                    TokenKeys::load(p.store.as_ref(), p.token_keyring.as_ref(), p.clock.as_ref(), p.ids.as_ref())
+                        .await
+                        .map_err(|e| ApiError::internal(&e))?;
+                Ok(Arc::new(Sessions::new(
+                    p.store.clone(),
+                    p.clock.clone(),
+                    p.ids.clone(),
+                    Arc::new(keys),
+                    self.policy,
+                )))
+            })
+            .await
+            .cloned()
+    }
+}
 
 /// `POST /v1/auth/signup`. No `Debug`: it holds a password.
 #[derive(Deserialize, ToSchema)]
@@ -37,10 +74,69 @@ pub struct Status {
     pub status: &'static str,
 }
 
+/// `POST /v1/auth/login`. No `Debug`: it holds a password.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Login {
+    pub email: String,
+    pub password: String,
+}
+
+/// `POST /v1/auth/refresh`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RefreshRequest {
+    pub refresh_token: String,
+}
+
+/// `POST /v1/auth/password`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChangePassword {
+    pub current_password: String,
+    pub new_password: String,
+}
+
+/// One live session.
+#[derive(Serialize, ToSchema)]
+pub struct SessionView {
+    pub id: String,
+    pub created_at: DateTime<Utc>,
+    pub last_rotated_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    /// Whether the calling access token belongs to this session.
+    pub current: bool,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct SessionList {
+    pub items: Vec<SessionView>,
+}
+
+/// The caller, as the access token says.
+#[derive(Serialize, ToSchema)]
+pub struct Me {
+    pub user_id: String,
+    pub session_id: String,
+    pub roles: Vec<String>,
+    pub level: u8,
+}
+
 fn api_error(error: AccountError) -> ApiError {
     match error {
         AccountError::Invalid(errors) => ApiError::validation(errors),
         AccountError::InvalidCode => ApiError::validation(vec![FieldError::new("code", "invalid or expired code")]),
+        AccountError::WrongCredentials => ApiError::unauthorized("wrong email or password"),
+        AccountError::EmailNotVerified => ApiError::forbidden("verify your email address first"),
+        other => ApiError::internal(&other),
+    }
+}
+
+fn session_error(error: SessionError) -> ApiError {
+    match error {
+        SessionError::Unauthorized | SessionError::ReuseDetected { .. } => {
+            ApiError::unauthorized("invalid, expired or revoked refresh token")
+        }
         other => ApiError::internal(&other),
     }
 }
@@ -53,10 +149,10 @@ fn api_error(error: AccountError) -> ApiError {
         (status = 400, description = "Invalid email or password", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn sign_up(
-    State(accounts): State<Arc<Accounts>>,
+    State(state): State<AuthState>,
     Json(body): Json<SignUp>,
 ) -> Result<(StatusCode, Json<Status>), ApiError> {
-    accounts.sign_up(&body.email, &body.password).await.map_err(api_error)?;
+    state.accounts.sign_up(&body.email, &body.password).await.map_err(api_error)?;
     Ok((StatusCode::ACCEPTED, Json(Status { status: "verification_sent" })))
 }
 
@@ -66,28 +162,138 @@ async fn sign_up(
         (status = 200, description = "The address is verified", body = Status),
         (status = 400, description = "Invalid or expired code", body = Problem, content_type = "application/problem+json"),
     ))]
-async fn verify_email(
-    State(accounts): State<Arc<Accounts>>,
-    Json(body): Json<VerifyEmail>,
-) -> Result<Json<Status>, ApiError> {
-    accounts.verify_email(&body.email, &body.code).await.map_err(api_error)?;
+async fn verify_email(State(state): State<AuthState>, Json(body): Json<VerifyEmail>) -> Result<Json<Status>, ApiError> {
+    state.accounts.verify_email(&body.email, &body.code).await.map_err(api_error)?;
     Ok(Json(Status { status: "verified" }))
+}
+
+const PROBLEM: &str = "application/problem+json";
+
+/// Logs in with email and password; answers tokens.
+#[utoipa::path(post, path = "/v1/auth/login", tag = "auth", request_body = Login,
+    responses(
+        (status = 200, body = Tokens),
+        (status = 401, description = "Wrong email or password", body = Problem, content_type = PROBLEM),
+        (status = 403, description = "Email not verified", body = Problem, content_type = PROBLEM),
+    ))]
+async fn login(State(state): State<AuthState>, Json(body): Json<Login>) -> Result<Json<Tokens>, ApiError> {
+    let user = state.accounts.check_password(&body.email, &body.password).await.map_err(api_error)?;
+    let sessions = state.sessions().await?;
+    Ok(Json(sessions.start(&user).await.map_err(session_error)?))
+}
+
+/// Rotates a refresh token: answers a new pair; the presented token is spent.
+#[utoipa::path(post, path = "/v1/auth/refresh", tag = "auth", request_body = RefreshRequest,
+    responses(
+        (status = 200, body = Tokens),
+        (status = 401, description = "Invalid, expired, revoked or reused token", body = Problem, content_type = PROBLEM),
+    ))]
+async fn refresh(State(state): State<AuthState>, Json(body): Json<RefreshRequest>) -> Result<Json<Tokens>, ApiError> {
+    let sessions = state.sessions().await?;
+    Ok(Json(sessions.refresh(&body.refresh_token).await.map_err(session_error)?))
+}
+
+/// Ends the caller's session.
+#[utoipa::path(post, path = "/v1/auth/logout", tag = "auth", security(("bearer" = [])),
+    responses((status = 204), (status = 401, body = Problem, content_type = PROBLEM)))]
+async fn logout(State(state): State<AuthState>, Authenticated(me): Authenticated) -> Result<StatusCode, ApiError> {
+    let sessions = state.sessions().await?;
+    sessions.revoke(&me.session_id, RevokedBecause::Logout).await.map_err(session_error)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Ends every session of the caller.
+#[utoipa::path(post, path = "/v1/auth/logout-all", tag = "auth", security(("bearer" = [])),
+    responses((status = 204), (status = 401, body = Problem, content_type = PROBLEM)))]
+async fn logout_all(State(state): State<AuthState>, Authenticated(me): Authenticated) -> Result<StatusCode, ApiError> {
+    let sessions = state.sessions().await?;
+    sessions.revoke_all(&me.user_id, RevokedBecause::LogoutAll).await.map_err(session_error)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The caller's live sessions.
+#[utoipa::path(get, path = "/v1/auth/sessions", tag = "auth", security(("bearer" = [])),
+    responses((status = 200, body = SessionList), (status = 401, body = Problem, content_type = PROBLEM)))]
+async fn list_sessions(
+    State(state): State<AuthState>,
+    Authenticated(me): Authenticated,
+) -> Result<Json<SessionList>, ApiError> {
+    let sessions = state.sessions().await?;
+    let items = sessions
+        .list(&me.user_id)
+        .await
+        .map_err(session_error)?
+        .into_iter()
+        .map(|f| SessionView {
+            current: f.id == me.session_id,
+            id: f.id,
+            created_at: f.created_at,
+            last_rotated_at: f.rotated_at,
+            expires_at: f.idle_expires_at,
+        })
+        .collect();
+    Ok(Json(SessionList { items }))
+}
+
+/// Changes the password; every session ends, this one included.
+#[utoipa::path(post, path = "/v1/auth/password", tag = "auth", request_body = ChangePassword, security(("bearer" = [])),
+    responses(
+        (status = 204),
+        (status = 400, body = Problem, content_type = PROBLEM),
+        (status = 401, body = Problem, content_type = PROBLEM),
+    ))]
+async fn change_password(
+    State(state): State<AuthState>,
+    Authenticated(me): Authenticated,
+    Json(body): Json<ChangePassword>,
+) -> Result<StatusCode, ApiError> {
+    state.accounts.change_password(&me.user_id, &body.current_password, &body.new_password).await.map_err(api_error)?;
+    let sessions = state.sessions().await?;
+    sessions.revoke_all(&me.user_id, RevokedBecause::PasswordChanged).await.map_err(session_error)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Who the access token says the caller is.
+#[utoipa::path(get, path = "/v1/me", tag = "auth", security(("bearer" = [])),
+    responses((status = 200, body = Me), (status = 401, body = Problem, content_type = PROBLEM)))]
+async fn me(Authenticated(me): Authenticated) -> Json<Me> {
+    Json(Me { user_id: me.user_id, session_id: me.session_id, roles: me.roles, level: me.level })
+}
+
+/// The public keys that verify access tokens (RFC 7517).
+#[utoipa::path(get, path = "/.well-known/jwks.json", tag = "auth", responses((status = 200, description = "A JWK set")))]
+async fn jwks(State(state): State<AuthState>) -> Result<Json<serde_json::Value>, ApiError> {
+    Ok(Json(state.sessions().await?.keys().jwks()))
 }
 
 #[derive(OpenApi)]
 #[openapi(
-    paths(sign_up, verify_email),
-    components(schemas(SignUp, VerifyEmail, Status)),
+    paths(sign_up, verify_email, login, refresh, logout, logout_all, list_sessions, change_password, me, jwks),
+    components(schemas(SignUp, VerifyEmail, Status, Login, RefreshRequest, ChangePassword, Tokens, SessionView, SessionList, Me)),
     tags((name = "auth", description = "Accounts, login, tokens and sessions"))
 )]
 struct Doc;
 
 /// This function's own routes.
 pub fn routes(platform: &Platform) -> Router {
+    let state = AuthState {
+        platform: platform.clone(),
+        accounts: Arc::new(Accounts::new(platform)),
+        sessions: Arc::new(OnceCell::new()),
+        policy: SessionPolicy::default(),
+    };
     Router::new()
         .route("/v1/auth/signup", post(sign_up))
         .route("/v1/auth/email/verify", post(verify_email))
-        .with_state(Arc::new(Accounts::new(platform)))
+        .route("/v1/auth/login", post(login))
+        .route("/v1/auth/refresh", post(refresh))
+        .route("/v1/auth/logout", post(logout))
+        .route("/v1/auth/logout-all", post(logout_all))
+        .route("/v1/auth/sessions", get(list_sessions))
+        .route("/v1/auth/password", post(change_password))
+        .route("/v1/me", get(me))
+        .route("/.well-known/jwks.json", get(jwks))
+        .with_state(state)
 }
 
 /// This function's part of the OpenAPI document.

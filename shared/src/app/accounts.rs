@@ -53,6 +53,10 @@ pub enum AccountError {
     Invalid(Vec<FieldError>),
     #[error("invalid or expired code")]
     InvalidCode,
+    #[error("wrong email or password")]
+    WrongCredentials,
+    #[error("the email address is not verified yet")]
+    EmailNotVerified,
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -177,6 +181,48 @@ impl Accounts {
             Ok(()) => Ok(()),
             Err(StoreError::ConditionFailed { .. }) => Err(AccountError::InvalidCode),
             Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The user whose email and password these are. An unknown address costs the same
+    /// time as a wrong password and gets the same answer.
+    pub async fn check_password(&self, email: &str, password: &str) -> Result<User, AccountError> {
+        let user = match EmailAddress::parse(email) {
+            Ok(email) => match self.store.get(&email_key(&email)).await? {
+                Some(owner) => self.user(&owner.decode::<EmailOwner>()?.user_id).await?,
+                None => None,
+            },
+            Err(_) => None,
+        };
+        let matches =
+            passwords::verify(&Password::attempt(password), user.as_ref().map(|u| u.password_hash.clone())).await;
+        match user {
+            Some(user) if matches && user.email_verified => Ok(user),
+            Some(_) if matches => Err(AccountError::EmailNotVerified),
+            _ => Err(AccountError::WrongCredentials),
+        }
+    }
+
+    /// Replaces the password of `user_id` after checking the current one.
+    pub async fn change_password(&self, user_id: &str, current: &str, new: &str) -> Result<(), AccountError> {
+        loop {
+            let Some(item) = self.store.get(&user_key(user_id)).await? else {
+                return Err(AccountError::WrongCredentials);
+            };
+            let mut user: User = item.decode()?;
+            if !passwords::verify(&Password::attempt(current), Some(user.password_hash.clone())).await {
+                return Err(AccountError::Invalid(vec![FieldError::new("current_password", "is not your password")]));
+            }
+            let new = Password::parse(new, &user.email).map_err(|mut e| {
+                e.field = "new_password".into();
+                AccountError::Invalid(vec![e])
+            })?;
+            user.password_hash = passwords::hash(&new).await?;
+            match self.store.put(Item::new(user_key(user_id), &user)?, Condition::VersionIs(item.version)).await {
+                Ok(()) => return Ok(()),
+                Err(StoreError::ConditionFailed { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
         }
     }
 

@@ -3,4 +3,5 @@
 pub mod accounts;
 pub mod consumer;
 pub mod passwords;
+pub mod sessions;
 pub mod signing_keys;

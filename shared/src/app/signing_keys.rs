@@ -40,9 +40,11 @@ struct StoredKey {
     sealed: Envelope,
 }
 
-#[derive(Clone, Default, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 struct StoredSet {
     keys: Vec<StoredKey>,
+    /// The HMAC key refresh tokens are derived with.
+    refresh_secret: Envelope,
 }
 
 /// One usable key: its id, public coordinates and (for the current key) signing half.
@@ -63,14 +65,24 @@ impl std::fmt::Debug for SigningKey {
     }
 }
 
-/// The published key set; the first key signs.
-#[derive(Debug)]
+/// The published key set (the first key signs) and the refresh-token secret.
 pub struct TokenKeys {
     keys: Vec<SigningKey>,
+    refresh_secret: aws_lc_rs::hmac::Key,
+}
+
+impl std::fmt::Debug for TokenKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenKeys").field("keys", &self.keys).finish_non_exhaustive()
+    }
 }
 
 fn set_key() -> Key {
     Key::new("KEYS", "token-signing")
+}
+
+fn refresh_context() -> EncryptionContext {
+    EncryptionContext::from([("purpose".to_owned(), "refresh-token-secret".to_owned())])
 }
 
 fn context(kid: &str) -> EncryptionContext {
@@ -108,7 +120,11 @@ impl TokenKeys {
             if let Some(item) = store.get(&set_key()).await? {
                 return Self::unseal(item.decode::<StoredSet>()?, keyring).await;
             }
-            let first = StoredSet { keys: vec![new_key(keyring, ids, clock.now()).await?] };
+            let secret = crate::ports::envelope::random_bytes::<32>()?;
+            let first = StoredSet {
+                keys: vec![new_key(keyring, ids, clock.now()).await?],
+                refresh_secret: keyring.encrypt(&secret, &refresh_context()).await?,
+            };
             match store.put(Item::new(set_key(), &first)?, Condition::NotExists).await {
                 Ok(()) => return Self::unseal(first, keyring).await,
                 // Another instance created it first: load theirs.
@@ -128,10 +144,11 @@ impl TokenKeys {
     ) -> Result<Self, SigningKeyError> {
         loop {
             let now = clock.now();
-            let (mut set, condition) = match store.get(&set_key()).await? {
-                Some(item) => (item.decode::<StoredSet>()?, Condition::VersionIs(item.version)),
-                None => (StoredSet::default(), Condition::NotExists),
+            let Some(item) = store.get(&set_key()).await? else {
+                // Nothing to rotate yet: the first load creates the set.
+                return Self::load(store, keyring, clock, ids).await;
             };
+            let (mut set, condition) = (item.decode::<StoredSet>()?, Condition::VersionIs(item.version));
             for key in &mut set.keys {
                 key.retired_at.get_or_insert(now);
             }
@@ -160,7 +177,8 @@ impl TokenKeys {
         if keys.is_empty() {
             return Err(SigningKeyError::Invalid("the key set is empty".into()));
         }
-        Ok(Self { keys })
+        let secret = keyring.decrypt(&set.refresh_secret, &refresh_context()).await?;
+        Ok(Self { keys, refresh_secret: aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &secret) })
     }
 
     /// The key that signs new tokens.
@@ -170,10 +188,21 @@ impl TokenKeys {
 
     /// Signs `claims` as an ES256 JWT with the current key's `kid`.
     pub fn sign<T: Serialize>(&self, claims: &T) -> Result<String, SigningKeyError> {
+        self.sign_typed(claims, "JWT")
+    }
+
+    /// Signs with a `typ` header (RFC 9068 access tokens use `at+jwt`).
+    pub fn sign_typed<T: Serialize>(&self, claims: &T, typ: &str) -> Result<String, SigningKeyError> {
         let key = self.current();
         let mut header = Header::new(Algorithm::ES256);
+        header.typ = Some(typ.to_owned());
         header.kid = Some(key.kid.clone());
         Ok(jsonwebtoken::encode(&header, claims, &key.encoding)?)
+    }
+
+    /// An unforgeable tag of `message` under the refresh-token secret.
+    pub fn refresh_tag(&self, message: &[u8]) -> Vec<u8> {
+        aws_lc_rs::hmac::sign(&self.refresh_secret, message).as_ref().to_vec()
     }
 
     /// The verification key for `kid`, if it is still published.

@@ -2,3 +2,4 @@
 //! the ports.
 
 pub mod credentials;
+pub mod session;

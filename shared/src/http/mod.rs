@@ -2,6 +2,7 @@
 //! request ids, limits, the health route and the OpenAPI document.
 
 pub mod app;
+pub mod auth;
 pub mod json;
 pub mod openapi;
 pub mod problem;

@@ -1,0 +1,304 @@
+//! Sessions: refresh-token families in the store, access tokens signed with the token
+//! keys, revocation through a denylist that lives as long as the tokens it denies.
+
+use std::sync::Arc;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{DateTime, Utc};
+use jsonwebtoken::{Algorithm, Validation};
+use serde::{Deserialize, Serialize};
+use subtle::ConstantTimeEq;
+
+use super::accounts::{User, user_key};
+use super::signing_keys::{SigningKeyError, TokenKeys};
+use crate::domain::session::{Family, Refresh, RevokedBecause, SessionPolicy, refresh};
+use crate::ports::store::{Condition, Item, Key, Query, StoreError, Write};
+use crate::ports::{Clock, Ids, Store};
+
+pub const ISSUER: &str = "dabs-platform";
+pub const AUDIENCE: &str = "dabs-api";
+/// RFC 9068's media type for JWT access tokens, in the `typ` header.
+pub const ACCESS_TYP: &str = "at+jwt";
+const REFRESH_PREFIX: &str = "rt1";
+
+/// The claims of an access token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessClaims {
+    pub iss: String,
+    pub aud: String,
+    pub sub: String,
+    /// The session (refresh-token family) the token was issued in.
+    pub sid: String,
+    pub roles: Vec<String>,
+    /// Investor verification level.
+    pub lvl: u8,
+    pub iat: i64,
+    pub exp: i64,
+    pub jti: String,
+}
+
+/// Who is calling, from a verified access token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    pub user_id: String,
+    pub session_id: String,
+    pub roles: Vec<String>,
+    pub level: u8,
+}
+
+/// What a login or refresh answers.
+#[derive(Clone, Serialize, utoipa::ToSchema)]
+pub struct Tokens {
+    pub access_token: String,
+    pub refresh_token: String,
+    /// Always `Bearer`.
+    pub token_type: &'static str,
+    /// Seconds until the access token expires.
+    pub expires_in: i64,
+}
+
+impl std::fmt::Debug for Tokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tokens").field("expires_in", &self.expires_in).finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// Missing, malformed, forged, expired or revoked credentials; deliberately vague.
+    #[error("invalid or expired credentials")]
+    Unauthorized,
+    /// A spent refresh token was presented; its family is now revoked.
+    #[error("refresh token reuse detected; the session is revoked")]
+    ReuseDetected { family_id: String, user_id: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Keys(#[from] SigningKeyError),
+}
+
+fn family_key(id: &str) -> Key {
+    Key::new(format!("SESSION#{id}"), "FAMILY")
+}
+
+fn deny_key(id: &str) -> Key {
+    Key::new(format!("DENY#{id}"), "SESSION")
+}
+
+fn user_sessions(user_id: &str) -> String {
+    format!("USER#{user_id}#SESSIONS")
+}
+
+pub struct Sessions {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    ids: Arc<dyn Ids>,
+    keys: Arc<TokenKeys>,
+    policy: SessionPolicy,
+}
+
+impl Sessions {
+    pub fn new(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        ids: Arc<dyn Ids>,
+        keys: Arc<TokenKeys>,
+        policy: SessionPolicy,
+    ) -> Self {
+        Self { store, clock, ids, keys, policy }
+    }
+
+    pub fn keys(&self) -> &TokenKeys {
+        &self.keys
+    }
+
+    fn family_item(family: &Family) -> Result<Item, StoreError> {
+        Ok(Item::new(family_key(&family.id), family)?
+            .with_index(user_sessions(&family.user_id), format!("{}#{}", family.created_at.to_rfc3339(), family.id))
+            .expiring_at(family.absolute_expires_at))
+    }
+
+    /// Starts a session for `user` (after every login step passed).
+    pub async fn start(&self, user: &User) -> Result<Tokens, SessionError> {
+        let family = Family::start(self.ids.new_id("ses"), user.id.clone(), self.clock.now(), &self.policy);
+        self.store.put(Self::family_item(&family)?, Condition::NotExists).await?;
+        self.issue(&family, family.generation, user)
+    }
+
+    /// Rotates a refresh token (see [`crate::domain::session`]).
+    pub async fn refresh(&self, token: &str) -> Result<Tokens, SessionError> {
+        let (family_id, generation) = self.open_refresh_token(token).ok_or(SessionError::Unauthorized)?;
+        loop {
+            let Some(item) = self.store.get(&family_key(&family_id)).await? else {
+                return Err(SessionError::Unauthorized);
+            };
+            let family: Family = item.decode()?;
+            let now = self.clock.now();
+            let written = match refresh(&family, generation, now, &self.policy) {
+                Refresh::Rotate(next) => {
+                    match self.store.put(Self::family_item(&next)?, Condition::VersionIs(item.version)).await {
+                        Ok(()) => {
+                            let user = self.user(&next.user_id).await?;
+                            return self.issue(&next, next.generation, &user);
+                        }
+                        Err(e) => e,
+                    }
+                }
+                Refresh::Replay { generation } => {
+                    let user = self.user(&family.user_id).await?;
+                    return self.issue(&family, generation, &user);
+                }
+                Refresh::Reuse(revoked) => match self.write_revocation(&revoked, item.version).await {
+                    Ok(()) => {
+                        tracing::warn!(session = %family.id, user = %family.user_id, "refresh token reuse: session revoked");
+                        return Err(SessionError::ReuseDetected { family_id: family.id, user_id: family.user_id });
+                    }
+                    Err(e) => e,
+                },
+                Refresh::Refuse(_) => return Err(SessionError::Unauthorized),
+            };
+            match written {
+                // Someone else changed the family first: decide again on what they wrote.
+                StoreError::ConditionFailed { .. } | StoreError::Conflict => continue,
+                other => return Err(other.into()),
+            }
+        }
+    }
+
+    /// Ends one session; its access tokens are refused from now on.
+    pub async fn revoke(&self, family_id: &str, because: RevokedBecause) -> Result<(), SessionError> {
+        loop {
+            let Some(item) = self.store.get(&family_key(family_id)).await? else { return Ok(()) };
+            let mut family: Family = item.decode()?;
+            if family.revoked.is_some() {
+                return Ok(());
+            }
+            family.revoked = Some((self.clock.now(), because));
+            match self.write_revocation(&family, item.version).await {
+                Ok(()) => return Ok(()),
+                Err(StoreError::ConditionFailed { .. } | StoreError::Conflict) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Ends every session of a user; returns how many were live.
+    pub async fn revoke_all(&self, user_id: &str, because: RevokedBecause) -> Result<usize, SessionError> {
+        let live = self.list(user_id).await?;
+        for family in &live {
+            self.revoke(&family.id, because).await?;
+        }
+        Ok(live.len())
+    }
+
+    /// The user's live sessions, oldest first.
+    pub async fn list(&self, user_id: &str) -> Result<Vec<Family>, SessionError> {
+        let now = self.clock.now();
+        let mut live = Vec::new();
+        let mut cursor = None;
+        loop {
+            let page = self.store.query(&Query::secondary(user_sessions(user_id)).limit(100).after(cursor)).await?;
+            for item in &page.items {
+                let family: Family = item.decode()?;
+                if family.is_live(now) {
+                    live.push(family);
+                }
+            }
+            match page.next {
+                Some(next) => cursor = Some(next),
+                None => return Ok(live),
+            }
+        }
+    }
+
+    /// Verifies an access token: signature under a published key, ES256 only, `typ`,
+    /// issuer, audience, expiry (with leeway), and that its session is not revoked.
+    pub async fn authenticate(&self, token: &str) -> Result<Principal, SessionError> {
+        let header = jsonwebtoken::decode_header(token).map_err(|_| SessionError::Unauthorized)?;
+        if header.alg != Algorithm::ES256 || header.typ.as_deref() != Some(ACCESS_TYP) {
+            return Err(SessionError::Unauthorized);
+        }
+        let key =
+            header.kid.as_deref().and_then(|kid| self.keys.decoding_key(kid)).ok_or(SessionError::Unauthorized)?;
+        let mut validation = Validation::new(Algorithm::ES256);
+        validation.set_issuer(&[ISSUER]);
+        validation.set_audience(&[AUDIENCE]);
+        validation.set_required_spec_claims(&["exp", "iat", "iss", "aud", "sub"]);
+        validation.leeway = self.policy.leeway.num_seconds().max(0) as u64;
+        // Expiry is checked against the platform clock below, not the system clock.
+        validation.validate_exp = false;
+        let claims = jsonwebtoken::decode::<AccessClaims>(token, &key, &validation)
+            .map_err(|_| SessionError::Unauthorized)?
+            .claims;
+        if self.clock.now().timestamp() > claims.exp + self.policy.leeway.num_seconds() {
+            return Err(SessionError::Unauthorized);
+        }
+        if self.store.get(&deny_key(&claims.sid)).await?.is_some() {
+            return Err(SessionError::Unauthorized);
+        }
+        Ok(Principal { user_id: claims.sub, session_id: claims.sid, roles: claims.roles, level: claims.lvl })
+    }
+
+    async fn user(&self, id: &str) -> Result<User, SessionError> {
+        let item = self.store.get(&user_key(id)).await?.ok_or(SessionError::Unauthorized)?;
+        Ok(item.decode()?)
+    }
+
+    /// Revokes the family and denies its access tokens until the last one expires.
+    async fn write_revocation(&self, family: &Family, version: u64) -> Result<(), StoreError> {
+        let until = self.clock.now() + self.policy.access_ttl + self.policy.leeway;
+        let deny =
+            Item::new(deny_key(&family.id), &serde_json::json!({ "user_id": family.user_id }))?.expiring_at(until);
+        self.store
+            .transact(vec![
+                Write::put(Self::family_item(family)?, Condition::VersionIs(version)),
+                Write::put(deny, Condition::None),
+            ])
+            .await
+    }
+
+    fn issue(&self, family: &Family, generation: u64, user: &User) -> Result<Tokens, SessionError> {
+        let now = self.clock.now();
+        let expires: DateTime<Utc> = (now + self.policy.access_ttl).min(family.absolute_expires_at);
+        let claims = AccessClaims {
+            iss: ISSUER.into(),
+            aud: AUDIENCE.into(),
+            sub: user.id.clone(),
+            sid: family.id.clone(),
+            roles: user.roles.clone(),
+            lvl: user.level,
+            iat: now.timestamp(),
+            exp: expires.timestamp(),
+            jti: self.ids.new_id("at"),
+        };
+        Ok(Tokens {
+            access_token: self.keys.sign_typed(&claims, ACCESS_TYP)?,
+            refresh_token: self.refresh_token(&family.id, generation),
+            token_type: "Bearer",
+            expires_in: (expires - now).num_seconds(),
+        })
+    }
+
+    fn refresh_token(&self, family_id: &str, generation: u64) -> String {
+        let body = format!("{REFRESH_PREFIX}.{family_id}.{generation}");
+        let tag = self.keys.refresh_tag(body.as_bytes());
+        format!("{body}.{}", URL_SAFE_NO_PAD.encode(tag))
+    }
+
+    /// The family and generation of a genuine refresh token; `None` for anything else.
+    fn open_refresh_token(&self, token: &str) -> Option<(String, u64)> {
+        let (body, tag) = token.rsplit_once('.')?;
+        let mut parts = body.split('.');
+        let (prefix, family_id, generation) = (parts.next()?, parts.next()?, parts.next()?);
+        if prefix != REFRESH_PREFIX || parts.next().is_some() {
+            return None;
+        }
+        let presented = URL_SAFE_NO_PAD.decode(tag).ok()?;
+        let expected = self.keys.refresh_tag(body.as_bytes());
+        if !bool::from(presented.ct_eq(&expected)) {
+            return None;
+        }
+        Some((family_id.to_owned(), generation.parse().ok()?))
+    }
+}

@@ -1,0 +1,142 @@
+//! Access tokens that must be refused, each next to a control token built the same way
+//! that must be accepted, so every refusal is for the one thing changed.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use platform_tests::{TestApp, spawn_app};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use shared::app::sessions::{ACCESS_TYP, AUDIENCE, AccessClaims, ISSUER};
+use shared::app::signing_keys::TokenKeys;
+
+struct Forge {
+    app: TestApp,
+    keys: TokenKeys,
+    claims: AccessClaims,
+    tokens: Value,
+}
+
+async fn forge() -> Forge {
+    let app = spawn_app().await;
+    let tokens = app.logged_in("investor@example.sg", "correct horse battery staple").await;
+    let (_, me) = app.get_as("/v1/me", tokens["access_token"].as_str().unwrap()).await;
+    let p = &app.platform;
+    let keys = TokenKeys::load(p.store.as_ref(), p.token_keyring.as_ref(), p.clock.as_ref(), p.ids.as_ref()).await.unwrap();
+    let now = p.clock.now().timestamp();
+    let claims = AccessClaims {
+        iss: ISSUER.into(),
+        aud: AUDIENCE.into(),
+        sub: me["user_id"].as_str().unwrap().into(),
+        sid: me["session_id"].as_str().unwrap().into(),
+        roles: vec![],
+        lvl: 1,
+        iat: now,
+        exp: now + 600,
+        jti: "at_forged".into(),
+    };
+    Forge { app, keys, claims, tokens }
+}
+
+impl Forge {
+    async fn status(&self, token: &str) -> StatusCode {
+        self.app.get_as("/v1/me", token).await.0
+    }
+
+    fn signed(&self, claims: &AccessClaims) -> String {
+        self.keys.sign_typed(claims, ACCESS_TYP).unwrap()
+    }
+}
+
+fn b64(value: &Value) -> String {
+    URL_SAFE_NO_PAD.encode(value.to_string())
+}
+
+#[tokio::test]
+async fn the_control_token_is_accepted() {
+    let f = forge().await;
+    assert_eq!(f.status(&f.signed(&f.claims)).await, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn alg_none_is_refused() {
+    let f = forge().await;
+    let kid = f.keys.current().kid.clone();
+    let token = format!("{}.{}.", b64(&json!({"alg": "none", "typ": ACCESS_TYP, "kid": kid})), b64(&json!(f.claims)));
+    assert_eq!(f.status(&token).await, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn hs256_signed_with_the_public_key_is_refused() {
+    let f = forge().await;
+    let jwk = f.keys.jwks()["keys"][0].clone();
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+    header.typ = Some(ACCESS_TYP.into());
+    header.kid = jwk["kid"].as_str().map(String::from);
+    let secret = jwk.to_string();
+    let token = jsonwebtoken::encode(&header, &f.claims, &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes())).unwrap();
+    assert_eq!(f.status(&token).await, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn a_wrong_issuer_audience_or_type_is_refused() {
+    let f = forge().await;
+    let wrong_issuer = AccessClaims { iss: "someone-else".into(), ..f.claims.clone() };
+    let wrong_audience = AccessClaims { aud: "other-api".into(), ..f.claims.clone() };
+    for claims in [wrong_issuer, wrong_audience] {
+        assert_eq!(f.status(&f.signed(&claims)).await, StatusCode::UNAUTHORIZED);
+    }
+    let plain_jwt = f.keys.sign(&f.claims).unwrap();
+    assert_eq!(f.status(&plain_jwt).await, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn a_token_expired_beyond_the_leeway_is_refused() {
+    let f = forge().await;
+    let now = f.app.platform.clock.now().timestamp();
+    let within = AccessClaims { exp: now - 29, ..f.claims.clone() };
+    assert_eq!(f.status(&f.signed(&within)).await, StatusCode::OK);
+    let beyond = AccessClaims { exp: now - 31, ..f.claims.clone() };
+    assert_eq!(f.status(&f.signed(&beyond)).await, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn a_tampered_payload_is_refused() {
+    let f = forge().await;
+    let token = f.signed(&f.claims);
+    let parts: Vec<&str> = token.split('.').collect();
+    let raised = AccessClaims { roles: vec!["super-admin".into()], ..f.claims.clone() };
+    let tampered = format!("{}.{}.{}", parts[0], b64(&json!(raised)), parts[2]);
+    assert_eq!(f.status(&tampered).await, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn an_unknown_kid_is_refused() {
+    let f = forge().await;
+    let token = f.signed(&f.claims);
+    let parts: Vec<&str> = token.split('.').collect();
+    let mut header: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[0]).unwrap()).unwrap();
+    header["kid"] = json!("key_unknown");
+    let token = format!("{}.{}.{}", b64(&header), parts[1], parts[2]);
+    assert_eq!(f.status(&token).await, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn a_refresh_token_is_not_an_access_token() {
+    let f = forge().await;
+    assert_eq!(f.status(f.tokens["refresh_token"].as_str().unwrap()).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(f.status("").await, StatusCode::UNAUTHORIZED);
+    assert_eq!(f.status("not.a.token").await, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn a_forged_refresh_token_is_refused_without_revoking_the_session() {
+    let f = forge().await;
+    let genuine = f.tokens["refresh_token"].as_str().unwrap();
+    let (body, _) = genuine.rsplit_once('.').unwrap();
+    let forged = format!("{body}.{}", URL_SAFE_NO_PAD.encode([0u8; 32]));
+    let (status, _) = f.app.post("/v1/auth/refresh", json!({"refresh_token": forged})).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    // Only a genuine spent token counts as reuse: the real one still rotates.
+    let (status, _) = f.app.post("/v1/auth/refresh", json!({"refresh_token": genuine})).await;
+    assert_eq!(status, StatusCode::OK);
+}

@@ -21,7 +21,8 @@ async fn forge() -> Forge {
     let tokens = app.logged_in("investor@example.sg", "correct horse battery staple").await;
     let (_, me) = app.get_as("/v1/me", tokens["access_token"].as_str().unwrap()).await;
     let p = &app.platform;
-    let keys = TokenKeys::load(p.store.as_ref(), p.token_keyring.as_ref(), p.clock.as_ref(), p.ids.as_ref()).await.unwrap();
+    let keys =
+        TokenKeys::load(p.store.as_ref(), p.token_keyring.as_ref(), p.clock.as_ref(), p.ids.as_ref()).await.unwrap();
     let now = p.clock.now().timestamp();
     let claims = AccessClaims {
         iss: ISSUER.into(),
@@ -73,7 +74,8 @@ async fn hs256_signed_with_the_public_key_is_refused() {
     header.typ = Some(ACCESS_TYP.into());
     header.kid = jwk["kid"].as_str().map(String::from);
     let secret = jwk.to_string();
-    let token = jsonwebtoken::encode(&header, &f.claims, &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes())).unwrap();
+    let token =
+        jsonwebtoken::encode(&header, &f.claims, &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes())).unwrap();
     assert_eq!(f.status(&token).await, StatusCode::UNAUTHORIZED);
 }
 

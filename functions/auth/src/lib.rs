@@ -11,6 +11,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use shared::Platform;
 use shared::app::accounts::{AccountError, Accounts};
+use shared::app::mfa::{Enrollment, MfaError, SecondFactor};
 use shared::app::sessions::{SessionError, Sessions, Tokens};
 use shared::app::signing_keys::TokenKeys;
 use shared::domain::session::{RevokedBecause, SessionPolicy};
@@ -25,6 +26,7 @@ use utoipa::{OpenApi, ToSchema};
 pub struct AuthState {
     platform: Platform,
     accounts: Arc<Accounts>,
+    mfa: Arc<SecondFactor>,
     sessions: Arc<OnceCell<Arc<Sessions>>>,
     policy: SessionPolicy,
 }
@@ -82,6 +84,37 @@ pub struct Login {
     pub password: String,
 }
 
+/// A correct password of an account with a second factor: redeem `challenge` with a code
+/// at `POST /v1/auth/login/mfa`.
+#[derive(Serialize, ToSchema)]
+pub struct MfaRequired {
+    pub mfa_required: bool,
+    pub challenge: String,
+}
+
+/// What a login answers: tokens, or a second-factor challenge.
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum LoginAnswer {
+    Tokens(Tokens),
+    MfaRequired(MfaRequired),
+}
+
+/// `POST /v1/auth/login/mfa`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoginMfa {
+    pub challenge: String,
+    pub code: String,
+}
+
+/// `POST /v1/auth/mfa/totp/confirm`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConfirmTotp {
+    pub code: String,
+}
+
 /// `POST /v1/auth/refresh`.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -132,6 +165,16 @@ fn api_error(error: AccountError) -> ApiError {
     }
 }
 
+fn mfa_error(error: MfaError) -> ApiError {
+    match error {
+        MfaError::AlreadyEnrolled => ApiError::conflict("a second factor is already enrolled"),
+        MfaError::NotEnrolled => ApiError::conflict("start an enrolment first"),
+        MfaError::InvalidCode => ApiError::validation(vec![FieldError::new("code", "invalid code")]),
+        MfaError::InvalidChallenge => ApiError::unauthorized("invalid or expired challenge"),
+        other => ApiError::internal(&other),
+    }
+}
+
 fn session_error(error: SessionError) -> ApiError {
     match error {
         SessionError::Unauthorized | SessionError::ReuseDetected { .. } => {
@@ -169,17 +212,76 @@ async fn verify_email(State(state): State<AuthState>, Json(body): Json<VerifyEma
 
 const PROBLEM: &str = "application/problem+json";
 
-/// Logs in with email and password; answers tokens.
+/// Logs in with email and password; answers tokens, or a challenge when the account has
+/// a second factor.
 #[utoipa::path(post, path = "/v1/auth/login", tag = "auth", request_body = Login,
     responses(
-        (status = 200, body = Tokens),
+        (status = 200, body = LoginAnswer),
         (status = 401, description = "Wrong email or password", body = Problem, content_type = PROBLEM),
         (status = 403, description = "Email not verified", body = Problem, content_type = PROBLEM),
     ))]
-async fn login(State(state): State<AuthState>, Json(body): Json<Login>) -> Result<Json<Tokens>, ApiError> {
+async fn login(State(state): State<AuthState>, Json(body): Json<Login>) -> Result<Json<LoginAnswer>, ApiError> {
     let user = state.accounts.check_password(&body.email, &body.password).await.map_err(api_error)?;
+    if state.mfa.is_enrolled(&user.id).await.map_err(mfa_error)? {
+        let challenge = state.mfa.challenge(&user.id).await.map_err(mfa_error)?;
+        return Ok(Json(LoginAnswer::MfaRequired(MfaRequired { mfa_required: true, challenge })));
+    }
+    let sessions = state.sessions().await?;
+    Ok(Json(LoginAnswer::Tokens(sessions.start(&user).await.map_err(session_error)?)))
+}
+
+/// Redeems a login challenge with a TOTP code; answers tokens.
+#[utoipa::path(post, path = "/v1/auth/login/mfa", tag = "auth", request_body = LoginMfa,
+    responses((status = 200, body = Tokens), (status = 401, body = Problem, content_type = PROBLEM)))]
+async fn login_mfa(State(state): State<AuthState>, Json(body): Json<LoginMfa>) -> Result<Json<Tokens>, ApiError> {
+    let user_id = state.mfa.redeem(&body.challenge, &body.code).await.map_err(|e| match e {
+        MfaError::InvalidCode => ApiError::unauthorized("invalid code"),
+        other => mfa_error(other),
+    })?;
+    let user = state
+        .accounts
+        .user(&user_id)
+        .await
+        .map_err(api_error)?
+        .ok_or_else(|| ApiError::unauthorized("invalid challenge"))?;
     let sessions = state.sessions().await?;
     Ok(Json(sessions.start(&user).await.map_err(session_error)?))
+}
+
+/// Starts a TOTP enrolment: answers the secret and an `otpauth://` URI for an authenticator app.
+#[utoipa::path(post, path = "/v1/auth/mfa/totp", tag = "auth", security(("bearer" = [])),
+    responses(
+        (status = 201, body = Enrollment),
+        (status = 401, body = Problem, content_type = PROBLEM),
+        (status = 409, description = "Already enrolled", body = Problem, content_type = PROBLEM),
+    ))]
+async fn enroll_totp(
+    State(state): State<AuthState>,
+    Authenticated(me): Authenticated,
+) -> Result<(StatusCode, Json<Enrollment>), ApiError> {
+    let user = state
+        .accounts
+        .user(&me.user_id)
+        .await
+        .map_err(api_error)?
+        .ok_or_else(|| ApiError::unauthorized("no such user"))?;
+    Ok((StatusCode::CREATED, Json(state.mfa.enroll(&user).await.map_err(mfa_error)?)))
+}
+
+/// Confirms the enrolment with a first code; the account reaches level 2.
+#[utoipa::path(post, path = "/v1/auth/mfa/totp/confirm", tag = "auth", request_body = ConfirmTotp, security(("bearer" = [])),
+    responses(
+        (status = 204),
+        (status = 400, body = Problem, content_type = PROBLEM),
+        (status = 409, body = Problem, content_type = PROBLEM),
+    ))]
+async fn confirm_totp(
+    State(state): State<AuthState>,
+    Authenticated(me): Authenticated,
+    Json(body): Json<ConfirmTotp>,
+) -> Result<StatusCode, ApiError> {
+    state.mfa.confirm(&me.user_id, &body.code).await.map_err(mfa_error)?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// Rotates a refresh token: answers a new pair; the presented token is spent.
@@ -268,8 +370,8 @@ async fn jwks(State(state): State<AuthState>) -> Result<Json<serde_json::Value>,
 
 #[derive(OpenApi)]
 #[openapi(
-    paths(sign_up, verify_email, login, refresh, logout, logout_all, list_sessions, change_password, me, jwks),
-    components(schemas(SignUp, VerifyEmail, Status, Login, RefreshRequest, ChangePassword, Tokens, SessionView, SessionList, Me)),
+    paths(sign_up, verify_email, login, login_mfa, refresh, logout, logout_all, list_sessions, change_password, enroll_totp, confirm_totp, me, jwks),
+    components(schemas(SignUp, VerifyEmail, Status, Login, LoginAnswer, MfaRequired, LoginMfa, Enrollment, ConfirmTotp, RefreshRequest, ChangePassword, Tokens, SessionView, SessionList, Me)),
     tags((name = "auth", description = "Accounts, login, tokens and sessions"))
 )]
 struct Doc;
@@ -279,6 +381,7 @@ pub fn routes(platform: &Platform) -> Router {
     let state = AuthState {
         platform: platform.clone(),
         accounts: Arc::new(Accounts::new(platform)),
+        mfa: Arc::new(SecondFactor::new(platform)),
         sessions: Arc::new(OnceCell::new()),
         policy: SessionPolicy::default(),
     };
@@ -286,6 +389,9 @@ pub fn routes(platform: &Platform) -> Router {
         .route("/v1/auth/signup", post(sign_up))
         .route("/v1/auth/email/verify", post(verify_email))
         .route("/v1/auth/login", post(login))
+        .route("/v1/auth/login/mfa", post(login_mfa))
+        .route("/v1/auth/mfa/totp", post(enroll_totp))
+        .route("/v1/auth/mfa/totp/confirm", post(confirm_totp))
         .route("/v1/auth/refresh", post(refresh))
         .route("/v1/auth/logout", post(logout))
         .route("/v1/auth/logout-all", post(logout_all))

@@ -2,6 +2,7 @@
 
 pub mod accounts;
 pub mod consumer;
+pub mod mfa;
 pub mod passwords;
 pub mod sessions;
 pub mod signing_keys;

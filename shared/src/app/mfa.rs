@@ -1,0 +1,197 @@
+//! The second factor: TOTP enrolment (the secret sealed by the keyring), confirmation,
+//! and the short-lived challenge that turns a correct password into a login.
+
+use std::sync::Arc;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::TimeDelta;
+use serde::{Deserialize, Serialize};
+
+use super::accounts::{User, user_key};
+use crate::Platform;
+use crate::domain::totp;
+use crate::ports::envelope::{EncryptionContext, Envelope, random_bytes};
+use crate::ports::keyring::KeyringError;
+use crate::ports::store::{Condition, Item, Key, StoreError, Write};
+use crate::ports::{Clock, Keyring, Store};
+
+/// How long a login challenge waits for its code.
+pub const CHALLENGE_LIFETIME: TimeDelta = TimeDelta::minutes(5);
+/// Wrong codes a challenge takes before it is dead.
+pub const CHALLENGE_ATTEMPTS: u8 = 5;
+const ISSUER: &str = "DABS";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct TotpRecord {
+    sealed: Envelope,
+    confirmed: bool,
+    last_step: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Challenge {
+    user_id: String,
+    attempts: u8,
+}
+
+/// What an authenticator app needs. The secret is shown once, at enrolment.
+#[derive(Clone, Serialize, utoipa::ToSchema)]
+pub struct Enrollment {
+    pub secret: String,
+    pub otpauth_uri: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MfaError {
+    #[error("a second factor is already enrolled")]
+    AlreadyEnrolled,
+    #[error("no enrolment to confirm")]
+    NotEnrolled,
+    #[error("invalid code")]
+    InvalidCode,
+    #[error("invalid or expired challenge")]
+    InvalidChallenge,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Keyring(#[from] KeyringError),
+}
+
+fn totp_key(user_id: &str) -> Key {
+    Key::new(format!("USER#{user_id}"), "TOTP")
+}
+
+fn challenge_key(id: &str) -> Key {
+    Key::new(format!("CHALLENGE#{id}"), "LOGIN")
+}
+
+fn context(user_id: &str) -> EncryptionContext {
+    EncryptionContext::from([("purpose".to_owned(), "totp".to_owned()), ("user".to_owned(), user_id.to_owned())])
+}
+
+pub struct SecondFactor {
+    store: Arc<dyn Store>,
+    keyring: Arc<dyn Keyring>,
+    clock: Arc<dyn Clock>,
+}
+
+impl SecondFactor {
+    pub fn new(platform: &Platform) -> Self {
+        Self { store: platform.store.clone(), keyring: platform.keyring.clone(), clock: platform.clock.clone() }
+    }
+
+    /// Starts (or restarts, while unconfirmed) a TOTP enrolment.
+    pub async fn enroll(&self, user: &User) -> Result<Enrollment, MfaError> {
+        let existing = self.store.get(&totp_key(&user.id)).await?;
+        if let Some(item) = &existing
+            && item.decode::<TotpRecord>()?.confirmed
+        {
+            return Err(MfaError::AlreadyEnrolled);
+        }
+        let secret = random_bytes::<20>()?;
+        let record = TotpRecord {
+            sealed: self.keyring.encrypt(&secret, &context(&user.id)).await?,
+            confirmed: false,
+            last_step: None,
+        };
+        let condition = existing.map_or(Condition::NotExists, |item| Condition::VersionIs(item.version));
+        match self.store.put(Item::new(totp_key(&user.id), &record)?, condition).await {
+            Ok(()) => {}
+            Err(StoreError::ConditionFailed { .. }) => return Err(MfaError::AlreadyEnrolled),
+            Err(e) => return Err(e.into()),
+        }
+        let secret = totp::base32(&secret);
+        let label = user.email.as_str().replace('@', "%40");
+        let otpauth_uri = format!(
+            "otpauth://totp/{ISSUER}:{label}?secret={secret}&issuer={ISSUER}&algorithm=SHA1&digits=6&period=30"
+        );
+        Ok(Enrollment { secret, otpauth_uri })
+    }
+
+    /// Confirms the enrolment with a first code; the user reaches level 2.
+    pub async fn confirm(&self, user_id: &str, code: &str) -> Result<(), MfaError> {
+        let item = self.store.get(&totp_key(user_id)).await?.ok_or(MfaError::NotEnrolled)?;
+        let record: TotpRecord = item.decode()?;
+        if record.confirmed {
+            return Err(MfaError::AlreadyEnrolled);
+        }
+        let step = self.check(user_id, &record, code).await?;
+        let profile = self.store.get(&user_key(user_id)).await?.ok_or(MfaError::NotEnrolled)?;
+        let mut user: User = profile.decode()?;
+        user.level = user.level.max(2);
+        let confirmed = TotpRecord { confirmed: true, last_step: Some(step), ..record };
+        self.store
+            .transact(vec![
+                Write::put(Item::new(totp_key(user_id), &confirmed)?, Condition::VersionIs(item.version)),
+                Write::put(Item::new(user_key(user_id), &user)?, Condition::VersionIs(profile.version)),
+            ])
+            .await
+            .map_err(|e| match e {
+                StoreError::ConditionFailed { .. } => MfaError::InvalidCode,
+                e => e.into(),
+            })
+    }
+
+    /// Whether the user must give a code to log in.
+    pub async fn is_enrolled(&self, user_id: &str) -> Result<bool, MfaError> {
+        Ok(match self.store.get(&totp_key(user_id)).await? {
+            Some(item) => item.decode::<TotpRecord>()?.confirmed,
+            None => false,
+        })
+    }
+
+    /// A challenge for a user whose password was right.
+    pub async fn challenge(&self, user_id: &str) -> Result<String, MfaError> {
+        let id = URL_SAFE_NO_PAD.encode(random_bytes::<32>()?);
+        let item = Item::new(challenge_key(&id), &Challenge { user_id: user_id.to_owned(), attempts: 0 })?
+            .expiring_at(self.clock.now() + CHALLENGE_LIFETIME);
+        self.store.put(item, Condition::NotExists).await?;
+        Ok(id)
+    }
+
+    /// Redeems a challenge with a code; answers the user id. A challenge is good once.
+    pub async fn redeem(&self, challenge: &str, code: &str) -> Result<String, MfaError> {
+        let item = self.store.get(&challenge_key(challenge)).await?.ok_or(MfaError::InvalidChallenge)?;
+        let state: Challenge = item.decode()?;
+        if state.attempts >= CHALLENGE_ATTEMPTS {
+            return Err(MfaError::InvalidChallenge);
+        }
+        let totp_item = self.store.get(&totp_key(&state.user_id)).await?.ok_or(MfaError::InvalidChallenge)?;
+        let record: TotpRecord = totp_item.decode()?;
+        match self.check(&state.user_id, &record, code).await {
+            Ok(step) => {
+                let used = TotpRecord { last_step: Some(step), ..record };
+                self.store
+                    .transact(vec![
+                        Write::delete(challenge_key(challenge), Condition::VersionIs(item.version)),
+                        Write::put(
+                            Item::new(totp_key(&state.user_id), &used)?,
+                            Condition::VersionIs(totp_item.version),
+                        ),
+                    ])
+                    .await
+                    .map_err(|e| match e {
+                        StoreError::ConditionFailed { .. } => MfaError::InvalidChallenge,
+                        e => e.into(),
+                    })?;
+                Ok(state.user_id)
+            }
+            Err(MfaError::InvalidCode) => {
+                let mut counted =
+                    Item::new(challenge_key(challenge), &Challenge { attempts: state.attempts + 1, ..state })?;
+                counted.expires_at = item.expires_at;
+                match self.store.put(counted, Condition::VersionIs(item.version)).await {
+                    Ok(()) | Err(StoreError::ConditionFailed { .. }) => Err(MfaError::InvalidCode),
+                    Err(e) => Err(e.into()),
+                }
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn check(&self, user_id: &str, record: &TotpRecord, code: &str) -> Result<u64, MfaError> {
+        let secret = self.keyring.decrypt(&record.sealed, &context(user_id)).await?;
+        totp::verify(&secret, code, self.clock.now().timestamp(), record.last_step).ok_or(MfaError::InvalidCode)
+    }
+}

@@ -116,3 +116,37 @@ impl TestApp {
         request.send().await.unwrap().status()
     }
 }
+
+impl TestApp {
+    /// Creates a verified user with `roles` and a confirmed TOTP second factor, logs in
+    /// through both steps, and answers (user id, access token).
+    pub async fn operator(&self, email: &str, roles: &[&str]) -> (String, String) {
+        use shared::app::accounts::Accounts;
+        use shared::app::mfa::SecondFactor;
+        use shared::domain::totp;
+        let password = "operator passphrase 2026";
+        let user = Accounts::new(&self.platform).create_verified(email, password, roles, 2).await.unwrap();
+        let secret = SecondFactor::new(&self.platform).enroll_confirmed(&user.id).await.unwrap();
+        let (_, challenge) =
+            self.post("/v1/auth/login", serde_json::json!({"email": email, "password": password})).await;
+        let secret = totp::from_base32(&secret).unwrap();
+        let code = format!("{:06}", totp::code_for_step(&secret, totp::step_at(self.platform.clock.now().timestamp())));
+        let (status, tokens) = self
+            .post("/v1/auth/login/mfa", serde_json::json!({"challenge": challenge["challenge"], "code": code}))
+            .await;
+        assert_eq!(status, reqwest::StatusCode::OK, "{tokens}");
+        (user.id, tokens["access_token"].as_str().unwrap().to_owned())
+    }
+
+    /// POST with a bearer token and a JSON body; answers status and body.
+    pub async fn post_json_as(
+        &self,
+        path: &str,
+        access_token: &str,
+        body: serde_json::Value,
+    ) -> (reqwest::StatusCode, serde_json::Value) {
+        let response = self.client.post(self.url(path)).bearer_auth(access_token).json(&body).send().await.unwrap();
+        let status = response.status();
+        (status, response.json().await.unwrap_or(serde_json::Value::Null))
+    }
+}

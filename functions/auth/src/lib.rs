@@ -1,5 +1,8 @@
 //! The `auth` function: sign-up, email verification, and (as they land) stepwise login,
-//! token refresh and rotation, sessions and the JWKS.
+//! token refresh and rotation, sessions and the JWKS; and the operator routes for users,
+//! roles, change requests and the audit log.
+
+mod admin;
 
 use std::sync::Arc;
 
@@ -175,7 +178,7 @@ fn mfa_error(error: MfaError) -> ApiError {
     }
 }
 
-fn session_error(error: SessionError) -> ApiError {
+pub(crate) fn session_error(error: SessionError) -> ApiError {
     match error {
         SessionError::Unauthorized | SessionError::ReuseDetected { .. } => {
             ApiError::unauthorized("invalid, expired or revoked refresh token")
@@ -210,7 +213,7 @@ async fn verify_email(State(state): State<AuthState>, Json(body): Json<VerifyEma
     Ok(Json(Status { status: "verified" }))
 }
 
-const PROBLEM: &str = "application/problem+json";
+pub(crate) const PROBLEM: &str = "application/problem+json";
 
 /// Logs in with email and password; answers tokens, or a challenge when the account has
 /// a second factor.
@@ -370,9 +373,17 @@ async fn jwks(State(state): State<AuthState>) -> Result<Json<serde_json::Value>,
 
 #[derive(OpenApi)]
 #[openapi(
-    paths(sign_up, verify_email, login, login_mfa, refresh, logout, logout_all, list_sessions, change_password, enroll_totp, confirm_totp, me, jwks),
-    components(schemas(SignUp, VerifyEmail, Status, Login, LoginAnswer, MfaRequired, LoginMfa, Enrollment, ConfirmTotp, RefreshRequest, ChangePassword, Tokens, SessionView, SessionList, Me)),
-    tags((name = "auth", description = "Accounts, login, tokens and sessions"))
+    paths(
+        sign_up, verify_email, login, login_mfa, refresh, logout, logout_all, list_sessions, change_password, enroll_totp,
+        confirm_totp, me, jwks, admin::list_users, admin::propose_role, admin::propose_level, admin::list_changes,
+        admin::approve, admin::reject, admin::audit
+    ),
+    components(schemas(SignUp, VerifyEmail, Status, Login, LoginAnswer, MfaRequired, LoginMfa, Enrollment, ConfirmTotp, RefreshRequest, ChangePassword, Tokens, SessionView, SessionList, Me,
+        admin::UserView, admin::RoleChange, admin::LevelChange, admin::Rejection)),
+    tags(
+        (name = "auth", description = "Accounts, login, tokens and sessions"),
+        (name = "admin", description = "Operator routes: users, maker-checker change requests, audit log")
+    )
 )]
 struct Doc;
 
@@ -399,6 +410,13 @@ pub fn routes(platform: &Platform) -> Router {
         .route("/v1/auth/password", post(change_password))
         .route("/v1/me", get(me))
         .route("/.well-known/jwks.json", get(jwks))
+        .route("/v1/admin/users", get(admin::list_users))
+        .route("/v1/admin/users/{id}/roles", post(admin::propose_role))
+        .route("/v1/admin/users/{id}/level", post(admin::propose_level))
+        .route("/v1/admin/change-requests", get(admin::list_changes))
+        .route("/v1/admin/change-requests/{id}/approve", post(admin::approve))
+        .route("/v1/admin/change-requests/{id}/reject", post(admin::reject))
+        .route("/v1/admin/audit", get(admin::audit))
         .with_state(state)
 }
 

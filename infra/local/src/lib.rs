@@ -2,6 +2,7 @@
 //! and the schedules in-process, on whichever `Platform` it is given (embedded by default).
 
 pub mod bench;
+pub mod seed;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -42,6 +42,9 @@ async fn main() -> anyhow::Result<()> {
         None => {}
     }
     let platform = shared::Platform::embedded(&cli.data_dir)?;
+    if local::seed::seed_once(&platform, &cli.data_dir).await? {
+        println!("Demo users created: credentials and TOTP secrets in {}", cli.data_dir.join("seed.json").display());
+    }
     let running = local::start(platform, SocketAddr::from((Ipv4Addr::LOCALHOST, cli.port))).await?;
     println!("DABS platform listening on http://{} (data in {})", running.addr, cli.data_dir.display());
     println!("Try: curl http://{}/health", running.addr);

@@ -69,6 +69,15 @@ pub fn user_key(id: &str) -> Key {
     Key::new(format!("USER#{id}"), "PROFILE")
 }
 
+/// Every user item is also listed, oldest first, under the `USERS` index partition.
+pub const USERS_INDEX: &str = "USERS";
+
+/// The stored form of a user; always with its listing index.
+pub fn user_item(user: &User) -> Result<Item, StoreError> {
+    Ok(Item::new(user_key(&user.id), user)?
+        .with_index(USERS_INDEX, format!("{}#{}", user.created_at.to_rfc3339(), user.id)))
+}
+
 fn email_key(email: &EmailAddress) -> Key {
     Key::new(format!("EMAIL#{}", email.as_str()), "USER")
 }
@@ -130,7 +139,7 @@ impl Accounts {
                 created_at: self.clock.now(),
             };
             let writes = vec![
-                Write::put(Item::new(user_key(&user.id), &user)?, Condition::NotExists),
+                Write::put(user_item(&user)?, Condition::NotExists),
                 Write::put(
                     Item::new(email_key(&email), &EmailOwner { user_id: user.id.clone() })?,
                     Condition::NotExists,
@@ -174,7 +183,7 @@ impl Accounts {
         let mut user: User = profile.decode()?;
         user.email_verified = true;
         let writes = vec![
-            Write::put(Item::new(user_key(&user.id), &user)?, Condition::VersionIs(profile.version)),
+            Write::put(user_item(&user)?, Condition::VersionIs(profile.version)),
             Write::delete(code_key(&user.id), Condition::VersionIs(stored.version)),
         ];
         match self.store.transact(writes).await {
@@ -182,6 +191,39 @@ impl Accounts {
             Err(StoreError::ConditionFailed { .. }) => Err(AccountError::InvalidCode),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// Creates a verified account directly, for bootstrap and demo data (no email round
+    /// trip). Refuses an address that is taken.
+    pub async fn create_verified(
+        &self,
+        email: &str,
+        password: &str,
+        roles: &[&str],
+        level: u8,
+    ) -> Result<User, AccountError> {
+        let email = EmailAddress::parse(email).map_err(|e| AccountError::Invalid(vec![e]))?;
+        let password = Password::parse(password, &email).map_err(|e| AccountError::Invalid(vec![e]))?;
+        let user = User {
+            id: self.ids.new_id("usr"),
+            email: email.clone(),
+            password_hash: passwords::hash(&password).await?,
+            email_verified: true,
+            level,
+            roles: roles.iter().map(|r| (*r).to_owned()).collect(),
+            created_at: self.clock.now(),
+        };
+        let writes = vec![
+            Write::put(user_item(&user)?, Condition::NotExists),
+            Write::put(Item::new(email_key(&email), &EmailOwner { user_id: user.id.clone() })?, Condition::NotExists),
+        ];
+        self.store.transact(writes).await.map_err(|e| match e {
+            StoreError::ConditionFailed { .. } => {
+                AccountError::Invalid(vec![FieldError::new("email", "already registered")])
+            }
+            e => e.into(),
+        })?;
+        Ok(user)
     }
 
     /// The user whose email and password these are. An unknown address costs the same
@@ -218,7 +260,7 @@ impl Accounts {
                 AccountError::Invalid(vec![e])
             })?;
             user.password_hash = passwords::hash(&new).await?;
-            match self.store.put(Item::new(user_key(user_id), &user)?, Condition::VersionIs(item.version)).await {
+            match self.store.put(user_item(&user)?, Condition::VersionIs(item.version)).await {
                 Ok(()) => return Ok(()),
                 Err(StoreError::ConditionFailed { .. }) => continue,
                 Err(e) => return Err(e.into()),

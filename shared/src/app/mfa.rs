@@ -8,7 +8,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::TimeDelta;
 use serde::{Deserialize, Serialize};
 
-use super::accounts::{User, user_key};
+use super::accounts::{User, user_item, user_key};
 use crate::Platform;
 use crate::domain::totp;
 use crate::ports::envelope::{EncryptionContext, Envelope, random_bytes};
@@ -109,6 +109,22 @@ impl SecondFactor {
         Ok(Enrollment { secret, otpauth_uri })
     }
 
+    /// Enrols a TOTP secret as already confirmed, for bootstrap and demo data; answers the
+    /// secret in base32 for the seed file.
+    pub async fn enroll_confirmed(&self, user_id: &str) -> Result<String, MfaError> {
+        let secret = random_bytes::<20>()?;
+        let record = TotpRecord {
+            sealed: self.keyring.encrypt(&secret, &context(user_id)).await?,
+            confirmed: true,
+            last_step: None,
+        };
+        match self.store.put(Item::new(totp_key(user_id), &record)?, Condition::NotExists).await {
+            Ok(()) => Ok(totp::base32(&secret)),
+            Err(StoreError::ConditionFailed { .. }) => Err(MfaError::AlreadyEnrolled),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Confirms the enrolment with a first code; the user reaches level 2.
     pub async fn confirm(&self, user_id: &str, code: &str) -> Result<(), MfaError> {
         let item = self.store.get(&totp_key(user_id)).await?.ok_or(MfaError::NotEnrolled)?;
@@ -124,7 +140,7 @@ impl SecondFactor {
         self.store
             .transact(vec![
                 Write::put(Item::new(totp_key(user_id), &confirmed)?, Condition::VersionIs(item.version)),
-                Write::put(Item::new(user_key(user_id), &user)?, Condition::VersionIs(profile.version)),
+                Write::put(user_item(&user)?, Condition::VersionIs(profile.version)),
             ])
             .await
             .map_err(|e| match e {

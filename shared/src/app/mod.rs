@@ -1,6 +1,8 @@
 //! Use cases: compose domain rules and ports into what the functions do.
 
 pub mod accounts;
+pub mod audit;
+pub mod changes;
 pub mod consumer;
 pub mod mfa;
 pub mod passwords;

@@ -1,6 +1,7 @@
 //! Pure rules: no I/O, no async, no AWS types. The application layer composes them with
 //! the ports.
 
+pub mod access;
 pub mod credentials;
 pub mod session;
 pub mod totp;

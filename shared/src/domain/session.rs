@@ -44,6 +44,8 @@ pub enum RevokedBecause {
     LogoutAll,
     PasswordChanged,
     ReuseDetected,
+    /// An operator role was removed: its tokens must stop working at once.
+    RolesChanged,
 }
 
 /// A refresh-token family as stored.

@@ -5,6 +5,7 @@ pub mod app;
 pub mod auth;
 pub mod json;
 pub mod openapi;
+pub mod page;
 pub mod problem;
 pub mod request_id;
 

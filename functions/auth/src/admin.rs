@@ -1,0 +1,256 @@
+//! Operator routes: users, role and level changes through maker-checker, the audit log.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use shared::app::accounts::{USERS_INDEX, User};
+use shared::app::audit::{AuditEntry, AuditLog, Event};
+use shared::app::changes::{Change, ChangeError, ChangeRequest, ChangeRequests};
+use shared::app::sessions::Principal;
+use shared::domain::access::{self, Action, Resource, Role, Subject};
+use shared::domain::session::RevokedBecause;
+use shared::http::auth::{Authenticated, SessionSource};
+use shared::http::page::{PageOf, Paging};
+use shared::http::problem::Problem;
+use shared::http::{ApiError, FieldError, Json};
+use shared::ports::store::Query;
+use utoipa::ToSchema;
+
+use crate::{AuthState, PROBLEM, session_error};
+
+/// A user as operators see it.
+#[derive(Serialize, ToSchema)]
+pub struct UserView {
+    pub id: String,
+    pub email: String,
+    pub roles: Vec<String>,
+    pub level: u8,
+    pub email_verified: bool,
+    pub created_at: DateTime<Utc>,
+}
+
+/// `POST /v1/admin/users/{id}/roles`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RoleChange {
+    /// `grant` or `revoke`.
+    pub action: String,
+    pub role: String,
+}
+
+/// `POST /v1/admin/users/{id}/level`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LevelChange {
+    /// Only 3 (verified accredited investor, after manual review).
+    pub level: u8,
+}
+
+/// `POST /v1/admin/change-requests/{id}/reject`.
+#[derive(Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Rejection {
+    pub note: Option<String>,
+}
+
+pub(crate) fn roles_of(principal: &Principal) -> Vec<Role> {
+    principal.roles.iter().filter_map(|r| Role::parse(r)).collect()
+}
+
+fn change_error(error: ChangeError) -> ApiError {
+    match error {
+        ChangeError::Forbidden(reason) => ApiError::forbidden(reason),
+        ChangeError::NotFound => ApiError::not_found("no such user or change request"),
+        ChangeError::Invalid(reason) => ApiError::validation(vec![FieldError::new("level", reason)]),
+        ChangeError::DuplicatePending => ApiError::conflict("a request for the same change is already pending"),
+        ChangeError::AlreadyDecided => ApiError::conflict("the request was already decided"),
+        ChangeError::Expired => ApiError::conflict("the request expired; propose it again"),
+        ChangeError::Store(e) => ApiError::internal(&e),
+    }
+}
+
+/// Checks an operator action with the policy; a refusal is audited and answered 403.
+async fn authorize(state: &AuthState, me: &Principal, action: Action, name: &str) -> Result<(), ApiError> {
+    let roles = roles_of(me);
+    let subject = Subject { user_id: &me.user_id, roles: &roles, level: me.level };
+    let decision = access::decide(&subject, action, Resource::None);
+    if decision.is_allowed() {
+        return Ok(());
+    }
+    let event = Event {
+        actor: me.user_id.clone(),
+        action: name.into(),
+        target: "-".into(),
+        decision: "denied".into(),
+        reason: decision.reason().into(),
+    };
+    state.audit().append(event).await.map_err(|e| ApiError::internal(&e))?;
+    Err(ApiError::forbidden(decision.reason()))
+}
+
+/// Every user, oldest first.
+#[utoipa::path(get, path = "/v1/admin/users", tag = "admin", security(("bearer" = [])),
+    params(("limit" = Option<usize>, Query), ("cursor" = Option<String>, Query)),
+    responses((status = 200, body = PageOf<UserView>), (status = 403, body = Problem, content_type = PROBLEM)))]
+pub async fn list_users(
+    State(state): State<AuthState>,
+    Authenticated(me): Authenticated,
+    paging: Paging,
+) -> Result<Json<PageOf<UserView>>, ApiError> {
+    authorize(&state, &me, Action::ListUsers, "users.list").await?;
+    let page = state
+        .platform
+        .store
+        .query(&Query::secondary(USERS_INDEX).limit(paging.limit).after(paging.cursor))
+        .await
+        .map_err(|e| ApiError::internal(&e))?;
+    let mut items = Vec::with_capacity(page.items.len());
+    for item in &page.items {
+        let user: User = item.decode().map_err(|e| ApiError::internal(&e))?;
+        items.push(UserView {
+            id: user.id,
+            email: user.email.as_str().to_owned(),
+            roles: user.roles,
+            level: user.level,
+            email_verified: user.email_verified,
+            created_at: user.created_at,
+        });
+    }
+    Ok(Json(PageOf::new(items, page.next)))
+}
+
+async fn propose(
+    state: &AuthState,
+    me: &Principal,
+    change: Change,
+) -> Result<(StatusCode, Json<ChangeRequest>), ApiError> {
+    let roles = roles_of(me);
+    let subject = Subject { user_id: &me.user_id, roles: &roles, level: me.level };
+    let request = state.changes().propose(&subject, change).await.map_err(change_error)?;
+    Ok((StatusCode::ACCEPTED, Json(request)))
+}
+
+/// Proposes granting or revoking an operator role; another operator must approve.
+#[utoipa::path(post, path = "/v1/admin/users/{id}/roles", tag = "admin", request_body = RoleChange, security(("bearer" = [])),
+    params(("id" = String, Path)),
+    responses(
+        (status = 202, body = ChangeRequest),
+        (status = 400, body = Problem, content_type = PROBLEM),
+        (status = 403, body = Problem, content_type = PROBLEM),
+        (status = 409, description = "The same change is already pending", body = Problem, content_type = PROBLEM),
+    ))]
+pub async fn propose_role(
+    State(state): State<AuthState>,
+    Authenticated(me): Authenticated,
+    Path(user_id): Path<String>,
+    Json(body): Json<RoleChange>,
+) -> Result<(StatusCode, Json<ChangeRequest>), ApiError> {
+    let role =
+        Role::parse(&body.role).ok_or_else(|| ApiError::validation(vec![FieldError::new("role", "not a role")]))?;
+    let change = match body.action.as_str() {
+        "grant" => Change::GrantRole { user_id, role },
+        "revoke" => Change::RevokeRole { user_id, role },
+        _ => return Err(ApiError::validation(vec![FieldError::new("action", "`grant` or `revoke`")])),
+    };
+    propose(&state, &me, change).await
+}
+
+/// Proposes verification level 3 after a manual review; another operator must approve.
+#[utoipa::path(post, path = "/v1/admin/users/{id}/level", tag = "admin", request_body = LevelChange, security(("bearer" = [])),
+    params(("id" = String, Path)),
+    responses(
+        (status = 202, body = ChangeRequest),
+        (status = 400, body = Problem, content_type = PROBLEM),
+        (status = 403, body = Problem, content_type = PROBLEM),
+        (status = 409, body = Problem, content_type = PROBLEM),
+    ))]
+pub async fn propose_level(
+    State(state): State<AuthState>,
+    Authenticated(me): Authenticated,
+    Path(user_id): Path<String>,
+    Json(body): Json<LevelChange>,
+) -> Result<(StatusCode, Json<ChangeRequest>), ApiError> {
+    propose(&state, &me, Change::SetLevel { user_id, level: body.level }).await
+}
+
+/// Change requests, newest first.
+#[utoipa::path(get, path = "/v1/admin/change-requests", tag = "admin", security(("bearer" = [])),
+    params(("limit" = Option<usize>, Query), ("cursor" = Option<String>, Query)),
+    responses((status = 200, body = PageOf<ChangeRequest>), (status = 403, body = Problem, content_type = PROBLEM)))]
+pub async fn list_changes(
+    State(state): State<AuthState>,
+    Authenticated(me): Authenticated,
+    paging: Paging,
+) -> Result<Json<PageOf<ChangeRequest>>, ApiError> {
+    authorize(&state, &me, Action::ListChangeRequests, "change-request.list").await?;
+    let (items, next) = state.changes().list(paging.limit, paging.cursor).await.map_err(|e| ApiError::internal(&e))?;
+    Ok(Json(PageOf::new(items, next)))
+}
+
+/// Approves someone else's change request and applies it.
+#[utoipa::path(post, path = "/v1/admin/change-requests/{id}/approve", tag = "admin", security(("bearer" = [])),
+    params(("id" = String, Path)),
+    responses(
+        (status = 200, body = ChangeRequest),
+        (status = 403, description = "No checker role, or one's own request", body = Problem, content_type = PROBLEM),
+        (status = 409, description = "Already decided, or expired", body = Problem, content_type = PROBLEM),
+    ))]
+pub async fn approve(
+    State(state): State<AuthState>,
+    Authenticated(me): Authenticated,
+    Path(id): Path<String>,
+) -> Result<Json<ChangeRequest>, ApiError> {
+    let roles = roles_of(&me);
+    let subject = Subject { user_id: &me.user_id, roles: &roles, level: me.level };
+    let request = state.changes().approve(&subject, &id).await.map_err(change_error)?;
+    // A removed role must stop working now, not at the next refresh.
+    if let Change::RevokeRole { user_id, .. } = &request.change {
+        let sessions = state.sessions().await?;
+        sessions.revoke_all(user_id, RevokedBecause::RolesChanged).await.map_err(session_error)?;
+    }
+    Ok(Json(request))
+}
+
+/// Rejects someone else's change request.
+#[utoipa::path(post, path = "/v1/admin/change-requests/{id}/reject", tag = "admin", request_body = Rejection, security(("bearer" = [])),
+    params(("id" = String, Path)),
+    responses(
+        (status = 200, body = ChangeRequest),
+        (status = 403, body = Problem, content_type = PROBLEM),
+        (status = 409, body = Problem, content_type = PROBLEM),
+    ))]
+pub async fn reject(
+    State(state): State<AuthState>,
+    Authenticated(me): Authenticated,
+    Path(id): Path<String>,
+    Json(body): Json<Rejection>,
+) -> Result<Json<ChangeRequest>, ApiError> {
+    let roles = roles_of(&me);
+    let subject = Subject { user_id: &me.user_id, roles: &roles, level: me.level };
+    Ok(Json(state.changes().reject(&subject, &id, body.note).await.map_err(change_error)?))
+}
+
+/// The audit log, newest first.
+#[utoipa::path(get, path = "/v1/admin/audit", tag = "admin", security(("bearer" = [])),
+    params(("limit" = Option<usize>, Query), ("cursor" = Option<String>, Query)),
+    responses((status = 200, body = PageOf<AuditEntry>), (status = 403, body = Problem, content_type = PROBLEM)))]
+pub async fn audit(
+    State(state): State<AuthState>,
+    Authenticated(me): Authenticated,
+    paging: Paging,
+) -> Result<Json<PageOf<AuditEntry>>, ApiError> {
+    authorize(&state, &me, Action::ReadAudit, "audit.read").await?;
+    let (items, next) = state.audit().page(paging.limit, paging.cursor).await.map_err(|e| ApiError::internal(&e))?;
+    Ok(Json(PageOf::new(items, next)))
+}
+
+impl AuthState {
+    pub(crate) fn audit(&self) -> AuditLog {
+        AuditLog::new(self.platform.store.clone(), self.platform.clock.clone())
+    }
+
+    pub(crate) fn changes(&self) -> ChangeRequests {
+        ChangeRequests::new(self.platform.store.clone(), self.platform.clock.clone(), self.platform.ids.clone())
+    }
+}

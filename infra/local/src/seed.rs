@@ -1,0 +1,63 @@
+//! Demo data for the local runner: on first start, a super-admin, one operator per role
+//! and investors at each level, with their credentials written to `<data-dir>/seed.json`.
+
+use std::path::Path;
+
+use serde_json::json;
+use shared::Platform;
+use shared::app::accounts::Accounts;
+use shared::app::mfa::SecondFactor;
+use shared::domain::access::Role;
+
+/// (email, roles, level, with a second factor)
+const PEOPLE: &[(&str, &[Role], u8, bool)] = &[
+    ("admin@dabs.local", &[Role::SuperAdmin], 2, true),
+    ("co-operator@dabs.local", &[Role::CoOperator], 2, true),
+    ("members@dabs.local", &[Role::MemberManagement], 2, true),
+    ("deals@dabs.local", &[Role::Deal], 2, true),
+    ("finance@dabs.local", &[Role::Finance], 2, true),
+    ("issuer@dabs.local", &[Role::Issuer], 2, true),
+    ("investor1@dabs.local", &[], 1, false),
+    ("investor2@dabs.local", &[], 2, true),
+    ("investor3@dabs.local", &[], 3, true),
+    ("investor3b@dabs.local", &[], 3, true),
+];
+
+/// A password that passes the policy, unguessable, and readable in the seed file.
+fn password() -> String {
+    let bytes = shared::ports::envelope::random_bytes::<12>().unwrap_or_default();
+    format!("demo-{}", bytes.iter().map(|b| format!("{b:02x}")).collect::<String>())
+}
+
+/// Creates the demo people unless `seed.json` exists; returns whether it seeded.
+pub async fn seed_once(platform: &Platform, data_dir: &Path) -> anyhow::Result<bool> {
+    let file = data_dir.join("seed.json");
+    if file.exists() {
+        return Ok(false);
+    }
+    let accounts = Accounts::new(platform);
+    let mfa = SecondFactor::new(platform);
+    let mut users = Vec::new();
+    for (email, roles, level, second_factor) in PEOPLE {
+        let password = password();
+        let role_names: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
+        let user = accounts.create_verified(email, &password, &role_names, *level).await?;
+        let totp_secret = if *second_factor { Some(mfa.enroll_confirmed(&user.id).await?) } else { None };
+        users.push(json!({
+            "email": email, "password": password, "roles": role_names, "level": level,
+            "totp_secret": totp_secret, "user_id": user.id,
+        }));
+    }
+    let seed = json!({ "users": users });
+    write_private(&file, serde_json::to_string_pretty(&seed)?.as_bytes())?;
+    Ok(true)
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)?.write_all(bytes)
+}

@@ -1,0 +1,305 @@
+//! Maker-checker: a sensitive operator action is a change request that one operator
+//! proposes and a different operator with the checker permission approves or rejects.
+//! The decision, the change and the audit entry are written in one transaction.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::accounts::{User, user_item, user_key};
+use super::audit::{AuditLog, Event};
+use crate::domain::access::{self, Action, LEVEL_ACCREDITED, Resource, Role, Subject};
+use crate::ports::store::{Condition, Cursor, Item, Key, Query, StoreError, Write};
+use crate::ports::{Clock, Ids, Store};
+
+/// A request not decided this long after it was proposed can no longer be approved.
+pub const REQUEST_LIFETIME: TimeDelta = TimeDelta::hours(24);
+const INDEX: &str = "CHANGE-REQUESTS";
+
+/// The sensitive changes that need a second operator.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Change {
+    GrantRole {
+        user_id: String,
+        role: Role,
+    },
+    RevokeRole {
+        user_id: String,
+        role: Role,
+    },
+    /// Verification level 3 after a manual review of the investor's documents.
+    SetLevel {
+        user_id: String,
+        level: u8,
+    },
+}
+
+impl Change {
+    pub fn user_id(&self) -> &str {
+        match self {
+            Self::GrantRole { user_id, .. } | Self::RevokeRole { user_id, .. } | Self::SetLevel { user_id, .. } => {
+                user_id
+            }
+        }
+    }
+
+    /// What the change is about; one pending request per subject.
+    fn subject(&self) -> String {
+        match self {
+            Self::GrantRole { user_id, role } | Self::RevokeRole { user_id, role } => {
+                format!("user:{user_id}:role:{}", role.as_str())
+            }
+            Self::SetLevel { user_id, .. } => format!("user:{user_id}:level"),
+        }
+    }
+
+    fn action(&self) -> Action {
+        match self {
+            Self::GrantRole { .. } | Self::RevokeRole { .. } => Action::ProposeRoleChange,
+            Self::SetLevel { .. } => Action::ProposeAccreditation,
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        match self {
+            Self::GrantRole { .. } => "grant-role",
+            Self::RevokeRole { .. } => "revoke-role",
+            Self::SetLevel { .. } => "set-level",
+        }
+    }
+
+    /// Applies the change to the user; `false` when it would change nothing.
+    fn apply(&self, user: &mut User) -> bool {
+        match self {
+            Self::GrantRole { role, .. } if !user.roles.iter().any(|r| r == role.as_str()) => {
+                user.roles.push(role.as_str().to_owned());
+                true
+            }
+            Self::RevokeRole { role, .. } if user.roles.iter().any(|r| r == role.as_str()) => {
+                user.roles.retain(|r| r != role.as_str());
+                true
+            }
+            Self::SetLevel { level, .. } if user.level != *level => {
+                user.level = *level;
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Pending,
+    Approved,
+    Rejected,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ChangeRequest {
+    pub id: String,
+    pub change: Change,
+    pub status: Status,
+    pub proposed_by: String,
+    pub proposed_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    pub decided_by: Option<String>,
+    pub decided_at: Option<DateTime<Utc>>,
+    pub note: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ChangeError {
+    #[error("not allowed: {0}")]
+    Forbidden(&'static str),
+    #[error("no such user or change request")]
+    NotFound,
+    #[error("invalid change: {0}")]
+    Invalid(&'static str),
+    #[error("a request for the same change is already pending")]
+    DuplicatePending,
+    #[error("the request was already decided")]
+    AlreadyDecided,
+    #[error("the request expired before it was approved")]
+    Expired,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+fn request_key(id: &str) -> Key {
+    Key::new(format!("CHANGE#{id}"), "REQUEST")
+}
+
+fn pending_key(subject: &str) -> Key {
+    Key::new(format!("PENDING#{subject}"), "LOCK")
+}
+
+fn request_item(request: &ChangeRequest) -> Result<Item, StoreError> {
+    Ok(Item::new(request_key(&request.id), request)?
+        .with_index(INDEX, format!("{}#{}", request.proposed_at.to_rfc3339(), request.id)))
+}
+
+pub struct ChangeRequests {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    ids: Arc<dyn Ids>,
+    audit: AuditLog,
+}
+
+impl ChangeRequests {
+    pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, ids: Arc<dyn Ids>) -> Self {
+        Self { audit: AuditLog::new(store.clone(), clock.clone()), store, clock, ids }
+    }
+
+    async fn refuse(&self, actor: &Subject<'_>, action: &str, target: &str, reason: &'static str) -> ChangeError {
+        let event = Event {
+            actor: actor.user_id.into(),
+            action: action.into(),
+            target: target.into(),
+            decision: "denied".into(),
+            reason: reason.into(),
+        };
+        if let Err(error) = self.audit.append(event).await {
+            tracing::error!(%error, "could not audit a refusal");
+        }
+        ChangeError::Forbidden(reason)
+    }
+
+    /// Proposes a change (the maker's step).
+    pub async fn propose(&self, actor: &Subject<'_>, change: Change) -> Result<ChangeRequest, ChangeError> {
+        let action = format!("change-request.propose.{}", change.name());
+        let decision = access::decide(actor, change.action(), Resource::None);
+        if !decision.is_allowed() {
+            return Err(self.refuse(actor, &action, &change.subject(), decision.reason()).await);
+        }
+        if let Change::SetLevel { level, .. } = change
+            && level != LEVEL_ACCREDITED
+        {
+            return Err(ChangeError::Invalid("only level 3 is set by manual review"));
+        }
+        if self.store.get(&user_key(change.user_id())).await?.is_none() {
+            return Err(ChangeError::NotFound);
+        }
+        let now = self.clock.now();
+        let request = ChangeRequest {
+            id: self.ids.new_id("chg"),
+            change,
+            status: Status::Pending,
+            proposed_by: actor.user_id.to_owned(),
+            proposed_at: now,
+            expires_at: now + REQUEST_LIFETIME,
+            decided_by: None,
+            decided_at: None,
+            note: None,
+        };
+        let lock = Item::new(pending_key(&request.change.subject()), &request.id)?.expiring_at(request.expires_at);
+        loop {
+            let event = Event {
+                actor: actor.user_id.into(),
+                action: action.clone(),
+                target: request.change.subject(),
+                decision: "proposed".into(),
+                reason: format!("request {}", request.id),
+            };
+            let mut writes = vec![
+                Write::put(lock.clone(), Condition::NotExists),
+                Write::put(request_item(&request)?, Condition::NotExists),
+            ];
+            writes.extend(self.audit.prepare(&event).await?);
+            match self.store.transact(writes).await {
+                Ok(()) => return Ok(request),
+                Err(StoreError::ConditionFailed { index: 0, .. }) => return Err(ChangeError::DuplicatePending),
+                // The audit head moved: prepare the entry again.
+                Err(StoreError::ConditionFailed { .. } | StoreError::Conflict) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Approves (the checker's step): applies the change.
+    pub async fn approve(&self, actor: &Subject<'_>, id: &str) -> Result<ChangeRequest, ChangeError> {
+        self.decide(actor, id, true, None).await
+    }
+
+    /// Rejects with a note.
+    pub async fn reject(
+        &self,
+        actor: &Subject<'_>,
+        id: &str,
+        note: Option<String>,
+    ) -> Result<ChangeRequest, ChangeError> {
+        self.decide(actor, id, false, note).await
+    }
+
+    async fn decide(
+        &self,
+        actor: &Subject<'_>,
+        id: &str,
+        approve: bool,
+        note: Option<String>,
+    ) -> Result<ChangeRequest, ChangeError> {
+        let verb = if approve { "approve" } else { "reject" };
+        loop {
+            let item = self.store.get(&request_key(id)).await?.ok_or(ChangeError::NotFound)?;
+            let mut request: ChangeRequest = item.decode()?;
+            let action = format!("change-request.{verb}.{}", request.change.name());
+            let decision =
+                access::decide(actor, Action::DecideChangeRequest, Resource::ProposedBy(&request.proposed_by));
+            if !decision.is_allowed() {
+                return Err(self.refuse(actor, &action, &request.change.subject(), decision.reason()).await);
+            }
+            if request.status != Status::Pending {
+                return Err(ChangeError::AlreadyDecided);
+            }
+            let now = self.clock.now();
+            if approve && now >= request.expires_at {
+                return Err(ChangeError::Expired);
+            }
+            request.status = if approve { Status::Approved } else { Status::Rejected };
+            request.decided_by = Some(actor.user_id.to_owned());
+            request.decided_at = Some(now);
+            request.note = note.clone();
+            let mut writes = vec![
+                Write::put(request_item(&request)?, Condition::VersionIs(item.version)),
+                Write::delete(pending_key(&request.change.subject()), Condition::None),
+            ];
+            let mut outcome = if approve { "approved" } else { "rejected" }.to_owned();
+            if approve {
+                let profile =
+                    self.store.get(&user_key(request.change.user_id())).await?.ok_or(ChangeError::NotFound)?;
+                let mut user: User = profile.decode()?;
+                if request.change.apply(&mut user) {
+                    writes.push(Write::put(user_item(&user)?, Condition::VersionIs(profile.version)));
+                } else {
+                    outcome = "approved; nothing to change".into();
+                }
+            }
+            let event = Event {
+                actor: actor.user_id.into(),
+                action,
+                target: request.change.subject(),
+                decision: outcome,
+                reason: format!("request {} proposed by {}", request.id, request.proposed_by),
+            };
+            writes.extend(self.audit.prepare(&event).await?);
+            match self.store.transact(writes).await {
+                Ok(()) => return Ok(request),
+                Err(StoreError::ConditionFailed { .. } | StoreError::Conflict) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Newest first.
+    pub async fn list(
+        &self,
+        limit: usize,
+        cursor: Option<Cursor>,
+    ) -> Result<(Vec<ChangeRequest>, Option<Cursor>), StoreError> {
+        let page = self.store.query(&Query::secondary(INDEX).descending().limit(limit).after(cursor)).await?;
+        Ok((page.items.iter().map(Item::decode).collect::<Result<_, _>>()?, page.next))
+    }
+}

@@ -1,0 +1,233 @@
+//! Who may do what: one pure function over (principal, action, resource) that every
+//! route calls, with the reason for its answer.
+
+use serde::{Deserialize, Serialize};
+
+/// Operator and issuer roles. Investors have none; their verification level decides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    SuperAdmin,
+    CoOperator,
+    MemberManagement,
+    Deal,
+    Finance,
+    Issuer,
+}
+
+impl Role {
+    pub const ALL: [Role; 6] =
+        [Self::SuperAdmin, Self::CoOperator, Self::MemberManagement, Self::Deal, Self::Finance, Self::Issuer];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::SuperAdmin => "super-admin",
+            Self::CoOperator => "co-operator",
+            Self::MemberManagement => "member-management",
+            Self::Deal => "deal",
+            Self::Finance => "finance",
+            Self::Issuer => "issuer",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|r| r.as_str() == text)
+    }
+
+    /// Operator roles act on other people's data and need a second factor.
+    pub fn is_operator(self) -> bool {
+        self != Self::Issuer
+    }
+}
+
+/// Investor verification levels.
+pub const LEVEL_REGISTERED: u8 = 1;
+pub const LEVEL_SECOND_FACTOR: u8 = 2;
+pub const LEVEL_ACCREDITED: u8 = 3;
+
+/// Everything a route can ask to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Action {
+    /// Read or change one's own profile, sessions, second factor.
+    ManageOwnAccount,
+    /// Read something that belongs to a user (subscriptions, holdings, statements).
+    ReadOwned,
+    /// Subscribe to a deal.
+    Subscribe,
+    /// Withdraw from one's deposit account.
+    Withdraw,
+    ListUsers,
+    /// Propose granting or removing an operator role (maker).
+    ProposeRoleChange,
+    /// Propose verification level 3 after a manual review (maker).
+    ProposeAccreditation,
+    /// Approve or reject someone else's change request (checker).
+    DecideChangeRequest,
+    ListChangeRequests,
+    ReadAudit,
+    ManageDeals,
+    ReviewIssuers,
+    ManageSettlement,
+    ManageReconciliation,
+    ReadLedger,
+}
+
+/// What the action is about, for object-level checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resource<'a> {
+    None,
+    /// Something owned by this user id.
+    OwnedBy(&'a str),
+    /// A change request proposed by this user id.
+    ProposedBy(&'a str),
+}
+
+/// The caller, as far as access is concerned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subject<'a> {
+    pub user_id: &'a str,
+    pub roles: &'a [Role],
+    pub level: u8,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    Allow(&'static str),
+    Deny(&'static str),
+}
+
+impl Decision {
+    pub fn is_allowed(self) -> bool {
+        matches!(self, Self::Allow(_))
+    }
+
+    pub fn reason(self) -> &'static str {
+        match self {
+            Self::Allow(reason) | Self::Deny(reason) => reason,
+        }
+    }
+}
+
+/// The roles that may perform an operator action.
+fn operator_roles(action: Action) -> &'static [Role] {
+    use Role::*;
+    match action {
+        Action::ListUsers => &[SuperAdmin, CoOperator, MemberManagement],
+        Action::ProposeRoleChange => &[SuperAdmin, MemberManagement],
+        Action::ProposeAccreditation => &[SuperAdmin, MemberManagement],
+        Action::DecideChangeRequest | Action::ListChangeRequests => &[SuperAdmin, CoOperator],
+        Action::ReadAudit => &[SuperAdmin, CoOperator],
+        Action::ManageDeals | Action::ReviewIssuers => &[SuperAdmin, Deal],
+        Action::ManageSettlement | Action::ManageReconciliation | Action::ReadLedger => &[SuperAdmin, Finance],
+        Action::ManageOwnAccount | Action::ReadOwned | Action::Subscribe | Action::Withdraw => &[],
+    }
+}
+
+/// Decides whether `subject` may do `action` on `resource`.
+pub fn decide(subject: &Subject<'_>, action: Action, resource: Resource<'_>) -> Decision {
+    match action {
+        Action::ManageOwnAccount => Decision::Allow("every signed-in user manages their own account"),
+        Action::ReadOwned => match resource {
+            Resource::OwnedBy(owner) if owner == subject.user_id => Decision::Allow("it is the caller's own"),
+            _ => Decision::Deny("it belongs to someone else"),
+        },
+        Action::Subscribe if subject.level >= LEVEL_ACCREDITED => Decision::Allow("verified accredited investor"),
+        Action::Subscribe => Decision::Deny("subscribing needs verification level 3"),
+        Action::Withdraw if subject.level >= LEVEL_SECOND_FACTOR => Decision::Allow("second factor enrolled"),
+        Action::Withdraw => Decision::Deny("withdrawing needs a second factor (level 2)"),
+        operator_action => {
+            let allowed = operator_roles(operator_action);
+            if !subject.roles.iter().any(|role| allowed.contains(role)) {
+                return Decision::Deny("the caller has no role for this action");
+            }
+            if subject.level < LEVEL_SECOND_FACTOR {
+                return Decision::Deny("operators need a second factor");
+            }
+            if let (Action::DecideChangeRequest, Resource::ProposedBy(proposer)) = (operator_action, resource)
+                && proposer == subject.user_id
+            {
+                return Decision::Deny("a change needs a second operator: no self-approval");
+            }
+            Decision::Allow("the caller's role allows it")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use Action::*;
+
+    /// Every (role or level, action) pair and its expected answer, on a resource that is
+    /// not the caller's own and a change proposed by someone else.
+    #[test]
+    fn every_role_and_level_gets_the_expected_decision_for_every_action() {
+        let actions = [
+            ManageOwnAccount,
+            ReadOwned,
+            Subscribe,
+            Withdraw,
+            ListUsers,
+            ProposeRoleChange,
+            ProposeAccreditation,
+            DecideChangeRequest,
+            ListChangeRequests,
+            ReadAudit,
+            ManageDeals,
+            ReviewIssuers,
+            ManageSettlement,
+            ManageReconciliation,
+            ReadLedger,
+        ];
+        // Columns in the order of `actions`: A allowed, - denied.
+        let table: [(&str, &[Role], u8, &str); 12] = [
+            ("investor level 1", &[], 1, "A--------------"),
+            ("investor level 2", &[], 2, "A--A-----------"),
+            ("investor level 3", &[], 3, "A-AA-----------"),
+            ("super-admin", &[Role::SuperAdmin], 2, "A--AAAAAAAAAAAA"),
+            ("super-admin without second factor", &[Role::SuperAdmin], 1, "A--------------"),
+            ("co-operator", &[Role::CoOperator], 2, "A--AA--AAA-----"),
+            ("member-management", &[Role::MemberManagement], 2, "A--AAAA--------"),
+            ("deal", &[Role::Deal], 2, "A--A------AA---"),
+            ("finance", &[Role::Finance], 2, "A--A--------AAA"),
+            ("issuer", &[Role::Issuer], 2, "A--A-----------"),
+            ("deal without second factor", &[Role::Deal], 1, "A--------------"),
+            ("finance and deal", &[Role::Finance, Role::Deal], 2, "A--A------AAAAA"),
+        ];
+        for (who, roles, level, expected) in table {
+            let subject = Subject { user_id: "usr_me", roles, level };
+            let got: String = actions
+                .iter()
+                .map(|action| {
+                    let resource = match action {
+                        ReadOwned => Resource::OwnedBy("usr_other"),
+                        DecideChangeRequest => Resource::ProposedBy("usr_other"),
+                        _ => Resource::None,
+                    };
+                    if decide(&subject, *action, resource).is_allowed() { 'A' } else { '-' }
+                })
+                .collect();
+            assert_eq!(got, expected, "{who}");
+        }
+    }
+
+    #[test]
+    fn object_level_checks_use_the_same_function() {
+        let me = Subject { user_id: "usr_me", roles: &[], level: 3 };
+        assert!(decide(&me, ReadOwned, Resource::OwnedBy("usr_me")).is_allowed());
+        assert_eq!(decide(&me, ReadOwned, Resource::OwnedBy("usr_x")), Decision::Deny("it belongs to someone else"));
+        let checker = Subject { user_id: "usr_me", roles: &[Role::CoOperator], level: 2 };
+        assert_eq!(
+            decide(&checker, DecideChangeRequest, Resource::ProposedBy("usr_me")),
+            Decision::Deny("a change needs a second operator: no self-approval")
+        );
+    }
+
+    #[test]
+    fn roles_round_trip_through_their_names() {
+        for role in Role::ALL {
+            assert_eq!(Role::parse(role.as_str()), Some(role));
+        }
+        assert_eq!(Role::parse("root"), None);
+    }
+}

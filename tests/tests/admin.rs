@@ -1,0 +1,194 @@
+//! Operator routes: maker-checker for roles and levels, policy refusals, the audit chain.
+
+use chrono::TimeDelta;
+use platform_tests::spawn_app;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use shared::app::audit::AuditLog;
+use shared::ports::store::{Item, Key};
+
+#[tokio::test]
+async fn a_role_is_granted_only_when_a_second_operator_approves() {
+    let app = spawn_app().await;
+    let (_, maker) = app.operator("members@example.sg", &["member-management"]).await;
+    let (_, checker) = app.operator("checker@example.sg", &["co-operator"]).await;
+    let investor = app.logged_in("someone@example.sg", "correct horse battery staple").await;
+    let (_, me) = app.get_as("/v1/me", investor["access_token"].as_str().unwrap()).await;
+    let target = me["user_id"].as_str().unwrap();
+
+    let (status, request) = app
+        .post_json_as(&format!("/v1/admin/users/{target}/roles"), &maker, json!({"action": "grant", "role": "deal"}))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{request}");
+    assert_eq!(request["status"], "pending");
+    let id = request["id"].as_str().unwrap();
+
+    // The same change again while pending: refused.
+    let (status, _) = app
+        .post_json_as(&format!("/v1/admin/users/{target}/roles"), &maker, json!({"action": "grant", "role": "deal"}))
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    // The maker cannot approve (no checker role); a checker cannot approve their own.
+    assert_eq!(
+        app.post_as(&format!("/v1/admin/change-requests/{id}/approve"), &maker, None).await,
+        StatusCode::FORBIDDEN
+    );
+
+    let (status, approved) =
+        app.post_json_as(&format!("/v1/admin/change-requests/{id}/approve"), &checker, json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{approved}");
+    assert_eq!(approved["status"], "approved");
+    assert_eq!(
+        app.post_as(&format!("/v1/admin/change-requests/{id}/approve"), &checker, None).await,
+        StatusCode::CONFLICT
+    );
+
+    // The role is in the next token.
+    let (_, tokens) = app.post("/v1/auth/refresh", json!({"refresh_token": investor["refresh_token"]})).await;
+    let (_, me) = app.get_as("/v1/me", tokens["access_token"].as_str().unwrap()).await;
+    assert_eq!(me["roles"], json!(["deal"]));
+}
+
+#[tokio::test]
+async fn self_approval_is_refused_and_audited() {
+    let app = spawn_app().await;
+    let (_, admin) = app.operator("admin@example.sg", &["super-admin"]).await;
+    let (target, _) = app.operator("other@example.sg", &["finance"]).await;
+    let (_, request) = app
+        .post_json_as(
+            &format!("/v1/admin/users/{target}/roles"),
+            &admin,
+            json!({"action": "revoke", "role": "finance"}),
+        )
+        .await;
+    let id = request["id"].as_str().unwrap();
+    let (status, problem) =
+        app.post_json_as(&format!("/v1/admin/change-requests/{id}/approve"), &admin, json!({})).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(problem["detail"].as_str().unwrap().contains("self-approval"), "{problem}");
+    let (_, log) = app.get_as("/v1/admin/audit", &admin).await;
+    let newest = &log["items"][0];
+    assert_eq!(
+        (newest["action"].as_str(), newest["decision"].as_str()),
+        (Some("change-request.approve.revoke-role"), Some("denied"))
+    );
+}
+
+#[tokio::test]
+async fn revoking_a_role_ends_the_holders_sessions_at_once() {
+    let app = spawn_app().await;
+    let (_, maker) = app.operator("admin@example.sg", &["super-admin"]).await;
+    let (_, checker) = app.operator("checker@example.sg", &["co-operator"]).await;
+    let (target, finance) = app.operator("finance@example.sg", &["finance"]).await;
+    assert_eq!(app.get_as("/v1/me", &finance).await.0, StatusCode::OK);
+    let (_, request) = app
+        .post_json_as(
+            &format!("/v1/admin/users/{target}/roles"),
+            &maker,
+            json!({"action": "revoke", "role": "finance"}),
+        )
+        .await;
+    let id = request["id"].as_str().unwrap();
+    let (status, _) = app.post_json_as(&format!("/v1/admin/change-requests/{id}/approve"), &checker, json!({})).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(app.get_as("/v1/me", &finance).await.0, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn level_three_by_manual_review_needs_a_checker_and_expires_after_a_day() {
+    let app = spawn_app().await;
+    let (_, maker) = app.operator("members@example.sg", &["member-management"]).await;
+    let (_, checker) = app.operator("checker@example.sg", &["co-operator"]).await;
+    let investor = app.logged_in("someone@example.sg", "correct horse battery staple").await;
+    let (_, me) = app.get_as("/v1/me", investor["access_token"].as_str().unwrap()).await;
+    let target = me["user_id"].as_str().unwrap();
+    assert_eq!(
+        app.post_as(&format!("/v1/admin/change-requests/chg_none/approve"), &checker, None).await,
+        StatusCode::NOT_FOUND
+    );
+    let level = format!("/v1/admin/users/{target}/level");
+
+    let (status, problem) = app.post_json_as(&level, &maker, json!({"level": 2})).await;
+    assert_eq!((status, problem["errors"][0]["field"].as_str()), (StatusCode::BAD_REQUEST, Some("level")));
+    let (_, request) = app.post_json_as(&level, &maker, json!({"level": 3})).await;
+    let id = request["id"].as_str().unwrap().to_owned();
+    let _ = checker;
+    app.clock.advance(TimeDelta::hours(24));
+    // A day later the operators log in again; the request can no longer be approved.
+    let (_, checker) = app.operator("checker2@example.sg", &["co-operator"]).await;
+    let (_, maker) = app.operator("members2@example.sg", &["member-management"]).await;
+    let (status, _) = app.post_json_as(&format!("/v1/admin/change-requests/{id}/approve"), &checker, json!({})).await;
+    assert_eq!(status, StatusCode::CONFLICT, "expired");
+
+    // Once the stale request lapsed, a fresh proposal is possible and can be rejected.
+    let (status, request) = app.post_json_as(&level, &maker, json!({"level": 3})).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{request}");
+    let id = request["id"].as_str().unwrap();
+    let (status, rejected) = app
+        .post_json_as(
+            &format!("/v1/admin/change-requests/{id}/reject"),
+            &checker,
+            json!({"note": "documents unreadable"}),
+        )
+        .await;
+    assert_eq!((status, rejected["status"].as_str()), (StatusCode::OK, Some("rejected")));
+}
+
+#[tokio::test]
+async fn investors_and_operators_without_the_role_are_refused() {
+    let app = spawn_app().await;
+    let investor = app.logged_in("someone@example.sg", "correct horse battery staple").await;
+    let token = investor["access_token"].as_str().unwrap();
+    for path in ["/v1/admin/users", "/v1/admin/audit", "/v1/admin/change-requests"] {
+        let (status, body) = app.get_as(path, token).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{path}: {body}");
+        assert_eq!(body["type"], "/problems/forbidden");
+    }
+    let (_, deal) = app.operator("deals@example.sg", &["deal"]).await;
+    assert_eq!(app.get_as("/v1/admin/users", &deal).await.0, StatusCode::FORBIDDEN);
+    let (target, _) = app.operator("x@example.sg", &[]).await;
+    let (status, _) = app
+        .post_json_as(&format!("/v1/admin/users/{target}/roles"), &deal, json!({"action": "grant", "role": "deal"}))
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn users_list_in_pages_for_member_management() {
+    let app = spawn_app().await;
+    let (_, members) = app.operator("members@example.sg", &["member-management"]).await;
+    for i in 0..4 {
+        app.operator(&format!("user{i}@example.sg"), &[]).await;
+    }
+    let (status, first) = app.get_as("/v1/admin/users?limit=3", &members).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(first["items"].as_array().unwrap().len(), 3);
+    let cursor = first["next_cursor"].as_str().unwrap();
+    let (_, second) = app.get_as(&format!("/v1/admin/users?limit=3&cursor={cursor}"), &members).await;
+    assert_eq!(second["items"].as_array().unwrap().len(), 2);
+    assert!(second["next_cursor"].is_null());
+    let (status, problem) = app.get_as("/v1/admin/users?limit=0", &members).await;
+    assert_eq!((status, problem["errors"][0]["field"].as_str()), (StatusCode::BAD_REQUEST, Some("limit")));
+}
+
+#[tokio::test]
+async fn the_audit_chain_detects_an_edited_entry() {
+    let app = spawn_app().await;
+    let (_, maker) = app.operator("admin@example.sg", &["super-admin"]).await;
+    let (target, _) = app.operator("x@example.sg", &[]).await;
+    for role in ["deal", "finance", "issuer"] {
+        let (status, _) = app
+            .post_json_as(&format!("/v1/admin/users/{target}/roles"), &maker, json!({"action": "grant", "role": role}))
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED);
+    }
+    let log = AuditLog::new(app.platform.store.clone(), app.platform.clock.clone());
+    assert_eq!(log.verify().await.unwrap(), None);
+
+    // Someone with database access rewrites entry 2.
+    let key = Key::new("AUDIT", format!("E#{:020}", 2));
+    let mut entry: Value = app.platform.store.get(&key).await.unwrap().unwrap().decode().unwrap();
+    entry["actor"] = json!("usr_innocent");
+    app.platform.store.put(Item::new(key, &entry).unwrap(), shared::ports::store::Condition::Exists).await.unwrap();
+    assert_eq!(log.verify().await.unwrap(), Some(2));
+}

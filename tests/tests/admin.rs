@@ -102,10 +102,7 @@ async fn level_three_by_manual_review_needs_a_checker_and_expires_after_a_day() 
     let investor = app.logged_in("someone@example.sg", "correct horse battery staple").await;
     let (_, me) = app.get_as("/v1/me", investor["access_token"].as_str().unwrap()).await;
     let target = me["user_id"].as_str().unwrap();
-    assert_eq!(
-        app.post_as(&format!("/v1/admin/change-requests/chg_none/approve"), &checker, None).await,
-        StatusCode::NOT_FOUND
-    );
+    assert_eq!(app.post_as("/v1/admin/change-requests/chg_none/approve", &checker, None).await, StatusCode::NOT_FOUND);
     let level = format!("/v1/admin/users/{target}/level");
 
     let (status, problem) = app.post_json_as(&level, &maker, json!({"level": 2})).await;

@@ -14,11 +14,14 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use shared::Platform;
 use shared::app::accounts::{AccountError, Accounts};
+use shared::app::audit::Event;
 use shared::app::mfa::{Enrollment, MfaError, SecondFactor};
 use shared::app::sessions::{SessionError, Sessions, Tokens};
 use shared::app::signing_keys::TokenKeys;
+use shared::app::throttle::{self, Throttle};
 use shared::domain::session::{RevokedBecause, SessionPolicy};
 use shared::http::auth::{Authenticated, SessionSource};
+use shared::http::client::ClientAddress;
 use shared::http::problem::Problem;
 use shared::http::{ApiError, FieldError, Json};
 use tokio::sync::OnceCell;
@@ -30,6 +33,7 @@ pub struct AuthState {
     platform: Platform,
     accounts: Arc<Accounts>,
     mfa: Arc<SecondFactor>,
+    throttle: Arc<Throttle>,
     sessions: Arc<OnceCell<Arc<Sessions>>>,
     policy: SessionPolicy,
 }
@@ -222,9 +226,41 @@ pub(crate) const PROBLEM: &str = "application/problem+json";
         (status = 200, body = LoginAnswer),
         (status = 401, description = "Wrong email or password", body = Problem, content_type = PROBLEM),
         (status = 403, description = "Email not verified", body = Problem, content_type = PROBLEM),
+        (status = 429, description = "Too many failures: wait `Retry-After` seconds", body = Problem, content_type = PROBLEM),
     ))]
-async fn login(State(state): State<AuthState>, Json(body): Json<Login>) -> Result<Json<LoginAnswer>, ApiError> {
-    let user = state.accounts.check_password(&body.email, &body.password).await.map_err(api_error)?;
+async fn login(
+    State(state): State<AuthState>,
+    ClientAddress(address): ClientAddress,
+    Json(body): Json<Login>,
+) -> Result<Json<LoginAnswer>, ApiError> {
+    let account = format!("account:{}", body.email.trim().to_lowercase());
+    let address = format!("address:{address}");
+    let now = state.platform.clock.now();
+    let locked = state.throttle.locked_until(&[&account, &address]).await.map_err(|e| ApiError::internal(&e))?;
+    if let Some(until) = locked {
+        return Err(ApiError::too_many_requests((until - now).num_seconds().max(1) as u64));
+    }
+    let user = match state.accounts.check_password(&body.email, &body.password).await {
+        Ok(user) => user,
+        Err(AccountError::WrongCredentials) => {
+            for (scope, limits) in [(&account, &throttle::ACCOUNT), (&address, &throttle::ADDRESS)] {
+                let lock = state.throttle.failed(scope, limits).await.map_err(|e| ApiError::internal(&e))?;
+                if let Some(lock) = lock {
+                    let event = Event {
+                        actor: "system".into(),
+                        action: "login.lockout".into(),
+                        target: scope.split(':').next().unwrap_or("scope").into(),
+                        decision: format!("locked until {}", lock.until.to_rfc3339()),
+                        reason: format!("{} failed logins", lock.failures),
+                    };
+                    state.audit().append(event).await.map_err(|e| ApiError::internal(&e))?;
+                }
+            }
+            return Err(api_error(AccountError::WrongCredentials));
+        }
+        Err(other) => return Err(api_error(other)),
+    };
+    state.throttle.reset(&account).await.map_err(|e| ApiError::internal(&e))?;
     if state.mfa.is_enrolled(&user.id).await.map_err(mfa_error)? {
         let challenge = state.mfa.challenge(&user.id).await.map_err(mfa_error)?;
         return Ok(Json(LoginAnswer::MfaRequired(MfaRequired { mfa_required: true, challenge })));
@@ -295,7 +331,21 @@ async fn confirm_totp(
     ))]
 async fn refresh(State(state): State<AuthState>, Json(body): Json<RefreshRequest>) -> Result<Json<Tokens>, ApiError> {
     let sessions = state.sessions().await?;
-    Ok(Json(sessions.refresh(&body.refresh_token).await.map_err(session_error)?))
+    match sessions.refresh(&body.refresh_token).await {
+        Ok(tokens) => Ok(Json(tokens)),
+        Err(SessionError::ReuseDetected { family_id, user_id }) => {
+            let event = Event {
+                actor: "system".into(),
+                action: "session.reuse-detected".into(),
+                target: format!("user:{user_id}"),
+                decision: format!("session {family_id} revoked"),
+                reason: "a spent refresh token was presented".into(),
+            };
+            state.audit().append(event).await.map_err(|e| ApiError::internal(&e))?;
+            Err(session_error(SessionError::Unauthorized))
+        }
+        Err(other) => Err(session_error(other)),
+    }
 }
 
 /// Ends the caller's session.
@@ -393,6 +443,7 @@ pub fn routes(platform: &Platform) -> Router {
         platform: platform.clone(),
         accounts: Arc::new(Accounts::new(platform)),
         mfa: Arc::new(SecondFactor::new(platform)),
+        throttle: Arc::new(Throttle::new(platform.store.clone(), platform.clock.clone())),
         sessions: Arc::new(OnceCell::new()),
         policy: SessionPolicy::default(),
     };

@@ -68,6 +68,7 @@ pub async fn start(platform: Platform, addr: SocketAddr) -> std::io::Result<Runn
     let mut until = stopped.clone();
     tasks.spawn(async move {
         let shutdown = async move { stop_requested(&mut until).await };
+        let app = app.into_make_service_with_connect_info::<SocketAddr>();
         if let Err(error) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
             tracing::error!(%error, "HTTP server failed");
         }

@@ -8,3 +8,4 @@ pub mod mfa;
 pub mod passwords;
 pub mod sessions;
 pub mod signing_keys;
+pub mod throttle;

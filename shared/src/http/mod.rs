@@ -3,6 +3,7 @@
 
 pub mod app;
 pub mod auth;
+pub mod client;
 pub mod json;
 pub mod openapi;
 pub mod page;

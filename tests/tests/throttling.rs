@@ -1,0 +1,82 @@
+//! Login throttling and the security events it and refresh-token reuse leave in the audit log.
+
+use chrono::TimeDelta;
+use platform_tests::spawn_app;
+use reqwest::StatusCode;
+use serde_json::json;
+use shared::app::audit::AuditLog;
+
+const EMAIL: &str = "investor@example.sg";
+const PASSWORD: &str = "correct horse battery staple";
+
+#[tokio::test]
+async fn failures_lock_the_account_with_a_growing_delay_and_success_resets_it() {
+    let app = spawn_app().await;
+    app.logged_in(EMAIL, PASSWORD).await;
+    let wrong = json!({"email": EMAIL, "password": "wrong password here"});
+    for _ in 0..6 {
+        assert_eq!(app.post("/v1/auth/login", wrong.clone()).await.0, StatusCode::UNAUTHORIZED);
+    }
+    // The sixth failure locked the account for a second: even the right password waits.
+    let response = app
+        .client
+        .post(app.url("/v1/auth/login"))
+        .json(&json!({"email": EMAIL, "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(response.headers()["retry-after"], "1");
+    assert_eq!(response.headers()["content-type"], "application/problem+json");
+
+    app.clock.advance(TimeDelta::seconds(1));
+    assert_eq!(app.post("/v1/auth/login", wrong.clone()).await.0, StatusCode::UNAUTHORIZED);
+    let response = app
+        .client
+        .post(app.url("/v1/auth/login"))
+        .json(&json!({"email": EMAIL, "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        (response.status(), response.headers()["retry-after"].to_str().unwrap()),
+        (StatusCode::TOO_MANY_REQUESTS, "2")
+    );
+
+    app.clock.advance(TimeDelta::seconds(2));
+    app.login(EMAIL, PASSWORD).await;
+    // Success forgot the account's failures: five free tries again.
+    for _ in 0..5 {
+        assert_eq!(app.post("/v1/auth/login", wrong.clone()).await.0, StatusCode::UNAUTHORIZED);
+    }
+    app.login(EMAIL, PASSWORD).await;
+
+    let log = AuditLog::new(app.platform.store.clone(), app.platform.clock.clone());
+    let (entries, _) = log.page(50, None).await.unwrap();
+    assert_eq!(entries.iter().filter(|e| e.action == "login.lockout").count(), 2);
+    assert!(entries.iter().all(|e| !e.target.contains(EMAIL)), "no address in the audit target");
+}
+
+#[tokio::test]
+async fn an_unknown_address_is_throttled_like_a_known_one() {
+    let app = spawn_app().await;
+    let guess = json!({"email": "nobody@example.sg", "password": PASSWORD});
+    for _ in 0..6 {
+        assert_eq!(app.post("/v1/auth/login", guess.clone()).await.0, StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(app.post("/v1/auth/login", guess).await.0, StatusCode::TOO_MANY_REQUESTS);
+}
+
+#[tokio::test]
+async fn refresh_token_reuse_is_audited() {
+    let app = spawn_app().await;
+    let tokens = app.logged_in(EMAIL, PASSWORD).await;
+    let (_, _) = app.post("/v1/auth/refresh", json!({"refresh_token": tokens["refresh_token"]})).await;
+    app.clock.advance(TimeDelta::seconds(10));
+    let (status, _) = app.post("/v1/auth/refresh", json!({"refresh_token": tokens["refresh_token"]})).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let log = AuditLog::new(app.platform.store.clone(), app.platform.clock.clone());
+    let (entries, _) = log.page(10, None).await.unwrap();
+    assert_eq!(entries[0].action, "session.reuse-detected");
+    assert_eq!(log.verify().await.unwrap(), None);
+}

@@ -20,9 +20,28 @@ pub struct TestApp {
 /// Starts the platform as the local runner does, on a free port, with an in-memory store
 /// and a clock the test moves.
 pub async fn spawn_app() -> TestApp {
+    spawn(false).await
+}
+
+/// The same, with the store on DynamoDB in the emulator (`DABS_AWS_ENDPOINT`, set by
+/// `./infra/test.sh`); fails without it.
+pub async fn spawn_app_on_dynamodb() -> TestApp {
+    spawn(true).await
+}
+
+async fn spawn(dynamodb: bool) -> TestApp {
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(ManualClock::at("2026-11-25T06:00:00Z".parse().unwrap()));
-    let platform = Platform::ephemeral(dir.path(), clock.clone()).unwrap();
+    let mut platform = Platform::ephemeral(dir.path(), clock.clone()).unwrap();
+    if dynamodb {
+        use shared::adapters::aws::{DynamoStore, emulator_config};
+        let endpoint = std::env::var("DABS_AWS_ENDPOINT")
+            .expect("DABS_AWS_ENDPOINT is not set: run ./infra/test.sh, which starts the AWS emulator and sets it");
+        let client = aws_sdk_dynamodb::Client::new(&emulator_config(&endpoint).await.unwrap());
+        let table = format!("app-{}", ulid::Ulid::new().to_string().to_lowercase());
+        DynamoStore::create_table(&client, &table).await.unwrap();
+        platform.store = Arc::new(DynamoStore::new(client, table, clock.clone()));
+    }
     let running = local::start(platform.clone(), "127.0.0.1:0".parse().unwrap()).await.unwrap();
     TestApp { base: format!("http://{}", running.addr), platform, clock, running, client: reqwest::Client::new(), dir }
 }
@@ -149,4 +168,28 @@ impl TestApp {
         let status = response.status();
         (status, response.json().await.unwrap_or(serde_json::Value::Null))
     }
+}
+
+/// Runs each named `async fn(TestApp)` once on the embedded store and once on DynamoDB:
+/// `embedded::<name>` and `dynamodb::<name>` in the test output.
+#[macro_export]
+macro_rules! on_both_stores {
+    ($($case:ident),* $(,)?) => {
+        mod embedded {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    super::$case($crate::spawn_app().await).await;
+                }
+            )*
+        }
+        mod dynamodb {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    super::$case($crate::spawn_app_on_dynamodb().await).await;
+                }
+            )*
+        }
+    };
 }

@@ -1,10 +1,19 @@
 //! Sign-up and email verification through the HTTP API of the local platform.
 
 use chrono::TimeDelta;
-use platform_tests::{TestApp, spawn_app};
+use platform_tests::{TestApp, on_both_stores};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use shared::ports::store::{Key, Query};
+
+on_both_stores!(
+    a_new_account_is_verified_with_the_emailed_code,
+    a_malformed_body_is_a_400_problem_and_changes_nothing,
+    bad_input_names_the_field_and_creates_nothing,
+    signing_up_again_answers_the_same_and_never_makes_a_second_account,
+    a_code_dies_after_five_wrong_tries_and_after_fifteen_minutes,
+    an_unknown_address_gets_the_same_answer_as_a_wrong_code,
+);
 
 const EMAIL: &str = "Tan.Wei@Example.SG";
 const PASSWORD: &str = "correct horse battery staple";
@@ -37,9 +46,7 @@ fn assert_field(status: StatusCode, body: &Value, field: &str) {
     assert_eq!(body["errors"][0]["field"], field, "{body}");
 }
 
-#[tokio::test]
-async fn a_new_account_is_verified_with_the_emailed_code() {
-    let app = spawn_app().await;
+async fn a_new_account_is_verified_with_the_emailed_code(app: TestApp) {
     let code = sign_up(&app).await;
     assert!(!verified(&app).await);
     let (status, body) = app.post("/v1/auth/email/verify", json!({"email": "tan.wei@example.sg", "code": code})).await;
@@ -50,9 +57,7 @@ async fn a_new_account_is_verified_with_the_emailed_code() {
     assert_field(status, &body, "code");
 }
 
-#[tokio::test]
-async fn a_malformed_body_is_a_400_problem_and_changes_nothing() {
-    let app = spawn_app().await;
+async fn a_malformed_body_is_a_400_problem_and_changes_nothing(app: TestApp) {
     let response = app
         .client
         .post(app.url("/v1/auth/signup"))
@@ -69,9 +74,7 @@ async fn a_malformed_body_is_a_400_problem_and_changes_nothing() {
     assert!(app.platform.store.query(&Query::partition("EMAIL#a@b.sg")).await.unwrap().items.is_empty());
 }
 
-#[tokio::test]
-async fn bad_input_names_the_field_and_creates_nothing() {
-    let app = spawn_app().await;
+async fn bad_input_names_the_field_and_creates_nothing(app: TestApp) {
     let (status, body) = app.post("/v1/auth/signup", json!({"email": "not-an-address", "password": PASSWORD})).await;
     assert_field(status, &body, "email");
     let (status, body) = app.post("/v1/auth/signup", json!({"email": EMAIL, "password": "Password1234!"})).await;
@@ -85,9 +88,7 @@ async fn bad_input_names_the_field_and_creates_nothing() {
     assert!(app.mail().is_empty());
 }
 
-#[tokio::test]
-async fn signing_up_again_answers_the_same_and_never_makes_a_second_account() {
-    let app = spawn_app().await;
+async fn signing_up_again_answers_the_same_and_never_makes_a_second_account(app: TestApp) {
     let first = sign_up(&app).await;
     // Not yet verified: a fresh code replaces the first.
     let second = sign_up(&app).await;
@@ -106,9 +107,7 @@ async fn signing_up_again_answers_the_same_and_never_makes_a_second_account() {
     assert_eq!(users.items.len(), 1);
 }
 
-#[tokio::test]
-async fn a_code_dies_after_five_wrong_tries_and_after_fifteen_minutes() {
-    let app = spawn_app().await;
+async fn a_code_dies_after_five_wrong_tries_and_after_fifteen_minutes(app: TestApp) {
     let code = sign_up(&app).await;
     let wrong = if code == "000000" { "111111" } else { "000000" };
     for _ in 0..5 {
@@ -126,9 +125,7 @@ async fn a_code_dies_after_five_wrong_tries_and_after_fifteen_minutes() {
     assert!(!verified(&app).await);
 }
 
-#[tokio::test]
-async fn an_unknown_address_gets_the_same_answer_as_a_wrong_code() {
-    let app = spawn_app().await;
+async fn an_unknown_address_gets_the_same_answer_as_a_wrong_code(app: TestApp) {
     let (status, body) =
         app.post("/v1/auth/email/verify", json!({"email": "nobody@example.sg", "code": "123456"})).await;
     assert_field(status, &body, "code");

@@ -1,15 +1,23 @@
 //! Operator routes: maker-checker for roles and levels, policy refusals, the audit chain.
 
 use chrono::TimeDelta;
-use platform_tests::spawn_app;
+use platform_tests::{TestApp, on_both_stores};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use shared::app::audit::AuditLog;
 use shared::ports::store::{Item, Key};
 
-#[tokio::test]
-async fn a_role_is_granted_only_when_a_second_operator_approves() {
-    let app = spawn_app().await;
+on_both_stores!(
+    a_role_is_granted_only_when_a_second_operator_approves,
+    self_approval_is_refused_and_audited,
+    revoking_a_role_ends_the_holders_sessions_at_once,
+    level_three_by_manual_review_needs_a_checker_and_expires_after_a_day,
+    investors_and_operators_without_the_role_are_refused,
+    users_list_in_pages_for_member_management,
+    the_audit_chain_detects_an_edited_entry,
+);
+
+async fn a_role_is_granted_only_when_a_second_operator_approves(app: TestApp) {
     let (_, maker) = app.operator("members@example.sg", &["member-management"]).await;
     let (_, checker) = app.operator("checker@example.sg", &["co-operator"]).await;
     let investor = app.logged_in("someone@example.sg", "correct horse battery staple").await;
@@ -49,9 +57,7 @@ async fn a_role_is_granted_only_when_a_second_operator_approves() {
     assert_eq!(me["roles"], json!(["deal"]));
 }
 
-#[tokio::test]
-async fn self_approval_is_refused_and_audited() {
-    let app = spawn_app().await;
+async fn self_approval_is_refused_and_audited(app: TestApp) {
     let (_, admin) = app.operator("admin@example.sg", &["super-admin"]).await;
     let (target, _) = app.operator("other@example.sg", &["finance"]).await;
     let (_, request) = app
@@ -74,9 +80,7 @@ async fn self_approval_is_refused_and_audited() {
     );
 }
 
-#[tokio::test]
-async fn revoking_a_role_ends_the_holders_sessions_at_once() {
-    let app = spawn_app().await;
+async fn revoking_a_role_ends_the_holders_sessions_at_once(app: TestApp) {
     let (_, maker) = app.operator("admin@example.sg", &["super-admin"]).await;
     let (_, checker) = app.operator("checker@example.sg", &["co-operator"]).await;
     let (target, finance) = app.operator("finance@example.sg", &["finance"]).await;
@@ -94,9 +98,7 @@ async fn revoking_a_role_ends_the_holders_sessions_at_once() {
     assert_eq!(app.get_as("/v1/me", &finance).await.0, StatusCode::UNAUTHORIZED);
 }
 
-#[tokio::test]
-async fn level_three_by_manual_review_needs_a_checker_and_expires_after_a_day() {
-    let app = spawn_app().await;
+async fn level_three_by_manual_review_needs_a_checker_and_expires_after_a_day(app: TestApp) {
     let (_, maker) = app.operator("members@example.sg", &["member-management"]).await;
     let (_, checker) = app.operator("checker@example.sg", &["co-operator"]).await;
     let investor = app.logged_in("someone@example.sg", "correct horse battery staple").await;
@@ -131,9 +133,7 @@ async fn level_three_by_manual_review_needs_a_checker_and_expires_after_a_day() 
     assert_eq!((status, rejected["status"].as_str()), (StatusCode::OK, Some("rejected")));
 }
 
-#[tokio::test]
-async fn investors_and_operators_without_the_role_are_refused() {
-    let app = spawn_app().await;
+async fn investors_and_operators_without_the_role_are_refused(app: TestApp) {
     let investor = app.logged_in("someone@example.sg", "correct horse battery staple").await;
     let token = investor["access_token"].as_str().unwrap();
     for path in ["/v1/admin/users", "/v1/admin/audit", "/v1/admin/change-requests"] {
@@ -150,9 +150,7 @@ async fn investors_and_operators_without_the_role_are_refused() {
     assert_eq!(status, StatusCode::FORBIDDEN);
 }
 
-#[tokio::test]
-async fn users_list_in_pages_for_member_management() {
-    let app = spawn_app().await;
+async fn users_list_in_pages_for_member_management(app: TestApp) {
     let (_, members) = app.operator("members@example.sg", &["member-management"]).await;
     for i in 0..4 {
         app.operator(&format!("user{i}@example.sg"), &[]).await;
@@ -168,9 +166,7 @@ async fn users_list_in_pages_for_member_management() {
     assert_eq!((status, problem["errors"][0]["field"].as_str()), (StatusCode::BAD_REQUEST, Some("limit")));
 }
 
-#[tokio::test]
-async fn the_audit_chain_detects_an_edited_entry() {
-    let app = spawn_app().await;
+async fn the_audit_chain_detects_an_edited_entry(app: TestApp) {
     let (_, maker) = app.operator("admin@example.sg", &["super-admin"]).await;
     let (target, _) = app.operator("x@example.sg", &[]).await;
     for role in ["deal", "finance", "issuer"] {

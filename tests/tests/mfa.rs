@@ -1,10 +1,16 @@
 //! TOTP enrolment and the two-step login, through the HTTP API.
 
 use chrono::TimeDelta;
-use platform_tests::{TestApp, spawn_app};
+use platform_tests::{TestApp, on_both_stores};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use shared::domain::totp;
+
+on_both_stores!(
+    with_totp_enrolled_login_takes_a_code_and_reaches_level_two,
+    a_used_code_cannot_log_in_again,
+    a_challenge_dies_after_five_wrong_codes_or_five_minutes,
+);
 
 const EMAIL: &str = "operator@example.sg";
 const PASSWORD: &str = "correct horse battery staple";
@@ -46,9 +52,7 @@ async fn challenge(app: &TestApp) -> String {
     body["challenge"].as_str().unwrap().to_owned()
 }
 
-#[tokio::test]
-async fn with_totp_enrolled_login_takes_a_code_and_reaches_level_two() {
-    let app = spawn_app().await;
+async fn with_totp_enrolled_login_takes_a_code_and_reaches_level_two(app: TestApp) {
     let secret = enrolled(&app).await;
     let challenge = challenge(&app).await;
     // The confirmation used this step's code: the next step's code logs in.
@@ -64,9 +68,7 @@ async fn with_totp_enrolled_login_takes_a_code_and_reaches_level_two() {
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 }
 
-#[tokio::test]
-async fn a_used_code_cannot_log_in_again() {
-    let app = spawn_app().await;
+async fn a_used_code_cannot_log_in_again(app: TestApp) {
     let secret = enrolled(&app).await;
     // The confirmation spent this step's code.
     let (status, _) = app
@@ -75,9 +77,7 @@ async fn a_used_code_cannot_log_in_again() {
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 }
 
-#[tokio::test]
-async fn a_challenge_dies_after_five_wrong_codes_or_five_minutes() {
-    let app = spawn_app().await;
+async fn a_challenge_dies_after_five_wrong_codes_or_five_minutes(app: TestApp) {
     let secret = enrolled(&app).await;
     app.clock.advance(TimeDelta::seconds(30));
     let first = challenge(&app).await;

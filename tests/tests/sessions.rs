@@ -2,7 +2,7 @@
 //! HTTP API of the local platform.
 
 use chrono::TimeDelta;
-use platform_tests::{TestApp, spawn_app};
+use platform_tests::{TestApp, on_both_stores};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -13,13 +13,25 @@ async fn refresh(app: &TestApp, token: &Value) -> (StatusCode, Value) {
     app.post("/v1/auth/refresh", json!({"refresh_token": token["refresh_token"]})).await
 }
 
+on_both_stores!(
+    login_answers_bearer_tokens_that_identify_the_caller,
+    a_wrong_password_and_an_unknown_email_get_the_same_401,
+    rotation_returns_a_new_pair_and_the_old_refresh_token_then_fails,
+    a_spent_token_after_the_grace_window_kills_the_newest_token_of_its_family,
+    a_token_two_generations_old_is_reuse_even_inside_the_grace_window,
+    twenty_parallel_refreshes_of_one_token_yield_exactly_one_successor,
+    an_unused_refresh_token_dies_after_ten_idle_minutes,
+    rotation_never_extends_the_session_past_twelve_hours,
+    logout_ends_one_session_and_logout_all_ends_every_session,
+    changing_the_password_revokes_every_session,
+    an_access_token_expires_after_ten_minutes_and_a_missing_one_is_401,
+);
+
 fn access(tokens: &Value) -> &str {
     tokens["access_token"].as_str().unwrap()
 }
 
-#[tokio::test]
-async fn login_answers_bearer_tokens_that_identify_the_caller() {
-    let app = spawn_app().await;
+async fn login_answers_bearer_tokens_that_identify_the_caller(app: TestApp) {
     let tokens = app.logged_in(EMAIL, PASSWORD).await;
     assert_eq!((tokens["token_type"].as_str(), tokens["expires_in"].as_i64()), (Some("Bearer"), Some(600)));
     let (status, me) = app.get_as("/v1/me", access(&tokens)).await;
@@ -30,9 +42,7 @@ async fn login_answers_bearer_tokens_that_identify_the_caller() {
     assert_eq!(jwks["keys"].as_array().unwrap().len(), 1);
 }
 
-#[tokio::test]
-async fn a_wrong_password_and_an_unknown_email_get_the_same_401() {
-    let app = spawn_app().await;
+async fn a_wrong_password_and_an_unknown_email_get_the_same_401(app: TestApp) {
     app.logged_in(EMAIL, PASSWORD).await;
     let (wrong, body_wrong) = app.post("/v1/auth/login", json!({"email": EMAIL, "password": "not the password"})).await;
     let (unknown, body_unknown) =
@@ -41,9 +51,7 @@ async fn a_wrong_password_and_an_unknown_email_get_the_same_401() {
     assert_eq!(body_wrong, body_unknown);
 }
 
-#[tokio::test]
-async fn rotation_returns_a_new_pair_and_the_old_refresh_token_then_fails() {
-    let app = spawn_app().await;
+async fn rotation_returns_a_new_pair_and_the_old_refresh_token_then_fails(app: TestApp) {
     let first = app.logged_in(EMAIL, PASSWORD).await;
     let (status, second) = refresh(&app, &first).await;
     assert_eq!(status, StatusCode::OK);
@@ -54,9 +62,7 @@ async fn rotation_returns_a_new_pair_and_the_old_refresh_token_then_fails() {
     assert_eq!(body["type"], "/problems/unauthorized");
 }
 
-#[tokio::test]
-async fn a_spent_token_after_the_grace_window_kills_the_newest_token_of_its_family() {
-    let app = spawn_app().await;
+async fn a_spent_token_after_the_grace_window_kills_the_newest_token_of_its_family(app: TestApp) {
     let first = app.logged_in(EMAIL, PASSWORD).await;
     let (_, second) = refresh(&app, &first).await;
     app.clock.advance(TimeDelta::seconds(6));
@@ -66,9 +72,7 @@ async fn a_spent_token_after_the_grace_window_kills_the_newest_token_of_its_fami
     assert_eq!(app.get_as("/v1/me", access(&second)).await.0, StatusCode::UNAUTHORIZED);
 }
 
-#[tokio::test]
-async fn a_token_two_generations_old_is_reuse_even_inside_the_grace_window() {
-    let app = spawn_app().await;
+async fn a_token_two_generations_old_is_reuse_even_inside_the_grace_window(app: TestApp) {
     let first = app.logged_in(EMAIL, PASSWORD).await;
     let (_, second) = refresh(&app, &first).await;
     let (_, third) = refresh(&app, &second).await;
@@ -76,9 +80,7 @@ async fn a_token_two_generations_old_is_reuse_even_inside_the_grace_window() {
     assert_eq!(refresh(&app, &third).await.0, StatusCode::UNAUTHORIZED);
 }
 
-#[tokio::test]
-async fn twenty_parallel_refreshes_of_one_token_yield_exactly_one_successor() {
-    let app = spawn_app().await;
+async fn twenty_parallel_refreshes_of_one_token_yield_exactly_one_successor(app: TestApp) {
     let first = app.logged_in(EMAIL, PASSWORD).await;
     let answers = futures_util_join(&app, &first, 20).await;
     assert!(answers.iter().all(|(status, _)| *status == StatusCode::OK), "{answers:?}");
@@ -107,17 +109,13 @@ async fn futures_util_join(app: &TestApp, token: &Value, n: usize) -> Vec<(Statu
     answers
 }
 
-#[tokio::test]
-async fn an_unused_refresh_token_dies_after_ten_idle_minutes() {
-    let app = spawn_app().await;
+async fn an_unused_refresh_token_dies_after_ten_idle_minutes(app: TestApp) {
     let tokens = app.logged_in(EMAIL, PASSWORD).await;
     app.clock.advance(TimeDelta::minutes(10));
     assert_eq!(refresh(&app, &tokens).await.0, StatusCode::UNAUTHORIZED);
 }
 
-#[tokio::test]
-async fn rotation_never_extends_the_session_past_twelve_hours() {
-    let app = spawn_app().await;
+async fn rotation_never_extends_the_session_past_twelve_hours(app: TestApp) {
     let mut tokens = app.logged_in(EMAIL, PASSWORD).await;
     let mut elapsed = TimeDelta::zero();
     loop {
@@ -135,9 +133,7 @@ async fn rotation_never_extends_the_session_past_twelve_hours() {
     }
 }
 
-#[tokio::test]
-async fn logout_ends_one_session_and_logout_all_ends_every_session() {
-    let app = spawn_app().await;
+async fn logout_ends_one_session_and_logout_all_ends_every_session(app: TestApp) {
     let phone = app.logged_in(EMAIL, PASSWORD).await;
     let laptop = app.login(EMAIL, PASSWORD).await;
     let tablet = app.login(EMAIL, PASSWORD).await;
@@ -157,9 +153,7 @@ async fn logout_ends_one_session_and_logout_all_ends_every_session() {
     }
 }
 
-#[tokio::test]
-async fn changing_the_password_revokes_every_session() {
-    let app = spawn_app().await;
+async fn changing_the_password_revokes_every_session(app: TestApp) {
     let one = app.logged_in(EMAIL, PASSWORD).await;
     let two = app.login(EMAIL, PASSWORD).await;
     let wrong = json!({"current_password": "not it at all", "new_password": "a brand new passphrase"});
@@ -175,9 +169,7 @@ async fn changing_the_password_revokes_every_session() {
     app.login(EMAIL, "a brand new passphrase").await;
 }
 
-#[tokio::test]
-async fn an_access_token_expires_after_ten_minutes_and_a_missing_one_is_401() {
-    let app = spawn_app().await;
+async fn an_access_token_expires_after_ten_minutes_and_a_missing_one_is_401(app: TestApp) {
     let tokens = app.logged_in(EMAIL, PASSWORD).await;
     app.clock.advance(TimeDelta::minutes(10) + TimeDelta::seconds(29));
     assert_eq!(app.get_as("/v1/me", access(&tokens)).await.0, StatusCode::OK, "inside the leeway");

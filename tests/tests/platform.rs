@@ -99,3 +99,22 @@ async fn the_committed_openapi_document_is_the_one_the_routers_assemble() {
         "docs/openapi.json is stale: run `cargo run -p local -- openapi > docs/openapi.json`"
     );
 }
+
+#[tokio::test]
+async fn the_first_super_admin_is_bootstrapped_once_and_can_log_in_with_totp() {
+    let app = spawn_app().await;
+    let admin = local::seed::bootstrap_admin(&app.platform, "root@example.sg").await.unwrap();
+    assert!(local::seed::bootstrap_admin(&app.platform, "second@example.sg").await.is_err(), "only the first");
+    let (status, challenge) = app
+        .post("/v1/auth/login", serde_json::json!({"email": "root@example.sg", "password": admin["password"]}))
+        .await;
+    assert_eq!((status, challenge["mfa_required"].as_bool()), (StatusCode::OK, Some(true)));
+    let secret = shared::domain::totp::from_base32(admin["totp_secret"].as_str().unwrap()).unwrap();
+    let now = shared::ports::Clock::now(app.platform.clock.as_ref()).timestamp();
+    let code = format!("{:06}", shared::domain::totp::code_for_step(&secret, shared::domain::totp::step_at(now)));
+    let (status, tokens) =
+        app.post("/v1/auth/login/mfa", serde_json::json!({"challenge": challenge["challenge"], "code": code})).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = app.get_as("/v1/admin/audit", tokens["access_token"].as_str().unwrap()).await;
+    assert_eq!(status, StatusCode::OK);
+}

@@ -24,6 +24,17 @@ pub enum Bench {
         #[arg(long, default_value_t = 64)]
         concurrency: usize,
     },
+    /// Auth: login (Argon2id), refresh rotations, access-token verification.
+    Auth {
+        #[arg(long, value_enum, default_value = "embedded")]
+        backend: StoreBackend,
+        /// Refresh rotations in the sequential case (and per family in the concurrent one).
+        #[arg(long, default_value_t = 2_000)]
+        refreshes: usize,
+        /// Families refreshed at once in the concurrent case.
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -35,31 +46,37 @@ pub enum StoreBackend {
 }
 
 pub async fn run(bench: Bench) -> anyhow::Result<()> {
+    let folder = tempfile::tempdir()?;
     match bench {
         Bench::Store { backend, ops, concurrency } => {
-            let folder = tempfile::tempdir()?;
-            let (name, store): (&str, Arc<dyn Store>) = match backend {
-                StoreBackend::Embedded => (
-                    "embedded",
-                    Arc::new(EmbeddedStore::open(&folder.path().join("bench.redb"), Arc::new(SystemClock))?),
-                ),
-                StoreBackend::Dynamodb => {
-                    let endpoint = std::env::var("DABS_AWS_ENDPOINT").map_err(|_| {
-                        anyhow::anyhow!("set DABS_AWS_ENDPOINT to the emulator (./infra/test.sh prints it)")
-                    })?;
-                    let config = shared::adapters::aws::emulator_config(&endpoint).await?;
-                    let client = aws_sdk_dynamodb::Client::new(&config);
-                    let table = format!("bench-{}", ulid::Ulid::new().to_string().to_lowercase());
-                    shared::adapters::aws::DynamoStore::create_table(&client, &table).await?;
-                    (
-                        "dynamodb",
-                        Arc::new(shared::adapters::aws::DynamoStore::new(client, table, Arc::new(SystemClock))),
-                    )
-                }
-            };
+            let (name, store) = open_store(backend, folder.path()).await?;
             store_bench(name, store, ops, concurrency).await
         }
+        Bench::Auth { backend, refreshes, concurrency } => {
+            let (name, store) = open_store(backend, folder.path()).await?;
+            let mut platform = shared::Platform::embedded(folder.path())?;
+            platform.store = store;
+            auth_bench(name, &platform, refreshes, concurrency).await
+        }
     }
+}
+
+/// A durable embedded store in `folder`, or a fresh table in the emulator.
+async fn open_store(backend: StoreBackend, folder: &std::path::Path) -> anyhow::Result<(&'static str, Arc<dyn Store>)> {
+    Ok(match backend {
+        StoreBackend::Embedded => {
+            ("embedded", Arc::new(EmbeddedStore::open(&folder.join("bench.redb"), Arc::new(SystemClock))?))
+        }
+        StoreBackend::Dynamodb => {
+            let endpoint = std::env::var("DABS_AWS_ENDPOINT")
+                .map_err(|_| anyhow::anyhow!("set DABS_AWS_ENDPOINT to the emulator (./infra/test.sh prints it)"))?;
+            let config = shared::adapters::aws::emulator_config(&endpoint).await?;
+            let client = aws_sdk_dynamodb::Client::new(&config);
+            let table = format!("bench-{}", ulid::Ulid::new().to_string().to_lowercase());
+            shared::adapters::aws::DynamoStore::create_table(&client, &table).await?;
+            ("dynamodb", Arc::new(shared::adapters::aws::DynamoStore::new(client, table, Arc::new(SystemClock))))
+        }
+    })
 }
 
 /// Peak resident memory of this process so far, in MiB (Linux `VmHWM`).
@@ -189,5 +206,97 @@ async fn store_bench(backend: &str, store: Arc<dyn Store>, ops: usize, concurren
         anyhow::ensure!(page.items.len() == 1_000, "expected 1,000 items, got {}", page.items.len());
     }
     report(backend, "query_1000_items", 1, queries, started);
+    Ok(())
+}
+
+fn report_auth(backend: &str, case: &str, concurrency: usize, ops: usize, started: Instant) {
+    let elapsed = started.elapsed().as_secs_f64();
+    println!(
+        "{}",
+        json!({
+            "bench": "auth", "backend": backend, "case": case, "concurrency": concurrency, "ops": ops,
+            "elapsed_s": (elapsed * 1000.0).round() / 1000.0,
+            "ops_per_s": (ops as f64 / elapsed).round(),
+            "us_per_op": (elapsed * 1e6 / ops as f64).round(),
+            "peak_rss_mb": (peak_rss_mb() * 10.0).round() / 10.0,
+        })
+    );
+}
+
+async fn auth_bench(
+    backend: &str,
+    platform: &shared::Platform,
+    refreshes: usize,
+    concurrency: usize,
+) -> anyhow::Result<()> {
+    use shared::app::accounts::Accounts;
+    use shared::app::sessions::Sessions;
+    use shared::app::signing_keys::TokenKeys;
+    use shared::domain::session::SessionPolicy;
+
+    let accounts = Accounts::new(platform);
+    let password = "benchmark passphrase 2026";
+    accounts.create_verified("load-test@example.sg", password, &[], 1).await?;
+    let p = platform;
+    let keys = TokenKeys::load(p.store.as_ref(), p.token_keyring.as_ref(), p.clock.as_ref(), p.ids.as_ref()).await?;
+    let sessions = Arc::new(Sessions::new(
+        p.store.clone(),
+        p.clock.clone(),
+        p.ids.clone(),
+        Arc::new(keys),
+        SessionPolicy::default(),
+    ));
+
+    // Login: the password check (Argon2id at OWASP parameters) and a new session.
+    let logins = 20;
+    let started = Instant::now();
+    let mut user = None;
+    for _ in 0..logins {
+        let found = accounts.check_password("load-test@example.sg", password).await?;
+        sessions.start(&found).await?;
+        user = Some(found);
+    }
+    report_auth(backend, "login", 1, logins, started);
+    let user = user.ok_or_else(|| anyhow::anyhow!("no login"))?;
+
+    // Refresh: one family rotated again and again (read, conditional write, sign).
+    let mut tokens = sessions.start(&user).await?;
+    let started = Instant::now();
+    for _ in 0..refreshes {
+        tokens = sessions.refresh(&tokens.refresh_token).await?;
+    }
+    report_auth(backend, "refresh_rotation", 1, refreshes, started);
+
+    // Many families rotating at once.
+    let mut starts = Vec::with_capacity(concurrency);
+    for _ in 0..concurrency {
+        starts.push(sessions.start(&user).await?);
+    }
+    let per_family = (refreshes / concurrency).max(1);
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for start in starts {
+        let sessions = sessions.clone();
+        tasks.spawn(async move {
+            let mut tokens = start;
+            for _ in 0..per_family {
+                tokens = sessions.refresh(&tokens.refresh_token).await?;
+            }
+            anyhow::Ok(())
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done??;
+    }
+    report_auth(backend, "refresh_rotation", concurrency, per_family * concurrency, started);
+
+    // Access-token verification as every authenticated request does it: the ES256
+    // signature, the claims, and the denylist read.
+    let checks = refreshes * 5;
+    let started = Instant::now();
+    for _ in 0..checks {
+        sessions.authenticate(&tokens.access_token).await?;
+    }
+    report_auth(backend, "access_token_verification", 1, checks, started);
     Ok(())
 }

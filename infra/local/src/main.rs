@@ -27,6 +27,12 @@ enum Command {
     },
     /// Print the whole API's OpenAPI document (committed as docs/openapi.json).
     Openapi,
+    /// Create the first super-admin in a deployed stack (AWS adapters, from the same
+    /// environment variables the functions get); prints the password and TOTP secret once.
+    BootstrapAdmin {
+        #[arg(long)]
+        email: String,
+    },
 }
 
 #[tokio::main]
@@ -37,6 +43,12 @@ async fn main() -> anyhow::Result<()> {
         Some(Command::Bench { what }) => return local::bench::run(what).await,
         Some(Command::Openapi) => {
             println!("{}", serde_json::to_string_pretty(&local::docs())?);
+            return Ok(());
+        }
+        Some(Command::BootstrapAdmin { email }) => {
+            let platform = shared::Platform::aws().await?;
+            let admin = local::seed::bootstrap_admin(&platform, &email).await?;
+            println!("{}", serde_json::to_string_pretty(&admin)?);
             return Ok(());
         }
         None => {}

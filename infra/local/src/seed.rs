@@ -53,6 +53,20 @@ pub async fn seed_once(platform: &Platform, data_dir: &Path) -> anyhow::Result<b
     Ok(true)
 }
 
+/// Creates a super-admin with a fresh password and TOTP secret, unless any user exists
+/// already (the first operator only; every later one goes through maker-checker).
+pub async fn bootstrap_admin(platform: &Platform, email: &str) -> anyhow::Result<serde_json::Value> {
+    let anyone = platform
+        .store
+        .query(&shared::ports::store::Query::secondary(shared::app::accounts::USERS_INDEX).limit(1))
+        .await?;
+    anyhow::ensure!(anyone.items.is_empty(), "users exist already: grant roles through change requests instead");
+    let password = password();
+    let user = Accounts::new(platform).create_verified(email, &password, &[Role::SuperAdmin.as_str()], 2).await?;
+    let totp_secret = SecondFactor::new(platform).enroll_confirmed(&user.id).await?;
+    Ok(json!({ "user_id": user.id, "email": email, "password": password, "totp_secret": totp_secret }))
+}
+
 fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write as _;
     let mut options = std::fs::OpenOptions::new();

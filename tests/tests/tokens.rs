@@ -31,6 +31,7 @@ async fn forge() -> Forge {
         sid: me["session_id"].as_str().unwrap().into(),
         roles: vec![],
         lvl: 1,
+        org: None,
         iat: now,
         exp: now + 600,
         jti: "at_forged".into(),
@@ -141,4 +142,38 @@ async fn a_forged_refresh_token_is_refused_without_revoking_the_session() {
     // Only a genuine spent token counts as reuse: the real one still rotates.
     let (status, _) = f.app.post("/v1/auth/refresh", json!({"refresh_token": genuine})).await;
     assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_process_that_loaded_the_keys_before_a_rotation_verifies_tokens_signed_after_it() {
+    use shared::app::sessions::Sessions;
+    use shared::domain::session::SessionPolicy;
+    let f = forge().await;
+    let p = &f.app.platform;
+    let load = || {
+        Sessions::load(
+            p.store.clone(),
+            p.token_keyring.clone(),
+            p.clock.clone(),
+            p.ids.clone(),
+            SessionPolicy::default(),
+        )
+    };
+    // Instance A loaded the keys; then B rotated them and signs with the new key.
+    let a = load().await.unwrap();
+    let rotated = TokenKeys::rotate(
+        p.store.as_ref(),
+        p.token_keyring.as_ref(),
+        p.clock.as_ref(),
+        p.ids.as_ref(),
+        chrono::TimeDelta::minutes(20),
+    )
+    .await
+    .unwrap();
+    assert_ne!(rotated.current().kid, f.keys.current().kid);
+    let token = rotated.sign_typed(&f.claims, ACCESS_TYP).unwrap();
+    let principal = a.authenticate(&token).await.expect("A reloads the key set on an unknown kid");
+    assert_eq!(principal.user_id, f.claims.sub);
+    // Tokens signed before the rotation still verify during the overlap.
+    assert!(a.authenticate(&f.signed(&f.claims)).await.is_ok());
 }

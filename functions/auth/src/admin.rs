@@ -8,7 +8,7 @@ use shared::app::accounts::{USERS_INDEX, User};
 use shared::app::audit::{AuditEntry, AuditLog, Event};
 use shared::app::changes::{Change, ChangeError, ChangeRequest, ChangeRequests};
 use shared::app::sessions::Principal;
-use shared::domain::access::{self, Action, Resource, Role, Subject};
+use shared::domain::access::{self, Action, Resource, Role};
 use shared::domain::session::RevokedBecause;
 use shared::http::auth::{Authenticated, SessionSource};
 use shared::http::page::{PageOf, Paging};
@@ -54,10 +54,6 @@ pub struct Rejection {
     pub note: Option<String>,
 }
 
-pub(crate) fn roles_of(principal: &Principal) -> Vec<Role> {
-    principal.roles.iter().filter_map(|r| Role::parse(r)).collect()
-}
-
 fn change_error(error: ChangeError) -> ApiError {
     match error {
         ChangeError::Forbidden(reason) => ApiError::forbidden(reason),
@@ -72,8 +68,8 @@ fn change_error(error: ChangeError) -> ApiError {
 
 /// Checks an operator action with the policy; a refusal is audited and answered 403.
 async fn authorize(state: &AuthState, me: &Principal, action: Action, name: &str) -> Result<(), ApiError> {
-    let roles = roles_of(me);
-    let subject = Subject { user_id: &me.user_id, roles: &roles, level: me.level };
+    let roles = me.known_roles();
+    let subject = me.subject(&roles);
     let decision = access::decide(&subject, action, Resource::None);
     if decision.is_allowed() {
         return Ok(());
@@ -125,8 +121,8 @@ async fn propose(
     me: &Principal,
     change: Change,
 ) -> Result<(StatusCode, Json<ChangeRequest>), ApiError> {
-    let roles = roles_of(me);
-    let subject = Subject { user_id: &me.user_id, roles: &roles, level: me.level };
+    let roles = me.known_roles();
+    let subject = me.subject(&roles);
     let request = state.changes().propose(&subject, change).await.map_err(change_error)?;
     Ok((StatusCode::ACCEPTED, Json(request)))
 }
@@ -201,8 +197,8 @@ pub async fn approve(
     Authenticated(me): Authenticated,
     Path(id): Path<String>,
 ) -> Result<Json<ChangeRequest>, ApiError> {
-    let roles = roles_of(&me);
-    let subject = Subject { user_id: &me.user_id, roles: &roles, level: me.level };
+    let roles = me.known_roles();
+    let subject = me.subject(&roles);
     let request = state.changes().approve(&subject, &id).await.map_err(change_error)?;
     // A removed role must stop working now, not at the next refresh.
     if let Change::RevokeRole { user_id, .. } = &request.change {
@@ -226,8 +222,8 @@ pub async fn reject(
     Path(id): Path<String>,
     Json(body): Json<Rejection>,
 ) -> Result<Json<ChangeRequest>, ApiError> {
-    let roles = roles_of(&me);
-    let subject = Subject { user_id: &me.user_id, roles: &roles, level: me.level };
+    let roles = me.known_roles();
+    let subject = me.subject(&roles);
     Ok(Json(state.changes().reject(&subject, &id, body.note).await.map_err(change_error)?))
 }
 

@@ -17,7 +17,6 @@ use shared::app::accounts::{AccountError, Accounts};
 use shared::app::audit::Event;
 use shared::app::mfa::{Enrollment, MfaError, SecondFactor};
 use shared::app::sessions::{SessionError, Sessions, Tokens};
-use shared::app::signing_keys::TokenKeys;
 use shared::app::throttle::{self, Throttle};
 use shared::domain::session::{RevokedBecause, SessionPolicy};
 use shared::http::auth::{Authenticated, SessionSource};
@@ -43,17 +42,16 @@ impl SessionSource for AuthState {
         self.sessions
             .get_or_try_init(|| async {
                 let p = &self.platform;
-                let keys =
-                    TokenKeys::load(p.store.as_ref(), p.token_keyring.as_ref(), p.clock.as_ref(), p.ids.as_ref())
-                        .await
-                        .map_err(|e| ApiError::internal(&e))?;
-                Ok(Arc::new(Sessions::new(
+                let sessions = Sessions::load(
                     p.store.clone(),
+                    p.token_keyring.clone(),
                     p.clock.clone(),
                     p.ids.clone(),
-                    Arc::new(keys),
                     self.policy,
-                )))
+                )
+                .await
+                .map_err(|e| ApiError::internal(&e))?;
+                Ok(Arc::new(sessions))
             })
             .await
             .cloned()
@@ -160,6 +158,8 @@ pub struct Me {
     pub session_id: String,
     pub roles: Vec<String>,
     pub level: u8,
+    /// For issuer users: the issuer they act for.
+    pub issuer_id: Option<String>,
 }
 
 fn api_error(error: AccountError) -> ApiError {
@@ -412,7 +412,13 @@ async fn change_password(
 #[utoipa::path(get, path = "/v1/me", tag = "auth", security(("bearer" = [])),
     responses((status = 200, body = Me), (status = 401, body = Problem, content_type = PROBLEM)))]
 async fn me(Authenticated(me): Authenticated) -> Json<Me> {
-    Json(Me { user_id: me.user_id, session_id: me.session_id, roles: me.roles, level: me.level })
+    Json(Me {
+        user_id: me.user_id,
+        session_id: me.session_id,
+        roles: me.roles,
+        level: me.level,
+        issuer_id: me.issuer_id,
+    })
 }
 
 /// The public keys that verify access tokens (RFC 7517).

@@ -231,21 +231,22 @@ async fn auth_bench(
 ) -> anyhow::Result<()> {
     use shared::app::accounts::Accounts;
     use shared::app::sessions::Sessions;
-    use shared::app::signing_keys::TokenKeys;
     use shared::domain::session::SessionPolicy;
 
     let accounts = Accounts::new(platform);
     let password = "benchmark passphrase 2026";
     accounts.create_verified("load-test@example.sg", password, &[], 1).await?;
     let p = platform;
-    let keys = TokenKeys::load(p.store.as_ref(), p.token_keyring.as_ref(), p.clock.as_ref(), p.ids.as_ref()).await?;
-    let sessions = Arc::new(Sessions::new(
-        p.store.clone(),
-        p.clock.clone(),
-        p.ids.clone(),
-        Arc::new(keys),
-        SessionPolicy::default(),
-    ));
+    let sessions = Arc::new(
+        Sessions::load(
+            p.store.clone(),
+            p.token_keyring.clone(),
+            p.clock.clone(),
+            p.ids.clone(),
+            SessionPolicy::default(),
+        )
+        .await?,
+    );
 
     // Login: the password check (Argon2id at OWASP parameters) and a new session.
     let logins = 20;
@@ -258,6 +259,14 @@ async fn auth_bench(
     }
     report_auth(backend, "login", 1, logins, started);
     let user = user.ok_or_else(|| anyhow::anyhow!("no login"))?;
+
+    // An unknown address must cost what a known one costs (no enumeration by timing).
+    let started = Instant::now();
+    for _ in 0..logins {
+        let refused = accounts.check_password("nobody-here@example.sg", password).await;
+        anyhow::ensure!(refused.is_err(), "an unknown address logged in");
+    }
+    report_auth(backend, "login_unknown_email", 1, logins, started);
 
     // Refresh: one family rotated again and again (read, conditional write, sign).
     let mut tokens = sessions.start(&user).await?;

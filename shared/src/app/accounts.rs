@@ -32,6 +32,9 @@ pub struct User {
     /// Investor verification level: 1 registered, 2 second factor, 3 accredited.
     pub level: u8,
     pub roles: Vec<String>,
+    /// For issuer users: the issuer they act for.
+    #[serde(default)]
+    pub issuer_id: Option<String>,
     pub created_at: DateTime<Utc>,
 }
 
@@ -136,6 +139,7 @@ impl Accounts {
                 email_verified: false,
                 level: 1,
                 roles: Vec::new(),
+                issuer_id: None,
                 created_at: self.clock.now(),
             };
             let writes = vec![
@@ -211,6 +215,7 @@ impl Accounts {
             email_verified: true,
             level,
             roles: roles.iter().map(|r| (*r).to_owned()).collect(),
+            issuer_id: None,
             created_at: self.clock.now(),
         };
         let writes = vec![

@@ -1,7 +1,7 @@
 //! Sessions: refresh-token families in the store, access tokens signed with the token
 //! keys, revocation through a denylist that lives as long as the tokens it denies.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, RwLock};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -14,7 +14,7 @@ use super::accounts::{User, user_key};
 use super::signing_keys::{SigningKeyError, TokenKeys};
 use crate::domain::session::{Family, Refresh, RevokedBecause, SessionPolicy, refresh};
 use crate::ports::store::{Condition, Item, Key, Query, StoreError, Write};
-use crate::ports::{Clock, Ids, Store};
+use crate::ports::{Clock, Ids, Keyring, Store};
 
 pub const ISSUER: &str = "dabs-platform";
 pub const AUDIENCE: &str = "dabs-api";
@@ -33,6 +33,9 @@ pub struct AccessClaims {
     pub roles: Vec<String>,
     /// Investor verification level.
     pub lvl: u8,
+    /// The issuer an issuer user acts for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub org: Option<String>,
     pub iat: i64,
     pub exp: i64,
     pub jti: String,
@@ -45,6 +48,24 @@ pub struct Principal {
     pub session_id: String,
     pub roles: Vec<String>,
     pub level: u8,
+    pub issuer_id: Option<String>,
+}
+
+impl Principal {
+    /// The roles this principal holds that the platform knows.
+    pub fn known_roles(&self) -> Vec<crate::domain::access::Role> {
+        self.roles.iter().filter_map(|r| crate::domain::access::Role::parse(r)).collect()
+    }
+
+    /// The principal as the access policy sees it, with `roles` from [`Principal::known_roles`].
+    pub fn subject<'a>(&'a self, roles: &'a [crate::domain::access::Role]) -> crate::domain::access::Subject<'a> {
+        crate::domain::access::Subject {
+            user_id: &self.user_id,
+            roles,
+            level: self.level,
+            issuer_id: self.issuer_id.as_deref(),
+        }
+    }
 }
 
 /// What a login or refresh answers.
@@ -90,27 +111,64 @@ fn user_sessions(user_id: &str) -> String {
     format!("USER#{user_id}#SESSIONS")
 }
 
+/// How often an unknown `kid` may make this process reload the key set.
+const RELOAD_AT_MOST_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
 pub struct Sessions {
     store: Arc<dyn Store>,
+    keyring: Arc<dyn Keyring>,
     clock: Arc<dyn Clock>,
     ids: Arc<dyn Ids>,
-    keys: Arc<TokenKeys>,
+    /// The key set as loaded; replaced when another process rotated the keys.
+    keys: RwLock<Arc<TokenKeys>>,
+    last_reload: Mutex<Option<std::time::Instant>>,
     policy: SessionPolicy,
 }
 
 impl Sessions {
-    pub fn new(
+    /// Loads the token keys (creating the first one if needed) and serves sessions.
+    pub async fn load(
         store: Arc<dyn Store>,
+        keyring: Arc<dyn Keyring>,
         clock: Arc<dyn Clock>,
         ids: Arc<dyn Ids>,
-        keys: Arc<TokenKeys>,
         policy: SessionPolicy,
-    ) -> Self {
-        Self { store, clock, ids, keys, policy }
+    ) -> Result<Self, SessionError> {
+        let keys = TokenKeys::load(store.as_ref(), keyring.as_ref(), clock.as_ref(), ids.as_ref()).await?;
+        Ok(Self {
+            store,
+            keyring,
+            clock,
+            ids,
+            keys: RwLock::new(Arc::new(keys)),
+            last_reload: Mutex::new(None),
+            policy,
+        })
     }
 
-    pub fn keys(&self) -> &TokenKeys {
-        &self.keys
+    /// The key set in use.
+    pub fn keys(&self) -> Arc<TokenKeys> {
+        self.keys.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The verification key for `kid`; an unknown `kid` may mean another process rotated
+    /// the keys, so the set is reloaded (at most every few seconds) before giving up.
+    async fn decoding_key(&self, kid: &str) -> Result<Option<jsonwebtoken::DecodingKey>, SessionError> {
+        if let Some(key) = self.keys().decoding_key(kid) {
+            return Ok(Some(key));
+        }
+        {
+            let mut last = self.last_reload.lock().unwrap_or_else(|p| p.into_inner());
+            if last.is_some_and(|at| at.elapsed() < RELOAD_AT_MOST_EVERY) {
+                return Ok(None);
+            }
+            *last = Some(std::time::Instant::now());
+        }
+        let fresh =
+            TokenKeys::load(self.store.as_ref(), self.keyring.as_ref(), self.clock.as_ref(), self.ids.as_ref()).await?;
+        let key = fresh.decoding_key(kid);
+        *self.keys.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(fresh);
+        Ok(key)
     }
 
     fn family_item(family: &Family) -> Result<Item, StoreError> {
@@ -219,8 +277,8 @@ impl Sessions {
         if header.alg != Algorithm::ES256 || header.typ.as_deref() != Some(ACCESS_TYP) {
             return Err(SessionError::Unauthorized);
         }
-        let key =
-            header.kid.as_deref().and_then(|kid| self.keys.decoding_key(kid)).ok_or(SessionError::Unauthorized)?;
+        let kid = header.kid.as_deref().ok_or(SessionError::Unauthorized)?;
+        let key = self.decoding_key(kid).await?.ok_or(SessionError::Unauthorized)?;
         let mut validation = Validation::new(Algorithm::ES256);
         validation.set_issuer(&[ISSUER]);
         validation.set_audience(&[AUDIENCE]);
@@ -237,7 +295,13 @@ impl Sessions {
         if self.store.get(&deny_key(&claims.sid)).await?.is_some() {
             return Err(SessionError::Unauthorized);
         }
-        Ok(Principal { user_id: claims.sub, session_id: claims.sid, roles: claims.roles, level: claims.lvl })
+        Ok(Principal {
+            user_id: claims.sub,
+            session_id: claims.sid,
+            roles: claims.roles,
+            level: claims.lvl,
+            issuer_id: claims.org,
+        })
     }
 
     async fn user(&self, id: &str) -> Result<User, SessionError> {
@@ -268,12 +332,13 @@ impl Sessions {
             sid: family.id.clone(),
             roles: user.roles.clone(),
             lvl: user.level,
+            org: user.issuer_id.clone(),
             iat: now.timestamp(),
             exp: expires.timestamp(),
             jti: self.ids.new_id("at"),
         };
         Ok(Tokens {
-            access_token: self.keys.sign_typed(&claims, ACCESS_TYP)?,
+            access_token: self.keys().sign_typed(&claims, ACCESS_TYP)?,
             refresh_token: self.refresh_token(&family.id, generation),
             token_type: "Bearer",
             expires_in: (expires - now).num_seconds(),
@@ -282,7 +347,7 @@ impl Sessions {
 
     fn refresh_token(&self, family_id: &str, generation: u64) -> String {
         let body = format!("{REFRESH_PREFIX}.{family_id}.{generation}");
-        let tag = self.keys.refresh_tag(body.as_bytes());
+        let tag = self.keys().refresh_tag(body.as_bytes());
         format!("{body}.{}", URL_SAFE_NO_PAD.encode(tag))
     }
 
@@ -295,7 +360,7 @@ impl Sessions {
             return None;
         }
         let presented = URL_SAFE_NO_PAD.decode(tag).ok()?;
-        let expected = self.keys.refresh_tag(body.as_bytes());
+        let expected = self.keys().refresh_tag(body.as_bytes());
         if !bool::from(presented.ct_eq(&expected)) {
             return None;
         }

@@ -70,6 +70,8 @@ pub enum Action {
     ManageSettlement,
     ManageReconciliation,
     ReadLedger,
+    /// Act for an issuer: its onboarding, its deals' documents and reports.
+    ActForIssuer,
 }
 
 /// What the action is about, for object-level checks.
@@ -80,6 +82,8 @@ pub enum Resource<'a> {
     OwnedBy(&'a str),
     /// A change request proposed by this user id.
     ProposedBy(&'a str),
+    /// Something that belongs to this issuer.
+    OfIssuer(&'a str),
 }
 
 /// The caller, as far as access is concerned.
@@ -88,6 +92,8 @@ pub struct Subject<'a> {
     pub user_id: &'a str,
     pub roles: &'a [Role],
     pub level: u8,
+    /// The issuer an issuer user belongs to.
+    pub issuer_id: Option<&'a str>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,7 +125,9 @@ fn operator_roles(action: Action) -> &'static [Role] {
         Action::ReadAudit => &[SuperAdmin, CoOperator],
         Action::ManageDeals | Action::ReviewIssuers => &[SuperAdmin, Deal],
         Action::ManageSettlement | Action::ManageReconciliation | Action::ReadLedger => &[SuperAdmin, Finance],
-        Action::ManageOwnAccount | Action::ReadOwned | Action::Subscribe | Action::Withdraw => &[],
+        Action::ManageOwnAccount | Action::ReadOwned | Action::Subscribe | Action::Withdraw | Action::ActForIssuer => {
+            &[]
+        }
     }
 }
 
@@ -135,6 +143,12 @@ pub fn decide(subject: &Subject<'_>, action: Action, resource: Resource<'_>) -> 
         Action::Subscribe => Decision::Deny("subscribing needs verification level 3"),
         Action::Withdraw if subject.level >= LEVEL_SECOND_FACTOR => Decision::Allow("second factor enrolled"),
         Action::Withdraw => Decision::Deny("withdrawing needs a second factor (level 2)"),
+        Action::ActForIssuer => match (resource, subject.issuer_id) {
+            _ if !subject.roles.contains(&Role::Issuer) => Decision::Deny("the caller is not an issuer user"),
+            _ if subject.level < LEVEL_SECOND_FACTOR => Decision::Deny("issuer users need a second factor"),
+            (Resource::OfIssuer(issuer), Some(own)) if issuer == own => Decision::Allow("the caller's own issuer"),
+            _ => Decision::Deny("issuer users act only for their own issuer"),
+        },
         operator_action => {
             let allowed = operator_roles(operator_action);
             if !subject.roles.iter().any(|role| allowed.contains(role)) {
@@ -178,30 +192,34 @@ mod tests {
             ManageSettlement,
             ManageReconciliation,
             ReadLedger,
+            ActForIssuer,
         ];
         // Columns in the order of `actions`: A allowed, - denied.
-        let table: [(&str, &[Role], u8, &str); 12] = [
-            ("investor level 1", &[], 1, "A--------------"),
-            ("investor level 2", &[], 2, "A--A-----------"),
-            ("investor level 3", &[], 3, "A-AA-----------"),
-            ("super-admin", &[Role::SuperAdmin], 2, "A--AAAAAAAAAAAA"),
-            ("super-admin without second factor", &[Role::SuperAdmin], 1, "A--------------"),
-            ("co-operator", &[Role::CoOperator], 2, "A--AA--AAA-----"),
-            ("member-management", &[Role::MemberManagement], 2, "A--AAAA--------"),
-            ("deal", &[Role::Deal], 2, "A--A------AA---"),
-            ("finance", &[Role::Finance], 2, "A--A--------AAA"),
-            ("issuer", &[Role::Issuer], 2, "A--A-----------"),
-            ("deal without second factor", &[Role::Deal], 1, "A--------------"),
-            ("finance and deal", &[Role::Finance, Role::Deal], 2, "A--A------AAAAA"),
+        // The issuer column asks about the caller's own issuer (`iss_1`).
+        let table: [(&str, &[Role], u8, &str); 13] = [
+            ("investor level 1", &[], 1, "A---------------"),
+            ("investor level 2", &[], 2, "A--A------------"),
+            ("investor level 3", &[], 3, "A-AA------------"),
+            ("super-admin", &[Role::SuperAdmin], 2, "A--AAAAAAAAAAAA-"),
+            ("super-admin without second factor", &[Role::SuperAdmin], 1, "A---------------"),
+            ("co-operator", &[Role::CoOperator], 2, "A--AA--AAA------"),
+            ("member-management", &[Role::MemberManagement], 2, "A--AAAA---------"),
+            ("deal", &[Role::Deal], 2, "A--A------AA----"),
+            ("finance", &[Role::Finance], 2, "A--A--------AAA-"),
+            ("issuer", &[Role::Issuer], 2, "A--A-----------A"),
+            ("issuer without second factor", &[Role::Issuer], 1, "A---------------"),
+            ("deal without second factor", &[Role::Deal], 1, "A---------------"),
+            ("finance and deal", &[Role::Finance, Role::Deal], 2, "A--A------AAAAA-"),
         ];
         for (who, roles, level, expected) in table {
-            let subject = Subject { user_id: "usr_me", roles, level };
+            let subject = Subject { user_id: "usr_me", roles, level, issuer_id: Some("iss_1") };
             let got: String = actions
                 .iter()
                 .map(|action| {
                     let resource = match action {
                         ReadOwned => Resource::OwnedBy("usr_other"),
                         DecideChangeRequest => Resource::ProposedBy("usr_other"),
+                        ActForIssuer => Resource::OfIssuer("iss_1"),
                         _ => Resource::None,
                     };
                     if decide(&subject, *action, resource).is_allowed() { 'A' } else { '-' }
@@ -213,14 +231,22 @@ mod tests {
 
     #[test]
     fn object_level_checks_use_the_same_function() {
-        let me = Subject { user_id: "usr_me", roles: &[], level: 3 };
+        let me = Subject { user_id: "usr_me", roles: &[], level: 3, issuer_id: None };
         assert!(decide(&me, ReadOwned, Resource::OwnedBy("usr_me")).is_allowed());
         assert_eq!(decide(&me, ReadOwned, Resource::OwnedBy("usr_x")), Decision::Deny("it belongs to someone else"));
-        let checker = Subject { user_id: "usr_me", roles: &[Role::CoOperator], level: 2 };
+        let checker = Subject { user_id: "usr_me", roles: &[Role::CoOperator], level: 2, issuer_id: None };
         assert_eq!(
             decide(&checker, DecideChangeRequest, Resource::ProposedBy("usr_me")),
             Decision::Deny("a change needs a second operator: no self-approval")
         );
+        let issuer = Subject { user_id: "usr_me", roles: &[Role::Issuer], level: 2, issuer_id: Some("iss_1") };
+        assert!(decide(&issuer, ActForIssuer, Resource::OfIssuer("iss_1")).is_allowed());
+        assert_eq!(
+            decide(&issuer, ActForIssuer, Resource::OfIssuer("iss_2")),
+            Decision::Deny("issuer users act only for their own issuer")
+        );
+        let unattached = Subject { issuer_id: None, ..issuer };
+        assert!(!decide(&unattached, ActForIssuer, Resource::OfIssuer("iss_1")).is_allowed());
     }
 
     #[test]

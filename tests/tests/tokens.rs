@@ -177,3 +177,32 @@ async fn a_process_that_loaded_the_keys_before_a_rotation_verifies_tokens_signed
     // Tokens signed before the rotation still verify during the overlap.
     assert!(a.authenticate(&f.signed(&f.claims)).await.is_ok());
 }
+
+#[tokio::test]
+async fn a_signing_key_older_than_thirty_days_is_replaced_at_load_and_the_old_one_stays_published() {
+    use shared::app::sessions::Sessions;
+    use shared::domain::session::SessionPolicy;
+    let f = forge().await;
+    let p = &f.app.platform;
+    let load = || {
+        Sessions::load(
+            p.store.clone(),
+            p.token_keyring.clone(),
+            p.clock.clone(),
+            p.ids.clone(),
+            SessionPolicy::default(),
+        )
+    };
+    let old_kid = f.keys.current().kid.clone();
+    assert_eq!(load().await.unwrap().keys().current().kid, old_kid, "a young key is kept");
+
+    f.app.clock.advance(chrono::TimeDelta::days(30));
+    let (first, second) = tokio::join!(load(), load());
+    let (first, second) = (first.unwrap(), second.unwrap());
+    assert_ne!(first.keys().current().kid, old_kid);
+    assert_eq!(first.keys().current().kid, second.keys().current().kid, "two processes rotate once");
+    let kids: Vec<String> =
+        first.keys().jwks()["keys"].as_array().unwrap().iter().map(|k| k["kid"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(kids.len(), 2);
+    assert!(kids.contains(&old_kid), "the replaced key stays published for the overlap");
+}

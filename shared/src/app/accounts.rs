@@ -234,12 +234,15 @@ impl Accounts {
     /// The user whose email and password these are. An unknown address costs the same
     /// time as a wrong password and gets the same answer.
     pub async fn check_password(&self, email: &str, password: &str) -> Result<User, AccountError> {
-        let user = match EmailAddress::parse(email) {
-            Ok(email) => match self.store.get(&email_key(&email)).await? {
-                Some(owner) => self.user(&owner.decode::<EmailOwner>()?.user_id).await?,
-                None => None,
-            },
+        // Two reads either way: an unknown address reads a user that cannot exist, so the
+        // store's latency does not tell the two apart.
+        let owner = match EmailAddress::parse(email) {
+            Ok(email) => self.store.get(&email_key(&email)).await?,
             Err(_) => None,
+        };
+        let user = match owner {
+            Some(owner) => self.user(&owner.decode::<EmailOwner>()?.user_id).await?,
+            None => self.user("none").await?.filter(|_| false),
         };
         let matches =
             passwords::verify(&Password::attempt(password), user.as_ref().map(|u| u.password_hash.clone())).await;

@@ -126,7 +126,8 @@ pub struct Sessions {
 }
 
 impl Sessions {
-    /// Loads the token keys (creating the first one if needed) and serves sessions.
+    /// Loads the token keys (creating the first one if needed, replacing the signing key
+    /// once it is older than the policy allows) and serves sessions.
     pub async fn load(
         store: Arc<dyn Store>,
         keyring: Arc<dyn Keyring>,
@@ -134,7 +135,15 @@ impl Sessions {
         ids: Arc<dyn Ids>,
         policy: SessionPolicy,
     ) -> Result<Self, SessionError> {
-        let keys = TokenKeys::load(store.as_ref(), keyring.as_ref(), clock.as_ref(), ids.as_ref()).await?;
+        let keys = TokenKeys::rotate_if_older(
+            store.as_ref(),
+            keyring.as_ref(),
+            clock.as_ref(),
+            ids.as_ref(),
+            policy.signing_key_max_age,
+            policy.key_overlap(),
+        )
+        .await?;
         Ok(Self {
             store,
             keyring,

@@ -134,12 +134,15 @@ impl TokenKeys {
         }
     }
 
-    /// Adds a new signing key; keys retired more than `overlap` ago are dropped.
-    pub async fn rotate(
+    /// Adds a new signing key unless the newest one is younger than `max_age`; keys
+    /// retired more than `overlap` ago are dropped. Safe to call from many processes at
+    /// once: the first to write rotates, the others then find a fresh key and load it.
+    pub async fn rotate_if_older(
         store: &dyn Store,
         keyring: &dyn Keyring,
         clock: &dyn Clock,
         ids: &dyn Ids,
+        max_age: TimeDelta,
         overlap: TimeDelta,
     ) -> Result<Self, SigningKeyError> {
         loop {
@@ -149,6 +152,9 @@ impl TokenKeys {
                 return Self::load(store, keyring, clock, ids).await;
             };
             let (mut set, condition) = (item.decode::<StoredSet>()?, Condition::VersionIs(item.version));
+            if set.keys.first().is_some_and(|newest| now - newest.created_at < max_age) {
+                return Self::unseal(set, keyring).await;
+            }
             for key in &mut set.keys {
                 key.retired_at.get_or_insert(now);
             }
@@ -160,6 +166,17 @@ impl TokenKeys {
                 Err(e) => return Err(e.into()),
             }
         }
+    }
+
+    /// Adds a new signing key now; keys retired more than `overlap` ago are dropped.
+    pub async fn rotate(
+        store: &dyn Store,
+        keyring: &dyn Keyring,
+        clock: &dyn Clock,
+        ids: &dyn Ids,
+        overlap: TimeDelta,
+    ) -> Result<Self, SigningKeyError> {
+        Self::rotate_if_older(store, keyring, clock, ids, TimeDelta::zero(), overlap).await
     }
 
     async fn unseal(set: StoredSet, keyring: &dyn Keyring) -> Result<Self, SigningKeyError> {

@@ -22,6 +22,16 @@ pub struct SessionPolicy {
     pub grace: TimeDelta,
     /// Accepted clock skew when checking an access token's expiry.
     pub leeway: TimeDelta,
+    /// A signing key this old is replaced when a process loads the keys.
+    pub signing_key_max_age: TimeDelta,
+}
+
+impl SessionPolicy {
+    /// How long a replaced signing key stays published: every token it signed has expired
+    /// by then.
+    pub fn key_overlap(&self) -> TimeDelta {
+        self.access_ttl + self.leeway + TimeDelta::minutes(5)
+    }
 }
 
 impl Default for SessionPolicy {
@@ -32,6 +42,7 @@ impl Default for SessionPolicy {
             absolute: TimeDelta::hours(12),
             grace: TimeDelta::seconds(5),
             leeway: TimeDelta::seconds(30),
+            signing_key_max_age: TimeDelta::days(30),
         }
     }
 }

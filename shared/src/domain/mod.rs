@@ -3,5 +3,6 @@
 
 pub mod access;
 pub mod credentials;
+pub mod ledger;
 pub mod session;
 pub mod totp;

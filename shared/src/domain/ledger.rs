@@ -1,0 +1,376 @@
+//! Double-entry rules in the spirit of TigerBeetle, as pure functions over the two
+//! accounts a transfer touches: debits equal credits, balance limits hold at write time,
+//! holds are two-phase (pending, then posted in whole or part, or voided), and a pending
+//! transfer is resolved once. Persistence, retries by id and concurrency live in the
+//! application layer; these functions decide.
+
+use serde::{Deserialize, Serialize};
+
+/// Amounts in the asset's smallest unit: cents for SGD, whole units for DABS.
+pub type Amount = u64;
+
+/// Limits an account enforces on every write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Limits {
+    /// Debits (posted and pending) never exceed posted credits: an investor's money
+    /// account can never go below zero, holds included.
+    pub debits_within_credits: bool,
+    /// Credits (posted and pending) never exceed posted debits.
+    pub credits_within_debits: bool,
+}
+
+/// An account's totals. Balances are derived, never stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Account {
+    pub id: String,
+    pub asset: String,
+    pub limits: Limits,
+    pub debits_posted: u128,
+    pub credits_posted: u128,
+    pub debits_pending: u128,
+    pub credits_pending: u128,
+}
+
+impl Account {
+    pub fn open(id: impl Into<String>, asset: impl Into<String>, limits: Limits) -> Self {
+        Self {
+            id: id.into(),
+            asset: asset.into(),
+            limits,
+            debits_posted: 0,
+            credits_posted: 0,
+            debits_pending: 0,
+            credits_pending: 0,
+        }
+    }
+
+    /// Credits minus debits, posted only (what a credit-normal account holds).
+    pub fn posted_balance(&self) -> i128 {
+        self.credits_posted as i128 - self.debits_posted as i128
+    }
+
+    /// What can still be debited: posted balance less pending debits.
+    pub fn available(&self) -> i128 {
+        self.posted_balance() - self.debits_pending as i128
+    }
+
+    fn within_limits(&self) -> bool {
+        let debits = self.debits_posted + self.debits_pending;
+        let credits = self.credits_posted + self.credits_pending;
+        (!self.limits.debits_within_credits || debits <= self.credits_posted)
+            && (!self.limits.credits_within_debits || credits <= self.debits_posted)
+    }
+}
+
+/// What a transfer does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Phase {
+    /// Posted at once.
+    Single,
+    /// A hold: reserves the amount on both accounts until posted or voided.
+    Pending,
+    /// Posts `amount` of a pending transfer (all of it or less); the rest is released.
+    Post,
+    /// Releases a pending transfer.
+    Void,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Transfer {
+    /// Chosen by the caller; the same id is the same transfer.
+    pub id: String,
+    pub debit: String,
+    pub credit: String,
+    pub amount: Amount,
+    pub asset: String,
+    /// Why (a code per business event).
+    pub code: u16,
+    pub phase: Phase,
+    /// For `Post` and `Void`: the pending transfer resolved.
+    pub pending_id: Option<String>,
+}
+
+/// A pending transfer's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Hold {
+    Open,
+    Posted(Amount),
+    Voided,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("the amount must be positive")]
+    ZeroAmount,
+    #[error("debit and credit are the same account")]
+    SameAccount,
+    #[error("the accounts or the transfer are of different assets")]
+    AssetMismatch,
+    #[error("the transfer would take account {0} past its limit")]
+    ExceedsLimit(String),
+    #[error("post and void need the pending transfer")]
+    PendingMissing,
+    #[error("the pending transfer was already {0}")]
+    AlreadyResolved(&'static str),
+    #[error("posting more than is held")]
+    PostExceedsHold,
+    #[error("post and void must name the pending transfer's accounts")]
+    AccountsDiffer,
+    #[error("the id was used before with a different {0}")]
+    IdReused(&'static str),
+}
+
+/// The outcome of a transfer on the two accounts (and the hold it resolves).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    pub debit: Account,
+    pub credit: Account,
+    /// For `Post`/`Void`: the pending transfer's new state.
+    pub hold: Option<Hold>,
+    /// The amount that moved (for `Post`, what was posted; for `Void`, what was released).
+    pub amount: Amount,
+}
+
+/// Applies `transfer` to its accounts. `pending` is the transfer it resolves, with its
+/// state, for `Post` and `Void`. Nothing is applied unless every rule holds.
+pub fn apply(
+    debit: &Account,
+    credit: &Account,
+    transfer: &Transfer,
+    pending: Option<(&Transfer, Hold)>,
+) -> Result<Applied, Refusal> {
+    if debit.id == credit.id {
+        return Err(Refusal::SameAccount);
+    }
+    if debit.asset != transfer.asset || credit.asset != transfer.asset {
+        return Err(Refusal::AssetMismatch);
+    }
+    let (mut d, mut c) = (debit.clone(), credit.clone());
+    let (amount, hold) = match transfer.phase {
+        Phase::Single | Phase::Pending => {
+            if transfer.amount == 0 {
+                return Err(Refusal::ZeroAmount);
+            }
+            let a = u128::from(transfer.amount);
+            if transfer.phase == Phase::Single {
+                d.debits_posted += a;
+                c.credits_posted += a;
+            } else {
+                d.debits_pending += a;
+                c.credits_pending += a;
+            }
+            (transfer.amount, None)
+        }
+        Phase::Post | Phase::Void => {
+            let (held, state) = pending.ok_or(Refusal::PendingMissing)?;
+            if held.phase != Phase::Pending {
+                return Err(Refusal::PendingMissing);
+            }
+            match state {
+                Hold::Open => {}
+                Hold::Posted(_) => return Err(Refusal::AlreadyResolved("posted")),
+                Hold::Voided => return Err(Refusal::AlreadyResolved("voided")),
+            }
+            if held.debit != debit.id || held.credit != credit.id {
+                return Err(Refusal::AccountsDiffer);
+            }
+            let reserved = u128::from(held.amount);
+            d.debits_pending -= reserved;
+            c.credits_pending -= reserved;
+            if transfer.phase == Phase::Void {
+                (held.amount, Some(Hold::Voided))
+            } else {
+                if transfer.amount > held.amount {
+                    return Err(Refusal::PostExceedsHold);
+                }
+                if transfer.amount == 0 {
+                    return Err(Refusal::ZeroAmount);
+                }
+                d.debits_posted += u128::from(transfer.amount);
+                c.credits_posted += u128::from(transfer.amount);
+                (transfer.amount, Some(Hold::Posted(transfer.amount)))
+            }
+        }
+    };
+    if !d.within_limits() {
+        return Err(Refusal::ExceedsLimit(d.id));
+    }
+    if !c.within_limits() {
+        return Err(Refusal::ExceedsLimit(c.id));
+    }
+    Ok(Applied { debit: d, credit: c, hold, amount })
+}
+
+/// A retry of `original` with `retry`'s fields: the same transfer, or which field differs.
+pub fn same_transfer(original: &Transfer, retry: &Transfer) -> Result<(), Refusal> {
+    let differs = [
+        (original.debit != retry.debit, "debit"),
+        (original.credit != retry.credit, "credit"),
+        (original.amount != retry.amount, "amount"),
+        (original.asset != retry.asset, "asset"),
+        (original.code != retry.code, "code"),
+        (original.phase != retry.phase, "phase"),
+        (original.pending_id != retry.pending_id, "pending_id"),
+    ];
+    match differs.iter().find(|(d, _)| *d) {
+        Some((_, field)) => Err(Refusal::IdReused(field)),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    const INVESTOR: Limits = Limits { debits_within_credits: true, credits_within_debits: false };
+
+    /// A whole book in memory, to drive `apply` through random histories.
+    #[derive(Default)]
+    struct Book {
+        accounts: HashMap<String, Account>,
+        transfers: HashMap<String, (Transfer, Result<Amount, Refusal>)>,
+        holds: HashMap<String, Hold>,
+    }
+
+    impl Book {
+        fn submit(&mut self, t: &Transfer) -> Result<Amount, Refusal> {
+            if let Some((original, result)) = self.transfers.get(&t.id) {
+                same_transfer(original, t)?;
+                return result.clone();
+            }
+            let pending = t.pending_id.as_ref().and_then(|id| {
+                let (held, _) = self.transfers.get(id)?;
+                Some((held.clone(), *self.holds.get(id)?))
+            });
+            let result =
+                apply(&self.accounts[&t.debit], &self.accounts[&t.credit], t, pending.as_ref().map(|(h, s)| (h, *s)));
+            let outcome = result.map(|applied| {
+                self.accounts.insert(applied.debit.id.clone(), applied.debit);
+                self.accounts.insert(applied.credit.id.clone(), applied.credit);
+                if t.phase == Phase::Pending {
+                    self.holds.insert(t.id.clone(), Hold::Open);
+                }
+                if let (Some(id), Some(hold)) = (&t.pending_id, applied.hold) {
+                    self.holds.insert(id.clone(), hold);
+                }
+                applied.amount
+            });
+            self.transfers.insert(t.id.clone(), (t.clone(), outcome.clone()));
+            outcome
+        }
+    }
+
+    fn book() -> Book {
+        let mut book = Book::default();
+        // The bank's omnibus (unlimited), an escrow, and three investors who can't go negative.
+        book.accounts.insert("bank".into(), Account::open("bank", "SGD", Limits::default()));
+        book.accounts.insert("escrow".into(), Account::open("escrow", "SGD", Limits::default()));
+        for i in 0..3 {
+            book.accounts.insert(format!("inv{i}"), Account::open(format!("inv{i}"), "SGD", INVESTOR));
+        }
+        book
+    }
+
+    const ACCOUNTS: [&str; 5] = ["bank", "escrow", "inv0", "inv1", "inv2"];
+
+    fn transfer() -> impl Strategy<Value = Transfer> {
+        (0usize..5, 0usize..5, 0u64..500, 0u8..4, 0usize..40, 0usize..40).prop_map(
+            |(d, c, amount, phase, id, pending)| {
+                let phase = [Phase::Single, Phase::Pending, Phase::Post, Phase::Void][phase as usize];
+                Transfer {
+                    id: format!("t{id}"),
+                    debit: ACCOUNTS[d].into(),
+                    credit: ACCOUNTS[c].into(),
+                    amount,
+                    asset: "SGD".into(),
+                    code: 1,
+                    phase,
+                    pending_id: matches!(phase, Phase::Post | Phase::Void).then(|| format!("t{pending}")),
+                }
+            },
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// After every step: per asset the balances sum to zero and pending debits equal
+        /// pending credits; no investor is ever below zero, holds included; a refused step
+        /// changed nothing; a retried id never applied twice.
+        #[test]
+        fn the_book_always_balances_and_no_investor_goes_negative(
+            deposits in proptest::collection::vec(0u64..1_000, 3),
+            steps in proptest::collection::vec(transfer(), 1..120),
+        ) {
+            let mut book = book();
+            for (i, amount) in deposits.iter().enumerate() {
+                let t = Transfer { id: format!("dep{i}"), debit: "bank".into(), credit: format!("inv{i}"), amount: amount + 1,
+                    asset: "SGD".into(), code: 1, phase: Phase::Single, pending_id: None };
+                prop_assert!(book.submit(&t).is_ok());
+            }
+            for step in steps {
+                let before: Vec<Account> = ACCOUNTS.iter().map(|a| book.accounts[*a].clone()).collect();
+                let seen = book.transfers.contains_key(&step.id);
+                let result = book.submit(&step);
+                let after: Vec<Account> = ACCOUNTS.iter().map(|a| book.accounts[*a].clone()).collect();
+                if result.is_err() || seen {
+                    prop_assert_eq!(&before, &after, "a refused or retried transfer changed the book");
+                }
+                let sum: i128 = after.iter().map(Account::posted_balance).sum();
+                prop_assert_eq!(sum, 0);
+                let pending_debits: u128 = after.iter().map(|a| a.debits_pending).sum();
+                let pending_credits: u128 = after.iter().map(|a| a.credits_pending).sum();
+                prop_assert_eq!(pending_debits, pending_credits);
+                for investor in after.iter().filter(|a| a.limits.debits_within_credits) {
+                    prop_assert!(investor.available() >= 0, "{} went below zero", investor.id);
+                }
+            }
+            // Every hold is resolved at most once: posted plus voided holds never exceed holds opened.
+            let open = book.holds.values().filter(|h| **h == Hold::Open).count();
+            let resolved = book.holds.len() - open;
+            let opened = book.transfers.values().filter(|(t, r)| t.phase == Phase::Pending && r.is_ok()).count();
+            prop_assert_eq!(open + resolved, opened);
+        }
+    }
+
+    #[test]
+    fn a_hold_is_posted_in_part_once_and_the_rest_released() {
+        let mut book = book();
+        let t = |id: &str, d: &str, c: &str, amount, phase, pending: Option<&str>| Transfer {
+            id: id.into(),
+            debit: d.into(),
+            credit: c.into(),
+            amount,
+            asset: "SGD".into(),
+            code: 1,
+            phase,
+            pending_id: pending.map(String::from),
+        };
+        book.submit(&t("dep", "bank", "inv0", 1_000, Phase::Single, None)).unwrap();
+        book.submit(&t("hold", "inv0", "escrow", 600, Phase::Pending, None)).unwrap();
+        assert_eq!(book.accounts["inv0"].available(), 400);
+        assert_eq!(
+            book.submit(&t("big", "inv0", "escrow", 401, Phase::Single, None)),
+            Err(Refusal::ExceedsLimit("inv0".into()))
+        );
+        assert_eq!(book.submit(&t("post", "inv0", "escrow", 450, Phase::Post, Some("hold"))), Ok(450));
+        assert_eq!(book.accounts["inv0"].available(), 550);
+        assert_eq!(book.accounts["escrow"].posted_balance(), 450);
+        assert_eq!(
+            book.submit(&t("void", "inv0", "escrow", 0, Phase::Void, Some("hold"))),
+            Err(Refusal::AlreadyResolved("posted"))
+        );
+        // The same id again answers the first result; with another amount it is refused by name.
+        assert_eq!(book.submit(&t("post", "inv0", "escrow", 450, Phase::Post, Some("hold"))), Ok(450));
+        assert_eq!(
+            book.submit(&t("post", "inv0", "escrow", 451, Phase::Post, Some("hold"))),
+            Err(Refusal::IdReused("amount"))
+        );
+    }
+}

@@ -37,7 +37,8 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 MOTO_PORT="$(free_port)"
 MOTO_LOG="$CACHE/moto.log"
 step "starting moto on 127.0.0.1:$MOTO_PORT"
-"$MOTO_VENV/bin/moto_server" -H 127.0.0.1 -p "$MOTO_PORT" >"$MOTO_LOG" 2>&1 &
+# moto's own server, with DynamoDB writes serialised as DynamoDB serialises transactions.
+"$MOTO_VENV/bin/python" "$ROOT/infra/moto_server.py" 127.0.0.1 "$MOTO_PORT" >"$MOTO_LOG" 2>&1 &
 MOTO_PID=$!
 cleanup() { kill "$MOTO_PID" 2>/dev/null || true; wait "$MOTO_PID" 2>/dev/null || true; }
 trap cleanup EXIT

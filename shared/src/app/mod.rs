@@ -4,6 +4,7 @@ pub mod accounts;
 pub mod audit;
 pub mod changes;
 pub mod consumer;
+pub mod ledger;
 pub mod mfa;
 pub mod passwords;
 pub mod sessions;

@@ -131,13 +131,19 @@ async fn an_email_with_html_and_an_attachment_is_sent_as_mime(f: Fixture) {
 }
 
 async fn an_invalid_email_is_refused_and_nothing_is_sent(f: Fixture) {
-    let before = f.outbox.sent().await.len();
+    // Other tests share the emulator's outbox: count only this test's messages.
+    let marker = support::unique("refused");
+    let mine = |sent: Vec<(String, String)>| sent.iter().filter(|(_, raw)| raw.contains(&marker)).count();
+    let with_marker = |to: &str| Email { subject: marker.clone(), ..notice(to) };
     for bad in ["not-an-address", "investor@example.com\r\nBcc: all@example.com", ""] {
-        let err = f.mailer.send(&notice(bad)).await.unwrap_err();
+        let err = f.mailer.send(&with_marker(bad)).await.unwrap_err();
         assert!(matches!(err, MailError::Invalid(_)), "{err:?}");
     }
-    let mut injected = notice("investor@example.com");
-    injected.subject = "Hello\r\nBcc: all@example.com".into();
+    let mut injected = with_marker("investor@example.com");
+    injected.subject = format!("{marker}\r\nBcc: all@example.com");
     assert!(matches!(f.mailer.send(&injected).await, Err(MailError::Invalid(_))));
-    assert_eq!(f.outbox.sent().await.len(), before);
+    assert_eq!(mine(f.outbox.sent().await), 0);
+    // The control: the same email with a valid address is sent and counted.
+    f.mailer.send(&with_marker("investor@example.com")).await.unwrap();
+    assert_eq!(mine(f.outbox.sent().await), 1);
 }

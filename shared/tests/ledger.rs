@@ -142,3 +142,42 @@ async fn concurrent_transfers_conserve_money_and_never_overdraw(f: Fixture) {
     }
     assert_eq!(total, 1_000 * ACCOUNTS as i128, "money is conserved among the investors");
 }
+
+mod linked {
+    use super::*;
+
+    /// Linked transfers on the embedded store: all or nothing, and a retry answers the same.
+    #[tokio::test]
+    async fn linked_transfers_apply_together_or_not_at_all() {
+        let f = fixtures::embedded().await;
+        let l = &f.ledger;
+        for (id, limits) in [("bank", Limits::default()), ("escrow", Limits::default()), ("inv", INVESTOR)] {
+            l.open(Account::open(id, "SGD", limits)).await.unwrap();
+        }
+        l.submit(&transfer("dep", "bank", "inv", 1_000, Phase::Single, None)).await.unwrap();
+        // The second leg overdraws: neither applies, and the first id stays unused.
+        let batch = [
+            transfer("fee", "inv", "escrow", 300, Phase::Single, None),
+            transfer("price", "inv", "escrow", 800, Phase::Single, None),
+        ];
+        let refused = l.submit_linked(&batch).await.unwrap_err();
+        assert!(matches!(refused, LedgerError::Refused(Refusal::ExceedsLimit(_))), "{refused:?}");
+        assert_eq!(l.account("inv").await.unwrap().unwrap().posted_balance(), 1_000);
+        let fits = [
+            transfer("fee", "inv", "escrow", 300, Phase::Single, None),
+            transfer("price", "inv", "escrow", 700, Phase::Single, None),
+        ];
+        assert_eq!(l.submit_linked(&fits).await.unwrap(), [300, 700]);
+        assert_eq!(l.submit_linked(&fits).await.unwrap(), [300, 700], "a retry moves nothing");
+        assert_eq!(l.account("inv").await.unwrap().unwrap().posted_balance(), 0);
+        assert_eq!(l.account("escrow").await.unwrap().unwrap().posted_balance(), 1_000);
+        // Reusing one id of an applied batch in another batch is refused, in either position.
+        let new = transfer("new", "bank", "inv", 5, Phase::Single, None);
+        let fee = transfer("fee", "inv", "escrow", 300, Phase::Single, None);
+        for mixed in [[fee.clone(), new.clone()], [new.clone(), fee.clone()]] {
+            let refused = l.submit_linked(&mixed).await.unwrap_err();
+            assert!(matches!(refused, LedgerError::Refused(Refusal::IdReused("batch"))), "{refused:?}");
+        }
+        assert_eq!(l.account("inv").await.unwrap().unwrap().posted_balance(), 0, "nothing moved");
+    }
+}

@@ -150,15 +150,7 @@ async fn a_process_that_loaded_the_keys_before_a_rotation_verifies_tokens_signed
     use shared::domain::session::SessionPolicy;
     let f = forge().await;
     let p = &f.app.platform;
-    let load = || {
-        Sessions::load(
-            p.store.clone(),
-            p.token_keyring.clone(),
-            p.clock.clone(),
-            p.ids.clone(),
-            SessionPolicy::default(),
-        )
-    };
+    let load = || Sessions::for_platform(p, SessionPolicy::default());
     // Instance A loaded the keys; then B rotated them and signs with the new key.
     let a = load().await.unwrap();
     let rotated = TokenKeys::rotate(
@@ -184,15 +176,7 @@ async fn a_signing_key_older_than_thirty_days_is_replaced_at_load_and_the_old_on
     use shared::domain::session::SessionPolicy;
     let f = forge().await;
     let p = &f.app.platform;
-    let load = || {
-        Sessions::load(
-            p.store.clone(),
-            p.token_keyring.clone(),
-            p.clock.clone(),
-            p.ids.clone(),
-            SessionPolicy::default(),
-        )
-    };
+    let load = || Sessions::for_platform(p, SessionPolicy::default());
     let old_kid = f.keys.current().kid.clone();
     assert_eq!(load().await.unwrap().keys().current().kid, old_kid, "a young key is kept");
 

@@ -41,16 +41,8 @@ impl SessionSource for AuthState {
     async fn sessions(&self) -> Result<Arc<Sessions>, ApiError> {
         self.sessions
             .get_or_try_init(|| async {
-                let p = &self.platform;
-                let sessions = Sessions::load(
-                    p.store.clone(),
-                    p.token_keyring.clone(),
-                    p.clock.clone(),
-                    p.ids.clone(),
-                    self.policy,
-                )
-                .await
-                .map_err(|e| ApiError::internal(&e))?;
+                let sessions =
+                    Sessions::for_platform(&self.platform, self.policy).await.map_err(|e| ApiError::internal(&e))?;
                 Ok(Arc::new(sessions))
             })
             .await

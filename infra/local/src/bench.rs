@@ -236,17 +236,7 @@ async fn auth_bench(
     let accounts = Accounts::new(platform);
     let password = "benchmark passphrase 2026";
     accounts.create_verified("load-test@example.sg", password, &[], 1).await?;
-    let p = platform;
-    let sessions = Arc::new(
-        Sessions::load(
-            p.store.clone(),
-            p.token_keyring.clone(),
-            p.clock.clone(),
-            p.ids.clone(),
-            SessionPolicy::default(),
-        )
-        .await?,
-    );
+    let sessions = Arc::new(Sessions::for_platform(platform, SessionPolicy::default()).await?);
 
     // The password check alone (Argon2id at OWASP parameters), for a known address and an
     // unknown one: they must cost the same, or timing would tell who has an account.

@@ -155,6 +155,12 @@ impl Sessions {
         })
     }
 
+    /// Sessions over a platform's store, token keyring, clock and ids.
+    pub async fn for_platform(platform: &crate::Platform, policy: SessionPolicy) -> Result<Self, SessionError> {
+        let p = platform;
+        Self::load(p.store.clone(), p.token_keyring.clone(), p.clock.clone(), p.ids.clone(), policy).await
+    }
+
     /// The key set in use.
     pub fn keys(&self) -> Arc<TokenKeys> {
         self.keys.read().unwrap_or_else(|p| p.into_inner()).clone()

@@ -92,14 +92,16 @@ pub fn peak_rss_mb() -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
-fn report(backend: &str, case: &str, concurrency: usize, ops: usize, started: Instant) {
+/// Prints one measurement: `ops` operations of `case` since `started`.
+fn report(bench: &str, backend: &str, case: &str, concurrency: usize, ops: usize, started: Instant) {
     let elapsed = started.elapsed().as_secs_f64();
     println!(
         "{}",
         json!({
-            "bench": "store", "backend": backend, "case": case, "concurrency": concurrency, "ops": ops,
+            "bench": bench, "backend": backend, "case": case, "concurrency": concurrency, "ops": ops,
             "elapsed_s": (elapsed * 1000.0).round() / 1000.0,
             "ops_per_s": (ops as f64 / elapsed).round(),
+            "us_per_op": (elapsed * 1e6 / ops as f64).round(),
             "peak_rss_mb": (peak_rss_mb() * 10.0).round() / 10.0,
         })
     );
@@ -141,7 +143,7 @@ async fn store_bench(backend: &str, store: Arc<dyn Store>, ops: usize, concurren
     for i in 0..sequential {
         store.put(item("SEQ", format!("{i:08}"))?, Condition::NotExists).await?;
     }
-    report(backend, "put_if_absent", 1, sequential, started);
+    report("store", backend, "put_if_absent", 1, sequential, started);
 
     let started = Instant::now();
     let s = store.clone();
@@ -150,7 +152,7 @@ async fn store_bench(backend: &str, store: Arc<dyn Store>, ops: usize, concurren
         async move { Ok(s.put(item(&format!("P{}", i % 1024), format!("{i:08}"))?, Condition::NotExists).await?) }
     })
     .await?;
-    report(backend, "put_if_absent", concurrency, ops, started);
+    report("store", backend, "put_if_absent", concurrency, ops, started);
 
     // Read-check-write: bump one version per item under a version condition.
     let started = Instant::now();
@@ -164,7 +166,7 @@ async fn store_bench(backend: &str, store: Arc<dyn Store>, ops: usize, concurren
         }
     })
     .await?;
-    report(backend, "get_then_put_if_version", concurrency, ops, started);
+    report("store", backend, "get_then_put_if_version", concurrency, ops, started);
 
     let started = Instant::now();
     let s = store.clone();
@@ -176,7 +178,7 @@ async fn store_bench(backend: &str, store: Arc<dyn Store>, ops: usize, concurren
         }
     })
     .await?;
-    report(backend, "get", concurrency, ops, started);
+    report("store", backend, "get", concurrency, ops, started);
 
     let transactions = (ops / 1_000).clamp(20, 200);
     let started = Instant::now();
@@ -186,7 +188,7 @@ async fn store_bench(backend: &str, store: Arc<dyn Store>, ops: usize, concurren
             .collect::<anyhow::Result<Vec<_>>>()?;
         store.transact(writes).await?;
     }
-    report(backend, "transact_100_puts", 1, transactions, started);
+    report("store", backend, "transact_100_puts", 1, transactions, started);
 
     for chunk in 0..10 {
         let writes = (0..100)
@@ -205,22 +207,8 @@ async fn store_bench(backend: &str, store: Arc<dyn Store>, ops: usize, concurren
         let page = store.query(&Query::partition("Q").limit(1_000)).await?;
         anyhow::ensure!(page.items.len() == 1_000, "expected 1,000 items, got {}", page.items.len());
     }
-    report(backend, "query_1000_items", 1, queries, started);
+    report("store", backend, "query_1000_items", 1, queries, started);
     Ok(())
-}
-
-fn report_auth(backend: &str, case: &str, concurrency: usize, ops: usize, started: Instant) {
-    let elapsed = started.elapsed().as_secs_f64();
-    println!(
-        "{}",
-        json!({
-            "bench": "auth", "backend": backend, "case": case, "concurrency": concurrency, "ops": ops,
-            "elapsed_s": (elapsed * 1000.0).round() / 1000.0,
-            "ops_per_s": (ops as f64 / elapsed).round(),
-            "us_per_op": (elapsed * 1e6 / ops as f64).round(),
-            "peak_rss_mb": (peak_rss_mb() * 10.0).round() / 10.0,
-        })
-    );
 }
 
 async fn auth_bench(
@@ -245,13 +233,13 @@ async fn auth_bench(
     for _ in 0..checks {
         accounts.check_password("load-test@example.sg", password).await?;
     }
-    report_auth(backend, "password_check_known_email", 1, checks, started);
+    report("auth", backend, "password_check_known_email", 1, checks, started);
     let started = Instant::now();
     for _ in 0..checks {
         let refused = accounts.check_password("nobody-here@example.sg", password).await;
         anyhow::ensure!(refused.is_err(), "an unknown address logged in");
     }
-    report_auth(backend, "password_check_unknown_email", 1, checks, started);
+    report("auth", backend, "password_check_unknown_email", 1, checks, started);
 
     // A whole login: the check and a new session with its tokens.
     let started = Instant::now();
@@ -261,7 +249,7 @@ async fn auth_bench(
         sessions.start(&found).await?;
         user = Some(found);
     }
-    report_auth(backend, "login", 1, checks, started);
+    report("auth", backend, "login", 1, checks, started);
     let user = user.ok_or_else(|| anyhow::anyhow!("no login"))?;
 
     // Refresh: one family rotated again and again (read, conditional write, sign).
@@ -270,7 +258,7 @@ async fn auth_bench(
     for _ in 0..refreshes {
         tokens = sessions.refresh(&tokens.refresh_token).await?;
     }
-    report_auth(backend, "refresh_rotation", 1, refreshes, started);
+    report("auth", backend, "refresh_rotation", 1, refreshes, started);
 
     // Many families rotating at once.
     let mut starts = Vec::with_capacity(concurrency);
@@ -293,7 +281,7 @@ async fn auth_bench(
     while let Some(done) = tasks.join_next().await {
         done??;
     }
-    report_auth(backend, "refresh_rotation", concurrency, per_family * concurrency, started);
+    report("auth", backend, "refresh_rotation", concurrency, per_family * concurrency, started);
 
     // Access-token verification as every authenticated request does it: the ES256
     // signature, the claims, and the denylist read.
@@ -302,6 +290,6 @@ async fn auth_bench(
     for _ in 0..checks {
         sessions.authenticate(&tokens.access_token).await?;
     }
-    report_auth(backend, "access_token_verification", 1, checks, started);
+    report("auth", backend, "access_token_verification", 1, checks, started);
     Ok(())
 }

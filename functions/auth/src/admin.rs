@@ -74,13 +74,7 @@ async fn authorize(state: &AuthState, me: &Principal, action: Action, name: &str
     if decision.is_allowed() {
         return Ok(());
     }
-    let event = Event {
-        actor: me.user_id.clone(),
-        action: name.into(),
-        target: "-".into(),
-        decision: "denied".into(),
-        reason: decision.reason().into(),
-    };
+    let event = Event::denied(&me.user_id, name, "-", decision.reason());
     state.audit().append(event).await.map_err(|e| ApiError::internal(&e))?;
     Err(ApiError::forbidden(decision.reason()))
 }

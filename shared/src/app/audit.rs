@@ -27,6 +27,19 @@ pub struct Event {
     pub reason: String,
 }
 
+impl Event {
+    /// An operator action the access policy refused.
+    pub fn denied(actor: &str, action: &str, target: &str, reason: &str) -> Self {
+        Self {
+            actor: actor.into(),
+            action: action.into(),
+            target: target.into(),
+            decision: "denied".into(),
+            reason: reason.into(),
+        }
+    }
+}
+
 /// One entry as stored and read.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AuditEntry {

@@ -155,13 +155,7 @@ impl ChangeRequests {
     }
 
     async fn refuse(&self, actor: &Subject<'_>, action: &str, target: &str, reason: &'static str) -> ChangeError {
-        let event = Event {
-            actor: actor.user_id.into(),
-            action: action.into(),
-            target: target.into(),
-            decision: "denied".into(),
-            reason: reason.into(),
-        };
+        let event = Event::denied(actor.user_id, action, target, reason);
         if let Err(error) = self.audit.append(event).await {
             tracing::error!(%error, "could not audit a refusal");
         }

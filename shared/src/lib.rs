@@ -16,4 +16,4 @@ pub mod platform;
 pub mod ports;
 pub mod telemetry;
 
-pub use platform::{Backend, Platform};
+pub use platform::{Backend, Platform, Simulators};

@@ -10,8 +10,9 @@ use std::time::Duration;
 use crate::adapters::aws::{self, DynamoStore, KmsKeyring, QueueUrls, SesMailer, SqsQueue};
 use crate::adapters::clock::{SystemClock, UlidIds};
 use crate::adapters::embedded::{EmbeddedStore, FolderMailer, LocalKeyring, MemoryQueue};
+use crate::adapters::partners::{BankSimulator, ChainSimulator, HttpBank, HttpChain};
 use crate::ports::queue::QueueName;
-use crate::ports::{Clock, Ids, Keyring, Mailer, Queue, Store};
+use crate::ports::{Bank, Chain, Clock, Ids, Keyring, Mailer, Queue, Store};
 
 /// Deliveries before a message goes to its dead-letter queue (the SAM template's
 /// `maxReceiveCount` says the same).
@@ -37,6 +38,26 @@ impl Backend {
 pub struct Config {
     /// The sender of every email.
     pub mail_from: String,
+    /// The key the bank signs its webhooks with.
+    pub bank_webhook_secret: Secret,
+}
+
+/// Key material that never prints.
+#[derive(Clone)]
+pub struct Secret(pub Vec<u8>);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+/// The partner simulators of an embedded platform, for the local runner's `/sim` routes
+/// and for tests.
+#[derive(Clone)]
+pub struct Simulators {
+    pub bank: Arc<BankSimulator>,
+    pub chain: Arc<ChainSimulator>,
 }
 
 /// Every port, behind the adapter this deployment uses. Cheap to clone.
@@ -51,9 +72,13 @@ pub struct Platform {
     /// granted on its own).
     pub token_keyring: Arc<dyn Keyring>,
     pub mailer: Arc<dyn Mailer>,
+    pub bank: Arc<dyn Bank>,
+    pub chain: Arc<dyn Chain>,
     pub clock: Arc<dyn Clock>,
     pub ids: Arc<dyn Ids>,
     pub config: Arc<Config>,
+    /// Present on an embedded platform only.
+    pub simulators: Option<Simulators>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -68,13 +93,21 @@ pub enum PlatformError {
     Keyring(#[from] crate::ports::keyring::KeyringError),
 }
 
+impl From<std::io::Error> for PlatformError {
+    fn from(source: std::io::Error) -> Self {
+        Self::DataDir { path: "data directory".into(), source }
+    }
+}
+
 fn var(name: &str) -> Result<String, PlatformError> {
     std::env::var(name).ok().filter(|v| !v.is_empty()).ok_or_else(|| PlatformError::Missing(name.to_owned()))
 }
 
 impl Platform {
     /// The AWS platform, from the environment: `TABLE_NAME`, `DATA_KEY_ID`, `TOKEN_KEY_ID`, `MAIL_FROM`,
-    /// and for each queue the function uses `<QUEUE>_QUEUE_URL` and `<QUEUE>_DLQ_URL`.
+    /// for each queue the function uses `<QUEUE>_QUEUE_URL` and `<QUEUE>_DLQ_URL`, and for the
+    /// functions that talk to partners `BANK_API_URL`, `BANK_API_KEY`, `BANK_WEBHOOK_SECRET`,
+    /// `CHAIN_API_URL`, `CHAIN_API_KEY` (a partner not configured answers unavailable).
     pub async fn aws() -> Result<Self, PlatformError> {
         let sdk = aws::sdk_config().await;
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
@@ -96,13 +129,26 @@ impl Platform {
             keyring: Arc::new(KmsKeyring::new(kms.clone(), var("DATA_KEY_ID")?)),
             token_keyring: Arc::new(KmsKeyring::new(kms, var("TOKEN_KEY_ID")?)),
             mailer: Arc::new(SesMailer::new(aws_sdk_sesv2::Client::new(&sdk), clock.clone(), ids.clone())),
-            config: Arc::new(Config { mail_from: var("MAIL_FROM")? }),
+            bank: Arc::new(HttpBank::new(
+                var("BANK_API_URL").unwrap_or_default(),
+                var("BANK_API_KEY").unwrap_or_default(),
+            )),
+            chain: Arc::new(HttpChain::new(
+                var("CHAIN_API_URL").unwrap_or_default(),
+                var("CHAIN_API_KEY").unwrap_or_default(),
+            )),
+            config: Arc::new(Config {
+                mail_from: var("MAIL_FROM")?,
+                bank_webhook_secret: Secret(var("BANK_WEBHOOK_SECRET").unwrap_or_default().into_bytes()),
+            }),
             clock,
             ids,
+            simulators: None,
         })
     }
 
-    /// Everything under `dir`: `store.redb`, `keyring.json`, `token-keyring.json`, `mail/`.
+    /// Everything under `dir`: `store.redb`, `keyring.json`, `token-keyring.json`, `mail/`,
+    /// and the partner simulators' `chain.jsonl` and `bank-webhook.key`.
     pub fn embedded(dir: &Path) -> Result<Self, PlatformError> {
         std::fs::create_dir_all(dir)
             .map_err(|source| PlatformError::DataDir { path: dir.display().to_string(), source })?;
@@ -110,7 +156,22 @@ impl Platform {
         let store = EmbeddedStore::open(&dir.join("store.redb"), clock.clone())?;
         let keyring = LocalKeyring::open(&dir.join("keyring.json"))?;
         let token_keyring = LocalKeyring::open(&dir.join("token-keyring.json"))?;
-        Ok(Self::assemble(Arc::new(store), Arc::new(keyring), Arc::new(token_keyring), dir, clock))
+        let secret_file = dir.join("bank-webhook.key");
+        let secret = match std::fs::read(&secret_file) {
+            Ok(secret) => secret,
+            Err(_) => {
+                let secret = random_secret();
+                std::fs::write(&secret_file, &secret)?;
+                secret
+            }
+        };
+        let chain = ChainSimulator::open(&dir.join("chain.jsonl"))?;
+        let parts = (
+            Arc::new(store) as Arc<dyn Store>,
+            Arc::new(keyring) as Arc<dyn Keyring>,
+            Arc::new(token_keyring) as Arc<dyn Keyring>,
+        );
+        Ok(Self::assemble(parts, dir, clock, secret, chain))
     }
 
     /// A platform that forgets everything but its mail (written under `dir`), with the
@@ -118,17 +179,26 @@ impl Platform {
     pub fn ephemeral(dir: &Path, clock: Arc<dyn Clock>) -> Result<Self, PlatformError> {
         let store = EmbeddedStore::in_memory(clock.clone())?;
         let (keyring, token_keyring) = (LocalKeyring::ephemeral()?, LocalKeyring::ephemeral()?);
-        Ok(Self::assemble(Arc::new(store), Arc::new(keyring), Arc::new(token_keyring), dir, clock))
+        let parts = (
+            Arc::new(store) as Arc<dyn Store>,
+            Arc::new(keyring) as Arc<dyn Keyring>,
+            Arc::new(token_keyring) as Arc<dyn Keyring>,
+        );
+        Ok(Self::assemble(parts, dir, clock, random_secret(), ChainSimulator::in_memory()))
     }
 
     fn assemble(
-        store: Arc<dyn Store>,
-        keyring: Arc<dyn Keyring>,
-        token_keyring: Arc<dyn Keyring>,
+        (store, keyring, token_keyring): (Arc<dyn Store>, Arc<dyn Keyring>, Arc<dyn Keyring>),
         dir: &Path,
         clock: Arc<dyn Clock>,
+        bank_webhook_secret: Vec<u8>,
+        chain: ChainSimulator,
     ) -> Self {
         let ids: Arc<dyn Ids> = Arc::new(UlidIds::default());
+        let simulators = Simulators {
+            bank: Arc::new(BankSimulator::new(bank_webhook_secret.clone(), clock.clone(), ids.clone())),
+            chain: Arc::new(chain),
+        };
         Self {
             backend: Backend::Embedded,
             store,
@@ -136,9 +206,22 @@ impl Platform {
             keyring,
             token_keyring,
             mailer: Arc::new(FolderMailer::new(dir.join("mail"), clock.clone(), ids.clone())),
+            bank: simulators.bank.clone(),
+            chain: simulators.chain.clone(),
             clock,
             ids,
-            config: Arc::new(Config { mail_from: "no-reply@dabs.local".to_owned() }),
+            config: Arc::new(Config {
+                mail_from: "no-reply@dabs.local".to_owned(),
+                bank_webhook_secret: Secret(bank_webhook_secret),
+            }),
+            simulators: Some(simulators),
         }
     }
+}
+
+/// 32 random bytes, hex-encoded (a webhook secret a person can paste).
+fn random_secret() -> Vec<u8> {
+    let mut bytes = [0u8; 32];
+    aws_lc_rs::rand::fill(&mut bytes).expect("the system random source works");
+    bytes.iter().map(|b| format!("{b:02x}")).collect::<String>().into_bytes()
 }

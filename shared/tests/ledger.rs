@@ -54,6 +54,8 @@ fn transfer(id: &str, debit: &str, credit: &str, amount: u64, phase: Phase, pend
         code: 1,
         phase,
         pending_id: pending.map(String::from),
+        reference: String::new(),
+        timeout: None,
     }
 }
 

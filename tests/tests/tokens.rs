@@ -32,6 +32,7 @@ async fn forge() -> Forge {
         roles: vec![],
         lvl: 1,
         org: None,
+        mfa: None,
         iat: now,
         exp: now + 600,
         jti: "at_forged".into(),

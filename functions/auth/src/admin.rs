@@ -5,10 +5,10 @@ use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use shared::app::accounts::{USERS_INDEX, User};
-use shared::app::audit::{AuditEntry, AuditLog, Event};
+use shared::app::audit::{AuditEntry, AuditLog};
 use shared::app::changes::{Change, ChangeError, ChangeRequest, ChangeRequests};
 use shared::app::sessions::Principal;
-use shared::domain::access::{self, Action, Resource, Role};
+use shared::domain::access::{Action, Resource, Role};
 use shared::domain::session::RevokedBecause;
 use shared::http::auth::{Authenticated, SessionSource};
 use shared::http::page::{PageOf, Paging};
@@ -68,15 +68,7 @@ fn change_error(error: ChangeError) -> ApiError {
 
 /// Checks an operator action with the policy; a refusal is audited and answered 403.
 async fn authorize(state: &AuthState, me: &Principal, action: Action, name: &str) -> Result<(), ApiError> {
-    let roles = me.known_roles();
-    let subject = me.subject(&roles);
-    let decision = access::decide(&subject, action, Resource::None);
-    if decision.is_allowed() {
-        return Ok(());
-    }
-    let event = Event::denied(&me.user_id, name, "-", decision.reason());
-    state.audit().append(event).await.map_err(|e| ApiError::internal(&e))?;
-    Err(ApiError::forbidden(decision.reason()))
+    shared::http::auth::authorize(&state.platform, me, action, Resource::None, name).await
 }
 
 /// Every user, oldest first.

@@ -19,11 +19,10 @@ use shared::app::mfa::{Enrollment, MfaError, SecondFactor};
 use shared::app::sessions::{SessionError, Sessions, Tokens};
 use shared::app::throttle::{self, Throttle};
 use shared::domain::session::{RevokedBecause, SessionPolicy};
-use shared::http::auth::{Authenticated, SessionSource};
+use shared::http::auth::{Authenticated, LazySessions, SessionSource};
 use shared::http::client::ClientAddress;
 use shared::http::problem::Problem;
 use shared::http::{ApiError, FieldError, Json};
-use tokio::sync::OnceCell;
 use utoipa::{OpenApi, ToSchema};
 
 /// What the handlers share. The token keys are unwrapped once, on first use.
@@ -33,20 +32,12 @@ pub struct AuthState {
     accounts: Arc<Accounts>,
     mfa: Arc<SecondFactor>,
     throttle: Arc<Throttle>,
-    sessions: Arc<OnceCell<Arc<Sessions>>>,
-    policy: SessionPolicy,
+    sessions: LazySessions,
 }
 
 impl SessionSource for AuthState {
     async fn sessions(&self) -> Result<Arc<Sessions>, ApiError> {
-        self.sessions
-            .get_or_try_init(|| async {
-                let sessions =
-                    Sessions::for_platform(&self.platform, self.policy).await.map_err(|e| ApiError::internal(&e))?;
-                Ok(Arc::new(sessions))
-            })
-            .await
-            .cloned()
+        self.sessions.sessions().await
     }
 }
 
@@ -276,7 +267,7 @@ async fn login_mfa(State(state): State<AuthState>, Json(body): Json<LoginMfa>) -
         .map_err(api_error)?
         .ok_or_else(|| ApiError::unauthorized("invalid challenge"))?;
     let sessions = state.sessions().await?;
-    Ok(Json(sessions.start(&user).await.map_err(session_error)?))
+    Ok(Json(sessions.start_after_second_factor(&user).await.map_err(session_error)?))
 }
 
 /// Starts a TOTP enrolment: answers the secret and an `otpauth://` URI for an authenticator app.
@@ -442,8 +433,7 @@ pub fn routes(platform: &Platform) -> Router {
         accounts: Arc::new(Accounts::new(platform)),
         mfa: Arc::new(SecondFactor::new(platform)),
         throttle: Arc::new(Throttle::new(platform.store.clone(), platform.clock.clone())),
-        sessions: Arc::new(OnceCell::new()),
-        policy: SessionPolicy::default(),
+        sessions: LazySessions::new(platform, SessionPolicy::default()),
     };
     Router::new()
         .route("/v1/auth/signup", post(sign_up))

@@ -1,19 +1,74 @@
-//! The `offering` function: Issuers, deals, subscriptions, deposit accounts and holdings.
-//!
-//! Its routes arrive with the capability that needs them; until then it serves the shared
-//! routes only (`/health`, `/openapi.json`).
+//! The `offering` function: deposit accounts (balances, statements, withdrawals, the
+//! bank's webhook) and the finance view of the ledger; issuers, deals and subscriptions
+//! join it with their capability.
+
+pub mod accounts;
+
+use std::sync::Arc;
 
 use axum::Router;
+use axum::routing::{get, post};
 use shared::Platform;
+use shared::app::deposits::DepositAccounts;
+use shared::app::sessions::Sessions;
+use shared::domain::session::SessionPolicy;
+use shared::http::ApiError;
+use shared::http::auth::{LazySessions, SessionSource};
+use utoipa::OpenApi;
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct OfferingState {
+    pub platform: Platform,
+    pub deposits: Arc<DepositAccounts>,
+    sessions: LazySessions,
+}
+
+impl SessionSource for OfferingState {
+    async fn sessions(&self) -> Result<Arc<Sessions>, ApiError> {
+        self.sessions.sessions().await
+    }
+}
 
 /// This function's own routes.
-pub fn routes(_platform: &Platform) -> Router {
+pub fn routes(platform: &Platform) -> Router {
+    let state = OfferingState {
+        platform: platform.clone(),
+        deposits: Arc::new(DepositAccounts::for_platform(platform)),
+        sessions: LazySessions::new(platform, SessionPolicy::default()),
+    };
     Router::new()
+        .route("/v1/accounts/me", get(accounts::my_accounts))
+        .route("/v1/accounts/me/statement", get(accounts::my_statement))
+        .route("/v1/accounts/me/withdrawals", post(accounts::withdraw))
+        .route("/v1/accounts/me/withdrawals/{id}", get(accounts::my_withdrawal))
+        .route("/v1/webhooks/bank", post(accounts::bank_webhook))
+        .route("/v1/admin/accounts/{id}", get(accounts::admin_account))
+        .route("/v1/admin/accounts/{id}/statement", get(accounts::admin_statement))
+        .route("/v1/admin/ledger/totals", get(accounts::ledger_totals))
+        .with_state(state)
 }
+
+#[derive(OpenApi)]
+#[openapi(
+    paths(
+        accounts::my_accounts, accounts::my_statement, accounts::withdraw, accounts::my_withdrawal,
+        accounts::bank_webhook, accounts::admin_account, accounts::admin_statement, accounts::ledger_totals
+    ),
+    components(schemas(accounts::BalanceView, accounts::MyAccounts, accounts::EntryView, accounts::WithdrawalRequest,
+        accounts::WithdrawalView, accounts::WebhookAnswer, accounts::TotalsView,
+        shared::app::deposits::WithdrawalStatus)),
+    tags(
+        (name = "accounts", description = "Deposit accounts: balances, statements, withdrawals"),
+        (name = "webhooks", description = "Partner callbacks, signed"),
+        (name = "ledger", description = "Finance operators: any account, the ledger's totals")
+    )
+)]
+struct Doc;
 
 /// This function's part of the OpenAPI document.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    utoipa::openapi::OpenApiBuilder::new().build()
+    Doc::openapi()
 }
 
 /// The routes with everything every HTTP function shares, as Lambda serves them; the

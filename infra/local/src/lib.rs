@@ -3,6 +3,7 @@
 
 pub mod bench;
 pub mod seed;
+pub mod sim;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,10 +18,17 @@ use tokio::task::JoinSet;
 /// Every HTTP function's routes, with the shared routes and layers, and the OpenAPI
 /// document merged from all of them.
 pub fn app(platform: &Platform) -> Router {
-    let routes =
+    let mut routes =
         Router::new().merge(auth::routes(platform)).merge(offering::routes(platform)).merge(myinfo::routes(platform));
+    if let Some(simulators) = &platform.simulators {
+        routes = routes.merge(sim::routes(simulators.clone()));
+    }
     shared::http::service(routes, platform, docs())
 }
+
+/// How often the ledger's follow-ups run (the chain outbox, expired holds, payouts to
+/// instruct again); in AWS the table's stream and a one-minute schedule wake them.
+const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// The whole API's OpenAPI document, merged from every HTTP function.
 pub fn docs() -> serde_json::Value {
@@ -64,6 +72,9 @@ pub async fn start(platform: Platform, addr: SocketAddr) -> std::io::Result<Runn
     let (stop, stopped) = watch::channel(false);
     let mut tasks = JoinSet::new();
 
+    if let Some(simulators) = &platform.simulators {
+        simulators.bank.target(format!("http://{addr}/v1/webhooks/bank"));
+    }
     let app = app(&platform);
     let mut until = stopped.clone();
     tasks.spawn(async move {
@@ -77,6 +88,21 @@ pub async fn start(platform: Platform, addr: SocketAddr) -> std::io::Result<Runn
     for (queue, handler) in consumers(&platform) {
         tasks.spawn(pump(platform.queue.clone(), queue, handler, stopped.clone()));
     }
+
+    let mut until = stopped.clone();
+    let sweeper = settlement::Sweeper::new(&platform);
+    tasks.spawn(async move {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(SWEEP_EVERY) => {
+                    if let Err(error) = sweeper.run_once().await {
+                        tracing::warn!(%error, "sweep incomplete; retrying");
+                    }
+                }
+                _ = stop_requested(&mut until) => return,
+            }
+        }
+    });
 
     let mut until = stopped;
     let scheduled = platform.clone();

@@ -4,3 +4,4 @@ pub mod aws;
 pub mod clock;
 pub mod embedded;
 pub mod mime;
+pub mod partners;

@@ -2,22 +2,28 @@
 //! applied by read-check-write in one transaction conditioned on the versions read, so
 //! concurrent transfers never lose an update or overdraw. A transfer's id makes a retry
 //! harmless: the same id with the same fields answers the first result.
+//!
+//! The same transaction writes a statement entry per account touched (with the running
+//! balance), and for posted transfers that touch a mirrored account an outbox item the
+//! chain relay delivers ([`crate::app::mirror`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use chrono::{DateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::domain::ledger::{Account, Amount, Hold, Phase, Refusal, Transfer, apply, same_transfer};
-use crate::ports::store::{Condition, Item, Key, StoreError, Write};
+use crate::ports::chain::ChainTransfer;
+use crate::ports::store::{Condition, Cursor, Item, Key, Query, Range, StoreError, Write};
 use crate::ports::{Clock, Store};
 
 /// Conflicting writers retry this many times (with growing pauses) before giving up.
 const ATTEMPTS: u32 = 50;
-/// Linked transfers per batch: each writes its record and at most two accounts and a hold,
-/// within one 100-operation store transaction.
-pub const MAX_LINKED: usize = 25;
+/// Linked transfers per batch: each writes its record, two statement entries, at most two
+/// accounts, a hold and an outbox item, within one 100-operation store transaction.
+pub const MAX_LINKED: usize = 14;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LedgerError {
@@ -35,19 +41,108 @@ pub enum LedgerError {
 
 /// A transfer as recorded, with the hold state when it is a pending one.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct Record {
-    transfer: Transfer,
-    amount: Amount,
-    hold: Option<Hold>,
-    at: chrono::DateTime<chrono::Utc>,
+pub struct Record {
+    pub transfer: Transfer,
+    /// What moved: for `Post` what was posted, for `Void` what was released.
+    pub amount: Amount,
+    pub hold: Option<Hold>,
+    pub at: DateTime<Utc>,
+    /// For a pending transfer with a timeout: when it can no longer be posted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+impl Record {
+    /// The hold's state as of `now`: an open hold past its timeout is expired.
+    fn hold_at(&self, now: DateTime<Utc>) -> Option<Hold> {
+        match self.hold? {
+            Hold::Open if self.expires_at.is_some_and(|at| at <= now) => Some(Hold::Expired),
+            other => Some(other),
+        }
+    }
+}
+
+/// Which side of a transfer an account was on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Side {
+    Debit,
+    Credit,
+}
+
+/// One line of an account's statement: a transfer that changed it, and the account after.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Entry {
+    pub seq: u64,
+    pub transfer: Transfer,
+    pub side: Side,
+    /// What moved (see [`Record::amount`]).
+    pub amount: Amount,
+    /// Posted balance after the transfer (credits minus debits).
+    pub balance: i128,
+    /// Pending debits and credits after the transfer.
+    pub pending_debits: u128,
+    pub pending_credits: u128,
+    pub available: i128,
+    pub at: DateTime<Utc>,
+}
+
+/// Per asset, the sums over every account: debits always equal credits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Totals {
+    pub asset: String,
+    pub accounts: u64,
+    pub debits_posted: u128,
+    pub credits_posted: u128,
+    pub debits_pending: u128,
+    pub credits_pending: u128,
 }
 
 fn account_key(id: &str) -> Key {
-    Key::new(format!("LEDGER#ACCOUNT#{id}"), "STATE")
+    Key::new(account_pk(id), "STATE")
+}
+
+fn account_pk(id: &str) -> String {
+    format!("LEDGER#ACCOUNT#{id}")
+}
+
+fn entry_key(account: &str, seq: u64) -> Key {
+    Key::new(account_pk(account), format!("ENTRY#{seq:020}"))
 }
 
 fn transfer_key(id: &str) -> Key {
     Key::new(format!("LEDGER#TRANSFER#{id}"), "RECORD")
+}
+
+fn owner_pk(owner: &str) -> String {
+    format!("LEDGER#OWNER#{owner}")
+}
+
+fn asset_pk(asset: &str) -> String {
+    format!("LEDGER#ASSET#{asset}")
+}
+
+const ASSETS_PK: &str = "LEDGER#ASSETS";
+/// Secondary-index partition of open holds with a timeout, sorted by expiry.
+const EXPIRING: &str = "LEDGER#EXPIRING";
+/// Secondary-index partition of chain records not yet delivered, oldest first.
+pub const CHAIN_OUTBOX: &str = "OUTBOX#CHAIN";
+
+pub fn outbox_key(transfer_id: &str) -> Key {
+    Key::new(format!("{CHAIN_OUTBOX}#{transfer_id}"), "RECORD")
+}
+
+/// Sort keys of times that order as the times do.
+fn sortable(at: DateTime<Utc>) -> String {
+    at.format("%Y-%m-%dT%H:%M:%S%.9fZ").to_string()
+}
+
+fn record_item(record: &Record) -> Result<Item, StoreError> {
+    let item = Item::new(transfer_key(&record.transfer.id), record)?;
+    Ok(match (record.hold, record.expires_at) {
+        (Some(Hold::Open), Some(at)) => item.with_index(EXPIRING, format!("{}#{}", sortable(at), record.transfer.id)),
+        _ => item,
+    })
 }
 
 pub struct Ledger {
@@ -60,16 +155,132 @@ impl Ledger {
         Self { store, clock }
     }
 
-    /// Opens an account; opening the same account again is harmless.
+    pub fn for_platform(platform: &crate::Platform) -> Self {
+        Self::new(platform.store.clone(), platform.clock.clone())
+    }
+
+    /// Opens an account (listed under its owner and its asset); opening the same account
+    /// again is harmless.
     pub async fn open(&self, account: Account) -> Result<(), LedgerError> {
-        match self.store.put(Item::new(account_key(&account.id), &account)?, Condition::NotExists).await {
-            Ok(()) | Err(StoreError::ConditionFailed { .. }) => Ok(()),
+        let mut writes = vec![Write::put(Item::new(account_key(&account.id), &account)?, Condition::NotExists)];
+        let listing = Item::new(Key::new(asset_pk(&account.asset), &account.id), &account.id)?;
+        writes.push(Write::put(listing, Condition::None));
+        writes.push(Write::put(Item::new(Key::new(ASSETS_PK, &account.asset), &account.asset)?, Condition::None));
+        if !account.owner.is_empty() {
+            let owned = Item::new(Key::new(owner_pk(&account.owner), &account.id), &account.id)?;
+            writes.push(Write::put(owned, Condition::None));
+        }
+        match self.store.transact(writes).await {
+            Ok(()) => Ok(()),
+            Err(StoreError::ConditionFailed { index: 0, .. }) => Ok(()),
+            Err(StoreError::Conflict) => Box::pin(self.open(account)).await,
             Err(e) => Err(e.into()),
         }
     }
 
     pub async fn account(&self, id: &str) -> Result<Option<Account>, LedgerError> {
         Ok(self.store.get(&account_key(id)).await?.map(|item| item.decode()).transpose()?)
+    }
+
+    /// Every account of an owner, in id order.
+    pub async fn accounts_of(&self, owner: &str) -> Result<Vec<Account>, LedgerError> {
+        let mut accounts = Vec::new();
+        let mut cursor = None;
+        loop {
+            let page = self.store.query(&Query::partition(owner_pk(owner)).after(cursor)).await?;
+            for item in &page.items {
+                if let Some(account) = self.account(&item.key.sk).await? {
+                    accounts.push(account);
+                }
+            }
+            match page.next {
+                Some(next) => cursor = Some(next),
+                None => return Ok(accounts),
+            }
+        }
+    }
+
+    /// An account's statement, newest first.
+    pub async fn statement(
+        &self,
+        account: &str,
+        limit: usize,
+        cursor: Option<Cursor>,
+    ) -> Result<(Vec<Entry>, Option<Cursor>), LedgerError> {
+        let query = Query::partition(account_pk(account))
+            .range(Range::Prefix("ENTRY#".into()))
+            .descending()
+            .limit(limit)
+            .after(cursor);
+        let page = self.store.query(&query).await?;
+        let entries = page.items.iter().map(Item::decode).collect::<Result<_, _>>()?;
+        Ok((entries, page.next))
+    }
+
+    /// A recorded transfer.
+    pub async fn transfer(&self, id: &str) -> Result<Option<Record>, LedgerError> {
+        Ok(self.store.get(&transfer_key(id)).await?.map(|item| item.decode()).transpose()?)
+    }
+
+    /// Per asset, the sums over every account, reading one account at a time.
+    pub async fn totals(&self) -> Result<Vec<Totals>, LedgerError> {
+        let mut all = Vec::new();
+        let mut assets = None;
+        loop {
+            let page = self.store.query(&Query::partition(ASSETS_PK).after(assets)).await?;
+            for asset in &page.items {
+                all.push(self.totals_of(&asset.key.sk).await?);
+            }
+            match page.next {
+                Some(next) => assets = Some(next),
+                None => return Ok(all),
+            }
+        }
+    }
+
+    async fn totals_of(&self, asset: &str) -> Result<Totals, LedgerError> {
+        let mut totals = Totals {
+            asset: asset.to_owned(),
+            accounts: 0,
+            debits_posted: 0,
+            credits_posted: 0,
+            debits_pending: 0,
+            credits_pending: 0,
+        };
+        let mut cursor = None;
+        loop {
+            let page = self.store.query(&Query::partition(asset_pk(asset)).after(cursor)).await?;
+            for item in &page.items {
+                let Some(a) = self.account(&item.key.sk).await? else { continue };
+                totals.accounts += 1;
+                totals.debits_posted += a.debits_posted;
+                totals.credits_posted += a.credits_posted;
+                totals.debits_pending += a.debits_pending;
+                totals.credits_pending += a.credits_pending;
+            }
+            match page.next {
+                Some(next) => cursor = Some(next),
+                None => return Ok(totals),
+            }
+        }
+    }
+
+    /// Voids up to `max` holds whose timeout has passed; answers how many were voided.
+    pub async fn expire_due(&self, max: usize) -> Result<usize, LedgerError> {
+        let now = self.clock.now();
+        let query = Query::secondary(EXPIRING).range(Range::AtMost(format!("{}#\u{10FFFF}", sortable(now))));
+        let page = self.store.query(&query.limit(max.clamp(1, 100))).await?;
+        let mut voided = 0;
+        for item in &page.items {
+            let record: Record = item.decode()?;
+            match self.submit(&Transfer::void(format!("{}:expired", record.transfer.id), &record.transfer)).await {
+                Ok(_) => voided += 1,
+                // Posted or voided by someone else meanwhile.
+                Err(LedgerError::Refused(Refusal::AlreadyResolved(_))) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(voided)
     }
 
     /// Applies a transfer once; answers the amount that moved.
@@ -101,8 +312,7 @@ impl Ledger {
     async fn recorded(&self, transfers: &[Transfer]) -> Result<Option<Vec<Amount>>, LedgerError> {
         let mut amounts = Vec::with_capacity(transfers.len());
         for transfer in transfers {
-            if let Some(item) = self.store.get(&transfer_key(&transfer.id)).await? {
-                let record: Record = item.decode()?;
+            if let Some(record) = self.transfer(&transfer.id).await? {
                 same_transfer(&record.transfer, transfer)?;
                 amounts.push(record.amount);
             }
@@ -120,6 +330,8 @@ impl Ledger {
         let mut accounts: HashMap<String, (Account, u64)> = HashMap::new();
         let mut holds: HashMap<String, (Record, u64)> = HashMap::new();
         let mut records = Vec::with_capacity(transfers.len());
+        let mut entries = Vec::with_capacity(2 * transfers.len());
+        let mut outbox = Vec::new();
         let now = self.clock.now();
         for transfer in transfers {
             for id in [&transfer.debit, &transfer.credit] {
@@ -139,36 +351,73 @@ impl Ledger {
                 .pending_id
                 .as_ref()
                 .and_then(|id| holds.get(id))
-                .and_then(|(r, _)| Some((&r.transfer, r.hold?)));
+                .and_then(|(r, _)| Some((&r.transfer, r.hold_at(now)?)));
             let applied = apply(&accounts[&transfer.debit].0, &accounts[&transfer.credit].0, transfer, held)?;
             if let (Some(id), Some(hold)) = (&transfer.pending_id, applied.hold)
                 && let Some((record, _)) = holds.get_mut(id)
             {
                 record.hold = Some(hold);
             }
+            let (mut debit, mut credit) = (applied.debit, applied.credit);
+            for (account, side) in [(&mut debit, Side::Debit), (&mut credit, Side::Credit)] {
+                account.entries += 1;
+                entries.push(Entry {
+                    seq: account.entries,
+                    transfer: transfer.clone(),
+                    side,
+                    amount: applied.amount,
+                    balance: account.posted_balance(),
+                    pending_debits: account.debits_pending,
+                    pending_credits: account.credits_pending,
+                    available: account.available(),
+                    at: now,
+                });
+            }
+            if transfer.posts() && (debit.kind.mirrored() || credit.kind.mirrored()) {
+                outbox.push(ChainTransfer {
+                    transfer_id: transfer.id.clone(),
+                    debit: debit.id.clone(),
+                    credit: credit.id.clone(),
+                    asset: transfer.asset.clone(),
+                    amount: applied.amount,
+                    code: transfer.code,
+                    at: now,
+                });
+            }
+            let pending = transfer.phase == Phase::Pending;
             records.push(Record {
                 transfer: transfer.clone(),
                 amount: applied.amount,
-                hold: (transfer.phase == Phase::Pending).then_some(Hold::Open),
+                hold: pending.then_some(Hold::Open),
                 at: now,
+                expires_at: transfer.timeout.filter(|_| pending).map(|s| now + TimeDelta::seconds(i64::from(s))),
             });
             // Later transfers of the batch see this one's effect; the versions stay as read.
-            for account in [applied.debit, applied.credit] {
+            for account in [debit, credit] {
                 if let Some((current, _)) = accounts.get_mut(&account.id) {
                     *current = account;
                 }
             }
         }
         let amounts = records.iter().map(|r| r.amount).collect();
-        let mut writes = Vec::with_capacity(accounts.len() + holds.len() + records.len());
+        let mut writes = Vec::with_capacity(accounts.len() + holds.len() + records.len() + entries.len());
         for (id, (account, version)) in &accounts {
             writes.push(Write::put(Item::new(account_key(id), account)?, Condition::VersionIs(*version)));
         }
-        for (id, (record, version)) in &holds {
-            writes.push(Write::put(Item::new(transfer_key(id), record)?, Condition::VersionIs(*version)));
+        for (record, version) in holds.values() {
+            writes.push(Write::put(record_item(record)?, Condition::VersionIs(*version)));
         }
         for record in &records {
-            writes.push(Write::put(Item::new(transfer_key(&record.transfer.id), record)?, Condition::NotExists));
+            writes.push(Write::put(record_item(record)?, Condition::NotExists));
+        }
+        for entry in &entries {
+            let account = if entry.side == Side::Debit { &entry.transfer.debit } else { &entry.transfer.credit };
+            writes.push(Write::put(Item::new(entry_key(account, entry.seq), entry)?, Condition::NotExists));
+        }
+        for record in &outbox {
+            let item = Item::new(outbox_key(&record.transfer_id), record)?
+                .with_index(CHAIN_OUTBOX, format!("{}#{}", sortable(record.at), record.transfer_id));
+            writes.push(Write::put(item, Condition::NotExists));
         }
         match self.store.transact(writes).await {
             Ok(()) => Ok(Some(amounts)),

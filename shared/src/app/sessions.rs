@@ -36,6 +36,9 @@ pub struct AccessClaims {
     /// The issuer an issuer user acts for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub org: Option<String>,
+    /// When the session's login proved a second factor (Unix seconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mfa: Option<i64>,
     pub iat: i64,
     pub exp: i64,
     pub jti: String,
@@ -49,9 +52,16 @@ pub struct Principal {
     pub roles: Vec<String>,
     pub level: u8,
     pub issuer_id: Option<String>,
+    /// When the session's login proved a second factor.
+    pub second_factor_at: Option<DateTime<Utc>>,
 }
 
 impl Principal {
+    /// Whether the session proved a second factor no longer than `within` before `now`.
+    pub fn second_factor_within(&self, within: chrono::TimeDelta, now: DateTime<Utc>) -> bool {
+        self.second_factor_at.is_some_and(|at| now - at <= within)
+    }
+
     /// The roles this principal holds that the platform knows.
     pub fn known_roles(&self) -> Vec<crate::domain::access::Role> {
         self.roles.iter().filter_map(|r| crate::domain::access::Role::parse(r)).collect()
@@ -192,9 +202,20 @@ impl Sessions {
             .expiring_at(family.absolute_expires_at))
     }
 
-    /// Starts a session for `user` (after every login step passed).
+    /// Starts a session for `user` after a password-only login.
     pub async fn start(&self, user: &User) -> Result<Tokens, SessionError> {
-        let family = Family::start(self.ids.new_id("ses"), user.id.clone(), self.clock.now(), &self.policy);
+        self.start_session(user, false).await
+    }
+
+    /// Starts a session for `user` after a login that proved the second factor.
+    pub async fn start_after_second_factor(&self, user: &User) -> Result<Tokens, SessionError> {
+        self.start_session(user, true).await
+    }
+
+    async fn start_session(&self, user: &User, second_factor: bool) -> Result<Tokens, SessionError> {
+        let now = self.clock.now();
+        let mut family = Family::start(self.ids.new_id("ses"), user.id.clone(), now, &self.policy);
+        family.second_factor_at = second_factor.then_some(now);
         self.store.put(Self::family_item(&family)?, Condition::NotExists).await?;
         self.issue(&family, family.generation, user)
     }
@@ -316,6 +337,7 @@ impl Sessions {
             roles: claims.roles,
             level: claims.lvl,
             issuer_id: claims.org,
+            second_factor_at: claims.mfa.and_then(|at| DateTime::from_timestamp(at, 0)),
         })
     }
 
@@ -348,6 +370,7 @@ impl Sessions {
             roles: user.roles.clone(),
             lvl: user.level,
             org: user.issuer_id.clone(),
+            mfa: family.second_factor_at.map(|at| at.timestamp()),
             iat: now.timestamp(),
             exp: expires.timestamp(),
             jti: self.ids.new_id("at"),

@@ -9,6 +9,17 @@ use serde::{Deserialize, Serialize};
 /// Amounts in the asset's smallest unit: cents for SGD, whole units for DABS.
 pub type Amount = u64;
 
+/// The asset of deposit accounts.
+pub const SGD: &str = "SGD";
+
+/// Why a transfer happened (its `code`).
+pub mod codes {
+    pub const DEPOSIT: u16 = 1;
+    pub const WITHDRAWAL: u16 = 2;
+    /// A pending transfer voided because its timeout passed.
+    pub const EXPIRY: u16 = 3;
+}
+
 /// Limits an account enforces on every write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Limits {
@@ -19,16 +30,66 @@ pub struct Limits {
     pub credits_within_debits: bool,
 }
 
+/// What an account is for. Investors' and issuers' accounts are mirrored on the chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// An investor's SGD deposit account.
+    Deposit,
+    /// An investor's DABS holdings of one offering.
+    Holding,
+    /// The bank's omnibus account: the other side of every deposit and withdrawal.
+    Omnibus,
+    /// An offering's escrow: holds subscriptions until settlement.
+    Escrow,
+    /// An issuer's settlement account.
+    IssuerSettlement,
+    /// Any other system account.
+    #[default]
+    System,
+}
+
+impl Kind {
+    /// Whether posted transfers touching such an account are recorded on the chain.
+    pub fn mirrored(self) -> bool {
+        matches!(self, Self::Deposit | Self::Holding | Self::IssuerSettlement)
+    }
+
+    /// The limits an account of this kind enforces: investors and issuers never go below zero.
+    pub fn limits(self) -> Limits {
+        Limits { debits_within_credits: self.mirrored(), credits_within_debits: false }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Deposit => "deposit",
+            Self::Holding => "holding",
+            Self::Omnibus => "omnibus",
+            Self::Escrow => "escrow",
+            Self::IssuerSettlement => "issuer",
+            Self::System => "system",
+        }
+    }
+}
+
 /// An account's totals. Balances are derived, never stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Account {
     pub id: String,
     pub asset: String,
     pub limits: Limits,
+    #[serde(default)]
+    pub kind: Kind,
+    /// Whose account: a user id, an offering id, an issuer id, or the bank.
+    #[serde(default)]
+    pub owner: String,
     pub debits_posted: u128,
     pub credits_posted: u128,
     pub debits_pending: u128,
     pub credits_pending: u128,
+    /// Statement entries written so far (each change to the account writes one).
+    #[serde(default)]
+    pub entries: u64,
 }
 
 impl Account {
@@ -37,11 +98,24 @@ impl Account {
             id: id.into(),
             asset: asset.into(),
             limits,
+            kind: Kind::System,
+            owner: String::new(),
             debits_posted: 0,
             credits_posted: 0,
             debits_pending: 0,
             credits_pending: 0,
+            entries: 0,
         }
+    }
+
+    /// The account of `owner` in `asset` of this kind, with the kind's limits; its id is
+    /// `kind:owner:asset`, so the same (kind, owner, asset) is always the same account.
+    pub fn of(kind: Kind, owner: &str, asset: &str) -> Self {
+        Self { kind, owner: owner.to_owned(), ..Self::open(Self::id_of(kind, owner, asset), asset, kind.limits()) }
+    }
+
+    pub fn id_of(kind: Kind, owner: &str, asset: &str) -> String {
+        format!("{}:{owner}:{asset}", kind.as_str())
     }
 
     /// Credits minus debits, posted only (what a credit-normal account holds).
@@ -89,6 +163,65 @@ pub struct Transfer {
     pub phase: Phase,
     /// For `Post` and `Void`: the pending transfer resolved.
     pub pending_id: Option<String>,
+    /// The business reference (a deposit, a withdrawal, a subscription).
+    #[serde(default)]
+    pub reference: String,
+    /// For `Pending`: seconds after which the hold can no longer be posted and is voided.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<u32>,
+}
+
+impl Transfer {
+    /// A transfer posted at once.
+    pub fn single(id: impl Into<String>, debit: &str, credit: &str, amount: Amount, asset: &str, code: u16) -> Self {
+        Self {
+            id: id.into(),
+            debit: debit.to_owned(),
+            credit: credit.to_owned(),
+            amount,
+            asset: asset.to_owned(),
+            code,
+            phase: Phase::Single,
+            pending_id: None,
+            reference: String::new(),
+            timeout: None,
+        }
+    }
+
+    /// A hold of `amount`.
+    pub fn pending(id: impl Into<String>, debit: &str, credit: &str, amount: Amount, asset: &str, code: u16) -> Self {
+        Self { phase: Phase::Pending, ..Self::single(id, debit, credit, amount, asset, code) }
+    }
+
+    /// Posts `amount` of the hold `held`.
+    pub fn post(id: impl Into<String>, held: &Transfer, amount: Amount) -> Self {
+        Self {
+            phase: Phase::Post,
+            pending_id: Some(held.id.clone()),
+            reference: held.reference.clone(),
+            ..Self::single(id, &held.debit, &held.credit, amount, &held.asset, held.code)
+        }
+    }
+
+    /// Releases the hold `held`.
+    pub fn void(id: impl Into<String>, held: &Transfer) -> Self {
+        Self { phase: Phase::Void, ..Self::post(id, held, 0) }
+    }
+
+    pub fn with_reference(mut self, reference: impl Into<String>) -> Self {
+        self.reference = reference.into();
+        self
+    }
+
+    pub fn with_timeout(mut self, seconds: u32) -> Self {
+        self.timeout = Some(seconds);
+        self
+    }
+
+    /// Whether the transfer moves posted value (what the chain mirrors).
+    pub fn posts(&self) -> bool {
+        matches!(self.phase, Phase::Single | Phase::Post)
+    }
 }
 
 /// A pending transfer's state.
@@ -96,6 +229,8 @@ pub struct Transfer {
 #[serde(rename_all = "snake_case")]
 pub enum Hold {
     Open,
+    /// Open, but past its timeout: it can only be voided.
+    Expired,
     Posted(Amount),
     Voided,
 }
@@ -118,6 +253,10 @@ pub enum Refusal {
     PostExceedsHold,
     #[error("post and void must name the pending transfer's accounts")]
     AccountsDiffer,
+    #[error("the pending transfer timed out")]
+    Expired,
+    #[error("only a pending transfer takes a timeout")]
+    TimeoutNotPending,
     #[error("the id was used before with a different {0}")]
     IdReused(&'static str),
 }
@@ -147,6 +286,9 @@ pub fn apply(
     if debit.asset != transfer.asset || credit.asset != transfer.asset {
         return Err(Refusal::AssetMismatch);
     }
+    if transfer.timeout.is_some() && transfer.phase != Phase::Pending {
+        return Err(Refusal::TimeoutNotPending);
+    }
     let (mut d, mut c) = (debit.clone(), credit.clone());
     let (amount, hold) = match transfer.phase {
         Phase::Single | Phase::Pending => {
@@ -170,6 +312,8 @@ pub fn apply(
             }
             match state {
                 Hold::Open => {}
+                Hold::Expired if transfer.phase == Phase::Void => {}
+                Hold::Expired => return Err(Refusal::Expired),
                 Hold::Posted(_) => return Err(Refusal::AlreadyResolved("posted")),
                 Hold::Voided => return Err(Refusal::AlreadyResolved("voided")),
             }
@@ -213,6 +357,8 @@ pub fn same_transfer(original: &Transfer, retry: &Transfer) -> Result<(), Refusa
         (original.code != retry.code, "code"),
         (original.phase != retry.phase, "phase"),
         (original.pending_id != retry.pending_id, "pending_id"),
+        (original.reference != retry.reference, "reference"),
+        (original.timeout != retry.timeout, "timeout"),
     ];
     match differs.iter().find(|(d, _)| *d) {
         Some((_, field)) => Err(Refusal::IdReused(field)),
@@ -292,6 +438,8 @@ mod tests {
                     code: 1,
                     phase,
                     pending_id: matches!(phase, Phase::Post | Phase::Void).then(|| format!("t{pending}")),
+                    reference: String::new(),
+                    timeout: None,
                 }
             },
         )
@@ -311,7 +459,7 @@ mod tests {
             let mut book = book();
             for (i, amount) in deposits.iter().enumerate() {
                 let t = Transfer { id: format!("dep{i}"), debit: "bank".into(), credit: format!("inv{i}"), amount: amount + 1,
-                    asset: "SGD".into(), code: 1, phase: Phase::Single, pending_id: None };
+                    asset: "SGD".into(), code: 1, phase: Phase::Single, pending_id: None, reference: String::new(), timeout: None };
                 prop_assert!(book.submit(&t).is_ok());
             }
             for step in steps {
@@ -351,6 +499,8 @@ mod tests {
             code: 1,
             phase,
             pending_id: pending.map(String::from),
+            reference: String::new(),
+            timeout: None,
         };
         book.submit(&t("dep", "bank", "inv0", 1_000, Phase::Single, None)).unwrap();
         book.submit(&t("hold", "inv0", "escrow", 600, Phase::Pending, None)).unwrap();

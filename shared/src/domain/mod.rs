@@ -4,5 +4,7 @@
 pub mod access;
 pub mod credentials;
 pub mod ledger;
+pub mod money;
 pub mod session;
 pub mod totp;
+pub mod webhook;

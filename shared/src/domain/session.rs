@@ -71,6 +71,9 @@ pub struct Family {
     pub idle_expires_at: DateTime<Utc>,
     pub absolute_expires_at: DateTime<Utc>,
     pub revoked: Option<(DateTime<Utc>, RevokedBecause)>,
+    /// When the login proved a second factor (absent for a password-only login).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub second_factor_at: Option<DateTime<Utc>>,
 }
 
 impl Family {
@@ -85,6 +88,7 @@ impl Family {
             idle_expires_at: (now + policy.idle).min(absolute_expires_at),
             absolute_expires_at,
             revoked: None,
+            second_factor_at: None,
         }
     }
 

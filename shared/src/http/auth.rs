@@ -15,6 +15,38 @@ pub trait SessionSource: Send + Sync {
     fn sessions(&self) -> impl std::future::Future<Output = Result<Arc<Sessions>, ApiError>> + Send;
 }
 
+/// The session service of a platform, built on first use (unwrapping the token keys
+/// costs a keyring call) and shared by every request after.
+#[derive(Clone)]
+pub struct LazySessions {
+    platform: crate::Platform,
+    policy: crate::domain::session::SessionPolicy,
+    cell: Arc<tokio::sync::OnceCell<Arc<Sessions>>>,
+}
+
+impl LazySessions {
+    pub fn new(platform: &crate::Platform, policy: crate::domain::session::SessionPolicy) -> Self {
+        Self { platform: platform.clone(), policy, cell: Arc::default() }
+    }
+
+    pub fn policy(&self) -> crate::domain::session::SessionPolicy {
+        self.policy
+    }
+}
+
+impl SessionSource for LazySessions {
+    async fn sessions(&self) -> Result<Arc<Sessions>, ApiError> {
+        self.cell
+            .get_or_try_init(|| async {
+                let sessions =
+                    Sessions::for_platform(&self.platform, self.policy).await.map_err(|e| ApiError::internal(&e))?;
+                Ok(Arc::new(sessions))
+            })
+            .await
+            .cloned()
+    }
+}
+
 /// The verified caller.
 #[derive(Debug, Clone)]
 pub struct Authenticated(pub Principal);
@@ -36,4 +68,24 @@ impl<S: SessionSource> FromRequestParts<S> for Authenticated {
             Err(_) => Err(ApiError::unauthorized("invalid or expired access token")),
         }
     }
+}
+
+/// Checks an action with the access policy; a refusal is written to the audit log and
+/// answered 403. `name` is the action as the audit log records it.
+pub async fn authorize(
+    platform: &crate::Platform,
+    me: &Principal,
+    action: crate::domain::access::Action,
+    resource: crate::domain::access::Resource<'_>,
+    name: &str,
+) -> Result<(), ApiError> {
+    let roles = me.known_roles();
+    let decision = crate::domain::access::decide(&me.subject(&roles), action, resource);
+    if decision.is_allowed() {
+        return Ok(());
+    }
+    let event = crate::app::audit::Event::denied(&me.user_id, name, "-", decision.reason());
+    let audit = crate::app::audit::AuditLog::new(platform.store.clone(), platform.clock.clone());
+    audit.append(event).await.map_err(|e| ApiError::internal(&e))?;
+    Err(ApiError::forbidden(decision.reason()))
 }

@@ -4,6 +4,7 @@
 pub mod app;
 pub mod auth;
 pub mod client;
+pub mod idempotency;
 pub mod json;
 pub mod openapi;
 pub mod page;

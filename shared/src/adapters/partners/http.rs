@@ -1,0 +1,128 @@
+//! HTTP clients to the partners' contracts (`docs/partners/bank.md`, `docs/partners/chain.md`).
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::Deserialize;
+
+use crate::ports::bank::{Bank, Payout, PayoutAccepted};
+use crate::ports::chain::{Chain, ChainTransfer, Receipt};
+use crate::ports::partner::PartnerError;
+
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A client with TLS from the system's roots and a timeout.
+pub(super) fn client() -> reqwest::Client {
+    reqwest::Client::builder().timeout(TIMEOUT).build().unwrap_or_else(|_| reqwest::Client::new())
+}
+
+/// The request's outcome as the ports see it: 4xx is a refusal, 5xx or no answer can be retried.
+async fn answer<T: serde::de::DeserializeOwned>(
+    sent: Result<reqwest::Response, reqwest::Error>,
+) -> Result<T, PartnerError> {
+    let response = sent
+        .map_err(|e| if e.is_timeout() { PartnerError::Timeout } else { PartnerError::Unavailable(e.to_string()) })?;
+    let status = response.status();
+    if status.is_client_error() {
+        let detail = response.text().await.unwrap_or_default();
+        return Err(PartnerError::Refused(format!("{status}: {}", detail.chars().take(200).collect::<String>())));
+    }
+    if !status.is_success() {
+        return Err(PartnerError::Unavailable(status.to_string()));
+    }
+    response.json().await.map_err(|e| PartnerError::Unavailable(format!("unreadable answer: {e}")))
+}
+
+pub struct HttpBank {
+    base: String,
+    api_key: String,
+    client: reqwest::Client,
+}
+
+impl HttpBank {
+    pub fn new(base: impl Into<String>, api_key: impl Into<String>) -> Self {
+        Self { base: base.into().trim_end_matches('/').to_owned(), api_key: api_key.into(), client: client() }
+    }
+}
+
+#[async_trait]
+impl Bank for HttpBank {
+    async fn instruct_payout(&self, payout: &Payout) -> Result<PayoutAccepted, PartnerError> {
+        let sent = self
+            .client
+            .post(format!("{}/v1/payouts", self.base))
+            .bearer_auth(&self.api_key)
+            .header("idempotency-key", &payout.reference)
+            .json(payout)
+            .send()
+            .await;
+        answer(sent).await
+    }
+}
+
+pub struct HttpChain {
+    base: String,
+    api_key: String,
+    client: reqwest::Client,
+}
+
+impl HttpChain {
+    pub fn new(base: impl Into<String>, api_key: impl Into<String>) -> Self {
+        Self { base: base.into().trim_end_matches('/').to_owned(), api_key: api_key.into(), client: client() }
+    }
+}
+
+#[derive(Deserialize)]
+struct BalanceAnswer {
+    /// A signed integer as a string (it can exceed 2^53).
+    balance: String,
+}
+
+#[derive(Deserialize)]
+struct HeightAnswer {
+    height: u64,
+}
+
+#[async_trait]
+impl Chain for HttpChain {
+    async fn record(&self, transfer: &ChainTransfer) -> Result<Receipt, PartnerError> {
+        let sent = self
+            .client
+            .post(format!("{}/v1/transfers", self.base))
+            .bearer_auth(&self.api_key)
+            .json(transfer)
+            .send()
+            .await;
+        answer(sent).await
+    }
+
+    async fn balance(&self, account: &str, asset: &str, height: Option<u64>) -> Result<i128, PartnerError> {
+        let mut query = vec![("asset", asset.to_owned())];
+        query.extend(height.map(|h| ("height", h.to_string())));
+        let sent = self
+            .client
+            .get(format!("{}/v1/accounts/{}/balance", self.base, urlencode(account)))
+            .bearer_auth(&self.api_key)
+            .query(&query)
+            .send()
+            .await;
+        let answer: BalanceAnswer = answer(sent).await?;
+        answer.balance.parse().map_err(|_| PartnerError::Unavailable("balance is not an integer".into()))
+    }
+
+    async fn height(&self) -> Result<u64, PartnerError> {
+        let sent = self.client.get(format!("{}/v1/height", self.base)).bearer_auth(&self.api_key).send().await;
+        Ok(answer::<HeightAnswer>(sent).await?.height)
+    }
+}
+
+/// Percent-encodes a path segment (account ids contain `:`).
+fn urlencode(segment: &str) -> String {
+    segment
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            other => format!("%{other:02X}"),
+        })
+        .collect()
+}

@@ -1,0 +1,395 @@
+//! Investors' deposit accounts: a virtual account reference per investor for incoming
+//! money, the bank's signed notifications turned into ledger transfers (pending until
+//! cleared, posted on confirmation, voided when returned), and withdrawals (a hold, a
+//! payout instruction, then post on settlement or void on failure). Every step is
+//! idempotent: a notification or request delivered twice moves money once.
+
+use std::sync::Arc;
+
+use aws_lc_rs::digest::{SHA256, digest};
+use chrono::{DateTime, TimeDelta, Utc};
+use serde::{Deserialize, Serialize};
+use tokio::sync::OnceCell;
+
+use crate::app::ledger::{Ledger, LedgerError};
+use crate::domain::ledger::{Account, Amount, Kind, Refusal, SGD, Transfer, codes};
+use crate::domain::money::{self, MoneyError};
+use crate::ports::bank::{BankEvent, Payout};
+use crate::ports::partner::PartnerError;
+use crate::ports::store::{Condition, Item, Key, Query, Range, StoreError};
+use crate::ports::{Bank, Clock, Store};
+
+/// The bank's omnibus account owner.
+pub const BANK: &str = "bank";
+/// How long a webhook's event id is remembered (beyond any bank's retry schedule).
+const EVENT_MEMORY: TimeDelta = TimeDelta::days(30);
+const PENDING_WITHDRAWALS: &str = "WITHDRAWALS#PENDING";
+
+#[derive(Debug, thiserror::Error)]
+pub enum DepositError {
+    #[error("no investor has virtual account {0}")]
+    UnknownVirtualAccount(String),
+    #[error("no withdrawal {0}")]
+    UnknownWithdrawal(String),
+    #[error("amount: {0}")]
+    Amount(#[from] MoneyError),
+    #[error("the idempotency key was used with another amount")]
+    KeyReused,
+    #[error("the notification contradicts what was recorded: {0}")]
+    Contradicts(Refusal),
+    #[error(transparent)]
+    Ledger(LedgerError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<LedgerError> for DepositError {
+    fn from(e: LedgerError) -> Self {
+        match e {
+            LedgerError::Store(s) => Self::Store(s),
+            other => Self::Ledger(other),
+        }
+    }
+}
+
+/// An investor's deposit account.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DepositAccount {
+    pub user_id: String,
+    /// The reference the investor's bank transfers name.
+    pub virtual_account: String,
+    /// The ledger account.
+    pub account_id: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum WithdrawalStatus {
+    /// Held; the bank has not yet taken the instruction.
+    Pending,
+    /// The bank took the instruction.
+    Instructed,
+    /// Paid out.
+    Settled,
+    /// The bank could not pay; the hold was released.
+    Failed,
+    /// More than available: nothing was held.
+    Rejected,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Withdrawal {
+    pub id: String,
+    pub user_id: String,
+    pub amount: Amount,
+    pub status: WithdrawalStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl Withdrawal {
+    fn hold_id(&self) -> String {
+        format!("{}:hold", self.id)
+    }
+}
+
+/// What a notification did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Received {
+    Applied,
+    /// This event id was processed before; nothing changed.
+    Duplicate,
+}
+
+fn va_key(number: &str) -> Key {
+    Key::new(format!("VACCOUNT#{number}"), "USER")
+}
+
+fn user_va_key(user_id: &str) -> Key {
+    Key::new(format!("USER#{user_id}"), "DEPOSIT_ACCOUNT")
+}
+
+fn withdrawal_key(id: &str) -> Key {
+    Key::new(format!("WITHDRAWAL#{id}"), "RECORD")
+}
+
+fn event_key(event_id: &str) -> Key {
+    Key::new(format!("WEBHOOK#BANK#{event_id}"), "SEEN")
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn withdrawal_item(w: &Withdrawal) -> Result<Item, StoreError> {
+    let item = Item::new(withdrawal_key(&w.id), w)?;
+    Ok(if w.status == WithdrawalStatus::Pending {
+        item.with_index(PENDING_WITHDRAWALS, format!("{}#{}", w.created_at.to_rfc3339(), w.id))
+    } else {
+        item
+    })
+}
+
+pub struct DepositAccounts {
+    store: Arc<dyn Store>,
+    ledger: Ledger,
+    bank: Arc<dyn Bank>,
+    clock: Arc<dyn Clock>,
+    omnibus: OnceCell<String>,
+}
+
+impl DepositAccounts {
+    pub fn for_platform(platform: &crate::Platform) -> Self {
+        Self {
+            store: platform.store.clone(),
+            ledger: Ledger::for_platform(platform),
+            bank: platform.bank.clone(),
+            clock: platform.clock.clone(),
+            omnibus: OnceCell::new(),
+        }
+    }
+
+    pub fn ledger(&self) -> &Ledger {
+        &self.ledger
+    }
+
+    /// The bank's omnibus account, opened on first use.
+    async fn omnibus(&self) -> Result<&str, DepositError> {
+        let id = self
+            .omnibus
+            .get_or_try_init(|| async {
+                let account = Account::of(Kind::Omnibus, BANK, SGD);
+                let id = account.id.clone();
+                self.ledger.open(account).await.map(|()| id)
+            })
+            .await?;
+        Ok(id)
+    }
+
+    /// The investor's deposit account, opened (with a new virtual account) on first use.
+    pub async fn account_for(&self, user_id: &str) -> Result<DepositAccount, DepositError> {
+        loop {
+            if let Some(item) = self.store.get(&user_va_key(user_id)).await? {
+                return Ok(item.decode()?);
+            }
+            let account = Account::of(Kind::Deposit, user_id, SGD);
+            self.ledger.open(account.clone()).await?;
+            let mut digits = [0u8; 8];
+            aws_lc_rs::rand::fill(&mut digits).map_err(|_| StoreError::Invalid("no randomness".into()))?;
+            let number: String =
+                std::iter::once("8801".to_owned()).chain(digits.iter().map(|d| (d % 10).to_string())).collect();
+            let opened =
+                DepositAccount { user_id: user_id.to_owned(), virtual_account: number.clone(), account_id: account.id };
+            let writes = vec![
+                crate::ports::store::Write::put(Item::new(user_va_key(user_id), &opened)?, Condition::NotExists),
+                crate::ports::store::Write::put(Item::new(va_key(&number), &opened)?, Condition::NotExists),
+            ];
+            match self.store.transact(writes).await {
+                Ok(()) => return Ok(opened),
+                // Opened by a concurrent request, or the number is taken: look again.
+                Err(StoreError::ConditionFailed { .. } | StoreError::Conflict) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    pub async fn by_virtual_account(&self, number: &str) -> Result<Option<DepositAccount>, DepositError> {
+        Ok(self.store.get(&va_key(number)).await?.map(|item| item.decode()).transpose()?)
+    }
+
+    /// Applies a verified bank notification. A repeated event id is a duplicate; a
+    /// repeated notification under a new event id moves nothing either (the ledger's ids
+    /// come from the bank's deposit id and the payout reference).
+    pub async fn receive(&self, event: &BankEvent) -> Result<Received, DepositError> {
+        let seen = event_key(event.event_id());
+        if self.store.get(&seen).await?.is_some() {
+            return Ok(Received::Duplicate);
+        }
+        match event {
+            BankEvent::DepositReceived { deposit_id, virtual_account, amount, .. } => {
+                self.hold_deposit(deposit_id, virtual_account, amount).await?;
+            }
+            BankEvent::DepositConfirmed { deposit_id, virtual_account, amount, .. } => {
+                let hold = self.hold_deposit(deposit_id, virtual_account, amount).await?;
+                let amount = hold.amount;
+                self.settle(&Transfer::post(format!("{deposit_id}:post"), &hold, amount)).await?;
+            }
+            BankEvent::DepositReturned { deposit_id, virtual_account, amount, .. } => {
+                self.deposit_account(virtual_account).await?;
+                money::parse_cents(amount)?;
+                if let Some(record) = self.ledger.transfer(&format!("dep:{deposit_id}")).await? {
+                    self.settle(&Transfer::void(format!("{deposit_id}:void"), &record.transfer)).await?;
+                }
+            }
+            BankEvent::PayoutSettled { reference, .. } => {
+                let w = self.withdrawal_by_id(reference).await?;
+                let hold = self.withdrawal_hold(&w)?;
+                self.settle(&Transfer::post(format!("{}:post", w.id), &hold, w.amount)).await?;
+                self.set_status(&w.id, WithdrawalStatus::Settled, None).await?;
+            }
+            BankEvent::PayoutFailed { reference, reason, .. } => {
+                let w = self.withdrawal_by_id(reference).await?;
+                let hold = self.withdrawal_hold(&w)?;
+                self.settle(&Transfer::void(format!("{}:void", w.id), &hold)).await?;
+                self.set_status(&w.id, WithdrawalStatus::Failed, Some(reason.clone())).await?;
+            }
+        }
+        let expires = self.clock.now() + EVENT_MEMORY;
+        match self.store.put(Item::new(seen, &event)?.expiring_at(expires), Condition::NotExists).await {
+            Ok(()) | Err(StoreError::ConditionFailed { .. }) => Ok(Received::Applied),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn deposit_account(&self, number: &str) -> Result<DepositAccount, DepositError> {
+        self.by_virtual_account(number).await?.ok_or_else(|| DepositError::UnknownVirtualAccount(number.to_owned()))
+    }
+
+    /// The deposit's pending transfer from the omnibus to the investor (made if new).
+    async fn hold_deposit(&self, deposit_id: &str, number: &str, amount: &str) -> Result<Transfer, DepositError> {
+        let account = self.deposit_account(number).await?;
+        let cents = money::parse_cents(amount)?;
+        let hold = Transfer::pending(
+            format!("dep:{deposit_id}"),
+            self.omnibus().await?,
+            &account.account_id,
+            cents,
+            SGD,
+            codes::DEPOSIT,
+        )
+        .with_reference(deposit_id);
+        self.settle(&hold).await?;
+        Ok(hold)
+    }
+
+    /// Submits a transfer the bank's word decided; a refusal means the notification
+    /// contradicts the ledger (a different amount for the same deposit, a return after
+    /// the deposit cleared).
+    async fn settle(&self, transfer: &Transfer) -> Result<(), DepositError> {
+        match self.ledger.submit(transfer).await {
+            Ok(_) => Ok(()),
+            Err(LedgerError::Refused(refusal)) => Err(DepositError::Contradicts(refusal)),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn withdrawal_by_id(&self, id: &str) -> Result<Withdrawal, DepositError> {
+        let item = self.store.get(&withdrawal_key(id)).await?;
+        item.map(|i| i.decode()).transpose()?.ok_or_else(|| DepositError::UnknownWithdrawal(id.to_owned()))
+    }
+
+    fn withdrawal_hold(&self, w: &Withdrawal) -> Result<Transfer, DepositError> {
+        let omnibus = Account::id_of(Kind::Omnibus, BANK, SGD);
+        let investor = Account::id_of(Kind::Deposit, &w.user_id, SGD);
+        Ok(Transfer::pending(w.hold_id(), &investor, &omnibus, w.amount, SGD, codes::WITHDRAWAL).with_reference(&w.id))
+    }
+
+    /// A user's withdrawal.
+    pub async fn withdrawal(&self, user_id: &str, id: &str) -> Result<Option<Withdrawal>, DepositError> {
+        let item = self.store.get(&withdrawal_key(id)).await?;
+        Ok(item.map(|i| i.decode::<Withdrawal>()).transpose()?.filter(|w| w.user_id == user_id))
+    }
+
+    /// Withdraws `amount` cents under the caller's idempotency key: the same key and
+    /// amount answer the same withdrawal (in its current state), another amount is refused.
+    pub async fn withdraw(&self, user_id: &str, key: &str, amount: Amount) -> Result<Withdrawal, DepositError> {
+        let id = format!("wd_{}", &hex(digest(&SHA256, format!("{user_id}\0{key}").as_bytes()).as_ref())[..32]);
+        self.account_for(user_id).await?;
+        self.omnibus().await?;
+        let now = self.clock.now();
+        let fresh = Withdrawal {
+            id: id.clone(),
+            user_id: user_id.to_owned(),
+            amount,
+            status: WithdrawalStatus::Pending,
+            reason: None,
+            created_at: now,
+            updated_at: now,
+        };
+        match self.store.put(withdrawal_item(&fresh)?, Condition::NotExists).await {
+            Ok(()) => self.advance(fresh).await,
+            Err(StoreError::ConditionFailed { .. }) => {
+                let first = self.withdrawal_by_id(&id).await?;
+                if first.amount != amount {
+                    return Err(DepositError::KeyReused);
+                }
+                Ok(first)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Moves a pending withdrawal on: hold the amount, then instruct the bank. A bank
+    /// that does not answer leaves it pending (retried by [`Self::retry_pending`]): the
+    /// payout may have been taken, so the hold stays.
+    async fn advance(&self, w: Withdrawal) -> Result<Withdrawal, DepositError> {
+        let hold = self.withdrawal_hold(&w)?;
+        match self.ledger.submit(&hold).await {
+            Ok(_) => {}
+            Err(LedgerError::Refused(Refusal::ExceedsLimit(_))) => {
+                return self.set_status(&w.id, WithdrawalStatus::Rejected, Some("more than available".into())).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+        let account = self.account_for(&w.user_id).await?;
+        let payout = Payout {
+            reference: w.id.clone(),
+            virtual_account: account.virtual_account,
+            amount: money::format_cents(i128::from(w.amount)),
+            currency: SGD.to_owned(),
+        };
+        match self.bank.instruct_payout(&payout).await {
+            Ok(_) => self.set_status(&w.id, WithdrawalStatus::Instructed, None).await,
+            Err(PartnerError::Refused(reason)) => {
+                self.settle(&Transfer::void(format!("{}:void", w.id), &hold)).await?;
+                self.set_status(&w.id, WithdrawalStatus::Failed, Some(reason)).await
+            }
+            Err(e) => {
+                tracing::warn!(withdrawal = %w.id, error = %e, "payout instruction unanswered; will retry");
+                Ok(w)
+            }
+        }
+    }
+
+    /// Instructs again the withdrawals the bank did not answer; answers how many were tried.
+    pub async fn retry_pending(&self, max: usize) -> Result<usize, DepositError> {
+        let page =
+            self.store.query(&Query::secondary(PENDING_WITHDRAWALS).range(Range::All).limit(max.clamp(1, 100))).await?;
+        for item in &page.items {
+            self.advance(item.decode()?).await?;
+        }
+        Ok(page.items.len())
+    }
+
+    /// Sets a withdrawal's status unless it already reached an end state; answers it as stored.
+    async fn set_status(
+        &self,
+        id: &str,
+        status: WithdrawalStatus,
+        reason: Option<String>,
+    ) -> Result<Withdrawal, DepositError> {
+        loop {
+            let item = self
+                .store
+                .get(&withdrawal_key(id))
+                .await?
+                .ok_or_else(|| DepositError::UnknownWithdrawal(id.to_owned()))?;
+            let mut w: Withdrawal = item.decode()?;
+            let ended =
+                matches!(w.status, WithdrawalStatus::Settled | WithdrawalStatus::Failed | WithdrawalStatus::Rejected);
+            if ended || w.status == status {
+                return Ok(w);
+            }
+            w.status = status;
+            w.reason = reason.clone();
+            w.updated_at = self.clock.now();
+            match self.store.put(withdrawal_item(&w)?, Condition::VersionIs(item.version)).await {
+                Ok(()) => return Ok(w),
+                Err(StoreError::ConditionFailed { .. } | StoreError::Conflict) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+}

@@ -23,9 +23,7 @@ pub async fn serve_sqs(handler: Arc<dyn BatchHandler>) -> Result<(), Error> {
     .await
 }
 
-/// Serves a function woken by more than one source: SQS batches go to `handler`; any
-/// other event (a DynamoDB stream batch, a schedule) only wakes `wake`, which does its
-/// work from the table, so the event's contents do not matter and redelivery is harmless.
+/// Serves a function woken by more than one source (see [`dispatch`]).
 pub async fn serve_sqs_or_wake<W, F>(handler: Arc<dyn BatchHandler>, wake: W) -> Result<(), Error>
 where
     W: Fn() -> F + Send + Sync + 'static,
@@ -34,15 +32,27 @@ where
     let wake = Arc::new(wake);
     lambda_runtime::run(service_fn(move |event: LambdaEvent<serde_json::Value>| {
         let (handler, wake) = (handler.clone(), wake.clone());
-        async move {
-            let from_sqs = event.payload.pointer("/Records/0/eventSource").and_then(|s| s.as_str()) == Some("aws:sqs");
-            if from_sqs {
-                let batch: SqsEvent = serde_json::from_value(event.payload)?;
-                return Ok(serde_json::to_value(handle_sqs_event(handler.as_ref(), batch).await)?);
-            }
-            wake().await?;
-            Ok::<serde_json::Value, Error>(serde_json::Value::Null)
-        }
+        async move { dispatch(handler.as_ref(), wake.as_ref(), event.payload).await }
     }))
     .await
+}
+
+/// SQS batches go to `handler` (answering the batch's failures); any other event (a
+/// DynamoDB stream batch, a schedule) only wakes `wake`, which does its work from the
+/// table, so the event's contents do not matter and redelivery is harmless.
+pub async fn dispatch<W, F>(
+    handler: &dyn BatchHandler,
+    wake: &W,
+    payload: serde_json::Value,
+) -> Result<serde_json::Value, Error>
+where
+    W: Fn() -> F,
+    F: std::future::Future<Output = Result<(), Error>>,
+{
+    if payload.pointer("/Records/0/eventSource").and_then(|s| s.as_str()) == Some("aws:sqs") {
+        let batch: SqsEvent = serde_json::from_value(payload)?;
+        return Ok(serde_json::to_value(handle_sqs_event(handler, batch).await)?);
+    }
+    wake().await?;
+    Ok(serde_json::Value::Null)
 }

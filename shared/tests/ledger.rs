@@ -35,7 +35,7 @@ mod fixtures {
         DynamoStore::create_table(&client, &table).await.unwrap();
         Fixture {
             ledger: Arc::new(Ledger::new(Arc::new(DynamoStore::new(client, table, clock.clone())), clock)),
-            per_task: 15,
+            per_task: 1_000,
         }
     }
 }
@@ -181,5 +181,163 @@ mod linked {
             assert!(matches!(refused, LedgerError::Refused(Refusal::IdReused("batch"))), "{refused:?}");
         }
         assert_eq!(l.account("inv").await.unwrap().unwrap().posted_balance(), 0, "nothing moved");
+    }
+}
+
+/// The ledger on the embedded store, against random histories of transfers, holds,
+/// posts, voids and retries (ids come from a small pool, so retries are frequent).
+mod properties {
+    use proptest::prelude::*;
+    use shared::adapters::embedded::EmbeddedStore;
+    use shared::domain::ledger::Kind;
+
+    use super::*;
+
+    const IDS: [&str; 5] = ["bank", "escrow", "inv0", "inv1", "inv2"];
+
+    fn step() -> impl Strategy<Value = Transfer> {
+        (0usize..5, 0usize..5, 0u64..400, 0usize..4, 0usize..30, 0usize..30).prop_map(
+            |(d, c, amount, phase, id, held)| {
+                let phase = [Phase::Single, Phase::Pending, Phase::Post, Phase::Void][phase];
+                let pending = matches!(phase, Phase::Post | Phase::Void).then(|| format!("t{held}"));
+                transfer(&format!("t{id}"), IDS[d], IDS[c], amount, phase, pending.as_deref())
+            },
+        )
+    }
+
+    async fn snapshot(l: &Ledger) -> Vec<Account> {
+        let mut accounts = Vec::new();
+        for id in IDS {
+            accounts.push(l.account(id).await.unwrap().unwrap());
+        }
+        accounts
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+
+        #[test]
+        fn every_step_balances_never_overdraws_and_applies_an_id_once(
+            deposits in proptest::collection::vec(1u64..1_000, 3),
+            steps in proptest::collection::vec(step(), 1..60),
+        ) {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            runtime.block_on(async {
+                let clock = support::clock();
+                let l = Ledger::new(Arc::new(EmbeddedStore::in_memory(clock.clone()).unwrap()), clock);
+                l.open(Account::open("bank", "SGD", Limits::default())).await.unwrap();
+                l.open(Account::open("escrow", "SGD", Limits::default())).await.unwrap();
+                for (i, amount) in deposits.iter().enumerate() {
+                    let investor = Account { kind: Kind::Deposit, ..Account::open(format!("inv{i}"), "SGD", INVESTOR) };
+                    l.open(investor).await.unwrap();
+                    l.submit(&transfer(&format!("dep{i}"), "bank", &format!("inv{i}"), *amount, Phase::Single, None)).await.unwrap();
+                }
+                let mut first: HashMap<String, (Transfer, u64)> = HashMap::new();
+                for step in steps {
+                    let before = snapshot(&l).await;
+                    let result = l.submit(&step).await;
+                    let after = snapshot(&l).await;
+                    match (&result, first.get(&step.id)) {
+                        (Ok(amount), Some((original, applied))) => {
+                            prop_assert_eq!(original, &step, "only an identical retry is answered");
+                            prop_assert_eq!(amount, applied, "a retry answers the first result");
+                            prop_assert_eq!(&before, &after, "a retry moved money");
+                        }
+                        (Ok(amount), None) => {
+                            first.insert(step.id.clone(), (step.clone(), *amount));
+                        }
+                        (Err(_), _) => prop_assert_eq!(&before, &after, "a refused transfer changed the book"),
+                    }
+                    prop_assert_eq!(after.iter().map(Account::posted_balance).sum::<i128>(), 0);
+                    prop_assert_eq!(after.iter().map(|a| a.debits_pending).sum::<u128>(), after.iter().map(|a| a.credits_pending).sum::<u128>());
+                    for investor in after.iter().filter(|a| a.kind == Kind::Deposit) {
+                        prop_assert!(investor.available() >= 0, "{} below zero", investor.id);
+                    }
+                }
+                // Each account's statement has one entry per change, and its last running
+                // balance is the account's balance.
+                for account in snapshot(&l).await {
+                    let (entries, _) = l.statement(&account.id, 1000, None).await.unwrap();
+                    prop_assert_eq!(entries.len() as u64, account.entries);
+                    if let Some(newest) = entries.first() {
+                        prop_assert_eq!(newest.balance, account.posted_balance());
+                        prop_assert_eq!(newest.available, account.available());
+                    }
+                }
+                Ok(())
+            })?;
+        }
+    }
+}
+
+mod features {
+    use shared::app::ledger::CHAIN_OUTBOX;
+    use shared::domain::ledger::{Kind, codes};
+    use shared::ports::Store;
+    use shared::ports::store::Query;
+
+    use super::*;
+
+    /// A hold with a timeout cannot be posted once it passed, and the sweep voids it.
+    #[tokio::test]
+    async fn a_hold_past_its_timeout_cannot_be_posted_and_is_voided_by_the_sweep() {
+        let clock = support::clock();
+        let l = Ledger::new(
+            Arc::new(shared::adapters::embedded::EmbeddedStore::in_memory(clock.clone()).unwrap()),
+            clock.clone(),
+        );
+        l.open(Account::open("bank", "SGD", Limits::default())).await.unwrap();
+        l.open(Account::open("inv", "SGD", INVESTOR)).await.unwrap();
+        l.submit(&transfer("dep", "bank", "inv", 500, Phase::Single, None)).await.unwrap();
+        let hold = Transfer::pending("hold", "inv", "bank", 200, "SGD", codes::WITHDRAWAL).with_timeout(60);
+        l.submit(&hold).await.unwrap();
+        let early = Transfer::pending("early", "inv", "bank", 100, "SGD", codes::WITHDRAWAL).with_timeout(600);
+        l.submit(&early).await.unwrap();
+        assert_eq!(l.expire_due(10).await.unwrap(), 0, "nothing is due yet");
+        clock.advance(chrono::TimeDelta::seconds(61));
+        let late = l.submit(&Transfer::post("post", &hold, 200)).await.unwrap_err();
+        assert!(matches!(late, LedgerError::Refused(Refusal::Expired)), "{late:?}");
+        assert_eq!(l.expire_due(10).await.unwrap(), 1);
+        assert_eq!(l.expire_due(10).await.unwrap(), 0, "voided once");
+        let inv = l.account("inv").await.unwrap().unwrap();
+        assert_eq!((inv.available(), inv.debits_pending), (400, 100), "the expired hold released, the other kept");
+        // A timeout belongs to holds only.
+        let wrong = transfer("x", "inv", "bank", 1, Phase::Single, None).with_timeout(5);
+        assert!(matches!(l.submit(&wrong).await.unwrap_err(), LedgerError::Refused(Refusal::TimeoutNotPending)));
+    }
+
+    /// Posted transfers touching an investor's or issuer's account go to the chain outbox
+    /// in the same transaction; holds and system-only transfers do not. Totals balance.
+    #[tokio::test]
+    async fn posted_transfers_on_mirrored_accounts_are_in_the_outbox_and_totals_balance() {
+        let clock = support::clock();
+        let store = Arc::new(shared::adapters::embedded::EmbeddedStore::in_memory(clock.clone()).unwrap());
+        let l = Ledger::new(store.clone(), clock);
+        for account in [
+            Account::of(Kind::Omnibus, "bank", "SGD"),
+            Account::of(Kind::Escrow, "deal1", "SGD"),
+            Account::of(Kind::Deposit, "u1", "SGD"),
+        ] {
+            l.open(account).await.unwrap();
+        }
+        let (bank, escrow, u1) = ("omnibus:bank:SGD", "escrow:deal1:SGD", "deposit:u1:SGD");
+        l.submit(&Transfer::single("a", bank, u1, 1_000, "SGD", codes::DEPOSIT)).await.unwrap();
+        let hold = Transfer::pending("b", u1, escrow, 400, "SGD", 10);
+        l.submit(&hold).await.unwrap();
+        l.submit(&Transfer::post("c", &hold, 300)).await.unwrap();
+        l.submit(&Transfer::single("d", bank, escrow, 50, "SGD", 11)).await.unwrap();
+        let outbox = store.query(&Query::secondary(CHAIN_OUTBOX)).await.unwrap();
+        let ids: Vec<String> = outbox
+            .items
+            .iter()
+            .map(|i| i.decode::<serde_json::Value>().unwrap()["transfer_id"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(ids, ["a", "c"]);
+        assert_eq!(l.accounts_of("u1").await.unwrap().len(), 1);
+        let totals = l.totals().await.unwrap();
+        assert_eq!(totals.len(), 1);
+        let sgd = &totals[0];
+        assert_eq!((sgd.accounts, sgd.debits_posted, sgd.credits_posted), (3, 1_350, 1_350));
+        assert_eq!((sgd.debits_pending, sgd.credits_pending), (0, 0));
     }
 }

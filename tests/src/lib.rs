@@ -140,6 +140,12 @@ impl TestApp {
     /// Creates a verified user with `roles` and a confirmed TOTP second factor, logs in
     /// through both steps, and answers (user id, access token).
     pub async fn operator(&self, email: &str, roles: &[&str]) -> (String, String) {
+        let (user_id, tokens) = self.operator_tokens(email, roles).await;
+        (user_id, tokens["access_token"].as_str().unwrap().to_owned())
+    }
+
+    /// [`TestApp::operator`], answering the whole token answer (refresh token included).
+    pub async fn operator_tokens(&self, email: &str, roles: &[&str]) -> (String, serde_json::Value) {
         use shared::app::accounts::Accounts;
         use shared::app::mfa::SecondFactor;
         use shared::domain::totp;
@@ -154,7 +160,7 @@ impl TestApp {
             .post("/v1/auth/login/mfa", serde_json::json!({"challenge": challenge["challenge"], "code": code}))
             .await;
         assert_eq!(status, reqwest::StatusCode::OK, "{tokens}");
-        (user.id, tokens["access_token"].as_str().unwrap().to_owned())
+        (user.id, tokens)
     }
 
     /// POST with a bearer token and a JSON body; answers status and body.
@@ -192,4 +198,66 @@ macro_rules! on_both_stores {
             )*
         }
     };
+}
+
+impl TestApp {
+    /// A level-2 investor (second factor proved at login) whose deposit account received
+    /// `amount` through the bank simulator; answers (user id, access token).
+    pub async fn funded_investor(&self, email: &str, amount: &str) -> (String, String) {
+        let (user_id, token) = self.operator(email, &[]).await;
+        if amount != "0" {
+            let (status, answer) = self.deposit(&token, amount).await;
+            assert_eq!(status, reqwest::StatusCode::CREATED, "{answer}");
+            assert!(answer["webhooks"].as_array().unwrap().iter().all(|w| w["status"] == 200), "{answer}");
+        }
+        (user_id, token)
+    }
+
+    /// Makes the bank simulator send the webhooks of a deposit to the caller's virtual account.
+    pub async fn deposit(&self, access_token: &str, amount: &str) -> (reqwest::StatusCode, serde_json::Value) {
+        let (_, accounts) = self.get_as("/v1/accounts/me", access_token).await;
+        let va = accounts["virtual_account"].as_str().expect("a virtual account").to_owned();
+        self.post("/sim/bank/deposits", serde_json::json!({"virtual_account": va, "amount": amount})).await
+    }
+
+    /// The caller's SGD balances: (posted, available).
+    pub async fn sgd(&self, access_token: &str) -> (String, String) {
+        let (status, accounts) = self.get_as("/v1/accounts/me", access_token).await;
+        assert_eq!(status, reqwest::StatusCode::OK, "{accounts}");
+        let sgd = accounts["accounts"].as_array().unwrap().iter().find(|a| a["asset"] == "SGD").unwrap().clone();
+        (sgd["posted"].as_str().unwrap().to_owned(), sgd["available"].as_str().unwrap().to_owned())
+    }
+
+    /// POSTs a withdrawal with an idempotency key.
+    pub async fn withdraw(
+        &self,
+        access_token: &str,
+        key: &str,
+        amount: &str,
+    ) -> (reqwest::StatusCode, serde_json::Value) {
+        let response = self
+            .client
+            .post(self.url("/v1/accounts/me/withdrawals"))
+            .bearer_auth(access_token)
+            .header("Idempotency-Key", key)
+            .json(&serde_json::json!({"amount": amount}))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        (status, response.json().await.unwrap_or(serde_json::Value::Null))
+    }
+}
+
+/// Polls `check` every 20 ms until it answers true; panics after 20 s with `what`.
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !check().await {
+        assert!(std::time::Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }

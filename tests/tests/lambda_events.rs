@@ -46,3 +46,33 @@ async fn the_schedule_event_parses_and_a_run_without_sources_is_an_error_not_a_s
     assert!(trigger.cut_off.is_none());
     assert!(reconcile::run(&platform, trigger).await.is_err());
 }
+
+/// The settlement function: an SQS batch goes to its handler; a stream batch or the
+/// schedule wakes the sweep, which delivers the chain outbox.
+#[tokio::test]
+async fn settlement_sends_sqs_to_its_handler_and_a_stream_or_schedule_event_to_the_sweep() {
+    use shared::app::ledger::Ledger;
+    use shared::domain::ledger::{Account, Kind, Transfer, codes};
+
+    let (platform, _dir) = platform();
+    let ledger = Ledger::for_platform(&platform);
+    ledger.open(Account::of(Kind::Omnibus, "bank", "SGD")).await.unwrap();
+    ledger.open(Account::of(Kind::Deposit, "u1", "SGD")).await.unwrap();
+    let deposit = Transfer::single("d1", "omnibus:bank:SGD", "deposit:u1:SGD", 4_200, "SGD", codes::DEPOSIT);
+    ledger.submit(&deposit).await.unwrap();
+    let sweeper = settlement::Sweeper::new(&platform);
+    let wake = || async { sweeper.run_once().await.map(|_| ()) };
+    let handler = settlement::handler(&platform);
+
+    let sqs: serde_json::Value = serde_json::from_str(&fixture("allocation-sqs.json")).unwrap();
+    let answer = shared::lambda::dispatch(handler.as_ref(), &wake, sqs).await.unwrap();
+    assert_eq!(answer["batchItemFailures"].as_array().map(Vec::len), Some(1), "{answer}");
+    assert_eq!(platform.chain.height().await.unwrap(), 0, "an SQS batch does not sweep");
+
+    for name in ["settlement-stream.json", "settlement-sweep.json"] {
+        let event: serde_json::Value = serde_json::from_str(&fixture(name)).unwrap();
+        assert_eq!(shared::lambda::dispatch(handler.as_ref(), &wake, event).await.unwrap(), serde_json::Value::Null);
+    }
+    assert_eq!(platform.chain.height().await.unwrap(), 1, "recorded once, however often woken");
+    assert_eq!(platform.chain.balance("deposit:u1:SGD", "SGD", None).await.unwrap(), 4_200);
+}

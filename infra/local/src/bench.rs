@@ -35,6 +35,20 @@ pub enum Bench {
         #[arg(long, default_value_t = 32)]
         concurrency: usize,
     },
+    /// The ledger: single transfers (sequential and concurrent, spread over many accounts
+    /// or all into one escrow) and linked batches.
+    Ledger {
+        #[arg(long, value_enum, default_value = "embedded")]
+        backend: StoreBackend,
+        /// Transfers per case.
+        #[arg(long, default_value_t = 10_000)]
+        transfers: usize,
+        /// Investor accounts the transfers are spread over.
+        #[arg(long, default_value_t = 1_000)]
+        accounts: usize,
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -57,6 +71,10 @@ pub async fn run(bench: Bench) -> anyhow::Result<()> {
             let mut platform = shared::Platform::embedded(folder.path())?;
             platform.store = store;
             auth_bench(name, &platform, refreshes, concurrency).await
+        }
+        Bench::Ledger { backend, transfers, accounts, concurrency } => {
+            let (name, store) = open_store(backend, folder.path()).await?;
+            ledger_bench(name, store, transfers, accounts.max(2), concurrency).await
         }
     }
 }
@@ -291,5 +309,106 @@ async fn auth_bench(
         sessions.authenticate(&tokens.access_token).await?;
     }
     report("auth", backend, "access_token_verification", 1, checks, started);
+    Ok(())
+}
+
+async fn ledger_bench(
+    backend: &str,
+    store: Arc<dyn Store>,
+    transfers: usize,
+    accounts: usize,
+    concurrency: usize,
+) -> anyhow::Result<()> {
+    use shared::app::ledger::{Ledger, MAX_LINKED};
+    use shared::domain::ledger::{Account, Kind, Transfer};
+
+    let ledger = Arc::new(Ledger::new(store, Arc::new(SystemClock)));
+    let (omnibus, escrow) = (Account::of(Kind::Omnibus, "bank", "SGD"), Account::of(Kind::Escrow, "bench-deal", "SGD"));
+    let (omnibus_id, escrow_id) = (omnibus.id.clone(), escrow.id.clone());
+    ledger.open(omnibus).await?;
+    ledger.open(escrow).await?;
+    let (omnibus, escrow) = (omnibus_id, escrow_id);
+    let investor = |i: usize| Account::id_of(Kind::Deposit, &format!("inv{i}"), "SGD");
+    for i in 0..accounts {
+        ledger.open(Account::of(Kind::Deposit, &format!("inv{i}"), "SGD")).await?;
+        ledger.submit(&Transfer::single(format!("fund{i}"), &omnibus, &investor(i), 1_000_000_000, "SGD", 1)).await?;
+    }
+    // Spread: investor i pays investor i+1, so concurrent transfers rarely share an account.
+    let sequential = transfers.min(2_000);
+    let started = Instant::now();
+    for i in 0..sequential {
+        let t =
+            Transfer::single(format!("seq{i}"), &investor(i % accounts), &investor((i + 1) % accounts), 100, "SGD", 9);
+        ledger.submit(&t).await?;
+    }
+    report("ledger", backend, "single_transfer", 1, sequential, started);
+
+    let started = Instant::now();
+    let l = ledger.clone();
+    concurrently(transfers, concurrency, move |i| {
+        let l = l.clone();
+        async move {
+            let t = Transfer::single(
+                format!("par{i}"),
+                &investor(i % accounts),
+                &investor((i + 7) % accounts),
+                100,
+                "SGD",
+                9,
+            );
+            l.submit(&t).await?;
+            Ok(())
+        }
+    })
+    .await?;
+    report("ledger", backend, "single_transfer", concurrency, transfers, started);
+
+    // Contended: every transfer credits the same escrow (as subscriptions to one deal do).
+    let contended = transfers.min(5_000);
+    let started = Instant::now();
+    let (l, to) = (ledger.clone(), escrow.clone());
+    concurrently(contended, concurrency, move |i| {
+        let (l, to) = (l.clone(), to.clone());
+        async move {
+            l.submit(&Transfer::single(format!("hot{i}"), &investor(i % accounts), &to, 100, "SGD", 10)).await?;
+            Ok(())
+        }
+    })
+    .await?;
+    report("ledger", backend, "single_transfer_one_escrow", concurrency, contended, started);
+
+    // Linked batches of the largest size, each all-or-nothing in one store transaction.
+    let batches = (transfers / MAX_LINKED).max(1);
+    let started = Instant::now();
+    let l = ledger.clone();
+    concurrently(batches, concurrency, move |b| {
+        let l = l.clone();
+        async move {
+            let batch: Vec<Transfer> = (0..MAX_LINKED)
+                .map(|k| {
+                    let from = (b * MAX_LINKED + k) % accounts;
+                    Transfer::single(
+                        format!("link{b}-{k}"),
+                        &investor(from),
+                        &investor((from + 13) % accounts),
+                        100,
+                        "SGD",
+                        9,
+                    )
+                })
+                .collect();
+            l.submit_linked(&batch).await?;
+            Ok(())
+        }
+    })
+    .await?;
+    report(
+        "ledger",
+        backend,
+        &format!("linked_batch_of_{MAX_LINKED}_transfers"),
+        concurrency,
+        batches * MAX_LINKED,
+        started,
+    );
     Ok(())
 }

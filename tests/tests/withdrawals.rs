@@ -1,0 +1,118 @@
+//! Withdrawals: who may withdraw, the idempotency key, and the bank failing or timing out.
+
+use platform_tests::{eventually, spawn_app};
+use reqwest::StatusCode;
+use serde_json::json;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn withdrawing_needs_level_two_and_a_second_factor_proved_in_the_last_fifteen_minutes() {
+    let app = spawn_app().await;
+    let level_one = app.logged_in("one@example.sg", "correct horse battery staple").await;
+    let level_one = level_one["access_token"].as_str().unwrap();
+    let (status, problem) = app.withdraw(level_one, "k1", "1.00").await;
+    assert_eq!((status, problem["status"].as_u64()), (StatusCode::FORBIDDEN, Some(403)), "{problem}");
+
+    let (_, tokens) = app.operator_tokens("two@example.sg", &[]).await;
+    app.deposit(tokens["access_token"].as_str().unwrap(), "50.00").await;
+    // Sixteen minutes on (refreshing within the idle life), the refreshed token still
+    // carries the login's second-factor time.
+    let mut refresh_token = tokens["refresh_token"].clone();
+    let mut refreshed = json!(null);
+    for minutes in [8, 8] {
+        app.clock.advance(chrono::TimeDelta::minutes(minutes));
+        let (status, answer) = app.post("/v1/auth/refresh", json!({"refresh_token": refresh_token})).await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+        refresh_token = answer["refresh_token"].clone();
+        refreshed = answer;
+    }
+    let stale = refreshed["access_token"].as_str().unwrap();
+    let (status, problem) = app.withdraw(stale, "k2", "1.00").await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{problem}");
+    assert!(problem["detail"].as_str().unwrap().contains("last 15 minutes"), "{problem}");
+    assert_eq!(app.sgd(stale).await, ("50.00".into(), "50.00".into()), "nothing held");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_idempotency_key_answers_the_first_withdrawal_and_bad_input_changes_nothing() {
+    let app = spawn_app().await;
+    let (_, token) = app.funded_investor("dee@example.sg", "30.00").await;
+
+    let response = app
+        .client
+        .post(app.url("/v1/accounts/me/withdrawals"))
+        .bearer_auth(&token)
+        .json(&json!({"amount": "1.00"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let problem: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(problem["errors"][0]["field"], "Idempotency-Key");
+    for (amount, field) in [("-5", "amount"), ("1.001", "amount"), ("0", "amount"), ("abc", "amount")] {
+        let (status, problem) = app.withdraw(&token, "bad", amount).await;
+        assert_eq!(
+            (status, problem["errors"][0]["field"].as_str()),
+            (StatusCode::BAD_REQUEST, Some(field)),
+            "{amount}"
+        );
+    }
+    let (status, problem) = app.withdraw(&token, "too-much", "30.01").await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
+    // The same refused key answers the same refusal, even with money now available.
+    assert_eq!(app.withdraw(&token, "too-much", "30.01").await.0, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(app.sgd(&token).await, ("30.00".into(), "30.00".into()));
+
+    let (status, first) = app.withdraw(&token, "rent", "12.50").await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{first}");
+    let (status, again) = app.withdraw(&token, "rent", "12.50").await;
+    assert_eq!((status, &again["id"]), (StatusCode::ACCEPTED, &first["id"]), "the same withdrawal");
+    let (status, problem) = app.withdraw(&token, "rent", "13.00").await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
+    let id = first["id"].as_str().unwrap();
+    eventually("the payout settled", || async {
+        app.get_as(&format!("/v1/accounts/me/withdrawals/{id}"), &token).await.1["status"] == "settled"
+    })
+    .await;
+    assert_eq!(app.sgd(&token).await, ("17.50".into(), "17.50".into()), "paid out once");
+    // Another investor cannot see it.
+    let (_, other) = app.funded_investor("eve@example.sg", "0").await;
+    assert_eq!(app.get_as(&format!("/v1/accounts/me/withdrawals/{id}"), &other).await.0, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payout_the_bank_fails_is_released_and_one_that_timed_out_is_instructed_again_and_paid_once() {
+    let app = spawn_app().await;
+    let (_, token) = app.funded_investor("fay@example.sg", "100.00").await;
+    let fault = |kind: &str| json!({"partner": "bank", "kind": kind, "times": 1});
+
+    assert_eq!(app.post("/sim/faults", fault("fail")).await.0, StatusCode::NO_CONTENT);
+    let (status, failed) = app.withdraw(&token, "f1", "40.00").await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{failed}");
+    let id = failed["id"].as_str().unwrap().to_owned();
+    eventually("the failure reported", || async {
+        app.get_as(&format!("/v1/accounts/me/withdrawals/{id}"), &token).await.1["status"] == "failed"
+    })
+    .await;
+    assert_eq!(app.sgd(&token).await, ("100.00".into(), "100.00".into()), "the hold was released");
+
+    // The bank takes the instruction but the answer is lost: the withdrawal stays pending
+    // (held), is instructed again by the sweep, and the bank pays it once.
+    app.post("/sim/faults", fault("timeout_after_commit")).await;
+    let (status, pending) = app.withdraw(&token, "t1", "25.00").await;
+    assert_eq!((status, pending["status"].as_str()), (StatusCode::ACCEPTED, Some("pending")), "{pending}");
+    let id = pending["id"].as_str().unwrap().to_owned();
+    eventually("the payout settled", || async {
+        app.get_as(&format!("/v1/accounts/me/withdrawals/{id}"), &token).await.1["status"] == "settled"
+    })
+    .await;
+    assert_eq!(app.sgd(&token).await, ("75.00".into(), "75.00".into()));
+    let calls: serde_json::Value =
+        app.client.get(app.url("/sim/bank/calls")).send().await.unwrap().json().await.unwrap();
+    let settled = calls["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["event"]["type"] == "payout.settled" && c["event"]["reference"] == id.as_str())
+        .count();
+    assert_eq!(settled, 1, "the bank paid once");
+}

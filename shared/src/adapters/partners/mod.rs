@@ -6,8 +6,10 @@ mod bank_sim;
 mod chain_sim;
 mod faults;
 mod http;
+mod serve;
 
 pub use bank_sim::{BankSimulator, SimulatedDeposit};
 pub use chain_sim::ChainSimulator;
 pub use faults::{Fault, FaultKind, Faults};
 pub use http::{HttpBank, HttpChain};
+pub use serve::{bank_router, chain_router};

@@ -101,6 +101,8 @@ async fn a_payout_the_bank_fails_is_released_and_one_that_timed_out_is_instructe
     let (status, pending) = app.withdraw(&token, "t1", "25.00").await;
     assert_eq!((status, pending["status"].as_str()), (StatusCode::ACCEPTED, Some("pending")), "{pending}");
     let id = pending["id"].as_str().unwrap().to_owned();
+    // Past the retry delay the sweep instructs it again; the bank knows the reference.
+    app.clock.advance(chrono::TimeDelta::seconds(31));
     eventually("the payout settled", || async {
         app.get_as(&format!("/v1/accounts/me/withdrawals/{id}"), &token).await.1["status"] == "settled"
     })

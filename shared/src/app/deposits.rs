@@ -11,7 +11,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 use tokio::sync::OnceCell;
 
-use crate::app::ledger::{Ledger, LedgerError};
+use crate::app::ledger::{Ledger, LedgerError, sortable};
 use crate::domain::ledger::{Account, Amount, Kind, Refusal, SGD, Transfer, codes};
 use crate::domain::money::{self, MoneyError};
 use crate::ports::bank::{BankEvent, Payout};
@@ -24,6 +24,8 @@ pub const BANK: &str = "bank";
 /// How long a webhook's event id is remembered (beyond any bank's retry schedule).
 const EVENT_MEMORY: TimeDelta = TimeDelta::days(30);
 const PENDING_WITHDRAWALS: &str = "WITHDRAWALS#PENDING";
+/// How old a pending withdrawal must be before the sweep instructs it again.
+pub const RETRY_AFTER: TimeDelta = TimeDelta::seconds(30);
 
 #[derive(Debug, thiserror::Error)]
 pub enum DepositError {
@@ -126,7 +128,7 @@ fn hex(bytes: &[u8]) -> String {
 fn withdrawal_item(w: &Withdrawal) -> Result<Item, StoreError> {
     let item = Item::new(withdrawal_key(&w.id), w)?;
     Ok(if w.status == WithdrawalStatus::Pending {
-        item.with_index(PENDING_WITHDRAWALS, format!("{}#{}", w.created_at.to_rfc3339(), w.id))
+        item.with_index(PENDING_WITHDRAWALS, format!("{}#{}", sortable(w.created_at), w.id))
     } else {
         item
     })
@@ -225,13 +227,13 @@ impl DepositAccounts {
             }
             BankEvent::PayoutSettled { reference, .. } => {
                 let w = self.withdrawal_by_id(reference).await?;
-                let hold = self.withdrawal_hold(&w)?;
+                let hold = Self::withdrawal_hold(&w);
                 self.settle(&Transfer::post(format!("{}:post", w.id), &hold, w.amount)).await?;
                 self.set_status(&w.id, WithdrawalStatus::Settled, None).await?;
             }
             BankEvent::PayoutFailed { reference, reason, .. } => {
                 let w = self.withdrawal_by_id(reference).await?;
-                let hold = self.withdrawal_hold(&w)?;
+                let hold = Self::withdrawal_hold(&w);
                 self.settle(&Transfer::void(format!("{}:void", w.id), &hold)).await?;
                 self.set_status(&w.id, WithdrawalStatus::Failed, Some(reason.clone())).await?;
             }
@@ -280,10 +282,10 @@ impl DepositAccounts {
         item.map(|i| i.decode()).transpose()?.ok_or_else(|| DepositError::UnknownWithdrawal(id.to_owned()))
     }
 
-    fn withdrawal_hold(&self, w: &Withdrawal) -> Result<Transfer, DepositError> {
+    fn withdrawal_hold(w: &Withdrawal) -> Transfer {
         let omnibus = Account::id_of(Kind::Omnibus, BANK, SGD);
         let investor = Account::id_of(Kind::Deposit, &w.user_id, SGD);
-        Ok(Transfer::pending(w.hold_id(), &investor, &omnibus, w.amount, SGD, codes::WITHDRAWAL).with_reference(&w.id))
+        Transfer::pending(w.hold_id(), &investor, &omnibus, w.amount, SGD, codes::WITHDRAWAL).with_reference(&w.id)
     }
 
     /// A user's withdrawal.
@@ -325,7 +327,7 @@ impl DepositAccounts {
     /// that does not answer leaves it pending (retried by [`Self::retry_pending`]): the
     /// payout may have been taken, so the hold stays.
     async fn advance(&self, w: Withdrawal) -> Result<Withdrawal, DepositError> {
-        let hold = self.withdrawal_hold(&w)?;
+        let hold = Self::withdrawal_hold(&w);
         match self.ledger.submit(&hold).await {
             Ok(_) => {}
             Err(LedgerError::Refused(Refusal::ExceedsLimit(_))) => {
@@ -354,9 +356,11 @@ impl DepositAccounts {
     }
 
     /// Instructs again the withdrawals the bank did not answer; answers how many were tried.
+    /// Only those older than [`RETRY_AFTER`]: a younger one may still be in its request.
     pub async fn retry_pending(&self, max: usize) -> Result<usize, DepositError> {
-        let page =
-            self.store.query(&Query::secondary(PENDING_WITHDRAWALS).range(Range::All).limit(max.clamp(1, 100))).await?;
+        let before = format!("{}#\u{10FFFF}", sortable(self.clock.now() - RETRY_AFTER));
+        let query = Query::secondary(PENDING_WITHDRAWALS).range(Range::AtMost(before)).limit(max.clamp(1, 100));
+        let page = self.store.query(&query).await?;
         for item in &page.items {
             self.advance(item.decode()?).await?;
         }

@@ -19,8 +19,34 @@ use crate::ports::chain::ChainTransfer;
 use crate::ports::store::{Condition, Cursor, Item, Key, Query, Range, StoreError, Write};
 use crate::ports::{Clock, Store};
 
-/// Conflicting writers retry this many times (with growing pauses) before giving up.
+/// Conflicting writers retry this many times (with growing, jittered pauses) before giving up.
 const ATTEMPTS: u32 = 50;
+/// The longest pause between two attempts.
+const MAX_PAUSE_MICROS: u64 = 20_000;
+/// Account lock stripes (see [`Ledger::submit_linked`]).
+const STRIPES: usize = 256;
+
+/// Writers in this process take the stripes of the accounts they touch (in index order, so
+/// two writers never wait on each other in a cycle): transfers on one busy account (an
+/// offering's escrow, the omnibus) queue here instead of failing each other's version
+/// checks. Other processes still meet at the version conditions.
+static ACCOUNT_STRIPES: std::sync::LazyLock<Vec<tokio::sync::Mutex<()>>> =
+    std::sync::LazyLock::new(|| (0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect());
+
+fn stripe(account: &str) -> usize {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    account.hash(&mut hasher);
+    (hasher.finish() % STRIPES as u64) as usize
+}
+
+/// A pause before attempt `attempt + 1`: exponential with full jitter, capped.
+fn pause(attempt: u32) -> Duration {
+    let ceiling = (200u64 << attempt.min(7)).min(MAX_PAUSE_MICROS);
+    let mut noise = [0u8; 8];
+    let _ = aws_lc_rs::rand::fill(&mut noise);
+    Duration::from_micros(u64::from_le_bytes(noise) % ceiling + 1)
+}
 /// Linked transfers per batch: each writes its record, two statement entries, at most two
 /// accounts, a hold and an outbox item, within one 100-operation store transaction.
 pub const MAX_LINKED: usize = 14;
@@ -133,7 +159,7 @@ pub fn outbox_key(transfer_id: &str) -> Key {
 }
 
 /// Sort keys of times that order as the times do.
-fn sortable(at: DateTime<Utc>) -> String {
+pub fn sortable(at: DateTime<Utc>) -> String {
     at.format("%Y-%m-%dT%H:%M:%S%.9fZ").to_string()
 }
 
@@ -148,11 +174,20 @@ fn record_item(record: &Record) -> Result<Item, StoreError> {
 pub struct Ledger {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
+    /// Whether writers in this process queue on the account stripes.
+    local_locks: bool,
 }
 
 impl Ledger {
     pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> Self {
-        Self { store, clock }
+        Self { store, clock, local_locks: true }
+    }
+
+    /// Without the in-process account locks: every writer behaves as if in its own process
+    /// (as concurrent Lambda instances are), and conflicts are met at the version conditions.
+    pub fn without_local_locks(mut self) -> Self {
+        self.local_locks = false;
+        self
     }
 
     pub fn for_platform(platform: &crate::Platform) -> Self {
@@ -294,14 +329,25 @@ impl Ledger {
         if transfers.is_empty() || transfers.len() > MAX_LINKED {
             return Err(LedgerError::Invalid(format!("a batch links 1 to {MAX_LINKED} transfers")));
         }
+        let mut stripes: Vec<usize> = if self.local_locks {
+            transfers.iter().flat_map(|t| [stripe(&t.debit), stripe(&t.credit)]).collect()
+        } else {
+            Vec::new()
+        };
+        stripes.sort_unstable();
+        stripes.dedup();
+        let mut _held = Vec::with_capacity(stripes.len());
+        for index in stripes {
+            _held.push(ACCOUNT_STRIPES[index].lock().await);
+        }
         for attempt in 0..ATTEMPTS {
             if let Some(amounts) = self.recorded(transfers).await? {
                 return Ok(amounts);
             }
             match self.try_apply(transfers).await? {
                 Some(amounts) => return Ok(amounts),
-                // Someone wrote one of these items first: read again, decide again.
-                None => tokio::time::sleep(Duration::from_micros(200 * u64::from(attempt.min(20) + 1))).await,
+                // Another process wrote one of these items first: read again, decide again.
+                None => tokio::time::sleep(pause(attempt)).await,
             }
         }
         Err(LedgerError::Busy)

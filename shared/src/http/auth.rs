@@ -28,10 +28,6 @@ impl LazySessions {
     pub fn new(platform: &crate::Platform, policy: crate::domain::session::SessionPolicy) -> Self {
         Self { platform: platform.clone(), policy, cell: Arc::default() }
     }
-
-    pub fn policy(&self) -> crate::domain::session::SessionPolicy {
-        self.policy
-    }
 }
 
 impl SessionSource for LazySessions {

@@ -3,6 +3,7 @@
 
 pub mod access;
 pub mod credentials;
+pub mod deal;
 pub mod ledger;
 pub mod money;
 pub mod session;

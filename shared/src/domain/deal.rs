@@ -242,10 +242,10 @@ mod tests {
                 name: "Marina Tower".into(),
                 address: "1 Marina Blvd".into(),
                 kind: BuildingType::Office,
-                valuation: 100_000_000_00,
+                valuation: 10_000_000_000,
             },
             supply: 10_000,
-            unit_price: 100_00,
+            unit_price: 10_000,
             min_units: 10,
             max_units: 1_000,
             opens_at: "2026-12-01T01:00:00Z".parse().unwrap(),
@@ -289,7 +289,7 @@ mod tests {
         bad.building.name = " ".into();
         let fields: Vec<&str> = check_terms(&bad).into_iter().map(|(f, _)| f).collect();
         assert_eq!(fields, ["building.name", "max_units", "closes_at"]);
-        assert_eq!(subscription_amount(&terms(), 25), Ok(25 * 100_00));
+        assert_eq!(subscription_amount(&terms(), 25), Ok(25 * 10_000));
         assert_eq!(subscription_amount(&terms(), 9), Err(UnitsRefusal::BelowMinimum(10)));
         assert_eq!(subscription_amount(&terms(), 1_001), Err(UnitsRefusal::AboveMaximum(1_000)));
     }

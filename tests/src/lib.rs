@@ -261,3 +261,54 @@ where
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
+
+/// What [`TestApp::approved_issuer`] sets up.
+pub struct IssuerSetup {
+    pub issuer_id: String,
+    /// An issuer user acting for the issuer.
+    pub owner: String,
+    /// Two deal operators: one proposes, the other approves.
+    pub maker: String,
+    pub checker: String,
+}
+
+impl TestApp {
+    /// An issuer onboarded by its user and approved by two deal operators, through the API.
+    pub async fn approved_issuer(&self, uen: &str) -> IssuerSetup {
+        use reqwest::StatusCode;
+        use serde_json::json;
+        let (_, tokens) = self.operator_tokens(&format!("owner-{uen}@example.sg").to_lowercase(), &["issuer"]).await;
+        let onboarding = json!({
+            "company_name": format!("Issuer {uen} Pte Ltd"),
+            "uen": uen,
+            "contact": {"name": "Lim Mei Ling", "email": "mei.ling@example.sg", "phone": "+65 6000 0000"},
+            "bank": {"bank_name": "OCBC", "account_name": "Issuer", "account_number": "501-234567-001"},
+        });
+        let (status, issuer) =
+            self.post_json_as("/v1/issuers", tokens["access_token"].as_str().unwrap(), onboarding).await;
+        assert_eq!(status, StatusCode::CREATED, "{issuer}");
+        let issuer_id = issuer["id"].as_str().unwrap().to_owned();
+        let (_, refreshed) = self.post("/v1/auth/refresh", json!({"refresh_token": tokens["refresh_token"]})).await;
+        let (_, maker) = self.operator(&format!("maker-{uen}@example.sg").to_lowercase(), &["deal"]).await;
+        let (_, checker) = self.operator(&format!("checker-{uen}@example.sg").to_lowercase(), &["deal"]).await;
+        let (status, request) = self
+            .post_json_as(&format!("/v1/admin/issuers/{issuer_id}/decision"), &maker, json!({"decision": "approve"}))
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{request}");
+        let approve = format!("/v1/admin/change-requests/{}/approve", request["id"].as_str().unwrap());
+        assert_eq!(self.post_as(&approve, &checker, None).await, StatusCode::OK);
+        IssuerSetup { issuer_id, owner: refreshed["access_token"].as_str().unwrap().to_owned(), maker, checker }
+    }
+
+    /// PATCH with a bearer token and a JSON body; answers status and body.
+    pub async fn patch_json_as(
+        &self,
+        path: &str,
+        access_token: &str,
+        body: serde_json::Value,
+    ) -> (reqwest::StatusCode, serde_json::Value) {
+        let response = self.client.patch(self.url(path)).bearer_auth(access_token).json(&body).send().await.unwrap();
+        let status = response.status();
+        (status, response.json().await.unwrap_or(serde_json::Value::Null))
+    }
+}

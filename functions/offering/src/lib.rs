@@ -3,11 +3,13 @@
 //! join it with their capability.
 
 pub mod accounts;
+pub mod deals;
+pub mod issuers;
 
 use std::sync::Arc;
 
 use axum::Router;
-use axum::routing::{get, post};
+use axum::routing::{get, patch, post};
 use shared::Platform;
 use shared::app::deposits::DepositAccounts;
 use shared::app::sessions::Sessions;
@@ -46,6 +48,18 @@ pub fn routes(platform: &Platform) -> Router {
         .route("/v1/admin/accounts/{id}", get(accounts::admin_account))
         .route("/v1/admin/accounts/{id}/statement", get(accounts::admin_statement))
         .route("/v1/admin/ledger/totals", get(accounts::ledger_totals))
+        .route("/v1/issuers", post(issuers::submit))
+        .route("/v1/issuers/{id}", get(issuers::get))
+        .route("/v1/admin/issuers", get(issuers::list))
+        .route("/v1/admin/issuers/{id}/decision", post(issuers::propose_decision))
+        .route("/v1/issuers/{id}/deals", get(deals::of_issuer))
+        .route("/v1/deals", get(deals::list_public))
+        .route("/v1/deals/{id}", get(deals::get))
+        .route("/v1/admin/deals", post(deals::register))
+        .route("/v1/admin/deals/{id}", patch(deals::edit))
+        .route("/v1/admin/deals/{id}/publish", post(deals::publish))
+        .route("/v1/admin/deals/{id}/close", post(deals::close))
+        .route("/v1/admin/deals/{id}/cancel", post(deals::cancel))
         .with_state(state)
 }
 
@@ -53,15 +67,22 @@ pub fn routes(platform: &Platform) -> Router {
 #[openapi(
     paths(
         accounts::my_accounts, accounts::my_statement, accounts::withdraw, accounts::my_withdrawal,
-        accounts::bank_webhook, accounts::admin_account, accounts::admin_statement, accounts::ledger_totals
+        accounts::bank_webhook, accounts::admin_account, accounts::admin_statement, accounts::ledger_totals,
+        issuers::submit, issuers::get, issuers::list, issuers::propose_decision, deals::register, deals::edit,
+        deals::publish, deals::close, deals::cancel, deals::list_public, deals::get, deals::of_issuer
     ),
     components(schemas(accounts::BalanceView, accounts::MyAccounts, accounts::EntryView, accounts::WithdrawalRequest,
         accounts::WithdrawalView, accounts::WebhookAnswer, accounts::TotalsView,
-        shared::app::deposits::WithdrawalStatus)),
+        shared::app::deposits::WithdrawalStatus, shared::app::issuers::Issuer, shared::app::issuers::Onboarding,
+        shared::app::issuers::Contact, shared::app::issuers::BankDetails, shared::app::issuers::IssuerStatus,
+        issuers::DecisionRequest, issuers::Verdict, deals::NewDeal, deals::EditDeal, deals::DealView,
+        deals::BuildingView, shared::domain::deal::DealState, shared::domain::deal::BuildingType)),
     tags(
         (name = "accounts", description = "Deposit accounts: balances, statements, withdrawals"),
         (name = "webhooks", description = "Partner callbacks, signed"),
-        (name = "ledger", description = "Finance operators: any account, the ledger's totals")
+        (name = "ledger", description = "Finance operators: any account, the ledger's totals"),
+        (name = "issuers", description = "Issuer onboarding and review"),
+        (name = "deals", description = "Deals: registration, maker-checker publication, the window, public reads")
     )
 )]
 struct Doc;

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use shared::Platform;
 use shared::app::consumer::{BatchHandler, RejectUnknown};
+use shared::app::deals::Deals;
 use shared::app::deposits::DepositAccounts;
 use shared::app::ledger::Ledger;
 use shared::app::mirror::ChainMirror;
@@ -34,6 +35,9 @@ pub struct Swept {
     pub mirrored: usize,
     pub expired: usize,
     pub retried: usize,
+    /// Deals opened and closed by their window.
+    pub opened: usize,
+    pub closed: usize,
 }
 
 /// The ledger's follow-ups, run by the stream and the schedule in AWS, in a loop locally.
@@ -41,6 +45,7 @@ pub struct Sweeper {
     mirror: ChainMirror,
     ledger: Ledger,
     deposits: DepositAccounts,
+    deals: Deals,
 }
 
 impl Sweeper {
@@ -49,10 +54,12 @@ impl Sweeper {
             mirror: ChainMirror::for_platform(platform),
             ledger: Ledger::for_platform(platform),
             deposits: DepositAccounts::for_platform(platform),
+            deals: Deals::for_platform(platform),
         }
     }
 
-    /// Delivers the chain outbox, voids expired holds and re-instructs unanswered payouts.
+    /// Delivers the chain outbox, voids expired holds, re-instructs unanswered payouts, and
+    /// opens and closes deals by their window.
     /// Each part is idempotent; one failing does not stop the others.
     pub async fn run_once(&self) -> Result<Swept, shared::lambda::Error> {
         let mut swept = Swept::default();
@@ -67,6 +74,10 @@ impl Sweeper {
         }
         match self.deposits.retry_pending(RETRY_BATCH).await {
             Ok(n) => swept.retried = n,
+            Err(e) => failures.push(e.to_string()),
+        }
+        match self.deals.follow_windows().await {
+            Ok((opened, closed)) => (swept.opened, swept.closed) = (opened, closed),
             Err(e) => failures.push(e.to_string()),
         }
         if failures.is_empty() { Ok(swept) } else { Err(failures.join("; ").into()) }

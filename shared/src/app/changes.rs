@@ -9,7 +9,10 @@ use serde::{Deserialize, Serialize};
 
 use super::accounts::{User, user_item, user_key};
 use super::audit::{AuditLog, Event};
+use super::deals::{Deal, deal_item, deal_key};
+use super::issuers::{Issuer, IssuerStatus, issuer_item, issuer_key};
 use crate::domain::access::{self, Action, LEVEL_ACCREDITED, Resource, Role, Subject};
+use crate::domain::deal::{DealState, Step};
 use crate::ports::store::{Condition, Cursor, Item, Key, Query, StoreError, Write};
 use crate::ports::{Clock, Ids, Store};
 
@@ -34,14 +37,26 @@ pub enum Change {
         user_id: String,
         level: u8,
     },
+    /// Approves or rejects an issuer's onboarding.
+    DecideIssuer {
+        issuer_id: String,
+        approve: bool,
+    },
+    /// Publishes a deal: it becomes visible, and its economic terms freeze.
+    PublishDeal {
+        deal_id: String,
+    },
 }
 
 impl Change {
-    pub fn user_id(&self) -> &str {
+    /// The item the change applies to.
+    fn target(&self) -> Key {
         match self {
             Self::GrantRole { user_id, .. } | Self::RevokeRole { user_id, .. } | Self::SetLevel { user_id, .. } => {
-                user_id
+                user_key(user_id)
             }
+            Self::DecideIssuer { issuer_id, .. } => issuer_key(issuer_id),
+            Self::PublishDeal { deal_id } => deal_key(deal_id),
         }
     }
 
@@ -52,6 +67,8 @@ impl Change {
                 format!("user:{user_id}:role:{}", role.as_str())
             }
             Self::SetLevel { user_id, .. } => format!("user:{user_id}:level"),
+            Self::DecideIssuer { issuer_id, .. } => format!("issuer:{issuer_id}:decision"),
+            Self::PublishDeal { deal_id } => format!("deal:{deal_id}:publish"),
         }
     }
 
@@ -59,6 +76,18 @@ impl Change {
         match self {
             Self::GrantRole { .. } | Self::RevokeRole { .. } => Action::ProposeRoleChange,
             Self::SetLevel { .. } => Action::ProposeAccreditation,
+            Self::DecideIssuer { .. } => Action::ReviewIssuers,
+            Self::PublishDeal { .. } => Action::ManageDeals,
+        }
+    }
+
+    /// What the checker needs: the general checker permission for user changes, the
+    /// deal operators' own for issuer decisions (never the maker's).
+    fn checker_action(&self) -> Action {
+        match self {
+            Self::DecideIssuer { .. } => Action::ReviewIssuers,
+            Self::PublishDeal { .. } => Action::ManageDeals,
+            _ => Action::DecideChangeRequest,
         }
     }
 
@@ -67,11 +96,66 @@ impl Change {
             Self::GrantRole { .. } => "grant-role",
             Self::RevokeRole { .. } => "revoke-role",
             Self::SetLevel { .. } => "set-level",
+            Self::DecideIssuer { approve: true, .. } => "approve-issuer",
+            Self::DecideIssuer { approve: false, .. } => "reject-issuer",
+            Self::PublishDeal { .. } => "publish-deal",
         }
     }
 
-    /// Applies the change to the user; `false` when it would change nothing.
-    fn apply(&self, user: &mut User) -> bool {
+    /// A deal moved by `step`, as an item; `None` when the step does not apply.
+    fn step_deal(target: &Item, step: Step, now: DateTime<Utc>) -> Result<Option<Item>, StoreError> {
+        let mut deal: Deal = target.decode()?;
+        let Ok(state) = crate::domain::deal::next(deal.state, step) else { return Ok(None) };
+        deal.state = state;
+        deal.updated_at = now;
+        deal_item(&deal).map(Some)
+    }
+
+    /// What proposing changes on the target (a deal goes to pending approval); `Err` when
+    /// the target is not in a state the change can apply to.
+    fn on_propose(&self, target: &Item, now: DateTime<Utc>) -> Result<Option<Item>, ChangeError> {
+        match self {
+            Self::DecideIssuer { .. } if target.decode::<Issuer>()?.status != IssuerStatus::PendingReview => {
+                Err(ChangeError::Invalid("the issuer was already decided"))
+            }
+            Self::PublishDeal { .. } => match target.decode::<Deal>()?.state {
+                DealState::Draft => Ok(Self::step_deal(target, Step::SubmitForApproval, now)?),
+                // A request that expired left it pending: proposing again is allowed.
+                DealState::PendingApproval => Ok(None),
+                _ => Err(ChangeError::Invalid("only a draft deal can be proposed for publication")),
+            },
+            _ => Ok(None),
+        }
+    }
+
+    /// What rejecting changes on the target (a deal returns to draft).
+    fn on_reject(&self, target: &Item, now: DateTime<Utc>) -> Result<Option<Item>, StoreError> {
+        match self {
+            Self::PublishDeal { .. } => Self::step_deal(target, Step::ReturnToDraft, now),
+            _ => Ok(None),
+        }
+    }
+
+    /// The target as the change leaves it; `None` when it would change nothing.
+    fn apply(&self, target: &Item, now: DateTime<Utc>) -> Result<Option<Item>, StoreError> {
+        if let Self::PublishDeal { .. } = self {
+            return Self::step_deal(target, Step::Publish, now);
+        }
+        if let Self::DecideIssuer { approve, .. } = self {
+            let mut issuer: Issuer = target.decode()?;
+            if issuer.status != IssuerStatus::PendingReview {
+                return Ok(None);
+            }
+            issuer.status = if *approve { IssuerStatus::Approved } else { IssuerStatus::Rejected };
+            issuer.decided_at = Some(now);
+            return issuer_item(&issuer).map(Some);
+        }
+        let mut user: User = target.decode()?;
+        if self.apply_to_user(&mut user) { user_item(&user).map(Some) } else { Ok(None) }
+    }
+
+    /// Applies a user change; `false` when it would change nothing.
+    fn apply_to_user(&self, user: &mut User) -> bool {
         match self {
             Self::GrantRole { role, .. } if !user.roles.iter().any(|r| r == role.as_str()) => {
                 user.roles.push(role.as_str().to_owned());
@@ -174,9 +258,10 @@ impl ChangeRequests {
         {
             return Err(ChangeError::Invalid("only level 3 is set by manual review"));
         }
-        if self.store.get(&user_key(change.user_id())).await?.is_none() {
+        let Some(target) = self.store.get(&change.target()).await? else {
             return Err(ChangeError::NotFound);
-        }
+        };
+        let proposed = change.on_propose(&target, self.clock.now())?;
         let now = self.clock.now();
         let request = ChangeRequest {
             id: self.ids.new_id("chg"),
@@ -202,6 +287,9 @@ impl ChangeRequests {
                 Write::put(lock.clone(), Condition::NotExists),
                 Write::put(request_item(&request)?, Condition::NotExists),
             ];
+            if let Some(item) = &proposed {
+                writes.push(Write::put(item.clone(), Condition::VersionIs(target.version)));
+            }
             writes.extend(self.audit.prepare(&event).await?);
             match self.store.transact(writes).await {
                 Ok(()) => return Ok(request),
@@ -241,7 +329,7 @@ impl ChangeRequests {
             let mut request: ChangeRequest = item.decode()?;
             let action = format!("change-request.{verb}.{}", request.change.name());
             let decision =
-                access::decide(actor, Action::DecideChangeRequest, Resource::ProposedBy(&request.proposed_by));
+                access::decide(actor, request.change.checker_action(), Resource::ProposedBy(&request.proposed_by));
             if !decision.is_allowed() {
                 return Err(self.refuse(actor, &action, &request.change.subject(), decision.reason()).await);
             }
@@ -261,15 +349,14 @@ impl ChangeRequests {
                 Write::delete(pending_key(&request.change.subject()), Condition::None),
             ];
             let mut outcome = if approve { "approved" } else { "rejected" }.to_owned();
+            let target = self.store.get(&request.change.target()).await?.ok_or(ChangeError::NotFound)?;
             if approve {
-                let profile =
-                    self.store.get(&user_key(request.change.user_id())).await?.ok_or(ChangeError::NotFound)?;
-                let mut user: User = profile.decode()?;
-                if request.change.apply(&mut user) {
-                    writes.push(Write::put(user_item(&user)?, Condition::VersionIs(profile.version)));
-                } else {
-                    outcome = "approved; nothing to change".into();
+                match request.change.apply(&target, now)? {
+                    Some(changed) => writes.push(Write::put(changed, Condition::VersionIs(target.version))),
+                    None => outcome = "approved; nothing to change".into(),
                 }
+            } else if let Some(changed) = request.change.on_reject(&target, now)? {
+                writes.push(Write::put(changed, Condition::VersionIs(target.version)));
             }
             let event = Event {
                 actor: actor.user_id.into(),

@@ -157,7 +157,7 @@ pub fn decide(subject: &Subject<'_>, action: Action, resource: Resource<'_>) -> 
             if subject.level < LEVEL_SECOND_FACTOR {
                 return Decision::Deny("operators need a second factor");
             }
-            if let (Action::DecideChangeRequest, Resource::ProposedBy(proposer)) = (operator_action, resource)
+            if let Resource::ProposedBy(proposer) = resource
                 && proposer == subject.user_id
             {
                 return Decision::Deny("a change needs a second operator: no self-approval");

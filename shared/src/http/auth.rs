@@ -47,6 +47,19 @@ impl SessionSource for LazySessions {
 #[derive(Debug, Clone)]
 pub struct Authenticated(pub Principal);
 
+/// For routes open to everyone that show more to some: no `Authorization` header is an
+/// anonymous caller; a header with a bad token is still refused.
+impl<S: SessionSource> axum::extract::OptionalFromRequestParts<S> for Authenticated {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Option<Self>, Self::Rejection> {
+        if !parts.headers.contains_key(header::AUTHORIZATION) {
+            return Ok(None);
+        }
+        <Self as FromRequestParts<S>>::from_request_parts(parts, state).await.map(Some)
+    }
+}
+
 impl<S: SessionSource> FromRequestParts<S> for Authenticated {
     type Rejection = ApiError;
 

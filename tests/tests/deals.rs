@@ -1,0 +1,141 @@
+//! Deals through the HTTP API: registration, what each state lets change, publication by
+//! a second deal operator, the window opening and closing the deal, early close and
+//! cancellation, and who sees what.
+
+use chrono::TimeDelta;
+use platform_tests::{TestApp, eventually, on_both_stores};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+on_both_stores!(a_deal_goes_from_draft_through_publication_to_open_and_closed_by_its_window);
+
+fn new_deal(issuer_id: &str, app: &TestApp) -> Value {
+    let now = app.platform.clock.now();
+    json!({
+        "issuer_id": issuer_id,
+        "building": {"name": "Marina Tower", "address": "1 Marina Blvd", "type": "office", "valuation": "250000000.00"},
+        "supply": 10000, "unit_price": "100.00", "min_units": 10, "max_units": 1000,
+        "opens_at": (now + TimeDelta::hours(1)).to_rfc3339(), "closes_at": (now + TimeDelta::days(7)).to_rfc3339(),
+        "documents": ["doc://prospectus"]
+    })
+}
+
+async fn state_of(app: &TestApp, id: &str, token: &str) -> String {
+    let (status, deal) = app.get_as(&format!("/v1/deals/{id}"), token).await;
+    assert_eq!(status, StatusCode::OK, "{deal}");
+    deal["state"].as_str().unwrap().to_owned()
+}
+
+/// A published deal's state, as anyone sees it.
+async fn public_state(app: &TestApp, id: &str) -> String {
+    let deal: Value = app.client.get(app.url(&format!("/v1/deals/{id}"))).send().await.unwrap().json().await.unwrap();
+    deal["state"].as_str().unwrap().to_owned()
+}
+
+async fn a_deal_goes_from_draft_through_publication_to_open_and_closed_by_its_window(app: TestApp) {
+    let s = app.approved_issuer("201912345K").await;
+    let (_, investor) = app.operator("investor@example.sg", &[]).await;
+
+    // Registration: deal operators only, valid terms, an approved issuer.
+    assert_eq!(
+        app.post_json_as("/v1/admin/deals", &investor, new_deal(&s.issuer_id, &app)).await.0,
+        StatusCode::FORBIDDEN
+    );
+    let mut bad = new_deal(&s.issuer_id, &app);
+    bad["max_units"] = json!(5);
+    let (status, problem) = app.post_json_as("/v1/admin/deals", &s.maker, bad).await;
+    assert_eq!(
+        (status, problem["errors"][0]["field"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("max_units")),
+        "{problem}"
+    );
+    let (status, problem) = app.post_json_as("/v1/admin/deals", &s.maker, new_deal("iss_nobody", &app)).await;
+    assert_eq!((status, problem["errors"][0]["field"].as_str()), (StatusCode::BAD_REQUEST, Some("issuer_id")));
+    let (status, deal) = app.post_json_as("/v1/admin/deals", &s.maker, new_deal(&s.issuer_id, &app)).await;
+    assert_eq!((status, deal["state"].as_str()), (StatusCode::CREATED, Some("draft")), "{deal}");
+    let id = deal["id"].as_str().unwrap().to_owned();
+
+    // A draft is seen by deal operators and its issuer's users only.
+    let anonymous = app.client.get(app.url(&format!("/v1/deals/{id}"))).send().await.unwrap().status();
+    assert_eq!(anonymous, StatusCode::NOT_FOUND);
+    assert_eq!(app.get_as(&format!("/v1/deals/{id}"), &investor).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(state_of(&app, &id, &s.owner).await, "draft");
+    let (status, own) = app.get_as(&format!("/v1/issuers/{}/deals", s.issuer_id), &s.owner).await;
+    assert_eq!((status, own["items"].as_array().map(Vec::len)), (StatusCode::OK, Some(1)));
+    let other = app.approved_issuer("53312345D").await;
+    assert_eq!(app.get_as(&format!("/v1/deals/{id}"), &other.owner).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(app.get_as(&format!("/v1/issuers/{}/deals", s.issuer_id), &other.owner).await.0, StatusCode::NOT_FOUND);
+
+    // Economic terms change freely before publication.
+    let (status, edited) =
+        app.patch_json_as(&format!("/v1/admin/deals/{id}"), &s.maker, json!({"supply": 12000})).await;
+    assert_eq!((status, edited["supply"].as_u64()), (StatusCode::OK, Some(12000)), "{edited}");
+
+    // Publication: proposed (pending approval), refused to its maker, approved by another.
+    let (status, request) = app.post_json_as(&format!("/v1/admin/deals/{id}/publish"), &s.maker, json!({})).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{request}");
+    assert_eq!(state_of(&app, &id, &s.maker).await, "pending_approval");
+    let approve = format!("/v1/admin/change-requests/{}/approve", request["id"].as_str().unwrap());
+    assert_eq!(app.post_as(&approve, &s.maker, None).await, StatusCode::FORBIDDEN, "no self-approval");
+    assert_eq!(app.post_as(&approve, &investor, None).await, StatusCode::FORBIDDEN);
+    assert_eq!(app.post_as(&approve, &s.checker, None).await, StatusCode::OK);
+    assert_eq!(state_of(&app, &id, &investor).await, "published");
+
+    // Published: nothing economic changes; descriptions and documents still may.
+    let (status, problem) =
+        app.patch_json_as(&format!("/v1/admin/deals/{id}"), &s.maker, json!({"unit_price": "99.00"})).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{problem}");
+    assert!(problem["detail"].as_str().unwrap().contains("unit_price"));
+    let docs = json!({"documents": ["doc://prospectus", "doc://valuation-2026"]});
+    assert_eq!(app.patch_json_as(&format!("/v1/admin/deals/{id}"), &s.maker, docs).await.0, StatusCode::OK);
+    // The audit log records the edit with the field's old and new value.
+    let (_, auditor) = app.operator("auditor@example.sg", &["co-operator"]).await;
+    let (status, audit) = app.get_as("/v1/admin/audit?limit=200", &auditor).await;
+    assert_eq!(status, StatusCode::OK, "{audit}");
+    let edit = audit["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["action"] == "deal.update" && e["reason"].as_str().unwrap().contains("valuation-2026"))
+        .expect("the documents edit is audited");
+    assert!(edit["reason"].as_str().unwrap().contains("terms.documents: [\"doc://prospectus\"] -> "), "{edit}");
+
+    // Public reads: published and later, filterable by a public state only.
+    let (status, listed) = app.get_as("/v1/deals?state=published", &investor).await;
+    assert_eq!((status, listed["items"][0]["id"].as_str()), (StatusCode::OK, Some(id.as_str())));
+    assert_eq!(app.get_as("/v1/deals?state=draft", &investor).await.0, StatusCode::BAD_REQUEST);
+
+    // The window opens and closes it (the sweep follows the clock); closing happens once.
+    app.clock.advance(TimeDelta::hours(1));
+    eventually("the deal opened", || async { public_state(&app, &id).await == "open" }).await;
+    app.clock.advance(TimeDelta::days(7));
+    eventually("the deal closed", || async { public_state(&app, &id).await == "closed" }).await;
+    // Eight days on, everyone signs in again.
+    let (_, finance) = app.operator("finance-2@example.sg", &["finance"]).await;
+    let (_, maker) = app.operator("maker-2@example.sg", &["deal"]).await;
+    assert_eq!(app.post_as(&format!("/v1/admin/deals/{id}/close"), &finance, None).await, StatusCode::CONFLICT);
+    assert_eq!(app.post_as(&format!("/v1/admin/deals/{id}/cancel"), &maker, None).await, StatusCode::CONFLICT);
+    let late = json!({"documents": []});
+    assert_eq!(app.patch_json_as(&format!("/v1/admin/deals/{id}"), &maker, late).await.0, StatusCode::CONFLICT);
+
+    // A draft is cancelled; an open deal is closed early by finance, and not by a deal operator.
+    let (_, second) = app.post_json_as("/v1/admin/deals", &maker, new_deal(&s.issuer_id, &app)).await;
+    let second = second["id"].as_str().unwrap();
+    assert_eq!(app.post_as(&format!("/v1/admin/deals/{second}/close"), &finance, None).await, StatusCode::CONFLICT);
+    assert_eq!(app.post_as(&format!("/v1/admin/deals/{second}/cancel"), &maker, None).await, StatusCode::OK);
+    assert_eq!(state_of(&app, second, &maker).await, "cancelled");
+
+    let (_, third) = app.post_json_as("/v1/admin/deals", &maker, new_deal(&s.issuer_id, &app)).await;
+    let third = third["id"].as_str().unwrap().to_owned();
+    let (_, checker) = app.operator("checker-2@example.sg", &["deal"]).await;
+    let (_, request) = app.post_json_as(&format!("/v1/admin/deals/{third}/publish"), &maker, json!({})).await;
+    let approve = format!("/v1/admin/change-requests/{}/approve", request["id"].as_str().unwrap());
+    assert_eq!(app.post_as(&approve, &checker, None).await, StatusCode::OK);
+    app.clock.advance(TimeDelta::minutes(61));
+    eventually("the third deal opened", || async { public_state(&app, &third).await == "open" }).await;
+    let (_, finance) = app.operator("finance-3@example.sg", &["finance"]).await;
+    let (_, maker) = app.operator("maker-3@example.sg", &["deal"]).await;
+    assert_eq!(app.post_as(&format!("/v1/admin/deals/{third}/close"), &maker, None).await, StatusCode::FORBIDDEN);
+    assert_eq!(app.post_as(&format!("/v1/admin/deals/{third}/close"), &finance, None).await, StatusCode::OK);
+    assert_eq!(public_state(&app, &third).await, "closed");
+}

@@ -146,11 +146,24 @@ impl TestApp {
 
     /// [`TestApp::operator`], answering the whole token answer (refresh token included).
     pub async fn operator_tokens(&self, email: &str, roles: &[&str]) -> (String, serde_json::Value) {
+        self.user_tokens(email, roles, 2).await
+    }
+
+    /// An investor at verification level 3 (accredited), logged in with the second factor;
+    /// answers (user id, access token).
+    pub async fn accredited_investor(&self, email: &str) -> (String, String) {
+        let (user_id, tokens) = self.user_tokens(email, &[], 3).await;
+        (user_id, tokens["access_token"].as_str().unwrap().to_owned())
+    }
+
+    /// A verified user with `roles` at `level` and a confirmed TOTP second factor, logged
+    /// in through both steps; answers (user id, the token answer).
+    pub async fn user_tokens(&self, email: &str, roles: &[&str], level: u8) -> (String, serde_json::Value) {
         use shared::app::accounts::Accounts;
         use shared::app::mfa::SecondFactor;
         use shared::domain::totp;
         let password = "operator passphrase 2026";
-        let user = Accounts::new(&self.platform).create_verified(email, password, roles, 2).await.unwrap();
+        let user = Accounts::new(&self.platform).create_verified(email, password, roles, level).await.unwrap();
         let secret = SecondFactor::new(&self.platform).enroll_confirmed(&user.id).await.unwrap();
         let (_, challenge) =
             self.post("/v1/auth/login", serde_json::json!({"email": email, "password": password})).await;
@@ -308,6 +321,60 @@ impl TestApp {
         body: serde_json::Value,
     ) -> (reqwest::StatusCode, serde_json::Value) {
         let response = self.client.patch(self.url(path)).bearer_auth(access_token).json(&body).send().await.unwrap();
+        let status = response.status();
+        (status, response.json().await.unwrap_or(serde_json::Value::Null))
+    }
+}
+
+impl TestApp {
+    /// A published deal of a new approved issuer, opened by its window (the clock moves an
+    /// hour, so tokens made before it have expired); 10,000 units at 100.00, 10 to 1,000
+    /// per investor, closing in a week. Answers the deal id.
+    pub async fn open_deal(&self, uen: &str) -> String {
+        use reqwest::StatusCode;
+        use serde_json::json;
+        let s = self.approved_issuer(uen).await;
+        let now = self.platform.clock.now();
+        let deal = json!({
+            "issuer_id": s.issuer_id,
+            "building": {"name": "Harbour Point", "address": "2 Harbour Rd", "type": "office", "valuation": "80000000.00"},
+            "supply": 10000, "unit_price": "100.00", "min_units": 10, "max_units": 1000,
+            "opens_at": (now + chrono::TimeDelta::hours(1)).to_rfc3339(),
+            "closes_at": (now + chrono::TimeDelta::days(7)).to_rfc3339(),
+        });
+        let (status, deal) = self.post_json_as("/v1/admin/deals", &s.maker, deal).await;
+        assert_eq!(status, StatusCode::CREATED, "{deal}");
+        let id = deal["id"].as_str().unwrap().to_owned();
+        let (_, request) = self.post_json_as(&format!("/v1/admin/deals/{id}/publish"), &s.maker, json!({})).await;
+        let approve = format!("/v1/admin/change-requests/{}/approve", request["id"].as_str().unwrap());
+        assert_eq!(self.post_as(&approve, &s.checker, None).await, StatusCode::OK);
+        self.clock.advance(chrono::TimeDelta::hours(1));
+        let url = self.url(&format!("/v1/deals/{id}"));
+        eventually("the deal opened", || async {
+            let deal: serde_json::Value = self.client.get(&url).send().await.unwrap().json().await.unwrap();
+            deal["state"] == "open"
+        })
+        .await;
+        id
+    }
+
+    /// POSTs a subscription with an idempotency key.
+    pub async fn subscribe(
+        &self,
+        token: &str,
+        deal: &str,
+        key: &str,
+        units: u64,
+    ) -> (reqwest::StatusCode, serde_json::Value) {
+        let response = self
+            .client
+            .post(self.url(&format!("/v1/deals/{deal}/subscriptions")))
+            .bearer_auth(token)
+            .header("Idempotency-Key", key)
+            .json(&serde_json::json!({"units": units}))
+            .send()
+            .await
+            .unwrap();
         let status = response.status();
         (status, response.json().await.unwrap_or(serde_json::Value::Null))
     }

@@ -5,6 +5,7 @@
 pub mod accounts;
 pub mod deals;
 pub mod issuers;
+pub mod subscriptions;
 
 use std::sync::Arc;
 
@@ -13,6 +14,7 @@ use axum::routing::{get, patch, post};
 use shared::Platform;
 use shared::app::deposits::DepositAccounts;
 use shared::app::sessions::Sessions;
+use shared::app::subscriptions::Subscriptions;
 use shared::domain::session::SessionPolicy;
 use shared::http::ApiError;
 use shared::http::auth::{LazySessions, SessionSource};
@@ -23,6 +25,7 @@ use utoipa::OpenApi;
 pub struct OfferingState {
     pub platform: Platform,
     pub deposits: Arc<DepositAccounts>,
+    pub subscriptions: Arc<Subscriptions>,
     sessions: LazySessions,
 }
 
@@ -34,9 +37,11 @@ impl SessionSource for OfferingState {
 
 /// This function's own routes.
 pub fn routes(platform: &Platform) -> Router {
+    let deposits = Arc::new(DepositAccounts::for_platform(platform));
     let state = OfferingState {
         platform: platform.clone(),
-        deposits: Arc::new(DepositAccounts::for_platform(platform)),
+        subscriptions: Arc::new(Subscriptions::new(platform, deposits.clone())),
+        deposits,
         sessions: LazySessions::new(platform, SessionPolicy::default()),
     };
     Router::new()
@@ -60,6 +65,12 @@ pub fn routes(platform: &Platform) -> Router {
         .route("/v1/admin/deals/{id}/publish", post(deals::publish))
         .route("/v1/admin/deals/{id}/close", post(deals::close))
         .route("/v1/admin/deals/{id}/cancel", post(deals::cancel))
+        .route("/v1/deals/{id}/subscriptions", post(subscriptions::subscribe))
+        .route("/v1/subscriptions/{id}/cancel", post(subscriptions::cancel))
+        .route("/v1/me/subscriptions", get(subscriptions::mine))
+        .route("/v1/me/holdings", get(subscriptions::holdings))
+        .route("/v1/admin/deals/{id}/subscriptions", get(subscriptions::book))
+        .route("/v1/admin/deals/{id}/totals", get(subscriptions::totals))
         .with_state(state)
 }
 
@@ -69,20 +80,25 @@ pub fn routes(platform: &Platform) -> Router {
         accounts::my_accounts, accounts::my_statement, accounts::withdraw, accounts::my_withdrawal,
         accounts::bank_webhook, accounts::admin_account, accounts::admin_statement, accounts::ledger_totals,
         issuers::submit, issuers::get, issuers::list, issuers::propose_decision, deals::register, deals::edit,
-        deals::publish, deals::close, deals::cancel, deals::list_public, deals::get, deals::of_issuer
+        deals::publish, deals::close, deals::cancel, deals::list_public, deals::get, deals::of_issuer,
+        subscriptions::subscribe, subscriptions::cancel, subscriptions::mine, subscriptions::holdings,
+        subscriptions::book, subscriptions::totals
     ),
     components(schemas(accounts::BalanceView, accounts::MyAccounts, accounts::EntryView, accounts::WithdrawalRequest,
         accounts::WithdrawalView, accounts::WebhookAnswer, accounts::TotalsView,
         shared::app::deposits::WithdrawalStatus, shared::app::issuers::Issuer, shared::app::issuers::Onboarding,
         shared::app::issuers::Contact, shared::app::issuers::BankDetails, shared::app::issuers::IssuerStatus,
         issuers::DecisionRequest, issuers::Verdict, deals::NewDeal, deals::EditDeal, deals::DealView,
-        deals::BuildingView, shared::domain::deal::DealState, shared::domain::deal::BuildingType)),
+        deals::BuildingView, shared::domain::deal::DealState, shared::domain::deal::BuildingType,
+        subscriptions::SubscriptionRequest, subscriptions::SubscriptionView, subscriptions::HoldingView,
+        subscriptions::TotalsView, shared::app::subscriptions::SubscriptionStatus)),
     tags(
         (name = "accounts", description = "Deposit accounts: balances, statements, withdrawals"),
         (name = "webhooks", description = "Partner callbacks, signed"),
         (name = "ledger", description = "Finance operators: any account, the ledger's totals"),
         (name = "issuers", description = "Issuer onboarding and review"),
-        (name = "deals", description = "Deals: registration, maker-checker publication, the window, public reads")
+        (name = "deals", description = "Deals: registration, maker-checker publication, the window, public reads"),
+        (name = "subscriptions", description = "Subscriptions, holdings, a deal's book and totals")
     )
 )]
 struct Doc;

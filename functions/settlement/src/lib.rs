@@ -14,6 +14,7 @@ use shared::app::deals::Deals;
 use shared::app::deposits::DepositAccounts;
 use shared::app::ledger::Ledger;
 use shared::app::mirror::ChainMirror;
+use shared::app::subscriptions::Subscriptions;
 use shared::ports::queue::QueueName;
 
 /// The queue this function consumes.
@@ -46,6 +47,7 @@ pub struct Sweeper {
     ledger: Ledger,
     deposits: DepositAccounts,
     deals: Deals,
+    subscriptions: Subscriptions,
 }
 
 impl Sweeper {
@@ -55,6 +57,7 @@ impl Sweeper {
             ledger: Ledger::for_platform(platform),
             deposits: DepositAccounts::for_platform(platform),
             deals: Deals::for_platform(platform),
+            subscriptions: Subscriptions::new(platform, Arc::new(DepositAccounts::for_platform(platform))),
         }
     }
 
@@ -74,6 +77,10 @@ impl Sweeper {
         }
         match self.deposits.retry_pending(RETRY_BATCH).await {
             Ok(n) => swept.retried = n,
+            Err(e) => failures.push(e.to_string()),
+        }
+        match self.subscriptions.retry_pending(RETRY_BATCH).await {
+            Ok(n) => swept.retried += n,
             Err(e) => failures.push(e.to_string()),
         }
         match self.deals.follow_windows().await {

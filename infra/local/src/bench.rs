@@ -49,6 +49,20 @@ pub enum Bench {
         #[arg(long, default_value_t = 32)]
         concurrency: usize,
     },
+    /// Subscriptions: placing them (a hold each, all into one deal's escrow), and the
+    /// operators' totals over a book of `book` subscriptions.
+    Subscriptions {
+        #[arg(long, value_enum, default_value = "embedded")]
+        backend: StoreBackend,
+        /// Subscriptions placed through the use case.
+        #[arg(long, default_value_t = 5_000)]
+        placed: usize,
+        /// Size of the book the totals read.
+        #[arg(long, default_value_t = 100_000)]
+        book: usize,
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -71,6 +85,12 @@ pub async fn run(bench: Bench) -> anyhow::Result<()> {
             let mut platform = shared::Platform::embedded(folder.path())?;
             platform.store = store;
             auth_bench(name, &platform, refreshes, concurrency).await
+        }
+        Bench::Subscriptions { backend, placed, book, concurrency } => {
+            let (name, store) = open_store(backend, folder.path()).await?;
+            let mut platform = shared::Platform::embedded(folder.path())?;
+            platform.store = store;
+            subscriptions_bench(name, &platform, placed, book, concurrency).await
         }
         Bench::Ledger { backend, transfers, accounts, concurrency } => {
             let (name, store) = open_store(backend, folder.path()).await?;
@@ -409,6 +429,115 @@ async fn ledger_bench(
         concurrency,
         batches * MAX_LINKED,
         started,
+    );
+    Ok(())
+}
+
+async fn subscriptions_bench(
+    backend: &str,
+    platform: &shared::Platform,
+    placed: usize,
+    book: usize,
+    concurrency: usize,
+) -> anyhow::Result<()> {
+    use shared::app::deals::{Deal, deal_item};
+    use shared::app::deposits::DepositAccounts;
+    use shared::app::ledger::Ledger;
+    use shared::app::subscriptions::{Subscription, SubscriptionStatus, Subscriptions, sub_item};
+    use shared::domain::deal::{Building, BuildingType, DealState, Terms};
+    use shared::domain::ledger::{Account, Kind, Transfer};
+
+    let now = platform.clock.now();
+    let ledger = Ledger::for_platform(platform);
+    let escrow = Account::of(Kind::Escrow, "bench-deal", "SGD");
+    let deal = Deal {
+        id: "bench-deal".into(),
+        issuer_id: "bench-issuer".into(),
+        terms: Terms {
+            building: Building {
+                name: "Bench".into(),
+                address: "1 Bench Rd".into(),
+                kind: BuildingType::Office,
+                valuation: 1,
+            },
+            supply: 1_000_000_000,
+            unit_price: 100,
+            min_units: 1,
+            max_units: 1_000,
+            opens_at: now - chrono::TimeDelta::hours(1),
+            closes_at: now + chrono::TimeDelta::days(7),
+            documents: vec![],
+        },
+        state: DealState::Open,
+        asset: "DABS-bench-deal".into(),
+        escrow_account: escrow.id.clone(),
+        created_by: "bench".into(),
+        created_at: now,
+        updated_at: now,
+    };
+    ledger.open(escrow).await?;
+    platform.store.put(deal_item(&deal)?, Condition::NotExists).await?;
+
+    // Investors with deposit accounts and money, then one subscription each, concurrently:
+    // every hold credits the same escrow.
+    let deposits = Arc::new(DepositAccounts::for_platform(platform));
+    let omnibus = Account::of(Kind::Omnibus, "bank", "SGD");
+    let omnibus_id = omnibus.id.clone();
+    ledger.open(omnibus).await?;
+    for i in 0..placed {
+        let investor = format!("inv{i}");
+        let account = deposits.account_for(&investor).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        ledger
+            .submit(&Transfer::single(format!("fund{i}"), &omnibus_id, &account.account_id, 1_000_000, "SGD", 1))
+            .await?;
+    }
+    let subscriptions = Arc::new(Subscriptions::new(platform, deposits));
+    let started = Instant::now();
+    let subs = subscriptions.clone();
+    concurrently(placed, concurrency, move |i| {
+        let subs = subs.clone();
+        async move {
+            let sub = subs
+                .subscribe(&format!("inv{i}"), "bench-deal", "bench", 10)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            anyhow::ensure!(sub.status == SubscriptionStatus::Live, "not live: {sub:?}");
+            Ok(())
+        }
+    })
+    .await?;
+    report("subscriptions", backend, "subscribe_one_deal", concurrency, placed, started);
+
+    // Fill the book to `book` entries (written directly, 100 a transaction), then total it.
+    let mut written = placed;
+    while written < book {
+        let writes = (written..book.min(written + 100))
+            .map(|i| {
+                let sub = Subscription {
+                    id: format!("bulk{i:08}"),
+                    deal_id: "bench-deal".into(),
+                    investor_id: format!("bulk-investor{i}"),
+                    units: 10,
+                    amount: 1_000,
+                    status: SubscriptionStatus::Live,
+                    reason: None,
+                    created_at: now,
+                    updated_at: now,
+                };
+                Ok(Write::put(sub_item(&sub)?, Condition::None))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        written += writes.len();
+        platform.store.transact(writes).await?;
+    }
+    let before = peak_rss_mb();
+    let started = Instant::now();
+    let totals = subscriptions.totals("bench-deal").await?;
+    anyhow::ensure!(totals.live as usize == book.max(placed), "totals counted {} of {book}", totals.live);
+    report("subscriptions", backend, &format!("totals_over_{book}"), 1, 1, started);
+    println!(
+        "{}",
+        json!({"bench": "subscriptions", "case": "totals_peak_rss_growth_mb", "before_mb": before, "after_mb": peak_rss_mb()})
     );
     Ok(())
 }

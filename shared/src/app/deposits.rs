@@ -6,7 +6,6 @@
 
 use std::sync::Arc;
 
-use aws_lc_rs::digest::{SHA256, digest};
 use chrono::{DateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 use tokio::sync::OnceCell;
@@ -119,10 +118,6 @@ fn withdrawal_key(id: &str) -> Key {
 
 fn event_key(event_id: &str) -> Key {
     Key::new(format!("WEBHOOK#BANK#{event_id}"), "SEEN")
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn withdrawal_item(w: &Withdrawal) -> Result<Item, StoreError> {
@@ -297,7 +292,7 @@ impl DepositAccounts {
     /// Withdraws `amount` cents under the caller's idempotency key: the same key and
     /// amount answer the same withdrawal (in its current state), another amount is refused.
     pub async fn withdraw(&self, user_id: &str, key: &str, amount: Amount) -> Result<Withdrawal, DepositError> {
-        let id = format!("wd_{}", &hex(digest(&SHA256, format!("{user_id}\0{key}").as_bytes()).as_ref())[..32]);
+        let id = super::keyed_id("wd", user_id, key);
         self.account_for(user_id).await?;
         self.omnibus().await?;
         let now = self.clock.now();

@@ -48,7 +48,8 @@ fn pause(attempt: u32) -> Duration {
     Duration::from_micros(u64::from_le_bytes(noise) % ceiling + 1)
 }
 /// Linked transfers per batch: each writes its record, two statement entries, at most two
-/// accounts, a hold and an outbox item, within one 100-operation store transaction.
+/// accounts, a hold and an outbox item, within one 100-operation store transaction (a full
+/// batch leaves room for two checks of the caller's).
 pub const MAX_LINKED: usize = 14;
 
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +58,9 @@ pub enum LedgerError {
     Refused(#[from] Refusal),
     #[error("no account {0}")]
     NoAccount(String),
+    /// A condition the caller added (see [`Ledger::submit_checked`]) did not hold.
+    #[error("a condition of the transfer's context did not hold")]
+    ContextChanged,
     #[error("too much contention; retry later")]
     Busy,
     #[error("invalid request: {0}")]
@@ -326,6 +330,14 @@ impl Ledger {
     /// Applies linked transfers in order, all or none (one store transaction); answers the
     /// amount each moved. Retrying the same batch answers the first result.
     pub async fn submit_linked(&self, transfers: &[Transfer]) -> Result<Vec<Amount>, LedgerError> {
+        self.submit_checked(transfers, &[]).await
+    }
+
+    /// [`Ledger::submit_linked`], applied only if `checks` (conditions on other items, e.g.
+    /// that a deal is still at the version read as open) hold in the same transaction;
+    /// [`LedgerError::ContextChanged`] if one does not. A batch already applied answers its
+    /// first result without looking at the checks.
+    pub async fn submit_checked(&self, transfers: &[Transfer], checks: &[Write]) -> Result<Vec<Amount>, LedgerError> {
         if transfers.is_empty() || transfers.len() > MAX_LINKED {
             return Err(LedgerError::Invalid(format!("a batch links 1 to {MAX_LINKED} transfers")));
         }
@@ -344,7 +356,7 @@ impl Ledger {
             if let Some(amounts) = self.recorded(transfers).await? {
                 return Ok(amounts);
             }
-            match self.try_apply(transfers).await? {
+            match self.try_apply(transfers, checks).await? {
                 Some(amounts) => return Ok(amounts),
                 // Another process wrote one of these items first: read again, decide again.
                 None => tokio::time::sleep(pause(attempt)).await,
@@ -371,7 +383,7 @@ impl Ledger {
     }
 
     /// One read-check-write pass; `None` when a condition failed and the pass must be redone.
-    async fn try_apply(&self, transfers: &[Transfer]) -> Result<Option<Vec<Amount>>, LedgerError> {
+    async fn try_apply(&self, transfers: &[Transfer], checks: &[Write]) -> Result<Option<Vec<Amount>>, LedgerError> {
         // Each account and each resolved hold: its state now and the version it was read at.
         let mut accounts: HashMap<String, (Account, u64)> = HashMap::new();
         let mut holds: HashMap<String, (Record, u64)> = HashMap::new();
@@ -465,8 +477,11 @@ impl Ledger {
                 .with_index(CHAIN_OUTBOX, format!("{}#{}", sortable(record.at), record.transfer_id));
             writes.push(Write::put(item, Condition::NotExists));
         }
+        let own = writes.len();
+        writes.extend(checks.iter().cloned());
         match self.store.transact(writes).await {
             Ok(()) => Ok(Some(amounts)),
+            Err(StoreError::ConditionFailed { index, .. }) if index >= own => Err(LedgerError::ContextChanged),
             Err(StoreError::ConditionFailed { .. } | StoreError::Conflict) => Ok(None),
             Err(e) => Err(e.into()),
         }

@@ -13,4 +13,13 @@ pub mod mirror;
 pub mod passwords;
 pub mod sessions;
 pub mod signing_keys;
+pub mod subscriptions;
 pub mod throttle;
+
+/// The id of whatever an owner's idempotency key created: `<prefix>_` and 32 hex digits of
+/// SHA-256 over the owner and the key, so a retry finds the first one.
+pub(crate) fn keyed_id(prefix: &str, owner: &str, key: &str) -> String {
+    let hash = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, format!("{owner}\0{key}").as_bytes());
+    let hex: String = hash.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    format!("{prefix}_{}", &hex[..32])
+}

@@ -18,6 +18,8 @@ pub mod codes {
     pub const WITHDRAWAL: u16 = 2;
     /// A pending transfer voided because its timeout passed.
     pub const EXPIRY: u16 = 3;
+    /// A subscription's hold in a deal's escrow.
+    pub const SUBSCRIPTION: u16 = 10;
 }
 
 /// Limits an account enforces on every write.

@@ -144,3 +144,30 @@ async fn five_hundred_concurrent_requests_never_overdraw_and_escrow_equals_the_l
     assert_eq!(totals["amount_held"], totals["escrow_pending"], "{totals}");
     assert_eq!(totals["escrow_pending"].as_str().unwrap().replace('.', "").parse::<u128>().unwrap(), live_total);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_a_deal_releases_every_hold() {
+    let app = spawn_app().await;
+    let deal = app.open_deal("201912345K").await;
+    let mut investors = Vec::new();
+    for i in 0..3 {
+        let (_, token) = app.accredited_investor(&format!("c{i}@example.sg")).await;
+        app.deposit(&token, "2000.00").await;
+        assert_eq!(app.subscribe(&token, &deal, "k", 10 + i).await.0, StatusCode::CREATED);
+        investors.push(token);
+    }
+    let (_, ops) = app.operator("ops@example.sg", &["deal"]).await;
+    assert_eq!(app.post_as(&format!("/v1/admin/deals/{deal}/cancel"), &ops, None).await, StatusCode::OK);
+    for token in &investors {
+        assert_eq!(app.sgd(token).await, ("2000.00".into(), "2000.00".into()), "the hold was released");
+        let (_, mine) = app.get_as("/v1/me/subscriptions", token).await;
+        assert_eq!(mine["items"][0]["status"], "cancelled");
+    }
+    let (_, totals) = app.get_as(&format!("/v1/admin/deals/{deal}/totals"), &ops).await;
+    assert_eq!((totals["live_subscriptions"].as_u64(), totals["escrow_pending"].as_str()), (Some(0), Some("0.00")));
+    assert_eq!(
+        app.post_as(&format!("/v1/admin/deals/{deal}/cancel"), &ops, None).await,
+        StatusCode::OK,
+        "again: harmless"
+    );
+}

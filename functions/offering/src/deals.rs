@@ -233,7 +233,8 @@ pub async fn close(
     Ok(Json(deal.into()))
 }
 
-/// Cancels a deal before it closes (deal operators).
+/// Cancels a deal before it closes (deal operators); every subscription's hold is released.
+/// Cancelling a cancelled deal again answers it and finishes any release left undone.
 #[utoipa::path(post, path = "/v1/admin/deals/{id}/cancel", tag = "deals", security(("bearer" = [])),
     params(("id" = String, Path)),
     responses((status = 200, body = DealView), (status = 409, body = Problem, content_type = PROBLEM_JSON)))]
@@ -243,7 +244,24 @@ pub async fn cancel(
     Path(id): Path<String>,
 ) -> Result<Json<DealView>, ApiError> {
     authorize(&state.platform, &me, Action::ManageDeals, Resource::None, "deal.cancel").await?;
-    let deal = Deals::for_platform(&state.platform).step(&me.user_id, &id, Step::Cancel).await.map_err(deal_error)?;
+    let deals = Deals::for_platform(&state.platform);
+    let deal = match deals.step(&me.user_id, &id, Step::Cancel).await {
+        Ok(deal) => deal,
+        // Cancelling again finishes releasing the holds (if a first attempt died half way).
+        Err(DealError::Transition(_))
+            if deals.get(&id).await.ok().flatten().is_some_and(|d| d.state == DealState::Cancelled) =>
+        {
+            deals
+                .get(&id)
+                .await
+                .map_err(|e| ApiError::internal(&e))?
+                .ok_or_else(|| ApiError::not_found("no such deal"))?
+        }
+        Err(e) => return Err(deal_error(e)),
+    };
+    let released = state.subscriptions.release_cancelled(&id).await;
+    released
+        .map_err(|e| ApiError::unavailable(format!("cancelled; releasing the holds failed ({e}): cancel again")))?;
     Ok(Json(deal.into()))
 }
 

@@ -255,6 +255,45 @@ impl Subscriptions {
         }
     }
 
+    /// Releases every live subscription of a cancelled deal (voids its hold); answers how
+    /// many. Harmless to run again: each void has its own transfer id.
+    pub async fn release_cancelled(&self, deal_id: &str) -> Result<usize, SubscriptionError> {
+        let (deal, _) = self.deal(deal_id).await?;
+        if deal.state != DealState::Cancelled {
+            return Ok(0);
+        }
+        let mut released = 0;
+        let mut cursor = None;
+        loop {
+            let (subs, next) = self.book(deal_id, 100, cursor).await?;
+            for sub in
+                subs.into_iter().filter(|s| matches!(s.status, SubscriptionStatus::Live | SubscriptionStatus::Pending))
+            {
+                let investor = Account::id_of(Kind::Deposit, &sub.investor_id, SGD);
+                let hold = Transfer::pending(
+                    sub.hold_id(),
+                    &investor,
+                    &deal.escrow_account,
+                    sub.amount,
+                    SGD,
+                    codes::SUBSCRIPTION,
+                )
+                .with_reference(&sub.id);
+                match self.ledger.submit(&Transfer::void(format!("{}:void", sub.hold_id()), &hold)).await {
+                    // A pending one may never have been held.
+                    Ok(_) | Err(LedgerError::Refused(Refusal::PendingMissing)) => {}
+                    Err(e) => return Err(e.into()),
+                }
+                self.finish(&sub.id, SubscriptionStatus::Cancelled, Some("the deal was cancelled")).await?;
+                released += 1;
+            }
+            match next {
+                Some(next) => cursor = Some(next),
+                None => return Ok(released),
+            }
+        }
+    }
+
     /// Sets a pending or live subscription's outcome; releases the investor's lock when it
     /// ends. Answers the subscription as stored.
     async fn finish(

@@ -63,6 +63,19 @@ pub enum Bench {
         #[arg(long, default_value_t = 32)]
         concurrency: usize,
     },
+    /// Prepares a data directory for the HTTP subscription benchmark under wrk
+    /// (`infra/bench/subscribe.lua`): open deals, and accredited investors with money and
+    /// access tokens (valid for ten minutes) written to `--out`.
+    HttpSetup {
+        #[arg(long)]
+        data_dir: std::path::PathBuf,
+        #[arg(long, default_value_t = 1_000)]
+        investors: usize,
+        #[arg(long, default_value_t = 50)]
+        deals: usize,
+        #[arg(long, default_value = "bench-setup.json")]
+        out: std::path::PathBuf,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -91,6 +104,9 @@ pub async fn run(bench: Bench) -> anyhow::Result<()> {
             let mut platform = shared::Platform::embedded(folder.path())?;
             platform.store = store;
             subscriptions_bench(name, &platform, placed, book, concurrency).await
+        }
+        Bench::HttpSetup { data_dir, investors, deals, out } => {
+            http_setup(&shared::Platform::embedded(&data_dir)?, investors, deals, &out).await
         }
         Bench::Ledger { backend, transfers, accounts, concurrency } => {
             let (name, store) = open_store(backend, folder.path()).await?;
@@ -440,43 +456,14 @@ async fn subscriptions_bench(
     book: usize,
     concurrency: usize,
 ) -> anyhow::Result<()> {
-    use shared::app::deals::{Deal, deal_item};
     use shared::app::deposits::DepositAccounts;
     use shared::app::ledger::Ledger;
     use shared::app::subscriptions::{Subscription, SubscriptionStatus, Subscriptions, sub_item};
-    use shared::domain::deal::{Building, BuildingType, DealState, Terms};
     use shared::domain::ledger::{Account, Kind, Transfer};
 
     let now = platform.clock.now();
     let ledger = Ledger::for_platform(platform);
-    let escrow = Account::of(Kind::Escrow, "bench-deal", "SGD");
-    let deal = Deal {
-        id: "bench-deal".into(),
-        issuer_id: "bench-issuer".into(),
-        terms: Terms {
-            building: Building {
-                name: "Bench".into(),
-                address: "1 Bench Rd".into(),
-                kind: BuildingType::Office,
-                valuation: 1,
-            },
-            supply: 1_000_000_000,
-            unit_price: 100,
-            min_units: 1,
-            max_units: 1_000,
-            opens_at: now - chrono::TimeDelta::hours(1),
-            closes_at: now + chrono::TimeDelta::days(7),
-            documents: vec![],
-        },
-        state: DealState::Open,
-        asset: "DABS-bench-deal".into(),
-        escrow_account: escrow.id.clone(),
-        created_by: "bench".into(),
-        created_at: now,
-        updated_at: now,
-    };
-    ledger.open(escrow).await?;
-    platform.store.put(deal_item(&deal)?, Condition::NotExists).await?;
+    open_bench_deal(platform, "bench-deal").await?;
 
     // Investors with deposit accounts and money, then one subscription each, concurrently:
     // every hold credits the same escrow.
@@ -538,6 +525,99 @@ async fn subscriptions_bench(
     println!(
         "{}",
         json!({"bench": "subscriptions", "case": "totals_peak_rss_growth_mb", "before_mb": before, "after_mb": peak_rss_mb()})
+    );
+    Ok(())
+}
+
+/// An open deal with its escrow account, written directly (no issuer, no approval): what
+/// the subscription benches subscribe to.
+async fn open_bench_deal(platform: &shared::Platform, id: &str) -> anyhow::Result<()> {
+    use shared::app::deals::{Deal, deal_item};
+    use shared::app::ledger::Ledger;
+    use shared::domain::deal::{Building, BuildingType, DealState, Terms};
+    use shared::domain::ledger::{Account, Kind};
+
+    let now = platform.clock.now();
+    let escrow = Account::of(Kind::Escrow, id, "SGD");
+    let deal = Deal {
+        id: id.into(),
+        issuer_id: "bench-issuer".into(),
+        terms: Terms {
+            building: Building {
+                name: "Bench".into(),
+                address: "1 Bench Rd".into(),
+                kind: BuildingType::Office,
+                valuation: 1,
+            },
+            supply: 1_000_000_000,
+            unit_price: 100,
+            min_units: 1,
+            max_units: 1_000,
+            opens_at: now - chrono::TimeDelta::hours(1),
+            closes_at: now + chrono::TimeDelta::days(7),
+            documents: vec![],
+        },
+        state: DealState::Open,
+        asset: format!("DABS-{id}"),
+        escrow_account: escrow.id.clone(),
+        created_by: "bench".into(),
+        created_at: now,
+        updated_at: now,
+    };
+    Ledger::for_platform(platform).open(escrow).await?;
+    platform.store.put(deal_item(&deal)?, Condition::NotExists).await?;
+    Ok(())
+}
+
+async fn http_setup(
+    platform: &shared::Platform,
+    investors: usize,
+    deals: usize,
+    out: &std::path::Path,
+) -> anyhow::Result<()> {
+    use shared::app::accounts::Accounts;
+    use shared::app::deposits::DepositAccounts;
+    use shared::app::ledger::Ledger;
+    use shared::app::sessions::Sessions;
+    use shared::domain::ledger::{Account, Kind, Transfer};
+    use shared::domain::session::SessionPolicy;
+
+    let run = ulid::Ulid::new().to_string().to_lowercase();
+    let mut deal_ids = Vec::with_capacity(deals);
+    for d in 0..deals {
+        let id = format!("bench-{run}-{d}");
+        open_bench_deal(platform, &id).await?;
+        deal_ids.push(json!({ "deal": id }));
+    }
+    let accounts = Accounts::new(platform);
+    let deposits = DepositAccounts::for_platform(platform);
+    let ledger = Ledger::for_platform(platform);
+    let omnibus = Account::of(Kind::Omnibus, "bank", "SGD");
+    let omnibus_id = omnibus.id.clone();
+    ledger.open(omnibus).await?;
+    let sessions = Sessions::for_platform(platform, SessionPolicy::default()).await?;
+    let mut tokens = Vec::with_capacity(investors);
+    for i in 0..investors {
+        let user = accounts
+            .create_verified(&format!("wrk-{run}-{i}@bench.example.sg"), "benchmark passphrase 2026", &[], 3)
+            .await?;
+        let account = deposits.account_for(&user.id).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        ledger
+            .submit(&Transfer::single(
+                format!("wrk-fund-{run}-{i}"),
+                &omnibus_id,
+                &account.account_id,
+                100_000_000,
+                "SGD",
+                1,
+            ))
+            .await?;
+        tokens.push(json!({ "token": sessions.start_after_second_factor(&user).await?.access_token }));
+    }
+    std::fs::write(out, serde_json::to_vec(&json!({ "deals": deal_ids, "investors": tokens }))?)?;
+    println!(
+        "{}",
+        json!({"bench": "http-setup", "deals": deals, "investors": investors, "out": out.display().to_string()})
     );
     Ok(())
 }

@@ -1,5 +1,6 @@
 -- wrk script: every request is a new subscription (a distinct investor and deal pair, a
 -- fresh Idempotency-Key), from the tokens and deals that `local bench http-setup` wrote.
+-- wrk itself reports any non-2xx answers ("Non-2xx or 3xx responses").
 --   wrk -t2 -c32 -d30s -s infra/bench/subscribe.lua http://127.0.0.1:3000 -- <setup.json>
 local tokens, deals = {}, {}
 local counter = 0
@@ -29,11 +30,6 @@ request = function()
     ["Idempotency-Key"] = "wrk-" .. counter,
   }
   return wrk.format("POST", "/v1/deals/" .. deals[deal] .. "/subscriptions", headers, '{"units":10}')
-end
-
-local statuses = {}
-response = function(status)
-  statuses[status] = (statuses[status] or 0) + 1
 end
 
 done = function(summary, latency)

@@ -117,9 +117,7 @@ fn cents(field: &str, text: &str) -> Result<u64, ApiError> {
 
 fn deal_error(e: DealError) -> ApiError {
     match e {
-        DealError::Invalid(problems) => {
-            ApiError::validation(problems.into_iter().map(|(field, message)| FieldError::new(field, message)).collect())
-        }
+        DealError::Invalid(problems) => ApiError::invalid_fields(problems),
         DealError::NotFound => ApiError::not_found("no such deal"),
         DealError::IssuerNotApproved => {
             ApiError::validation(vec![FieldError::new("issuer_id", "no approved issuer has this id")])

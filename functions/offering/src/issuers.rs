@@ -10,16 +10,14 @@ use shared::domain::access::{self, Action, LEVEL_SECOND_FACTOR, Resource, Role};
 use shared::http::auth::{Authenticated, authorize};
 use shared::http::page::{PageOf, Paging};
 use shared::http::problem::{PROBLEM_JSON, Problem};
-use shared::http::{ApiError, FieldError, Json};
+use shared::http::{ApiError, Json};
 use utoipa::ToSchema;
 
 use crate::OfferingState;
 
 fn issuer_error(e: IssuerError) -> ApiError {
     match e {
-        IssuerError::Invalid(problems) => {
-            ApiError::validation(problems.into_iter().map(|(field, message)| FieldError::new(field, message)).collect())
-        }
+        IssuerError::Invalid(problems) => ApiError::invalid_fields(problems),
         IssuerError::AlreadyOnboarded => ApiError::conflict("the caller already acts for an issuer"),
         IssuerError::UenTaken => ApiError::conflict("an issuer with this UEN is already onboarded"),
         IssuerError::NoUser => ApiError::unauthorized("the caller's account is gone"),

@@ -92,6 +92,7 @@ fn subscription_error(e: SubscriptionError) -> ApiError {
         SubscriptionError::NotCancellable(why) => ApiError::conflict(format!("cannot cancel while {why}")),
         SubscriptionError::Ledger(LedgerError::Busy) => ApiError::unavailable("the deal is busy; retry"),
         SubscriptionError::Ledger(e) => ApiError::internal(&e),
+        SubscriptionError::Account(e) => ApiError::internal(&e),
         SubscriptionError::Store(e) => ApiError::internal(&e),
     }
 }

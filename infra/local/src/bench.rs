@@ -473,7 +473,7 @@ async fn subscriptions_bench(
     ledger.open(omnibus).await?;
     for i in 0..placed {
         let investor = format!("inv{i}");
-        let account = deposits.account_for(&investor).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        let account = deposits.account_for(&investor).await?;
         ledger
             .submit(&Transfer::single(format!("fund{i}"), &omnibus_id, &account.account_id, 1_000_000, "SGD", 1))
             .await?;
@@ -484,10 +484,7 @@ async fn subscriptions_bench(
     concurrently(placed, concurrency, move |i| {
         let subs = subs.clone();
         async move {
-            let sub = subs
-                .subscribe(&format!("inv{i}"), "bench-deal", "bench", 10)
-                .await
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let sub = subs.subscribe(&format!("inv{i}"), "bench-deal", "bench", 10).await?;
             anyhow::ensure!(sub.status == SubscriptionStatus::Live, "not live: {sub:?}");
             Ok(())
         }
@@ -601,7 +598,7 @@ async fn http_setup(
         let user = accounts
             .create_verified(&format!("wrk-{run}-{i}@bench.example.sg"), "benchmark passphrase 2026", &[], 3)
             .await?;
-        let account = deposits.account_for(&user.id).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        let account = deposits.account_for(&user.id).await?;
         ledger
             .submit(&Transfer::single(
                 format!("wrk-fund-{run}-{i}"),

@@ -84,6 +84,8 @@ pub enum SubscriptionError {
     #[error(transparent)]
     Ledger(LedgerError),
     #[error(transparent)]
+    Account(#[from] super::deposits::DepositError),
+    #[error(transparent)]
     Store(#[from] StoreError),
 }
 
@@ -170,7 +172,7 @@ impl Subscriptions {
             return Err(SubscriptionError::NotOpen);
         }
         let amount = subscription_amount(&deal.terms, units)?;
-        self.deposits.account_for(investor_id).await.map_err(|e| StoreError::Invalid(e.to_string()))?;
+        self.deposits.account_for(investor_id).await?;
         let now = self.clock.now();
         let sub = Subscription {
             id,

@@ -68,6 +68,11 @@ impl ApiError {
         Self::new(StatusCode::BAD_REQUEST, "malformed-request", "Malformed request", detail)
     }
 
+    /// 400 from the (field, message) pairs a domain check answers.
+    pub fn invalid_fields<F: Into<String>>(problems: impl IntoIterator<Item = (F, String)>) -> Self {
+        Self::validation(problems.into_iter().map(|(field, message)| FieldError::new(field, message)).collect())
+    }
+
     /// 400 with the offending fields named.
     pub fn validation(errors: Vec<FieldError>) -> Self {
         let detail = errors.iter().map(|e| format!("{}: {}", e.field, e.message)).collect::<Vec<_>>().join("; ");

@@ -259,6 +259,7 @@ pub async fn my_withdrawal(
     Authenticated(me): Authenticated,
     Path(id): Path<String>,
 ) -> Result<Json<WithdrawalView>, ApiError> {
+    authorize(&state.platform, &me, Action::ReadOwned, Resource::OwnedBy(&me.user_id), "withdrawals.read").await?;
     let found = state.deposits.withdrawal(&me.user_id, &id).await.map_err(deposit_error)?;
     found.map(|w| Json(w.into())).ok_or_else(|| ApiError::not_found("no such withdrawal"))
 }

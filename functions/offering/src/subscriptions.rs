@@ -135,6 +135,7 @@ pub async fn cancel(
     Authenticated(me): Authenticated,
     Path(id): Path<String>,
 ) -> Result<Json<SubscriptionView>, ApiError> {
+    authorize(&state.platform, &me, Action::ReadOwned, Resource::OwnedBy(&me.user_id), "subscription.cancel").await?;
     let sub = state.subscriptions.cancel(&me.user_id, &id).await.map_err(subscription_error)?;
     Ok(Json(sub.into()))
 }
@@ -148,6 +149,7 @@ pub async fn mine(
     Authenticated(me): Authenticated,
     paging: Paging,
 ) -> Result<Json<PageOf<SubscriptionView>>, ApiError> {
+    authorize(&state.platform, &me, Action::ReadOwned, Resource::OwnedBy(&me.user_id), "subscriptions.mine").await?;
     let (subs, next) = state
         .subscriptions
         .of_investor(&me.user_id, paging.limit, paging.cursor)
@@ -163,6 +165,7 @@ pub async fn holdings(
     State(state): State<OfferingState>,
     Authenticated(me): Authenticated,
 ) -> Result<Json<Vec<HoldingView>>, ApiError> {
+    authorize(&state.platform, &me, Action::ReadOwned, Resource::OwnedBy(&me.user_id), "holdings.mine").await?;
     let accounts = state.deposits.ledger().accounts_of(&me.user_id).await.map_err(|e| ApiError::internal(&e))?;
     let units = |v: i128| u64::try_from(v).unwrap_or(0);
     let holdings = accounts

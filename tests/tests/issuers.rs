@@ -72,3 +72,20 @@ async fn an_issuer_is_onboarded_and_approved_by_a_second_deal_operator(app: Test
         "decided once"
     );
 }
+
+/// The contact person and bank account are stored sealed: the raw item names neither.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_contact_and_bank_account_are_stored_sealed() {
+    let app = platform_tests::spawn_app().await;
+    let (_, owner) = app.operator("owner@example.sg", &["issuer"]).await;
+    let (status, issuer) = app.post_json_as("/v1/issuers", &owner, onboarding("201912345K")).await;
+    assert_eq!(status, StatusCode::CREATED, "{issuer}");
+    let key = shared::app::issuers::issuer_key(issuer["id"].as_str().unwrap());
+    let raw = app.platform.store.get(&key).await.unwrap().unwrap();
+    let text = String::from_utf8_lossy(&raw.body);
+    for secret in ["Tan Wei Ming", "wei.ming@marina.example.sg", "012-345678-9", "6123 4567"] {
+        assert!(!text.contains(secret), "{secret} stored in the clear: {text}");
+    }
+    assert!(text.contains("Marina Holdings"), "the company name is not secret");
+    assert_eq!(issuer["bank"]["account_number"], "012-345678-9", "the caller reads it back");
+}

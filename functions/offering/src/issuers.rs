@@ -21,6 +21,7 @@ fn issuer_error(e: IssuerError) -> ApiError {
         IssuerError::AlreadyOnboarded => ApiError::conflict("the caller already acts for an issuer"),
         IssuerError::UenTaken => ApiError::conflict("an issuer with this UEN is already onboarded"),
         IssuerError::NoUser => ApiError::unauthorized("the caller's account is gone"),
+        IssuerError::Keyring(e) => ApiError::internal(&e),
         IssuerError::Store(e) => ApiError::internal(&e),
     }
 }
@@ -83,7 +84,7 @@ pub async fn get(
     if !may_see(&me, &id) {
         return Err(not_found());
     }
-    let issuer = Issuers::for_platform(&state.platform).get(&id).await.map_err(|e| ApiError::internal(&e))?;
+    let issuer = Issuers::for_platform(&state.platform).get(&id).await.map_err(issuer_error)?;
     issuer.map(Json).ok_or_else(not_found)
 }
 
@@ -98,7 +99,7 @@ pub async fn list(
 ) -> Result<Json<PageOf<Issuer>>, ApiError> {
     authorize(&state.platform, &me, Action::ReviewIssuers, Resource::None, "issuers.list").await?;
     let issuers = Issuers::for_platform(&state.platform);
-    let (items, next) = issuers.list(paging.limit, paging.cursor).await.map_err(|e| ApiError::internal(&e))?;
+    let (items, next) = issuers.list(paging.limit, paging.cursor).await.map_err(issuer_error)?;
     Ok(Json(PageOf::new(items, next)))
 }
 

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::accounts::{User, user_item, user_key};
 use super::audit::{AuditLog, Event};
 use super::deals::{Deal, deal_item, deal_key};
-use super::issuers::{Issuer, IssuerStatus, issuer_item, issuer_key};
+use super::issuers::{IssuerStatus, StoredIssuer, issuer_item, issuer_key};
 use crate::domain::access::{self, Action, LEVEL_ACCREDITED, Resource, Role, Subject};
 use crate::domain::deal::{DealState, Step};
 use crate::ports::store::{Condition, Cursor, Item, Key, Query, StoreError, Write};
@@ -115,7 +115,7 @@ impl Change {
     /// the target is not in a state the change can apply to.
     fn on_propose(&self, target: &Item, now: DateTime<Utc>) -> Result<Option<Item>, ChangeError> {
         match self {
-            Self::DecideIssuer { .. } if target.decode::<Issuer>()?.status != IssuerStatus::PendingReview => {
+            Self::DecideIssuer { .. } if target.decode::<StoredIssuer>()?.status != IssuerStatus::PendingReview => {
                 Err(ChangeError::Invalid("the issuer was already decided"))
             }
             Self::PublishDeal { .. } => match target.decode::<Deal>()?.state {
@@ -142,7 +142,7 @@ impl Change {
             return Self::step_deal(target, Step::Publish, now);
         }
         if let Self::DecideIssuer { approve, .. } = self {
-            let mut issuer: Issuer = target.decode()?;
+            let mut issuer: StoredIssuer = target.decode()?;
             if issuer.status != IssuerStatus::PendingReview {
                 return Ok(None);
             }

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::audit::{AuditLog, Event};
-use super::issuers::{Issuer, IssuerStatus, issuer_key};
+use super::issuers::{IssuerStatus, StoredIssuer, issuer_key};
 use super::ledger::{Ledger, LedgerError, sortable};
 use crate::domain::deal::{self, BadTransition, Building, BuildingType, DealState, Step, Terms};
 use crate::domain::ledger::{Account, Amount, Kind, SGD};
@@ -132,7 +132,8 @@ impl Deals {
         if !problems.is_empty() {
             return Err(DealError::Invalid(problems));
         }
-        let issuer: Option<Issuer> = self.store.get(&issuer_key(issuer_id)).await?.map(|i| i.decode()).transpose()?;
+        let issuer: Option<StoredIssuer> =
+            self.store.get(&issuer_key(issuer_id)).await?.map(|i| i.decode()).transpose()?;
         if issuer.is_none_or(|i| i.status != IssuerStatus::Approved) {
             return Err(DealError::IssuerNotApproved);
         }

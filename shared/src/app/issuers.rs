@@ -8,8 +8,10 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::accounts::{User, user_item, user_key};
+use crate::ports::envelope::{EncryptionContext, Envelope};
+use crate::ports::keyring::KeyringError;
 use crate::ports::store::{Condition, Cursor, Item, Key, Query, StoreError, Write};
-use crate::ports::{Clock, Ids, Store};
+use crate::ports::{Clock, Ids, Keyring, Store};
 
 const INDEX: &str = "ISSUERS";
 
@@ -51,6 +53,7 @@ pub enum IssuerStatus {
     Rejected,
 }
 
+/// An issuer as its users and the reviewing operators read it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Issuer {
     pub id: String,
@@ -60,6 +63,35 @@ pub struct Issuer {
     pub submitted_by: String,
     pub submitted_at: DateTime<Utc>,
     pub decided_at: Option<DateTime<Utc>>,
+}
+
+/// The contact person and the bank account: personal and financial data, stored sealed
+/// by the data keyring (KMS in AWS) under a context naming the issuer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Private {
+    contact: Contact,
+    bank: BankDetails,
+}
+
+/// An issuer as stored: the private part sealed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StoredIssuer {
+    pub id: String,
+    pub company_name: String,
+    pub uen: String,
+    pub documents: Vec<String>,
+    pub status: IssuerStatus,
+    pub submitted_by: String,
+    pub submitted_at: DateTime<Utc>,
+    pub decided_at: Option<DateTime<Utc>>,
+    sealed: Envelope,
+}
+
+fn context(issuer_id: &str) -> EncryptionContext {
+    EncryptionContext::from([
+        ("purpose".to_owned(), "issuer-private".to_owned()),
+        ("issuer".to_owned(), issuer_id.to_owned()),
+    ])
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -73,6 +105,8 @@ pub enum IssuerError {
     #[error("no such user")]
     NoUser,
     #[error(transparent)]
+    Keyring(#[from] KeyringError),
+    #[error(transparent)]
     Store(#[from] StoreError),
 }
 
@@ -80,7 +114,7 @@ pub fn issuer_key(id: &str) -> Key {
     Key::new(format!("ISSUER#{id}"), "PROFILE")
 }
 
-pub fn issuer_item(issuer: &Issuer) -> Result<Item, StoreError> {
+pub fn issuer_item(issuer: &StoredIssuer) -> Result<Item, StoreError> {
     Ok(Item::new(issuer_key(&issuer.id), issuer)?
         .with_index(INDEX, format!("{}#{}", issuer.submitted_at.to_rfc3339(), issuer.id)))
 }
@@ -152,13 +186,50 @@ pub fn check(onboarding: &Onboarding) -> Vec<(&'static str, String)> {
 
 pub struct Issuers {
     store: Arc<dyn Store>,
+    keyring: Arc<dyn Keyring>,
     clock: Arc<dyn Clock>,
     ids: Arc<dyn Ids>,
 }
 
 impl Issuers {
     pub fn for_platform(platform: &crate::Platform) -> Self {
-        Self { store: platform.store.clone(), clock: platform.clock.clone(), ids: platform.ids.clone() }
+        let p = platform;
+        Self { store: p.store.clone(), keyring: p.keyring.clone(), clock: p.clock.clone(), ids: p.ids.clone() }
+    }
+
+    async fn seal(&self, issuer: &Issuer) -> Result<StoredIssuer, IssuerError> {
+        let private = Private { contact: issuer.onboarding.contact.clone(), bank: issuer.onboarding.bank.clone() };
+        let plaintext = serde_json::to_vec(&private).map_err(|e| StoreError::Codec(e.to_string()))?;
+        Ok(StoredIssuer {
+            id: issuer.id.clone(),
+            company_name: issuer.onboarding.company_name.clone(),
+            uen: issuer.onboarding.uen.clone(),
+            documents: issuer.onboarding.documents.clone(),
+            status: issuer.status,
+            submitted_by: issuer.submitted_by.clone(),
+            submitted_at: issuer.submitted_at,
+            decided_at: issuer.decided_at,
+            sealed: self.keyring.encrypt(&plaintext, &context(&issuer.id)).await?,
+        })
+    }
+
+    async fn open(&self, stored: StoredIssuer) -> Result<Issuer, IssuerError> {
+        let plaintext = self.keyring.decrypt(&stored.sealed, &context(&stored.id)).await?;
+        let private: Private = serde_json::from_slice(&plaintext).map_err(|e| StoreError::Codec(e.to_string()))?;
+        Ok(Issuer {
+            id: stored.id,
+            onboarding: Onboarding {
+                company_name: stored.company_name,
+                uen: stored.uen,
+                contact: private.contact,
+                bank: private.bank,
+                documents: stored.documents,
+            },
+            status: stored.status,
+            submitted_by: stored.submitted_by,
+            submitted_at: stored.submitted_at,
+            decided_at: stored.decided_at,
+        })
     }
 
     /// Records the onboarding and makes the submitting user act for the new issuer.
@@ -175,6 +246,7 @@ impl Issuers {
             submitted_at: self.clock.now(),
             decided_at: None,
         };
+        let stored = self.seal(&issuer).await?;
         loop {
             let profile = self.store.get(&user_key(user_id)).await?.ok_or(IssuerError::NoUser)?;
             let mut user: User = profile.decode()?;
@@ -184,7 +256,7 @@ impl Issuers {
             user.issuer_id = Some(issuer.id.clone());
             let writes = vec![
                 Write::put(Item::new(uen_key(&issuer.onboarding.uen), &issuer.id)?, Condition::NotExists),
-                Write::put(issuer_item(&issuer)?, Condition::NotExists),
+                Write::put(issuer_item(&stored)?, Condition::NotExists),
                 Write::put(user_item(&user)?, Condition::VersionIs(profile.version)),
             ];
             match self.store.transact(writes).await {
@@ -196,8 +268,11 @@ impl Issuers {
         }
     }
 
-    pub async fn get(&self, id: &str) -> Result<Option<Issuer>, StoreError> {
-        self.store.get(&issuer_key(id)).await?.map(|item| item.decode()).transpose()
+    pub async fn get(&self, id: &str) -> Result<Option<Issuer>, IssuerError> {
+        match self.store.get(&issuer_key(id)).await? {
+            Some(item) => Ok(Some(self.open(item.decode()?).await?)),
+            None => Ok(None),
+        }
     }
 
     /// Oldest first.
@@ -205,9 +280,13 @@ impl Issuers {
         &self,
         limit: usize,
         cursor: Option<Cursor>,
-    ) -> Result<(Vec<Issuer>, Option<Cursor>), StoreError> {
+    ) -> Result<(Vec<Issuer>, Option<Cursor>), IssuerError> {
         let page = self.store.query(&Query::secondary(INDEX).limit(limit).after(cursor)).await?;
-        Ok((page.items.iter().map(Item::decode).collect::<Result<_, _>>()?, page.next))
+        let mut issuers = Vec::with_capacity(page.items.len());
+        for item in &page.items {
+            issuers.push(self.open(item.decode()?).await?);
+        }
+        Ok((issuers, page.next))
     }
 }
 

@@ -76,3 +76,18 @@ async fn settlement_sends_sqs_to_its_handler_and_a_stream_or_schedule_event_to_t
     assert_eq!(platform.chain.height().await.unwrap(), 1, "recorded once, however often woken");
     assert_eq!(platform.chain.balance("deposit:u1:SGD", "SGD", None).await.unwrap(), 4_200);
 }
+
+/// The simulator controls exist in the local runner only: the offering function as Lambda
+/// serves it answers 404 for them.
+#[tokio::test]
+async fn the_sim_routes_are_absent_from_the_lambda_build() {
+    let (platform, _dir) = platform();
+    let sim = || {
+        axum::http::Request::post("/sim/bank/deposits")
+            .header("content-type", "application/json")
+            .body(axum::body::Body::from(r#"{"virtual_account":"880100000000","amount":"1.00"}"#))
+            .unwrap()
+    };
+    assert_eq!(offering::app(&platform).oneshot(sim()).await.unwrap().status(), 404);
+    assert_ne!(local::app(&platform).oneshot(sim()).await.unwrap().status(), 404, "the local runner has them");
+}

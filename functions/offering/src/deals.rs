@@ -246,15 +246,11 @@ pub async fn cancel(
     let deal = match deals.step(&me.user_id, &id, Step::Cancel).await {
         Ok(deal) => deal,
         // Cancelling again finishes releasing the holds (if a first attempt died half way).
-        Err(DealError::Transition(_))
-            if deals.get(&id).await.ok().flatten().is_some_and(|d| d.state == DealState::Cancelled) =>
-        {
-            deals
-                .get(&id)
-                .await
-                .map_err(|e| ApiError::internal(&e))?
-                .ok_or_else(|| ApiError::not_found("no such deal"))?
-        }
+        Err(DealError::Transition(t)) if t.from == DealState::Cancelled => deals
+            .get(&id)
+            .await
+            .map_err(|e| ApiError::internal(&e))?
+            .ok_or_else(|| ApiError::not_found("no such deal"))?,
         Err(e) => return Err(deal_error(e)),
     };
     let released = state.subscriptions.release_cancelled(&id).await;

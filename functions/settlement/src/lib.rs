@@ -45,19 +45,20 @@ pub struct Swept {
 pub struct Sweeper {
     mirror: ChainMirror,
     ledger: Ledger,
-    deposits: DepositAccounts,
+    deposits: Arc<DepositAccounts>,
     deals: Deals,
     subscriptions: Subscriptions,
 }
 
 impl Sweeper {
     pub fn new(platform: &Platform) -> Self {
+        let deposits = Arc::new(DepositAccounts::for_platform(platform));
         Self {
             mirror: ChainMirror::for_platform(platform),
             ledger: Ledger::for_platform(platform),
-            deposits: DepositAccounts::for_platform(platform),
             deals: Deals::for_platform(platform),
-            subscriptions: Subscriptions::new(platform, Arc::new(DepositAccounts::for_platform(platform))),
+            subscriptions: Subscriptions::new(platform, deposits.clone()),
+            deposits,
         }
     }
 

@@ -160,7 +160,7 @@ impl Deals {
     pub async fn update(&self, actor: &str, id: &str, patch: &DealPatch) -> Result<Deal, DealError> {
         loop {
             let (before, version) = self.load(id).await?;
-            if !before.state.is_open_or_before() {
+            if !before.state.accepts_edits() {
                 return Err(DealError::Closed);
             }
             let after = apply_patch(&before, patch, self.clock.now())?;
@@ -264,12 +264,6 @@ impl Deals {
                 other => return other,
             }
         }
-    }
-}
-
-impl DealState {
-    fn is_open_or_before(self) -> bool {
-        matches!(self, Self::Draft | Self::PendingApproval | Self::Published | Self::Open)
     }
 }
 

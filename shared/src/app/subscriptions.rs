@@ -54,8 +54,17 @@ pub struct Subscription {
 }
 
 impl Subscription {
-    fn hold_id(&self) -> String {
-        format!("sub:{}", self.id)
+    /// The hold of this subscription, from the investor's deposit account into `escrow`.
+    fn hold(&self, escrow: &str) -> Transfer {
+        let investor = Account::id_of(Kind::Deposit, &self.investor_id, SGD);
+        Transfer::pending(format!("sub:{}", self.id), &investor, escrow, self.amount, SGD, codes::SUBSCRIPTION)
+            .with_reference(&self.id)
+    }
+
+    /// The transfer that releases the hold.
+    fn release(&self, escrow: &str) -> Transfer {
+        let hold = self.hold(escrow);
+        Transfer::void(format!("{}:void", hold.id), &hold)
     }
 }
 
@@ -212,12 +221,8 @@ impl Subscriptions {
             if deal.state != DealState::Open {
                 return self.finish(&sub.id, SubscriptionStatus::Rejected, Some("the deal closed first")).await;
             }
-            let investor = Account::id_of(Kind::Deposit, &sub.investor_id, SGD);
-            let hold =
-                Transfer::pending(sub.hold_id(), &investor, &deal.escrow_account, sub.amount, SGD, codes::SUBSCRIPTION)
-                    .with_reference(&sub.id);
             let open = Write::check(deal_key(&deal.id), Condition::VersionIs(version));
-            return match self.ledger.submit_checked(std::slice::from_ref(&hold), &[open]).await {
+            return match self.ledger.submit_checked(&[sub.hold(&deal.escrow_account)], &[open]).await {
                 Ok(_) => self.finish(&sub.id, SubscriptionStatus::Live, None).await,
                 Err(LedgerError::Refused(Refusal::ExceedsLimit(_))) => {
                     self.finish(&sub.id, SubscriptionStatus::Rejected, Some("more than the available balance")).await
@@ -243,13 +248,8 @@ impl Subscriptions {
             if deal.state != DealState::Open {
                 return Err(SubscriptionError::NotCancellable("the deal is not open"));
             }
-            let investor = Account::id_of(Kind::Deposit, &sub.investor_id, SGD);
-            let hold =
-                Transfer::pending(sub.hold_id(), &investor, &deal.escrow_account, sub.amount, SGD, codes::SUBSCRIPTION)
-                    .with_reference(&sub.id);
             let open = Write::check(deal_key(&deal.id), Condition::VersionIs(version));
-            match self.ledger.submit_checked(&[Transfer::void(format!("{}:void", sub.hold_id()), &hold)], &[open]).await
-            {
+            match self.ledger.submit_checked(&[sub.release(&deal.escrow_account)], &[open]).await {
                 Ok(_) => return self.finish(&sub.id, SubscriptionStatus::Cancelled, None).await,
                 Err(LedgerError::ContextChanged) => continue,
                 Err(e) => return Err(e.into()),
@@ -271,17 +271,7 @@ impl Subscriptions {
             for sub in
                 subs.into_iter().filter(|s| matches!(s.status, SubscriptionStatus::Live | SubscriptionStatus::Pending))
             {
-                let investor = Account::id_of(Kind::Deposit, &sub.investor_id, SGD);
-                let hold = Transfer::pending(
-                    sub.hold_id(),
-                    &investor,
-                    &deal.escrow_account,
-                    sub.amount,
-                    SGD,
-                    codes::SUBSCRIPTION,
-                )
-                .with_reference(&sub.id);
-                match self.ledger.submit(&Transfer::void(format!("{}:void", sub.hold_id()), &hold)).await {
+                match self.ledger.submit(&sub.release(&deal.escrow_account)).await {
                     // A pending one may never have been held.
                     Ok(_) | Err(LedgerError::Refused(Refusal::PendingMissing)) => {}
                     Err(e) => return Err(e.into()),

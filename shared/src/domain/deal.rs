@@ -65,6 +65,11 @@ impl DealState {
         !matches!(self, Self::Draft | Self::PendingApproval)
     }
 
+    /// Whether anything may still be edited (descriptions and documents until close).
+    pub fn accepts_edits(self) -> bool {
+        matches!(self, Self::Draft | Self::PendingApproval | Self::Published | Self::Open)
+    }
+
     /// Whether the economic terms are frozen.
     pub fn terms_frozen(self) -> bool {
         !matches!(self, Self::Draft | Self::PendingApproval)

@@ -10,9 +10,9 @@ use std::time::Duration;
 use crate::adapters::aws::{self, DynamoStore, KmsKeyring, QueueUrls, SesMailer, SqsQueue};
 use crate::adapters::clock::{SystemClock, UlidIds};
 use crate::adapters::embedded::{EmbeddedStore, FolderMailer, LocalKeyring, MemoryQueue};
-use crate::adapters::partners::{BankSimulator, ChainSimulator, HttpBank, HttpChain};
+use crate::adapters::partners::{BankSimulator, ChainSimulator, CustodySimulator, HttpBank, HttpChain, HttpCustody};
 use crate::ports::queue::QueueName;
-use crate::ports::{Bank, Chain, Clock, Ids, Keyring, Mailer, Queue, Store};
+use crate::ports::{Bank, Chain, Clock, Custody, Ids, Keyring, Mailer, Queue, Store};
 
 /// Deliveries before a message goes to its dead-letter queue (the SAM template's
 /// `maxReceiveCount` says the same).
@@ -40,6 +40,8 @@ pub struct Config {
     pub mail_from: String,
     /// The key the bank signs its webhooks with.
     pub bank_webhook_secret: Secret,
+    /// The key the Custody signs its callbacks with.
+    pub custody_webhook_secret: Secret,
 }
 
 /// Key material that never prints.
@@ -58,6 +60,7 @@ impl std::fmt::Debug for Secret {
 pub struct Simulators {
     pub bank: Arc<BankSimulator>,
     pub chain: Arc<ChainSimulator>,
+    pub custody: Arc<CustodySimulator>,
 }
 
 /// Every port, behind the adapter this deployment uses. Cheap to clone.
@@ -74,6 +77,7 @@ pub struct Platform {
     pub mailer: Arc<dyn Mailer>,
     pub bank: Arc<dyn Bank>,
     pub chain: Arc<dyn Chain>,
+    pub custody: Arc<dyn Custody>,
     pub clock: Arc<dyn Clock>,
     pub ids: Arc<dyn Ids>,
     pub config: Arc<Config>,
@@ -107,7 +111,8 @@ impl Platform {
     /// The AWS platform, from the environment: `TABLE_NAME`, `DATA_KEY_ID`, `TOKEN_KEY_ID`, `MAIL_FROM`,
     /// for each queue the function uses `<QUEUE>_QUEUE_URL` and `<QUEUE>_DLQ_URL`, and for the
     /// functions that talk to partners `BANK_API_URL`, `BANK_API_KEY`, `BANK_WEBHOOK_SECRET`,
-    /// `CHAIN_API_URL`, `CHAIN_API_KEY` (a partner not configured answers unavailable).
+    /// `CHAIN_API_URL`, `CHAIN_API_KEY`, `CUSTODY_API_URL`, `CUSTODY_API_KEY`,
+    /// `CUSTODY_WEBHOOK_SECRET` (a partner not configured answers unavailable).
     pub async fn aws() -> Result<Self, PlatformError> {
         let sdk = aws::sdk_config().await;
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
@@ -137,9 +142,14 @@ impl Platform {
                 var("CHAIN_API_URL").unwrap_or_default(),
                 var("CHAIN_API_KEY").unwrap_or_default(),
             )),
+            custody: Arc::new(HttpCustody::new(
+                var("CUSTODY_API_URL").unwrap_or_default(),
+                var("CUSTODY_API_KEY").unwrap_or_default(),
+            )),
             config: Arc::new(Config {
                 mail_from: var("MAIL_FROM")?,
                 bank_webhook_secret: Secret(var("BANK_WEBHOOK_SECRET").unwrap_or_default().into_bytes()),
+                custody_webhook_secret: Secret(var("CUSTODY_WEBHOOK_SECRET").unwrap_or_default().into_bytes()),
             }),
             clock,
             ids,
@@ -148,7 +158,7 @@ impl Platform {
     }
 
     /// Everything under `dir`: `store.redb`, `keyring.json`, `token-keyring.json`, `mail/`,
-    /// and the partner simulators' `chain.jsonl` and `bank-webhook.key`.
+    /// and the partner simulators' `chain.jsonl`, `bank-webhook.key` and `custody-webhook.key`.
     pub fn embedded(dir: &Path) -> Result<Self, PlatformError> {
         std::fs::create_dir_all(dir)
             .map_err(|source| PlatformError::DataDir { path: dir.display().to_string(), source })?;
@@ -156,22 +166,14 @@ impl Platform {
         let store = EmbeddedStore::open(&dir.join("store.redb"), clock.clone())?;
         let keyring = LocalKeyring::open(&dir.join("keyring.json"))?;
         let token_keyring = LocalKeyring::open(&dir.join("token-keyring.json"))?;
-        let secret_file = dir.join("bank-webhook.key");
-        let secret = match std::fs::read(&secret_file) {
-            Ok(secret) => secret,
-            Err(_) => {
-                let secret = random_secret();
-                std::fs::write(&secret_file, &secret)?;
-                secret
-            }
-        };
+        let secrets = (kept_secret(&dir.join("bank-webhook.key"))?, kept_secret(&dir.join("custody-webhook.key"))?);
         let chain = ChainSimulator::open(&dir.join("chain.jsonl"))?;
         let parts = (
             Arc::new(store) as Arc<dyn Store>,
             Arc::new(keyring) as Arc<dyn Keyring>,
             Arc::new(token_keyring) as Arc<dyn Keyring>,
         );
-        Ok(Self::assemble(parts, dir, clock, secret, chain))
+        Ok(Self::assemble(parts, dir, clock, secrets, chain))
     }
 
     /// A platform that forgets everything but its mail (written under `dir`), with the
@@ -184,20 +186,21 @@ impl Platform {
             Arc::new(keyring) as Arc<dyn Keyring>,
             Arc::new(token_keyring) as Arc<dyn Keyring>,
         );
-        Ok(Self::assemble(parts, dir, clock, random_secret(), ChainSimulator::in_memory()))
+        Ok(Self::assemble(parts, dir, clock, (random_secret(), random_secret()), ChainSimulator::in_memory()))
     }
 
     fn assemble(
         (store, keyring, token_keyring): (Arc<dyn Store>, Arc<dyn Keyring>, Arc<dyn Keyring>),
         dir: &Path,
         clock: Arc<dyn Clock>,
-        bank_webhook_secret: Vec<u8>,
+        (bank_webhook_secret, custody_webhook_secret): (Vec<u8>, Vec<u8>),
         chain: ChainSimulator,
     ) -> Self {
         let ids: Arc<dyn Ids> = Arc::new(UlidIds::default());
         let simulators = Simulators {
             bank: Arc::new(BankSimulator::new(bank_webhook_secret.clone(), clock.clone(), ids.clone())),
             chain: Arc::new(chain),
+            custody: Arc::new(CustodySimulator::new(custody_webhook_secret.clone(), clock.clone())),
         };
         Self {
             backend: Backend::Embedded,
@@ -208,13 +211,27 @@ impl Platform {
             mailer: Arc::new(FolderMailer::new(dir.join("mail"), clock.clone(), ids.clone())),
             bank: simulators.bank.clone(),
             chain: simulators.chain.clone(),
+            custody: simulators.custody.clone(),
             clock,
             ids,
             config: Arc::new(Config {
                 mail_from: "no-reply@dabs.local".to_owned(),
                 bank_webhook_secret: Secret(bank_webhook_secret),
+                custody_webhook_secret: Secret(custody_webhook_secret),
             }),
             simulators: Some(simulators),
+        }
+    }
+}
+
+/// The secret kept in `file`, made on first use.
+fn kept_secret(file: &Path) -> Result<Vec<u8>, PlatformError> {
+    match std::fs::read(file) {
+        Ok(secret) => Ok(secret),
+        Err(_) => {
+            let secret = random_secret();
+            std::fs::write(file, &secret)?;
+            Ok(secret)
         }
     }
 }

@@ -1,19 +1,45 @@
-//! The `allocation` function: pro-rata allocation, one message per batch of at most 100 subscriptions.
+//! The `allocation` function: pro-rata allocation, one message per batch of at most 100
+//! subscriptions (see [`shared::app::allocation`]).
 //!
-//! It consumes the allocation queue. Until its message kinds exist, every message is refused,
-//! logged and, after the queue's receive limit, left in the dead-letter queue for
-//! operators.
+//! It consumes the allocation queue: `start` (a closed deal's run, or resuming one),
+//! `batch` and `leftover`. A message that fails comes back; after the queue's receive
+//! limit it stays in the dead-letter queue for operators, and the sweep's nudge resumes
+//! the run from what the table says.
 
 use std::sync::Arc;
 
+use async_trait::async_trait;
 use shared::Platform;
-use shared::app::consumer::{BatchHandler, RejectUnknown};
-use shared::ports::queue::QueueName;
+use shared::app::allocation::{AllocationMessage, Allocator};
+use shared::app::consumer::BatchHandler;
+use shared::ports::queue::{Message, QueueName};
 
 /// The queue this function consumes.
 pub const QUEUE: QueueName = QueueName::Allocation;
 
+pub struct Handler {
+    allocator: Allocator,
+}
+
+#[async_trait]
+impl BatchHandler for Handler {
+    async fn handle(&self, batch: &[Message]) -> Vec<String> {
+        let mut failed = Vec::new();
+        for m in batch {
+            let outcome = match serde_json::from_str::<AllocationMessage>(&m.body) {
+                Ok(message) => self.allocator.handle(message).await.map_err(|e| e.to_string()),
+                Err(e) => Err(format!("unreadable message: {e}")),
+            };
+            if let Err(error) = outcome {
+                tracing::warn!(queue = %QUEUE, message_id = %m.id, receive_count = m.receive_count, %error, "allocation message failed");
+                failed.push(m.id.clone());
+            }
+        }
+        failed
+    }
+}
+
 /// The batch handler, as Lambda and the local runner run it.
-pub fn handler(_platform: &Platform) -> Arc<dyn BatchHandler> {
-    Arc::new(RejectUnknown { queue: QUEUE })
+pub fn handler(platform: &Platform) -> Arc<dyn BatchHandler> {
+    Arc::new(Handler { allocator: Allocator::for_platform(platform) })
 }

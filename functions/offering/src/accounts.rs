@@ -281,22 +281,34 @@ pub async fn bank_webhook(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<WebhookAnswer>, ApiError> {
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default();
-    let secret = &state.platform.config.bank_webhook_secret.0;
+    verify_signed(&state.platform, &state.platform.config.bank_webhook_secret.0, "bank", &headers, &body)?;
+    let event: BankEvent = shared::http::json::parse(&body)?;
+    let received = state.deposits.receive(&event).await.map_err(deposit_error)?;
+    Ok(Json(WebhookAnswer { status: if received == Received::Duplicate { "duplicate" } else { "applied" } }))
+}
+
+/// Checks a partner's signed callback: `<partner>-timestamp` and `<partner>-signature`
+/// over the body with the partner's secret, within the five-minute window.
+pub(crate) fn verify_signed(
+    platform: &shared::Platform,
+    secret: &[u8],
+    partner: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(), ApiError> {
+    let header = |name: String| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default();
     if secret.is_empty() {
-        return Err(ApiError::unavailable("the bank webhook secret is not configured"));
+        return Err(ApiError::unavailable(format!("the {partner} webhook secret is not configured")));
     }
-    let now = state.platform.clock.now().timestamp();
-    webhook::verify(secret, header("bank-signature"), header("bank-timestamp"), &body, now).map_err(|refusal| {
-        tracing::warn!(%refusal, "bank webhook refused");
+    let now = platform.clock.now().timestamp();
+    let (signature, timestamp) = (header(format!("{partner}-signature")), header(format!("{partner}-timestamp")));
+    webhook::verify(secret, signature, timestamp, body, now).map_err(|refusal| {
+        tracing::warn!(%refusal, partner, "webhook refused");
         match refusal {
             SignatureRefusal::Stale => ApiError::unauthorized("the timestamp is outside the five-minute window"),
             _ => ApiError::unauthorized("the signature does not verify"),
         }
-    })?;
-    let event: BankEvent = shared::http::json::parse(&body)?;
-    let received = state.deposits.receive(&event).await.map_err(deposit_error)?;
-    Ok(Json(WebhookAnswer { status: if received == Received::Duplicate { "duplicate" } else { "applied" } }))
+    })
 }
 
 /// Any ledger account, for finance operators.

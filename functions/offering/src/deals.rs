@@ -228,6 +228,10 @@ pub async fn close(
 ) -> Result<Json<DealView>, ApiError> {
     authorize(&state.platform, &me, Action::ManageSettlement, Resource::None, "deal.close").await?;
     let deal = Deals::for_platform(&state.platform).step(&me.user_id, &id, Step::Close).await.map_err(deal_error)?;
+    // The allocation starts now; if this message is lost, the sweep sends it again.
+    if let Err(error) = shared::app::allocation::request_start(state.platform.queue.as_ref(), &id).await {
+        tracing::warn!(deal = %id, %error, "allocation start not sent; the sweep will");
+    }
     Ok(Json(deal.into()))
 }
 

@@ -1,10 +1,11 @@
 //! The `offering` function: deposit accounts (balances, statements, withdrawals, the
-//! bank's webhook) and the finance view of the ledger; issuers, deals and subscriptions
-//! join it with their capability.
+//! bank's webhook) and the finance view of the ledger; issuers, deals and subscriptions;
+//! allocations, the settlement view and its retries, and the Custody's callback.
 
 pub mod accounts;
 pub mod deals;
 pub mod issuers;
+pub mod settlement;
 pub mod subscriptions;
 
 use std::sync::Arc;
@@ -71,6 +72,10 @@ pub fn routes(platform: &Platform) -> Router {
         .route("/v1/me/holdings", get(subscriptions::holdings))
         .route("/v1/admin/deals/{id}/subscriptions", get(subscriptions::book))
         .route("/v1/admin/deals/{id}/totals", get(subscriptions::totals))
+        .route("/v1/me/allocations", get(settlement::mine))
+        .route("/v1/admin/deals/{id}/settlement", get(settlement::view))
+        .route("/v1/admin/settlement/legs/{id}/retry", post(settlement::retry))
+        .route("/v1/webhooks/custody", post(settlement::custody_webhook))
         .with_state(state)
 }
 
@@ -82,7 +87,8 @@ pub fn routes(platform: &Platform) -> Router {
         issuers::submit, issuers::get, issuers::list, issuers::propose_decision, deals::register, deals::edit,
         deals::publish, deals::close, deals::cancel, deals::list_public, deals::get, deals::of_issuer,
         subscriptions::subscribe, subscriptions::cancel, subscriptions::mine, subscriptions::holdings,
-        subscriptions::book, subscriptions::totals
+        subscriptions::book, subscriptions::totals, settlement::mine, settlement::view, settlement::retry,
+        settlement::custody_webhook
     ),
     components(schemas(accounts::BalanceView, accounts::MyAccounts, accounts::EntryView, accounts::WithdrawalRequest,
         accounts::WithdrawalView, accounts::WebhookAnswer, accounts::TotalsView,
@@ -91,14 +97,18 @@ pub fn routes(platform: &Platform) -> Router {
         issuers::DecisionRequest, issuers::Verdict, deals::NewDeal, deals::EditDeal, deals::DealView,
         deals::BuildingView, shared::domain::deal::DealState, shared::domain::deal::BuildingType,
         subscriptions::SubscriptionRequest, subscriptions::SubscriptionView, subscriptions::HoldingView,
-        subscriptions::TotalsView, shared::app::subscriptions::SubscriptionStatus)),
+        subscriptions::TotalsView, shared::app::subscriptions::SubscriptionStatus, settlement::AllocationView,
+        settlement::RunView, settlement::SettlementView, settlement::LegView, settlement::DealSettlementView,
+        settlement::CallbackAnswer, shared::app::allocation::RunState, shared::app::settlement::Phase,
+        shared::app::settlement::LegKind, shared::app::settlement::LegStatus, shared::ports::custody::Decision)),
     tags(
         (name = "accounts", description = "Deposit accounts: balances, statements, withdrawals"),
         (name = "webhooks", description = "Partner callbacks, signed"),
         (name = "ledger", description = "Finance operators: any account, the ledger's totals"),
         (name = "issuers", description = "Issuer onboarding and review"),
         (name = "deals", description = "Deals: registration, maker-checker publication, the window, public reads"),
-        (name = "subscriptions", description = "Subscriptions, holdings, a deal's book and totals")
+        (name = "subscriptions", description = "Subscriptions, holdings, a deal's book and totals"),
+        (name = "settlement", description = "Allocations, settlement progress, stuck legs and their retry")
     )
 )]
 struct Doc;

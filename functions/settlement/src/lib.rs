@@ -2,27 +2,54 @@
 //! and the ledger's follow-ups: the chain mirror's outbox, holds past their timeout, and
 //! payout instructions the bank did not answer.
 //!
-//! It consumes the settlement queue. Until its message kinds exist, every message is refused,
-//! logged and, after the queue's receive limit, left in the dead-letter queue for
-//! operators. The table's stream (outbox items) and a one-minute schedule wake the sweep.
+//! It consumes the settlement queue (`start` and `advance`, see [`shared::app::settlement`]).
+//! The table's stream (outbox items) and a one-minute schedule wake the sweep, which also
+//! starts the allocation of closed deals and nudges allocation runs and settlements that
+//! stood still.
 
 use std::sync::Arc;
 
 use shared::Platform;
-use shared::app::consumer::{BatchHandler, RejectUnknown};
+use async_trait::async_trait;
+use shared::app::allocation::{self, Allocator};
+use shared::app::consumer::BatchHandler;
 use shared::app::deals::Deals;
 use shared::app::deposits::DepositAccounts;
 use shared::app::ledger::Ledger;
 use shared::app::mirror::ChainMirror;
+use shared::app::settlement::{SettlementMessage, Settlements};
 use shared::app::subscriptions::Subscriptions;
-use shared::ports::queue::QueueName;
+use shared::ports::Queue;
+use shared::ports::queue::{Message, QueueName};
 
 /// The queue this function consumes.
 pub const QUEUE: QueueName = QueueName::Settlement;
 
+pub struct Handler {
+    settlements: Settlements,
+}
+
+#[async_trait]
+impl BatchHandler for Handler {
+    async fn handle(&self, batch: &[Message]) -> Vec<String> {
+        let mut failed = Vec::new();
+        for m in batch {
+            let outcome = match serde_json::from_str::<SettlementMessage>(&m.body) {
+                Ok(message) => self.settlements.handle(message).await.map_err(|e| e.to_string()),
+                Err(e) => Err(format!("unreadable message: {e}")),
+            };
+            if let Err(error) = outcome {
+                tracing::warn!(queue = %QUEUE, message_id = %m.id, receive_count = m.receive_count, %error, "settlement message failed");
+                failed.push(m.id.clone());
+            }
+        }
+        failed
+    }
+}
+
 /// The batch handler, as Lambda and the local runner run it.
-pub fn handler(_platform: &Platform) -> Arc<dyn BatchHandler> {
-    Arc::new(RejectUnknown { queue: QUEUE })
+pub fn handler(platform: &Platform) -> Arc<dyn BatchHandler> {
+    Arc::new(Handler { settlements: Settlements::for_platform(platform) })
 }
 
 /// Chain records delivered per sweep (the rest waits for the next).
@@ -39,6 +66,9 @@ pub struct Swept {
     /// Deals opened and closed by their window.
     pub opened: usize,
     pub closed: usize,
+    /// Allocation runs started or nudged, and settlements nudged.
+    pub allocations: usize,
+    pub settlements: usize,
 }
 
 /// The ledger's follow-ups, run by the stream and the schedule in AWS, in a loop locally.
@@ -48,6 +78,9 @@ pub struct Sweeper {
     deposits: Arc<DepositAccounts>,
     deals: Deals,
     subscriptions: Subscriptions,
+    allocator: Allocator,
+    settlements: Settlements,
+    queue: Arc<dyn Queue>,
 }
 
 impl Sweeper {
@@ -59,11 +92,15 @@ impl Sweeper {
             deals: Deals::for_platform(platform),
             subscriptions: Subscriptions::new(platform, deposits.clone()),
             deposits,
+            allocator: Allocator::for_platform(platform),
+            settlements: Settlements::for_platform(platform),
+            queue: platform.queue.clone(),
         }
     }
 
-    /// Delivers the chain outbox, voids expired holds, re-instructs unanswered payouts, and
-    /// opens and closes deals by their window.
+    /// Delivers the chain outbox, voids expired holds, re-instructs unanswered payouts,
+    /// opens and closes deals by their window, starts the allocation of closed deals, and
+    /// nudges allocation runs and settlements that stood still.
     /// Each part is idempotent; one failing does not stop the others.
     pub async fn run_once(&self) -> Result<Swept, shared::lambda::Error> {
         let mut swept = Swept::default();
@@ -85,7 +122,23 @@ impl Sweeper {
             Err(e) => failures.push(e.to_string()),
         }
         match self.deals.follow_windows().await {
-            Ok((opened, closed)) => (swept.opened, swept.closed) = (opened, closed),
+            Ok(windows) => {
+                (swept.opened, swept.closed) = (windows.opened, windows.closed);
+                for deal in &windows.to_allocate {
+                    match allocation::request_start(self.queue.as_ref(), deal).await {
+                        Ok(()) => swept.allocations += 1,
+                        Err(e) => failures.push(e.to_string()),
+                    }
+                }
+            }
+            Err(e) => failures.push(e.to_string()),
+        }
+        match self.allocator.nudge_stale().await {
+            Ok(n) => swept.allocations += n,
+            Err(e) => failures.push(e.to_string()),
+        }
+        match self.settlements.nudge_stale().await {
+            Ok(n) => swept.settlements = n,
             Err(e) => failures.push(e.to_string()),
         }
         if failures.is_empty() { Ok(swept) } else { Err(failures.join("; ").into()) }

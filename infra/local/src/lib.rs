@@ -74,6 +74,7 @@ pub async fn start(platform: Platform, addr: SocketAddr) -> std::io::Result<Runn
 
     if let Some(simulators) = &platform.simulators {
         simulators.bank.target(format!("http://{addr}/v1/webhooks/bank"));
+        simulators.custody.target(format!("http://{addr}/v1/webhooks/custody"));
     }
     let app = app(&platform);
     let mut until = stopped.clone();

@@ -24,6 +24,7 @@ struct Deposit {
 enum Partner {
     Bank,
     Chain,
+    Custody,
 }
 
 #[derive(Deserialize)]
@@ -55,6 +56,7 @@ pub fn routes(simulators: Simulators) -> Router {
         .route("/sim/bank/calls", get(bank_calls))
         .route("/sim/chain/calls", get(chain_calls))
         .route("/sim/chain/accounts/{account}/balance", get(chain_balance))
+        .route("/sim/custody/calls", get(custody_calls))
         .route("/sim/faults", post(inject).delete(clear))
         .with_state(simulators)
 }
@@ -77,6 +79,10 @@ async fn chain_calls(State(sims): State<Simulators>) -> Json<serde_json::Value> 
     Json(serde_json::json!({ "items": sims.chain.calls() }))
 }
 
+async fn custody_calls(State(sims): State<Simulators>) -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "items": sims.custody.calls() }))
+}
+
 async fn chain_balance(
     State(sims): State<Simulators>,
     Path(account): Path<String>,
@@ -91,18 +97,25 @@ async fn chain_balance(
     Ok(Json(Balance { account, asset: query.asset, balance: balance.to_string(), height }))
 }
 
-/// Queues a fault for the partner's next calls: `{partner, kind, times, delay_ms}`.
-async fn inject(State(sims): State<Simulators>, Json(body): Json<FaultRequest>) -> StatusCode {
+/// Queues a fault for the partner's next calls: `{partner, kind, times, delay_ms}`; for
+/// the Custody, `reject` and `approve_late` decide its next distributions.
+async fn inject(State(sims): State<Simulators>, Json(body): Json<FaultRequest>) -> Result<StatusCode, ApiError> {
+    let decision = body.fault.kind.is_decision();
     match body.partner {
+        Partner::Custody => sims.custody.inject(body.fault),
+        _ if decision => {
+            return Err(ApiError::validation(vec![FieldError::new("kind", "only the Custody decides distributions")]));
+        }
         Partner::Bank => sims.bank.faults.inject(body.fault),
         Partner::Chain => sims.chain.faults.inject(body.fault),
     }
-    StatusCode::NO_CONTENT
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// Clears every queued fault.
 async fn clear(State(sims): State<Simulators>) -> StatusCode {
     sims.bank.faults.clear();
     sims.chain.faults.clear();
+    sims.custody.clear_faults();
     StatusCode::NO_CONTENT
 }

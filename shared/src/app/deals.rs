@@ -72,6 +72,15 @@ pub enum DealError {
     Store(#[from] StoreError),
 }
 
+/// What [`Deals::follow_windows`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Windows {
+    pub opened: usize,
+    pub closed: usize,
+    /// Closed deals whose allocation should start.
+    pub to_allocate: Vec<String>,
+}
+
 pub fn deal_key(id: &str) -> Key {
     Key::new(format!("DEAL#{id}"), "DEAL")
 }
@@ -189,10 +198,12 @@ impl Deals {
         }
     }
 
-    /// Opens and closes the deals whose window says so; answers (opened, closed).
-    pub async fn follow_windows(&self) -> Result<(usize, usize), DealError> {
+    /// Opens and closes the deals whose window says so; answers how many, and the deals
+    /// waiting for their allocation to start: closed just now, or a while ago with no run
+    /// started since (its start message was lost).
+    pub async fn follow_windows(&self) -> Result<Windows, DealError> {
         let now = self.clock.now();
-        let (mut opened, mut closed) = (0, 0);
+        let mut windows = Windows::default();
         let mut cursor = None;
         loop {
             let page = self.store.query(&Query::secondary(INDEX).limit(100).after(cursor)).await?;
@@ -201,12 +212,19 @@ impl Deals {
                 let due = match d.state {
                     DealState::Published if d.terms.opens_at <= now => Some(Step::Open),
                     DealState::Open if d.terms.closes_at <= now => Some(Step::Close),
+                    DealState::Closed if d.updated_at <= now - super::allocation::NUDGE_AFTER => {
+                        windows.to_allocate.push(d.id.clone());
+                        None
+                    }
                     _ => None,
                 };
                 let Some(step) = due else { continue };
                 match self.step("system", &d.id, step).await {
-                    Ok(_) if step == Step::Open => opened += 1,
-                    Ok(_) => closed += 1,
+                    Ok(_) if step == Step::Open => windows.opened += 1,
+                    Ok(_) => {
+                        windows.closed += 1;
+                        windows.to_allocate.push(d.id.clone());
+                    }
                     // Someone else moved it first (an early close, a cancel).
                     Err(DealError::Transition(_)) => {}
                     Err(e) => return Err(e),
@@ -214,7 +232,7 @@ impl Deals {
             }
             match page.next {
                 Some(next) => cursor = Some(next),
-                None => return Ok((opened, closed)),
+                None => return Ok(windows),
             }
         }
     }

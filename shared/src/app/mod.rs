@@ -1,6 +1,7 @@
 //! Use cases: compose domain rules and ports into what the functions do.
 
 pub mod accounts;
+pub mod allocation;
 pub mod audit;
 pub mod changes;
 pub mod consumer;
@@ -11,6 +12,7 @@ pub mod ledger;
 pub mod mfa;
 pub mod mirror;
 pub mod passwords;
+pub mod settlement;
 pub mod sessions;
 pub mod signing_keys;
 pub mod subscriptions;

@@ -53,12 +53,16 @@ pub struct Subscription {
     pub updated_at: DateTime<Utc>,
 }
 
+/// The hold of subscription `id`: `amount` from the investor's deposit account into `escrow`.
+pub fn hold_of(id: &str, investor_id: &str, escrow: &str, amount: Amount) -> Transfer {
+    let investor = Account::id_of(Kind::Deposit, investor_id, SGD);
+    Transfer::pending(format!("sub:{id}"), &investor, escrow, amount, SGD, codes::SUBSCRIPTION).with_reference(id)
+}
+
 impl Subscription {
     /// The hold of this subscription, from the investor's deposit account into `escrow`.
     fn hold(&self, escrow: &str) -> Transfer {
-        let investor = Account::id_of(Kind::Deposit, &self.investor_id, SGD);
-        Transfer::pending(format!("sub:{}", self.id), &investor, escrow, self.amount, SGD, codes::SUBSCRIPTION)
-            .with_reference(&self.id)
+        hold_of(&self.id, &self.investor_id, escrow, self.amount)
     }
 
     /// The transfer that releases the hold.
@@ -219,7 +223,7 @@ impl Subscriptions {
         loop {
             let (deal, version) = self.deal(&sub.deal_id).await?;
             if deal.state != DealState::Open {
-                return self.finish(&sub.id, SubscriptionStatus::Rejected, Some("the deal closed first")).await;
+                return self.resolve_closed(sub).await;
             }
             let open = Write::check(deal_key(&deal.id), Condition::VersionIs(version));
             return match self.ledger.submit_checked(&[sub.hold(&deal.escrow_account)], &[open]).await {
@@ -231,6 +235,20 @@ impl Subscriptions {
                 Err(LedgerError::ContextChanged) => continue,
                 Err(e) => Err(e.into()),
             };
+        }
+    }
+
+    /// Settles a subscription left pending once its deal stopped being open: live if its
+    /// hold was placed (holds are placed only while the deal is open), rejected otherwise.
+    pub async fn resolve_closed(&self, sub: Subscription) -> Result<Subscription, SubscriptionError> {
+        if sub.status != SubscriptionStatus::Pending {
+            return Ok(sub);
+        }
+        let escrow = Account::id_of(Kind::Escrow, &sub.deal_id, SGD);
+        if self.ledger.transfer(&sub.hold(&escrow).id).await?.is_some() {
+            self.finish(&sub.id, SubscriptionStatus::Live, None).await
+        } else {
+            self.finish(&sub.id, SubscriptionStatus::Rejected, Some("the deal closed first")).await
         }
     }
 

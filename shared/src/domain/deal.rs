@@ -3,7 +3,8 @@
 //!
 //! Lifecycle: draft -> pending approval -> published (visible, not yet open) -> open ->
 //! closed -> allocating -> allocated -> settling -> issued; or cancelled at any point
-//! before close. Publishing is approved by a second operator (maker-checker); opening and
+//! before close; or stopped at `issuance_rejected` when the Custody rejects the
+//! distribution (the money has settled, no DABS were issued: operators take it from there). Publishing is approved by a second operator (maker-checker); opening and
 //! closing follow the subscription window, and a finance operator may close early.
 
 use chrono::{DateTime, Utc};
@@ -24,10 +25,11 @@ pub enum DealState {
     Settling,
     Issued,
     Cancelled,
+    IssuanceRejected,
 }
 
 impl DealState {
-    pub const ALL: [Self; 10] = [
+    pub const ALL: [Self; 11] = [
         Self::Draft,
         Self::PendingApproval,
         Self::Published,
@@ -38,6 +40,7 @@ impl DealState {
         Self::Settling,
         Self::Issued,
         Self::Cancelled,
+        Self::IssuanceRejected,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -52,6 +55,7 @@ impl DealState {
             Self::Settling => "settling",
             Self::Issued => "issued",
             Self::Cancelled => "cancelled",
+            Self::IssuanceRejected => "issuance_rejected",
         }
     }
 
@@ -94,6 +98,8 @@ pub enum Step {
     FinishAllocation,
     StartSettlement,
     Issue,
+    /// The Custody rejected the distribution.
+    RejectIssuance,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -117,6 +123,7 @@ pub fn next(from: DealState, step: Step) -> Result<DealState, BadTransition> {
         (Allocating, Step::FinishAllocation) => Allocated,
         (Allocated, Step::StartSettlement) => Settling,
         (Settling, Step::Issue) => Issued,
+        (Settling, Step::RejectIssuance) => IssuanceRejected,
         _ => {
             let step = match step {
                 Step::SubmitForApproval => "be submitted for approval",
@@ -129,6 +136,7 @@ pub fn next(from: DealState, step: Step) -> Result<DealState, BadTransition> {
                 Step::FinishAllocation => "finish allocation",
                 Step::StartSettlement => "start settlement",
                 Step::Issue => "be issued",
+                Step::RejectIssuance => "have its issuance rejected",
             };
             return Err(BadTransition { from, step });
         }
@@ -272,6 +280,8 @@ mod tests {
             (Allocated, Step::StartSettlement, Settling),
             (Settling, Step::Issue, Issued),
         ];
+        assert_eq!(next(Settling, Step::RejectIssuance), Ok(IssuanceRejected));
+        assert!(next(IssuanceRejected, Step::Issue).is_err(), "nothing is issued after a rejection");
         for (from, step, to) in path {
             assert_eq!(next(from, step), Ok(to));
         }

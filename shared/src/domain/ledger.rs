@@ -20,6 +20,10 @@ pub mod codes {
     pub const EXPIRY: u16 = 3;
     /// A subscription's hold in a deal's escrow.
     pub const SUBSCRIPTION: u16 = 10;
+    /// A deal's proceeds, from its escrow to the issuer's settlement account.
+    pub const PROCEEDS: u16 = 11;
+    /// DABS units issued into an investor's holding.
+    pub const ISSUANCE: u16 = 12;
 }
 
 /// Limits an account enforces on every write.
@@ -46,6 +50,8 @@ pub enum Kind {
     Escrow,
     /// An issuer's settlement account.
     IssuerSettlement,
+    /// A DABS asset's source: debited by every unit issued, so the asset sums to zero.
+    Issuance,
     /// Any other system account.
     #[default]
     System,
@@ -69,6 +75,7 @@ impl Kind {
             Self::Omnibus => "omnibus",
             Self::Escrow => "escrow",
             Self::IssuerSettlement => "issuer",
+            Self::Issuance => "issuance",
             Self::System => "system",
         }
     }

@@ -4,6 +4,7 @@
 pub mod bank;
 pub mod chain;
 pub mod clock;
+pub mod custody;
 pub mod envelope;
 pub mod keyring;
 pub mod mailer;
@@ -14,6 +15,7 @@ pub mod store;
 pub use bank::Bank;
 pub use chain::Chain;
 pub use clock::{Clock, Ids};
+pub use custody::Custody;
 pub use keyring::Keyring;
 pub use mailer::Mailer;
 pub use queue::Queue;

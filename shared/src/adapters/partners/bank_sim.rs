@@ -2,13 +2,13 @@
 //! webhooks a bank would (deposits arriving and clearing, payouts settling or failing).
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use serde::Serialize;
 
+use super::callback::Callback;
 use super::faults::{Fault, FaultKind, Faults};
-use crate::domain::webhook;
 use crate::ports::bank::{Bank, BankEvent, Payout, PayoutAccepted};
 use crate::ports::partner::PartnerError;
 use crate::ports::{Clock, Ids};
@@ -37,33 +37,15 @@ pub struct SimulatedDeposit {
     pub webhooks: Vec<SentWebhook>,
 }
 
-/// Signs and delivers webhooks to the platform.
+/// Signs and delivers webhooks to the platform, and keeps what it sent.
 struct Sender {
-    secret: Vec<u8>,
-    target: RwLock<Option<String>>,
-    client: reqwest::Client,
-    clock: Arc<dyn Clock>,
+    callback: Callback,
     sent: Mutex<VecDeque<SentWebhook>>,
 }
 
 impl Sender {
     async fn send(&self, event: BankEvent) -> SentWebhook {
-        let target = self.target.read().unwrap_or_else(|p| p.into_inner()).clone();
-        let body = serde_json::to_vec(&event).unwrap_or_default();
-        let timestamp = self.clock.now().timestamp();
-        let status = match target {
-            None => 0,
-            Some(url) => self
-                .client
-                .post(url)
-                .header("content-type", "application/json")
-                .header(TIMESTAMP_HEADER, timestamp.to_string())
-                .header(SIGNATURE_HEADER, webhook::sign(&self.secret, timestamp, &body))
-                .body(body)
-                .send()
-                .await
-                .map_or(0, |r| r.status().as_u16()),
-        };
+        let status = self.callback.post(&event).await;
         let sent = SentWebhook { event, status };
         let mut log = self.sent.lock().unwrap_or_else(|p| p.into_inner());
         if log.len() == CALL_LOG {
@@ -96,19 +78,14 @@ pub struct BankSimulator {
 impl BankSimulator {
     /// A bank that signs its webhooks with `secret`; they go nowhere until [`Self::target`].
     pub fn new(secret: Vec<u8>, clock: Arc<dyn Clock>, ids: Arc<dyn Ids>) -> Self {
-        let sender = Sender {
-            secret,
-            target: RwLock::new(None),
-            client: super::http::client(),
-            clock,
-            sent: Mutex::new(VecDeque::new()),
-        };
+        let callback = Callback::new(secret, (TIMESTAMP_HEADER, SIGNATURE_HEADER), clock);
+        let sender = Sender { callback, sent: Mutex::new(VecDeque::new()) };
         Self { sender: Arc::new(sender), payouts: Mutex::new(HashMap::new()), ids, faults: Faults::default() }
     }
 
     /// Where webhooks go: the platform's `POST /v1/webhooks/bank`.
     pub fn target(&self, url: String) {
-        *self.sender.target.write().unwrap_or_else(|p| p.into_inner()) = Some(url);
+        self.sender.callback.target(url);
     }
 
     /// The latest webhooks, oldest first.

@@ -14,11 +14,13 @@ use crate::ports::chain::{Chain, ChainTransfer, Receipt};
 use crate::ports::partner::PartnerError;
 
 /// Calls kept for `GET /sim/chain/calls`.
-const CALL_LOG: usize = 1_000;
+const CALL_LOG: usize = 100_000;
 
 /// One call as the simulator saw it.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ChainCall {
+    /// The call's place among every simulator's calls.
+    pub seq: u64,
     pub transfer_id: String,
     pub outcome: String,
 }
@@ -49,7 +51,7 @@ impl Book {
         if self.calls.len() == CALL_LOG {
             self.calls.pop_front();
         }
-        self.calls.push_back(ChainCall { transfer_id: transfer_id.to_owned(), outcome: outcome.to_owned() });
+        self.calls.push_back(ChainCall { seq: super::faults::next_seq(), transfer_id: transfer_id.to_owned(), outcome: outcome.to_owned() });
     }
 }
 
@@ -124,7 +126,7 @@ impl Chain for ChainSimulator {
         match self.faults.next() {
             None => self.commit(transfer),
             Some(fault) => match fault.kind {
-                FaultKind::Fail => {
+                FaultKind::Fail | FaultKind::Reject | FaultKind::ApproveLate => {
                     self.lock().log(&transfer.transfer_id, "failed (injected)");
                     Err(PartnerError::Unavailable("injected failure".into()))
                 }

@@ -18,6 +18,25 @@ pub enum FaultKind {
     Duplicate,
     /// The call takes effect but the caller hears a timeout.
     TimeoutAfterCommit,
+    /// The Custody only: it rejects the next distribution submitted.
+    Reject,
+    /// The Custody only: it approves the next distribution `delay_ms` after it is submitted
+    /// (until then it answers pending).
+    ApproveLate,
+}
+
+impl FaultKind {
+    /// Whether the fault is about the Custody's decision on a distribution, not a call.
+    pub fn is_decision(self) -> bool {
+        matches!(self, Self::Reject | Self::ApproveLate)
+    }
+}
+
+/// Orders the calls of every simulator in the process: each call-log entry takes the next
+/// number, so tests can tell which partner saw what first.
+pub fn next_seq() -> u64 {
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 /// A fault for the next `times` calls.
@@ -37,7 +56,7 @@ fn one() -> u32 {
 
 impl Fault {
     pub fn delay(&self) -> Duration {
-        Duration::from_millis(self.delay_ms.min(30_000))
+        Duration::from_millis(self.delay_ms.min(600_000))
     }
 }
 

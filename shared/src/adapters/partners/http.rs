@@ -1,12 +1,17 @@
-//! HTTP clients to the partners' contracts (`docs/partners/bank.md`, `docs/partners/chain.md`).
+//! HTTP clients to the partners' contracts (`docs/partners/bank.md`, `docs/partners/chain.md`,
+//! `docs/partners/custody.md`).
 
 use std::time::Duration;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
 use crate::ports::bank::{Bank, Payout, PayoutAccepted};
 use crate::ports::chain::{Chain, ChainTransfer, Receipt};
+use crate::ports::custody::{
+    Custody, CustodyBalance, CustodyReceipt, CustodyTransfer, Decision, Distribution, DistributionEntry,
+};
 use crate::ports::partner::PartnerError;
 
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -125,4 +130,108 @@ fn urlencode(segment: &str) -> String {
             other => format!("%{other:02X}"),
         })
         .collect()
+}
+
+pub struct HttpCustody {
+    base: String,
+    api_key: String,
+    client: reqwest::Client,
+}
+
+impl HttpCustody {
+    pub fn new(base: impl Into<String>, api_key: impl Into<String>) -> Self {
+        Self { base: base.into().trim_end_matches('/').to_owned(), api_key: api_key.into(), client: client() }
+    }
+
+    /// GET `path`: the answer, `None` on 404.
+    async fn find<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<Option<T>, PartnerError> {
+        let sent = self.client.get(format!("{}{path}", self.base)).bearer_auth(&self.api_key).send().await;
+        if sent.as_ref().is_ok_and(|r| r.status() == reqwest::StatusCode::NOT_FOUND) {
+            return Ok(None);
+        }
+        answer(sent).await.map(Some)
+    }
+}
+
+#[derive(serde::Serialize, Deserialize)]
+pub(super) struct EntriesPage {
+    pub entries: Vec<DistributionEntry>,
+}
+
+#[derive(serde::Serialize, Deserialize)]
+pub(super) struct BalancesPage {
+    pub items: Vec<BalanceLine>,
+}
+
+/// A balance on the wire: a signed integer as a string (it can exceed 2^53).
+#[derive(serde::Serialize, Deserialize)]
+pub(super) struct BalanceLine {
+    pub account: String,
+    pub balance: String,
+}
+
+#[async_trait]
+impl Custody for HttpCustody {
+    async fn transfer(&self, transfer: &CustodyTransfer) -> Result<CustodyReceipt, PartnerError> {
+        let sent = self
+            .client
+            .post(format!("{}/v1/transfers", self.base))
+            .bearer_auth(&self.api_key)
+            .header("idempotency-key", &transfer.reference)
+            .json(transfer)
+            .send()
+            .await;
+        answer(sent).await
+    }
+
+    async fn find_transfer(&self, reference: &str) -> Result<Option<CustodyReceipt>, PartnerError> {
+        self.find(&format!("/v1/transfers/{}", urlencode(reference))).await
+    }
+
+    async fn put_entries(&self, reference: &str, page: u32, entries: &[DistributionEntry]) -> Result<(), PartnerError> {
+        let sent = self
+            .client
+            .put(format!("{}/v1/distributions/{}/pages/{page}", self.base, urlencode(reference)))
+            .bearer_auth(&self.api_key)
+            .json(&EntriesPage { entries: entries.to_vec() })
+            .send()
+            .await;
+        answer::<serde_json::Value>(sent).await.map(|_| ())
+    }
+
+    async fn submit(&self, distribution: &Distribution) -> Result<Decision, PartnerError> {
+        let sent = self
+            .client
+            .post(format!("{}/v1/distributions/{}/submit", self.base, urlencode(&distribution.reference)))
+            .bearer_auth(&self.api_key)
+            .json(distribution)
+            .send()
+            .await;
+        answer(sent).await
+    }
+
+    async fn decision(&self, reference: &str) -> Result<Option<Decision>, PartnerError> {
+        self.find(&format!("/v1/distributions/{}", urlencode(reference))).await
+    }
+
+    async fn balances(
+        &self,
+        asset: &str,
+        as_of: DateTime<Utc>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<CustodyBalance>, PartnerError> {
+        let mut query = vec![("asset", asset.to_owned()), ("as_of", as_of.to_rfc3339()), ("limit", limit.to_string())];
+        query.extend(after.map(|a| ("after", a.to_owned())));
+        let sent =
+            self.client.get(format!("{}/v1/balances", self.base)).bearer_auth(&self.api_key).query(&query).send().await;
+        let page: BalancesPage = answer(sent).await?;
+        page.items
+            .into_iter()
+            .map(|line| match line.balance.parse() {
+                Ok(balance) => Ok(CustodyBalance { account: line.account, balance }),
+                Err(_) => Err(PartnerError::Unavailable("balance is not an integer".into())),
+            })
+            .collect()
+    }
 }

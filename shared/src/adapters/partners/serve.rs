@@ -10,9 +10,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 
-use super::{BankSimulator, ChainSimulator};
+use super::http::{BalanceLine, BalancesPage, EntriesPage};
+use super::{BankSimulator, ChainSimulator, CustodySimulator};
+use axum::Json;
 use crate::ports::bank::{Bank, Payout};
 use crate::ports::chain::{Chain, ChainTransfer};
+use crate::ports::custody::{Custody, CustodyTransfer, Distribution};
 use crate::ports::partner::PartnerError;
 
 fn status_of(error: &PartnerError) -> StatusCode {
@@ -77,4 +80,63 @@ pub fn bank_router(bank: Arc<BankSimulator>) -> Router {
         answer(b.instruct_payout(&body.0).await)
     }
     Router::new().route("/v1/payouts", post(payout)).with_state(bank)
+}
+
+/// `docs/partners/custody.md` over a [`CustodySimulator`].
+pub fn custody_router(custody: Arc<CustodySimulator>) -> Router {
+    type C = State<Arc<CustodySimulator>>;
+    #[derive(Deserialize)]
+    struct AsOf {
+        asset: String,
+        as_of: chrono::DateTime<chrono::Utc>,
+        after: Option<String>,
+        limit: Option<usize>,
+    }
+    fn found<T: serde::Serialize>(result: Result<Option<T>, PartnerError>) -> Response {
+        match result {
+            Ok(None) => StatusCode::NOT_FOUND.into_response(),
+            Ok(Some(value)) => answer(Ok(value)),
+            Err(e) => answer::<T>(Err(e)),
+        }
+    }
+    async fn transfer(State(c): C, h: HeaderMap, body: axum::Json<CustodyTransfer>) -> Response {
+        let key = h.get("idempotency-key").and_then(|v| v.to_str().ok());
+        if !authorised(&h) {
+            return StatusCode::UNAUTHORIZED.into_response();
+        }
+        if key != Some(body.reference.as_str()) {
+            return (StatusCode::BAD_REQUEST, "Idempotency-Key must be the reference").into_response();
+        }
+        answer(c.transfer(&body.0).await)
+    }
+    async fn find_transfer(State(c): C, Path(reference): Path<String>) -> Response {
+        found(c.find_transfer(&reference).await)
+    }
+    async fn put_entries(State(c): C, Path((reference, page)): Path<(String, u32)>, body: Json<EntriesPage>) -> Response {
+        answer(c.put_entries(&reference, page, &body.0.entries).await.map(|()| serde_json::json!({})))
+    }
+    async fn submit(State(c): C, Path(reference): Path<String>, body: Json<Distribution>) -> Response {
+        if body.reference != reference {
+            return (StatusCode::BAD_REQUEST, "the body's reference must be the path's").into_response();
+        }
+        answer(c.submit(&body.0).await)
+    }
+    async fn decision(State(c): C, Path(reference): Path<String>) -> Response {
+        found(c.decision(&reference).await)
+    }
+    async fn balances(State(c): C, Query(q): Query<AsOf>) -> Response {
+        let limit = q.limit.unwrap_or(1_000).clamp(1, 1_000);
+        let page = c.balances(&q.asset, q.as_of, q.after.as_deref(), limit).await.map(|items| BalancesPage {
+            items: items.into_iter().map(|b| BalanceLine { account: b.account, balance: b.balance.to_string() }).collect(),
+        });
+        answer(page)
+    }
+    Router::new()
+        .route("/v1/transfers", post(transfer))
+        .route("/v1/transfers/{reference}", get(find_transfer))
+        .route("/v1/distributions/{reference}/pages/{page}", axum::routing::put(put_entries))
+        .route("/v1/distributions/{reference}/submit", post(submit))
+        .route("/v1/distributions/{reference}", get(decision))
+        .route("/v1/balances", get(balances))
+        .with_state(custody)
 }

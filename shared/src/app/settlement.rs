@@ -1,0 +1,710 @@
+//! Settlement: a persisted state machine per deal, advanced by `advance` messages on the
+//! settlement queue, every step idempotent.
+//!
+//! 1. **Money legs**, per subscription, a page of allocations at a time: the hold is posted
+//!    for the amount charged (the rest is released: the refund), or voided when nothing
+//!    was allocated. Transfer ids are `settle:<deal>:<subscription>:post|void`.
+//! 2. **Proceeds**: the escrow's total moves to the issuer's settlement account, at the
+//!    Custody (reference `<deal>:proceeds`) and in the ledger (a hold, posted when the
+//!    Custody confirms).
+//! 3. **Distribution**: each subscription's units, in pages, then submitted with the
+//!    allocation run's checksum for the Custody's approval (reference `<deal>:distribution`).
+//! 4. **Issuing**, only once approved (by the Custody's signed callback or by polling):
+//!    units move from the asset's issuance account into each investor's holding, which
+//!    the chain mirror then records.
+//!
+//! Each external call is a leg with a deadline: a call that failed or timed out is looked
+//! up by its reference and made again on the next advance; a leg past its deadline, or
+//! refused, is stuck until a finance operator retries it. A rejected distribution stops
+//! the deal at `issuance_rejected`, with nothing issued. Progress (phase, cursor, sums) is
+//! written with a version condition after each page, so a crash or a duplicate message
+//! resumes without doing anything twice.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::allocation::{Allocation, Allocator, RunState};
+use super::audit::{AuditLog, Event};
+use super::deals::{DealError, Deals};
+use super::ledger::{Ledger, LedgerError, MAX_LINKED, sortable};
+use super::subscriptions::hold_of;
+use crate::domain::deal::Step;
+use crate::domain::ledger::{Account, Amount, Kind, SGD, Transfer, codes};
+use crate::ports::custody::{Custody, CustodyTransfer, Decision, Distribution, DistributionEntry};
+use crate::ports::partner::PartnerError;
+use crate::ports::queue::{QueueError, QueueName};
+use crate::ports::store::{Condition, Cursor, Item, Key, Query, Range, StoreError};
+use crate::ports::{Clock, Queue, Store};
+
+/// Allocations settled per page (per state write).
+const LEGS_PAGE: usize = 98;
+/// Distribution entries per page sent to the Custody.
+const DISTRIBUTION_PAGE: usize = 500;
+/// Pages done per message before handing over to a new message.
+const PAGES_PER_MESSAGE: usize = 40;
+/// How long an external leg may stay unconfirmed before it is surfaced as stuck.
+pub const LEG_DEADLINE: TimeDelta = TimeDelta::minutes(15);
+/// How long a settlement may stand still before the sweep nudges it.
+pub const NUDGE_AFTER: TimeDelta = TimeDelta::seconds(10);
+const WORK: &str = "WORK#SETTLEMENT";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    Legs,
+    Proceeds,
+    Distribution,
+    AwaitingApproval,
+    Issuing,
+    Issued,
+    Rejected,
+}
+
+/// A deal's settlement: where it stands and what it has done.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SettlementState {
+    pub deal_id: String,
+    pub asset: String,
+    pub escrow_account: String,
+    pub issuer_account: String,
+    pub issuance_account: String,
+    pub phase: Phase,
+    /// From the allocation run.
+    pub subscriptions: u64,
+    pub units: u64,
+    pub checksum: String,
+    /// Where the current phase's walk over the allocations stands.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<Cursor>,
+    /// Subscriptions whose hold was posted or voided, and the sums.
+    pub settled: u64,
+    pub charged: u128,
+    pub refunded: u128,
+    pub pages_sent: u32,
+    pub entries_sent: u64,
+    /// Subscriptions issued to, and the units issued.
+    pub issued: u64,
+    pub issued_units: u128,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decision: Option<Decision>,
+    pub started_at: DateTime<Utc>,
+    pub touched_at: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+impl SettlementState {
+    fn finished(&self) -> bool {
+        matches!(self.phase, Phase::Issued | Phase::Rejected)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum LegKind {
+    /// The proceeds to the issuer's account at the Custody.
+    Proceeds,
+    /// The distribution submitted for the Custody's approval.
+    Distribution,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum LegStatus {
+    Pending,
+    Confirmed,
+    /// The Custody rejected it (a distribution): final.
+    Rejected,
+    /// Refused, or past its deadline: waits for a finance operator's retry.
+    Stuck,
+}
+
+/// An external call of a settlement, pending until the partner confirms it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Leg {
+    pub id: String,
+    pub deal_id: String,
+    pub kind: LegKind,
+    /// The reference the partner knows it by.
+    pub reference: String,
+    pub status: LegStatus,
+    pub attempts: u32,
+    pub deadline: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// What the settlement queue carries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum SettlementMessage {
+    /// Start the settlement of an allocated deal.
+    Start { deal_id: String },
+    /// Do the next steps of a deal's settlement.
+    Advance { deal_id: String },
+}
+
+impl SettlementMessage {
+    pub fn body(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SettlementError {
+    #[error("no such deal, settlement or leg")]
+    NotFound,
+    #[error("the deal's allocation is not complete")]
+    NotAllocated,
+    #[error("the leg is {0} and cannot be retried")]
+    NotRetryable(&'static str),
+    #[error(transparent)]
+    Deal(#[from] DealError),
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Sends a deal's settlement `start`.
+pub async fn request_start(queue: &dyn Queue, deal_id: &str) -> Result<(), QueueError> {
+    let start = SettlementMessage::Start { deal_id: deal_id.to_owned() };
+    queue.send(QueueName::Settlement, vec![start.body()]).await.map(|_| ())
+}
+
+async fn request_advance(queue: &dyn Queue, deal_id: &str) -> Result<(), QueueError> {
+    let advance = SettlementMessage::Advance { deal_id: deal_id.to_owned() };
+    queue.send(QueueName::Settlement, vec![advance.body()]).await.map(|_| ())
+}
+
+fn state_key(deal_id: &str) -> Key {
+    Key::new(format!("SETTLE#{deal_id}"), "STATE")
+}
+
+fn state_item(state: &SettlementState) -> Result<Item, StoreError> {
+    let item = Item::new(state_key(&state.deal_id), state)?;
+    Ok(if state.finished() {
+        item
+    } else {
+        item.with_index(WORK, format!("{}#{}", sortable(state.touched_at), state.deal_id))
+    })
+}
+
+fn leg_key(id: &str) -> Key {
+    Key::new(format!("LEG#{id}"), "LEG")
+}
+
+fn leg_item(leg: &Leg) -> Result<Item, StoreError> {
+    Ok(Item::new(leg_key(&leg.id), leg)?.with_index(format!("LEGS#{}", leg.deal_id), &leg.id))
+}
+
+fn leg_id(deal_id: &str, kind: LegKind) -> String {
+    match kind {
+        LegKind::Proceeds => format!("{deal_id}.proceeds"),
+        LegKind::Distribution => format!("{deal_id}.distribution"),
+    }
+}
+
+/// What a step did: go on to the next, or wait for a partner, an operator or a message.
+enum Next {
+    Continue,
+    Wait,
+}
+
+pub struct Settlements {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    queue: Arc<dyn Queue>,
+    custody: Arc<dyn Custody>,
+    ledger: Ledger,
+    deals: Deals,
+    allocator: Allocator,
+    audit: AuditLog,
+}
+
+impl Settlements {
+    pub fn for_platform(platform: &crate::Platform) -> Self {
+        Self {
+            store: platform.store.clone(),
+            clock: platform.clock.clone(),
+            queue: platform.queue.clone(),
+            custody: platform.custody.clone(),
+            ledger: Ledger::for_platform(platform),
+            deals: Deals::for_platform(platform),
+            allocator: Allocator::for_platform(platform),
+            audit: AuditLog::new(platform.store.clone(), platform.clock.clone()),
+        }
+    }
+
+    pub async fn state(&self, deal_id: &str) -> Result<Option<SettlementState>, StoreError> {
+        Ok(self.state_versioned(deal_id).await?.map(|(s, _)| s))
+    }
+
+    async fn state_versioned(&self, deal_id: &str) -> Result<Option<(SettlementState, u64)>, StoreError> {
+        Ok(match self.store.get(&state_key(deal_id)).await? {
+            Some(item) => Some((item.decode()?, item.version)),
+            None => None,
+        })
+    }
+
+    pub async fn leg(&self, id: &str) -> Result<Option<Leg>, StoreError> {
+        self.store.get(&leg_key(id)).await?.map(|i| i.decode()).transpose()
+    }
+
+    /// A deal's external legs.
+    pub async fn legs(&self, deal_id: &str) -> Result<Vec<Leg>, StoreError> {
+        let page = self.store.query(&Query::secondary(format!("LEGS#{deal_id}")).limit(100)).await?;
+        page.items.iter().map(Item::decode).collect()
+    }
+
+    /// Whether a leg waits for an operator: stuck, or still pending past its deadline.
+    pub fn is_stuck(&self, leg: &Leg) -> bool {
+        leg.status == LegStatus::Stuck || (leg.status == LegStatus::Pending && leg.deadline <= self.clock.now())
+    }
+
+    /// Handles one message of the settlement queue.
+    pub async fn handle(&self, message: SettlementMessage) -> Result<(), SettlementError> {
+        match message {
+            SettlementMessage::Start { deal_id } => self.start(&deal_id).await,
+            SettlementMessage::Advance { deal_id } => self.advance(&deal_id).await,
+        }
+    }
+
+    /// Starts the settlement of a deal whose allocation is complete (again: resumes it).
+    pub async fn start(&self, deal_id: &str) -> Result<(), SettlementError> {
+        if self.state(deal_id).await?.is_none() {
+            let deal = self.deals.get(deal_id).await?.ok_or(SettlementError::NotFound)?;
+            let run = self.allocator.run(deal_id).await?.filter(|r| r.state == RunState::Complete);
+            let run = run.ok_or(SettlementError::NotAllocated)?;
+            let issuer = Account::of(Kind::IssuerSettlement, &deal.issuer_id, SGD);
+            let issuance = Account::of(Kind::Issuance, &deal.id, &deal.asset);
+            let now = self.clock.now();
+            let state = SettlementState {
+                deal_id: deal.id.clone(),
+                asset: deal.asset.clone(),
+                escrow_account: deal.escrow_account.clone(),
+                issuer_account: issuer.id.clone(),
+                issuance_account: issuance.id.clone(),
+                phase: Phase::Legs,
+                subscriptions: run.subscriptions,
+                units: u64::try_from(run.allocated()).unwrap_or(u64::MAX),
+                checksum: run.checksum.clone(),
+                cursor: None,
+                settled: 0,
+                charged: 0,
+                refunded: 0,
+                pages_sent: 0,
+                entries_sent: 0,
+                issued: 0,
+                issued_units: 0,
+                decision: None,
+                started_at: now,
+                touched_at: now,
+                finished_at: None,
+            };
+            self.ledger.open(issuer).await?;
+            self.ledger.open(issuance).await?;
+            match self.store.put(state_item(&state)?, Condition::NotExists).await {
+                Ok(()) | Err(StoreError::ConditionFailed { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        self.step(deal_id, Step::StartSettlement).await?;
+        self.advance(deal_id).await
+    }
+
+    async fn step(&self, deal_id: &str, step: Step) -> Result<(), SettlementError> {
+        match self.deals.step("system", deal_id, step).await {
+            Ok(_) | Err(DealError::Transition(_)) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Does the next steps: until the settlement waits or finishes, or for a while, then
+    /// hands over to a new message.
+    pub async fn advance(&self, deal_id: &str) -> Result<(), SettlementError> {
+        for _ in 0..PAGES_PER_MESSAGE {
+            let (state, version) = self.state_versioned(deal_id).await?.ok_or(SettlementError::NotFound)?;
+            let next = match state.phase {
+                Phase::Legs => self.money_legs(state, version).await?,
+                Phase::Proceeds => self.proceeds(state, version).await?,
+                Phase::Distribution => self.distribution(state, version).await?,
+                Phase::AwaitingApproval => self.await_approval(state, version).await?,
+                Phase::Issuing => self.issue(state, version).await?,
+                Phase::Issued | Phase::Rejected => return Ok(()),
+            };
+            if let Next::Wait = next {
+                return Ok(());
+            }
+        }
+        request_advance(self.queue.as_ref(), deal_id).await?;
+        Ok(())
+    }
+
+    /// Writes the state at its version; `false` if someone else moved it first.
+    async fn save(&self, mut state: SettlementState, version: u64) -> Result<bool, SettlementError> {
+        state.touched_at = self.clock.now();
+        match self.store.put(state_item(&state)?, Condition::VersionIs(version)).await {
+            Ok(()) => Ok(true),
+            Err(StoreError::ConditionFailed { .. } | StoreError::Conflict) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Posts the charged part of each hold (the rest is released), or voids it.
+    async fn money_legs(&self, mut state: SettlementState, version: u64) -> Result<Next, SettlementError> {
+        let (page, next) = self.allocator.allocations(&state.deal_id, LEGS_PAGE, state.cursor.clone()).await?;
+        let transfers: Vec<Transfer> = page.iter().map(|a| money_leg(&state, a)).collect();
+        for chunk in transfers.chunks(MAX_LINKED) {
+            self.ledger.submit_linked(chunk).await?;
+        }
+        state.settled += page.len() as u64;
+        state.charged += page.iter().map(|a| u128::from(a.charged())).sum::<u128>();
+        state.refunded += page.iter().map(|a| u128::from(a.refunded())).sum::<u128>();
+        state.cursor = next.clone();
+        if next.is_none() {
+            state.phase = if state.charged > 0 { Phase::Proceeds } else { Phase::Issuing };
+        }
+        self.save(state, version).await?;
+        Ok(Next::Continue)
+    }
+
+    /// The leg of `kind`, made pending with a deadline on first use.
+    async fn open_leg(&self, deal_id: &str, kind: LegKind) -> Result<Leg, SettlementError> {
+        let id = leg_id(deal_id, kind);
+        if let Some(leg) = self.leg(&id).await? {
+            return Ok(leg);
+        }
+        let now = self.clock.now();
+        let leg = Leg {
+            reference: id.replace('.', ":"),
+            id: id.clone(),
+            deal_id: deal_id.to_owned(),
+            kind,
+            status: LegStatus::Pending,
+            attempts: 0,
+            deadline: now + LEG_DEADLINE,
+            last_error: None,
+            created_at: now,
+            updated_at: now,
+        };
+        match self.store.put(leg_item(&leg)?, Condition::NotExists).await {
+            Ok(()) | Err(StoreError::ConditionFailed { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+        self.leg(&id).await?.ok_or(SettlementError::NotFound)
+    }
+
+    /// Records what became of a leg's call.
+    async fn mark_leg(&self, id: &str, change: impl Fn(&mut Leg)) -> Result<Leg, SettlementError> {
+        loop {
+            let item = self.store.get(&leg_key(id)).await?.ok_or(SettlementError::NotFound)?;
+            let mut leg: Leg = item.decode()?;
+            change(&mut leg);
+            leg.updated_at = self.clock.now();
+            match self.store.put(leg_item(&leg)?, Condition::VersionIs(item.version)).await {
+                Ok(()) => return Ok(leg),
+                Err(StoreError::ConditionFailed { .. } | StoreError::Conflict) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// A failed call: try again on the next advance, unless refused or past the deadline.
+    async fn leg_failed(&self, leg: &Leg, error: &PartnerError) -> Result<Next, SettlementError> {
+        let now = self.clock.now();
+        let stuck = matches!(error, PartnerError::Refused(_)) || leg.deadline <= now;
+        let message = error.to_string();
+        self.mark_leg(&leg.id, |l| {
+            l.attempts += 1;
+            l.last_error = Some(message.clone());
+            if stuck {
+                l.status = LegStatus::Stuck;
+            }
+        })
+        .await?;
+        tracing::warn!(leg = %leg.id, %error, stuck, "settlement leg not confirmed");
+        Ok(Next::Wait)
+    }
+
+    /// A leg that waits for an operator: marked stuck once its deadline passed.
+    async fn waits_for_operator(&self, leg: &Leg) -> Result<bool, SettlementError> {
+        match leg.status {
+            LegStatus::Stuck | LegStatus::Rejected => Ok(true),
+            LegStatus::Pending if leg.deadline <= self.clock.now() => {
+                self.mark_leg(&leg.id, |l| {
+                    l.status = LegStatus::Stuck;
+                    l.last_error.get_or_insert_with(|| "past its deadline".into());
+                })
+                .await?;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    /// The proceeds to the issuer: held in the ledger, booked at the Custody (looked up
+    /// first after an unanswered attempt), then posted.
+    async fn proceeds(&self, mut state: SettlementState, version: u64) -> Result<Next, SettlementError> {
+        let leg = self.open_leg(&state.deal_id, LegKind::Proceeds).await?;
+        let amount = Amount::try_from(state.charged).map_err(|_| LedgerError::Invalid("proceeds too large".into()))?;
+        let hold = Transfer::pending(
+            format!("settle:{}:proceeds", state.deal_id),
+            &state.escrow_account,
+            &state.issuer_account,
+            amount,
+            SGD,
+            codes::PROCEEDS,
+        )
+        .with_reference(&leg.reference);
+        if leg.status != LegStatus::Confirmed {
+            if self.waits_for_operator(&leg).await? {
+                return Ok(Next::Wait);
+            }
+            self.ledger.submit(&hold).await?;
+            let booked = match leg.attempts {
+                0 => None,
+                _ => match self.custody.find_transfer(&leg.reference).await {
+                    Ok(found) => found,
+                    Err(e) => return self.leg_failed(&leg, &e).await,
+                },
+            };
+            if booked.is_none() {
+                let transfer = CustodyTransfer {
+                    reference: leg.reference.clone(),
+                    debit: state.escrow_account.clone(),
+                    credit: state.issuer_account.clone(),
+                    asset: SGD.to_owned(),
+                    amount,
+                };
+                if let Err(e) = self.custody.transfer(&transfer).await {
+                    return self.leg_failed(&leg, &e).await;
+                }
+            }
+            self.mark_leg(&leg.id, |l| {
+                l.status = LegStatus::Confirmed;
+                l.last_error = None;
+            })
+            .await?;
+        }
+        self.ledger.submit(&Transfer::post(format!("{}:post", hold.id), &hold, amount)).await?;
+        state.phase = Phase::Distribution;
+        state.cursor = None;
+        self.save(state, version).await?;
+        Ok(Next::Continue)
+    }
+
+    /// Sends the distribution's pages, then submits it.
+    async fn distribution(&self, mut state: SettlementState, version: u64) -> Result<Next, SettlementError> {
+        let leg = self.open_leg(&state.deal_id, LegKind::Distribution).await?;
+        if self.waits_for_operator(&leg).await? {
+            return Ok(Next::Wait);
+        }
+        let sent_all = state.pages_sent > 0 && state.cursor.is_none();
+        if !sent_all {
+            let (page, next) =
+                self.allocator.allocations(&state.deal_id, DISTRIBUTION_PAGE, state.cursor.clone()).await?;
+            let entries: Vec<DistributionEntry> = page
+                .iter()
+                .map(|a| DistributionEntry {
+                    subscription_id: a.subscription_id.clone(),
+                    account: Account::id_of(Kind::Holding, &a.investor_id, &state.asset),
+                    units: a.units(),
+                })
+                .collect();
+            if let Err(e) = self.custody.put_entries(&leg.reference, state.pages_sent, &entries).await {
+                return self.leg_failed(&leg, &e).await;
+            }
+            state.pages_sent += 1;
+            state.entries_sent += entries.len() as u64;
+            state.cursor = next;
+            self.save(state, version).await?;
+            return Ok(Next::Continue);
+        }
+        let submitted = Distribution {
+            reference: leg.reference.clone(),
+            asset: state.asset.clone(),
+            pages: state.pages_sent,
+            entries: state.entries_sent,
+            units: state.units,
+            checksum: state.checksum.clone(),
+        };
+        let decision = match self.custody.decision(&leg.reference).await {
+            Ok(Some(decision)) => decision,
+            Ok(None) => match self.custody.submit(&submitted).await {
+                Ok(decision) => decision,
+                Err(e) => return self.leg_failed(&leg, &e).await,
+            },
+            Err(e) => return self.leg_failed(&leg, &e).await,
+        };
+        self.decided(state, version, decision).await
+    }
+
+    /// Polls the Custody for its decision.
+    async fn await_approval(&self, state: SettlementState, version: u64) -> Result<Next, SettlementError> {
+        let leg = self.open_leg(&state.deal_id, LegKind::Distribution).await?;
+        if self.waits_for_operator(&leg).await? {
+            return Ok(Next::Wait);
+        }
+        match self.custody.decision(&leg.reference).await {
+            Ok(Some(decision)) => self.decided(state, version, decision).await,
+            Ok(None) => {
+                // Never submitted (lost): send the pages again.
+                let mut state = state;
+                (state.phase, state.cursor, state.pages_sent, state.entries_sent) = (Phase::Distribution, None, 0, 0);
+                self.save(state, version).await?;
+                Ok(Next::Continue)
+            }
+            Err(e) => self.leg_failed(&leg, &e).await,
+        }
+    }
+
+    /// Applies the Custody's decision on the distribution.
+    async fn decided(
+        &self,
+        mut state: SettlementState,
+        version: u64,
+        decision: Decision,
+    ) -> Result<Next, SettlementError> {
+        let id = leg_id(&state.deal_id, LegKind::Distribution);
+        let status = match &decision {
+            Decision::Pending => {
+                if state.phase != Phase::AwaitingApproval {
+                    state.phase = Phase::AwaitingApproval;
+                    state.decision = Some(decision);
+                    self.save(state, version).await?;
+                }
+                return Ok(Next::Wait);
+            }
+            Decision::Approved => LegStatus::Confirmed,
+            Decision::Rejected { .. } => LegStatus::Rejected,
+        };
+        self.mark_leg(&id, |l| {
+            l.status = status;
+            l.last_error = None;
+        })
+        .await?;
+        state.phase = if status == LegStatus::Confirmed { Phase::Issuing } else { Phase::Rejected };
+        state.decision = Some(decision);
+        state.cursor = None;
+        let rejected = state.phase == Phase::Rejected;
+        if rejected {
+            state.finished_at = Some(self.clock.now());
+        }
+        let deal_id = state.deal_id.clone();
+        if self.save(state, version).await? && rejected {
+            self.step(&deal_id, Step::RejectIssuance).await?;
+            return Ok(Next::Wait);
+        }
+        Ok(Next::Continue)
+    }
+
+    /// Credits a page of holdings from the asset's issuance account.
+    async fn issue(&self, mut state: SettlementState, version: u64) -> Result<Next, SettlementError> {
+        let (page, next) = self.allocator.allocations(&state.deal_id, MAX_LINKED, state.cursor.clone()).await?;
+        let given: Vec<&Allocation> = page.iter().filter(|a| a.units() > 0).collect();
+        let mut transfers = Vec::with_capacity(given.len());
+        for a in &given {
+            let holding = Account::of(Kind::Holding, &a.investor_id, &state.asset);
+            transfers.push(
+                Transfer::single(
+                    format!("settle:{}:{}:issue", state.deal_id, a.subscription_id),
+                    &state.issuance_account,
+                    &holding.id,
+                    a.units(),
+                    &state.asset,
+                    codes::ISSUANCE,
+                )
+                .with_reference(&a.subscription_id),
+            );
+            self.ledger.open(holding).await?;
+        }
+        if !transfers.is_empty() {
+            self.ledger.submit_linked(&transfers).await?;
+        }
+        state.issued += given.len() as u64;
+        state.issued_units += given.iter().map(|a| u128::from(a.units())).sum::<u128>();
+        state.cursor = next.clone();
+        let done = next.is_none();
+        if done {
+            state.phase = Phase::Issued;
+            state.finished_at = Some(self.clock.now());
+        }
+        let deal_id = state.deal_id.clone();
+        if self.save(state, version).await? && done {
+            self.step(&deal_id, Step::Issue).await?;
+            return Ok(Next::Wait);
+        }
+        Ok(Next::Continue)
+    }
+
+    /// The Custody's signed callback: its decision on a distribution.
+    pub async fn on_decision(&self, reference: &str, decision: Decision) -> Result<(), SettlementError> {
+        let Some(deal_id) = reference.strip_suffix(":distribution") else { return Err(SettlementError::NotFound) };
+        let (state, version) = self.state_versioned(deal_id).await?.ok_or(SettlementError::NotFound)?;
+        if matches!(state.phase, Phase::Distribution | Phase::AwaitingApproval) && decision != Decision::Pending {
+            self.decided(state, version, decision).await?;
+            request_advance(self.queue.as_ref(), deal_id).await?;
+        }
+        Ok(())
+    }
+
+    /// A finance operator retries a stuck leg: pending again with a new deadline (audited).
+    pub async fn retry(&self, actor: &str, leg_id: &str) -> Result<Leg, SettlementError> {
+        let leg = self.leg(leg_id).await?.ok_or(SettlementError::NotFound)?;
+        match leg.status {
+            LegStatus::Confirmed => return Err(SettlementError::NotRetryable("confirmed")),
+            LegStatus::Rejected => return Err(SettlementError::NotRetryable("rejected")),
+            LegStatus::Pending | LegStatus::Stuck => {}
+        }
+        let deadline = self.clock.now() + LEG_DEADLINE;
+        let leg = self
+            .mark_leg(leg_id, |l| {
+                l.status = LegStatus::Pending;
+                l.deadline = deadline;
+            })
+            .await?;
+        let event = Event {
+            actor: actor.to_owned(),
+            action: "settlement.leg.retry".into(),
+            target: format!("leg:{leg_id}"),
+            decision: "applied".into(),
+            reason: format!("attempts so far {}; last error: {}", leg.attempts, leg.last_error.as_deref().unwrap_or("-")),
+        };
+        self.audit.append(event).await?;
+        request_advance(self.queue.as_ref(), &leg.deal_id).await?;
+        Ok(leg)
+    }
+
+    /// Sends `advance` for every settlement that stood still longer than [`NUDGE_AFTER`].
+    pub async fn nudge_stale(&self) -> Result<usize, SettlementError> {
+        let before = format!("{}#\u{10FFFF}", sortable(self.clock.now() - NUDGE_AFTER));
+        let page = self.store.query(&Query::secondary(WORK).range(Range::AtMost(before)).limit(100)).await?;
+        let mut bodies = Vec::with_capacity(page.items.len());
+        for item in &page.items {
+            let state: SettlementState = item.decode()?;
+            bodies.push(SettlementMessage::Advance { deal_id: state.deal_id }.body());
+        }
+        if !bodies.is_empty() {
+            self.queue.send(QueueName::Settlement, bodies.clone()).await?;
+        }
+        Ok(bodies.len())
+    }
+
+}
+
+/// A subscription's money leg: post what it was charged (the rest is released), or void.
+fn money_leg(state: &SettlementState, a: &Allocation) -> Transfer {
+    let hold = hold_of(&a.subscription_id, &a.investor_id, &state.escrow_account, a.held);
+    let id = format!("settle:{}:{}", state.deal_id, a.subscription_id);
+    match a.charged() {
+        0 => Transfer::void(format!("{id}:void"), &hold),
+        charged => Transfer::post(format!("{id}:post"), &hold, charged),
+    }
+}

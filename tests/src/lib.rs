@@ -1,5 +1,7 @@
 //! Helpers for the black-box tests: start the whole platform, read what it mailed.
 
+pub mod settle;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 

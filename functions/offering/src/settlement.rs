@@ -174,7 +174,8 @@ pub async fn mine(
 ) -> Result<Json<PageOf<AllocationView>>, ApiError> {
     authorize(&state.platform, &me, Action::ReadOwned, Resource::OwnedBy(&me.user_id), "allocations.mine").await?;
     let internal = |e: shared::ports::store::StoreError| ApiError::internal(&e);
-    let (subs, next) = state.subscriptions.of_investor(&me.user_id, paging.limit, paging.cursor).await.map_err(internal)?;
+    let (subs, next) =
+        state.subscriptions.of_investor(&me.user_id, paging.limit, paging.cursor).await.map_err(internal)?;
     let allocator = Allocator::for_platform(&state.platform);
     let mut runs: HashMap<String, Option<Run>> = HashMap::new();
     let mut items = Vec::new();
@@ -291,12 +292,9 @@ pub async fn custody_webhook(
     let secret = &state.platform.config.custody_webhook_secret.0;
     crate::accounts::verify_signed(&state.platform, secret, "custody", &headers, &body)?;
     let CustodyEvent::DistributionDecided { reference, decision, .. } = shared::http::json::parse(&body)?;
-    Settlements::for_platform(&state.platform)
-        .on_decision(&reference, decision)
-        .await
-        .map_err(|e| match e {
-            SettlementError::NotFound => ApiError::not_found("no such distribution"),
-            other => ApiError::internal(&other),
-        })?;
+    Settlements::for_platform(&state.platform).on_decision(&reference, decision).await.map_err(|e| match e {
+        SettlementError::NotFound => ApiError::not_found("no such distribution"),
+        other => ApiError::internal(&other),
+    })?;
     Ok(Json(CallbackAnswer { status: "applied" }))
 }

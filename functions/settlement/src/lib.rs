@@ -9,8 +9,8 @@
 
 use std::sync::Arc;
 
-use shared::Platform;
 use async_trait::async_trait;
+use shared::Platform;
 use shared::app::allocation::{self, Allocator};
 use shared::app::consumer::BatchHandler;
 use shared::app::deals::Deals;

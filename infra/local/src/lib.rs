@@ -54,14 +54,25 @@ async fn stop_requested(stop: &mut watch::Receiver<bool>) {
 pub struct Running {
     pub addr: SocketAddr,
     stop: watch::Sender<bool>,
+    /// Stops the queue consumers and the sweep only.
+    stop_workers: watch::Sender<bool>,
+    workers: JoinSet<()>,
     tasks: JoinSet<()>,
 }
 
 impl Running {
     /// Stops accepting requests, lets in-flight ones and queue batches finish, and waits.
     pub async fn stop(mut self) {
+        self.stop_workers().await;
         let _ = self.stop.send(true);
         while self.tasks.join_next().await.is_some() {}
+    }
+
+    /// Stops the queue consumers and the sweep (the API keeps serving) once their current
+    /// batch is done: tests then drive the queues themselves.
+    pub async fn stop_workers(&mut self) {
+        let _ = self.stop_workers.send(true);
+        while self.workers.join_next().await.is_some() {}
     }
 }
 
@@ -70,7 +81,8 @@ pub async fn start(platform: Platform, addr: SocketAddr) -> std::io::Result<Runn
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let addr = listener.local_addr()?;
     let (stop, stopped) = watch::channel(false);
-    let mut tasks = JoinSet::new();
+    let (stop_workers, workers_stopped) = watch::channel(false);
+    let (mut tasks, mut workers) = (JoinSet::new(), JoinSet::new());
 
     if let Some(simulators) = &platform.simulators {
         simulators.bank.target(format!("http://{addr}/v1/webhooks/bank"));
@@ -87,12 +99,12 @@ pub async fn start(platform: Platform, addr: SocketAddr) -> std::io::Result<Runn
     });
 
     for (queue, handler) in consumers(&platform) {
-        tasks.spawn(pump(platform.queue.clone(), queue, handler, stopped.clone()));
+        workers.spawn(pump(platform.queue.clone(), queue, handler, workers_stopped.clone()));
     }
 
-    let mut until = stopped.clone();
+    let mut until = workers_stopped;
     let sweeper = settlement::Sweeper::new(&platform);
-    tasks.spawn(async move {
+    workers.spawn(async move {
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(SWEEP_EVERY) => {
@@ -123,5 +135,5 @@ pub async fn start(platform: Platform, addr: SocketAddr) -> std::io::Result<Runn
         }
     });
 
-    Ok(Running { addr, stop, tasks })
+    Ok(Running { addr, stop, stop_workers, workers, tasks })
 }

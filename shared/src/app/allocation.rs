@@ -518,7 +518,9 @@ impl Allocator {
                 .after(run.leftover_cursor.clone());
             let page = self.store.query(&query).await?;
             let Some(last) = page.items.last() else {
-                return Err(StoreError::Invalid(format!("deal {deal_id}: fewer allocations than leftover units")).into());
+                return Err(
+                    StoreError::Invalid(format!("deal {deal_id}: fewer allocations than leftover units")).into()
+                );
             };
             run.leftover_cursor = Some(Cursor::after_item(last, Index::Secondary));
             let mut checksum = Checksum::parse(&run.checksum).unwrap_or_default();

@@ -675,7 +675,11 @@ impl Settlements {
             action: "settlement.leg.retry".into(),
             target: format!("leg:{leg_id}"),
             decision: "applied".into(),
-            reason: format!("attempts so far {}; last error: {}", leg.attempts, leg.last_error.as_deref().unwrap_or("-")),
+            reason: format!(
+                "attempts so far {}; last error: {}",
+                leg.attempts,
+                leg.last_error.as_deref().unwrap_or("-")
+            ),
         };
         self.audit.append(event).await?;
         request_advance(self.queue.as_ref(), &leg.deal_id).await?;
@@ -696,7 +700,6 @@ impl Settlements {
         }
         Ok(bodies.len())
     }
-
 }
 
 /// A subscription's money leg: post what it was charged (the rest is released), or void.

@@ -153,8 +153,7 @@ mod tests {
 
         // Supply 10, requested 7 x 3 = 21: each share is 30/21 = 1 + 9/21. Floors give 7,
         // leaving 3 for seven equal remainders: the three earliest get them.
-        let book: Vec<Request> =
-            (0..7).map(|i| request(&format!("s{i}"), &format!("2026-01-0{}", 7 - i), 3)).collect();
+        let book: Vec<Request> = (0..7).map(|i| request(&format!("s{i}"), &format!("2026-01-0{}", 7 - i), 3)).collect();
         // Created times run backwards, so the earliest are the last three.
         assert_eq!(allocate(10, &book), [1, 1, 1, 1, 2, 2, 2]);
 

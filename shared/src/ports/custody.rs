@@ -57,7 +57,9 @@ pub enum Decision {
     /// Submitted; not decided yet.
     Pending,
     Approved,
-    Rejected { reason: String },
+    Rejected {
+        reason: String,
+    },
 }
 
 /// An account's balance at the Custody.

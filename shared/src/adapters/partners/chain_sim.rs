@@ -51,7 +51,11 @@ impl Book {
         if self.calls.len() == CALL_LOG {
             self.calls.pop_front();
         }
-        self.calls.push_back(ChainCall { seq: super::faults::next_seq(), transfer_id: transfer_id.to_owned(), outcome: outcome.to_owned() });
+        self.calls.push_back(ChainCall {
+            seq: super::faults::next_seq(),
+            transfer_id: transfer_id.to_owned(),
+            outcome: outcome.to_owned(),
+        });
     }
 }
 

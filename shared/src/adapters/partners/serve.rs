@@ -12,11 +12,11 @@ use serde::Deserialize;
 
 use super::http::{BalanceLine, BalancesPage, EntriesPage};
 use super::{BankSimulator, ChainSimulator, CustodySimulator};
-use axum::Json;
 use crate::ports::bank::{Bank, Payout};
 use crate::ports::chain::{Chain, ChainTransfer};
 use crate::ports::custody::{Custody, CustodyTransfer, Distribution};
 use crate::ports::partner::PartnerError;
+use axum::Json;
 
 fn status_of(error: &PartnerError) -> StatusCode {
     match error {
@@ -112,7 +112,11 @@ pub fn custody_router(custody: Arc<CustodySimulator>) -> Router {
     async fn find_transfer(State(c): C, Path(reference): Path<String>) -> Response {
         found(c.find_transfer(&reference).await)
     }
-    async fn put_entries(State(c): C, Path((reference, page)): Path<(String, u32)>, body: Json<EntriesPage>) -> Response {
+    async fn put_entries(
+        State(c): C,
+        Path((reference, page)): Path<(String, u32)>,
+        body: Json<EntriesPage>,
+    ) -> Response {
         answer(c.put_entries(&reference, page, &body.0.entries).await.map(|()| serde_json::json!({})))
     }
     async fn submit(State(c): C, Path(reference): Path<String>, body: Json<Distribution>) -> Response {
@@ -127,7 +131,10 @@ pub fn custody_router(custody: Arc<CustodySimulator>) -> Router {
     async fn balances(State(c): C, Query(q): Query<AsOf>) -> Response {
         let limit = q.limit.unwrap_or(1_000).clamp(1, 1_000);
         let page = c.balances(&q.asset, q.as_of, q.after.as_deref(), limit).await.map(|items| BalancesPage {
-            items: items.into_iter().map(|b| BalanceLine { account: b.account, balance: b.balance.to_string() }).collect(),
+            items: items
+                .into_iter()
+                .map(|b| BalanceLine { account: b.account, balance: b.balance.to_string() })
+                .collect(),
         });
         answer(page)
     }

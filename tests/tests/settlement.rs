@@ -197,3 +197,34 @@ async fn a_stuck_leg_is_surfaced_and_finance_retries_it() {
         "the retry is audited: {audit}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_custody_callback_is_refused_unless_signed_and_changes_nothing_then() {
+    let app = spawn_app().await;
+    let secret = app.platform.config.custody_webhook_secret.0.clone();
+    let now = app.platform.clock.now().timestamp();
+    let event = json!({"type": "distribution_decided", "event_id": "e1", "reference": "deal_x:distribution",
+        "decision": {"status": "approved"}});
+    let send = |body: Vec<u8>, timestamp: i64, signature: String| {
+        app.client
+            .post(app.url("/v1/webhooks/custody"))
+            .header("content-type", "application/json")
+            .header("custody-timestamp", timestamp.to_string())
+            .header("custody-signature", signature)
+            .body(body)
+            .send()
+    };
+    let body = serde_json::to_vec(&event).unwrap();
+    let signed = shared::domain::webhook::sign(&secret, now, &body);
+    let wrong = shared::domain::webhook::sign(b"another key", now, &body);
+    assert_eq!(send(body.clone(), now, wrong).await.unwrap().status(), StatusCode::UNAUTHORIZED);
+    let stale = shared::domain::webhook::sign(&secret, now - 600, &body);
+    assert_eq!(send(body.clone(), now - 600, stale).await.unwrap().status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(send(body.clone(), now, signed).await.unwrap().status(), StatusCode::NOT_FOUND, "no such distribution");
+    let garbage = b"{\"type\": \"distribution_decided\"}".to_vec();
+    let signed = shared::domain::webhook::sign(&secret, now, &garbage);
+    let response = send(garbage, now, signed).await.unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let problem: Value = response.json().await.unwrap();
+    assert_eq!(problem["status"], 400, "{problem}");
+}

@@ -74,13 +74,15 @@ async fn subscribing_and_cancelling_move_the_available_balance_exactly(app: Test
     assert!(book["items"].as_array().unwrap().len() >= 2, "{book}");
     assert_eq!(app.get_as(&format!("/v1/admin/deals/{deal}/totals"), &ann).await.0, StatusCode::FORBIDDEN);
 
-    // Closed: no subscribing, no cancelling; the hold stays.
+    // Closed: no subscribing, no cancelling; settlement then charges exactly what was held
+    // (the deal is undersubscribed).
     let (_, finance) = app.operator("fin@example.sg", &["finance"]).await;
     assert_eq!(app.post_as(&format!("/v1/admin/deals/{deal}/close"), &finance, None).await, StatusCode::OK);
     assert_eq!(app.subscribe(&ben, &deal, "b4", 10).await.0, StatusCode::CONFLICT);
     let cancel = format!("/v1/subscriptions/{}/cancel", resub["id"].as_str().unwrap());
     assert_eq!(app.post_as(&cancel, &ann, None).await, StatusCode::CONFLICT);
-    assert_eq!(app.sgd(&ann).await, ("1000.00".into(), "0.00".into()));
+    platform_tests::settle::wait_for_state(&app.platform, &deal, "issued", 60).await;
+    assert_eq!(app.sgd(&ann).await, ("0.00".into(), "0.00".into()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -21,7 +21,7 @@ use shared::ports::bank::BankEvent;
 use shared::ports::queue::{Message, QueueName};
 
 /// What each in-process investor is funded with: 100,000.00.
-pub const FUNDED: u64 = 100_000_00;
+pub const FUNDED: u64 = 10_000_000;
 
 /// Units investor `i` asks for: spread over 10 to 1,000 (the deals' bounds).
 pub fn units_for(i: usize) -> u64 {

@@ -51,7 +51,7 @@ async fn investors_see_their_allocations_and_finance_sees_the_settlement(app: Te
     let (_, holdings) = app.get_as("/v1/me/holdings", ann_token).await;
     assert_eq!(holdings[0]["units"], 100, "{holdings}");
     assert_eq!(app.sgd(ann_token).await, ("90000.00".into(), "90000.00".into()));
-    assert_eq!(settled.investors[ann], ((FUNDED - 10_000_00) as i128, 100));
+    assert_eq!(settled.investors[ann], ((FUNDED - 1_000_000) as i128, 100));
 
     // Finance: the run, the settlement, the legs; others may not look.
     let (status, view) = app.get_as(&format!("/v1/admin/deals/{deal}/settlement"), &finance).await;
@@ -88,7 +88,7 @@ async fn a_deal_of_thousands_of_subscriptions_closes_allocates_settles_and_issue
     wait_for_state(&app.platform, &deal, "issued", 240).await;
     let settled = assert_settled(&app.platform, &deal, &investors).await;
     assert_eq!(settled.units, 10_000, "oversubscribed: the whole supply");
-    assert_eq!(settled.charged, 10_000 * 100_00);
+    assert_eq!(settled.charged, 10_000 * 10_000, "10,000 units at 100.00");
     assert_eq!(
         assert_issued_after_approval(&app.platform, &deal),
         settled.investors.values().filter(|(_, u)| *u > 0).count()

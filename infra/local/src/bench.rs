@@ -63,6 +63,25 @@ pub enum Bench {
         #[arg(long, default_value_t = 32)]
         concurrency: usize,
     },
+    /// Allocation (and with `--settle`, settlement): a fresh platform, a deal of
+    /// `subscriptions` live subscriptions written straight to its book, closed; answers
+    /// how long the close took to reach a complete allocation (then issuance), with the
+    /// run's result and the process's peak RSS.
+    Allocation {
+        #[arg(long, value_enum, default_value = "embedded")]
+        backend: StoreBackend,
+        #[arg(long, default_value_t = 100_000)]
+        subscriptions: usize,
+        /// Units on offer; by default a fifth of what the book requests (oversubscribed).
+        #[arg(long)]
+        supply: Option<u64>,
+        /// Also place each subscription's hold, and run settlement to issuance.
+        #[arg(long)]
+        settle: bool,
+        /// Allocation messages handled at once (as Lambda's concurrency would).
+        #[arg(long, default_value_t = 4)]
+        workers: usize,
+    },
     /// Prepares a data directory for the HTTP subscription benchmark under wrk
     /// (`infra/bench/subscribe.lua`): open deals, and accredited investors with money and
     /// access tokens (valid for ten minutes) written to `--out`.
@@ -82,7 +101,8 @@ pub enum Bench {
 pub enum StoreBackend {
     /// redb in a file in a temporary folder, durable commits.
     Embedded,
-    /// DynamoDB at `DABS_AWS_ENDPOINT` (the local emulator), a fresh table.
+    /// DynamoDB at `DABS_AWS_ENDPOINT` (the local emulator), a fresh table (and, for the
+    /// allocation bench, fresh SQS queues there too).
     Dynamodb,
 }
 
@@ -104,6 +124,15 @@ pub async fn run(bench: Bench) -> anyhow::Result<()> {
             let mut platform = shared::Platform::embedded(folder.path())?;
             platform.store = store;
             subscriptions_bench(name, &platform, placed, book, concurrency).await
+        }
+        Bench::Allocation { backend, subscriptions, supply, settle, workers } => {
+            let (name, store) = open_store(backend, folder.path()).await?;
+            let mut platform = shared::Platform::embedded(folder.path())?;
+            platform.store = store;
+            if let StoreBackend::Dynamodb = backend {
+                platform.queue = emulator_queues().await?;
+            }
+            allocation_bench(name, &platform, subscriptions, supply, settle, workers.max(1)).await
         }
         Bench::HttpSetup { data_dir, investors, deals, out } => {
             http_setup(&shared::Platform::embedded(&data_dir)?, investors, deals, &out).await
@@ -131,6 +160,23 @@ async fn open_store(backend: StoreBackend, folder: &std::path::Path) -> anyhow::
             ("dynamodb", Arc::new(shared::adapters::aws::DynamoStore::new(client, table, Arc::new(SystemClock))))
         }
     })
+}
+
+/// Fresh SQS queues (with dead-letter queues) in the emulator at `DABS_AWS_ENDPOINT`.
+async fn emulator_queues() -> anyhow::Result<Arc<dyn shared::ports::Queue>> {
+    use shared::adapters::aws::SqsQueue;
+    use shared::ports::queue::QueueName;
+    let endpoint = std::env::var("DABS_AWS_ENDPOINT")?;
+    let client = aws_sdk_sqs::Client::new(&shared::adapters::aws::emulator_config(&endpoint).await?);
+    let run = ulid::Ulid::new().to_string().to_lowercase();
+    let mut urls = std::collections::HashMap::new();
+    for queue in QueueName::ALL {
+        let name = format!("bench-{run}-{queue}");
+        let created =
+            SqsQueue::create(&client, &name, shared::platform::MAX_RECEIVES, std::time::Duration::from_secs(60)).await?;
+        urls.insert(queue, created);
+    }
+    Ok(Arc::new(SqsQueue::new(client, urls)))
 }
 
 /// Peak resident memory of this process so far, in MiB (Linux `VmHWM`).
@@ -616,5 +662,172 @@ async fn http_setup(
         "{}",
         json!({"bench": "http-setup", "deals": deals, "investors": investors, "out": out.display().to_string()})
     );
+    Ok(())
+}
+
+/// Units the allocation bench's subscription `i` asks for: 10 to 1,000.
+fn bench_units(i: usize) -> u64 {
+    10 + (i as u64 * 7_919) % 991
+}
+
+async fn allocation_bench(
+    backend: &str,
+    platform: &shared::Platform,
+    count: usize,
+    supply: Option<u64>,
+    settle: bool,
+    workers: usize,
+) -> anyhow::Result<()> {
+    use shared::app::allocation::{self, Allocator, RunState};
+    use shared::app::consumer::pump_once;
+    use shared::app::deals::{Deal, deal_item};
+    use shared::app::ledger::Ledger;
+    use shared::app::subscriptions::{Subscription, SubscriptionStatus, hold_of, sub_item};
+    use shared::domain::deal::{Building, BuildingType, DealState, Terms};
+    use shared::domain::ledger::{Account, Kind, SGD, Transfer};
+    use shared::ports::queue::QueueName;
+
+    let deal_id = "bench-deal";
+    let now = platform.clock.now();
+    let requested: u64 = (0..count).map(bench_units).sum();
+    let supply = supply.unwrap_or((requested / 5).max(1));
+    let unit_price = 100;
+    let escrow = Account::of(Kind::Escrow, deal_id, SGD);
+    let ledger = Ledger::for_platform(platform);
+    ledger.open(escrow.clone()).await?;
+    ledger.open(Account::of(Kind::Omnibus, "bank", SGD)).await?;
+    let deal = Deal {
+        id: deal_id.into(),
+        issuer_id: "bench-issuer".into(),
+        terms: Terms {
+            building: Building {
+                name: "Bench".into(),
+                address: "1 Bench Rd".into(),
+                kind: BuildingType::Office,
+                valuation: 1,
+            },
+            supply,
+            unit_price,
+            min_units: 1,
+            max_units: 1_000,
+            opens_at: now - chrono::TimeDelta::days(8),
+            closes_at: now - chrono::TimeDelta::days(1),
+            documents: vec![],
+        },
+        state: DealState::Closed,
+        asset: format!("DABS-{deal_id}"),
+        escrow_account: escrow.id.clone(),
+        created_by: "bench".into(),
+        created_at: now,
+        updated_at: now,
+    };
+    platform.store.put(deal_item(&deal)?, Condition::NotExists).await?;
+
+    // The book, 100 subscriptions a transaction; with `settle`, each one's deposit account,
+    // money and hold in the ledger too.
+    let setup = Instant::now();
+    for start in (0..count).step_by(100) {
+        let subs: Vec<Subscription> = (start..count.min(start + 100))
+            .map(|i| Subscription {
+                id: format!("sub{i:08}"),
+                deal_id: deal_id.into(),
+                investor_id: format!("inv{i:08}"),
+                units: bench_units(i),
+                amount: bench_units(i) * unit_price,
+                status: SubscriptionStatus::Live,
+                reason: None,
+                created_at: now + chrono::TimeDelta::milliseconds(i as i64),
+                updated_at: now,
+            })
+            .collect();
+        if settle {
+            for sub in &subs {
+                ledger.open(Account::of(Kind::Deposit, &sub.investor_id, SGD)).await?;
+            }
+            for chunk in subs.chunks(7) {
+                let mut transfers = Vec::with_capacity(2 * chunk.len());
+                for sub in chunk {
+                    let deposit = Account::id_of(Kind::Deposit, &sub.investor_id, SGD);
+                    transfers.push(Transfer::single(
+                        format!("fund-{}", sub.id),
+                        "omnibus:bank:SGD",
+                        &deposit,
+                        sub.amount,
+                        SGD,
+                        1,
+                    ));
+                    transfers.push(hold_of(&sub.id, &sub.investor_id, &escrow.id, sub.amount));
+                }
+                ledger.submit_linked(&transfers).await?;
+            }
+        }
+        let writes = subs
+            .iter()
+            .map(|s| Ok(Write::put(sub_item(s)?, Condition::NotExists)))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        platform.store.transact(writes).await?;
+    }
+    eprintln!("book of {count} written in {:.1} s", setup.elapsed().as_secs_f64());
+
+    // Close to allocated: the start message, then workers on the queues until the run completes.
+    let started = Instant::now();
+    allocation::request_start(platform.queue.as_ref(), deal_id).await?;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut tasks = tokio::task::JoinSet::new();
+    let queues: Vec<(QueueName, Arc<dyn shared::app::consumer::BatchHandler>, usize)> = vec![
+        (QueueName::Allocation, ::allocation::handler(platform), workers),
+        (QueueName::Settlement, settlement::handler(platform), 1),
+    ];
+    for (queue, handler, n) in queues {
+        for _ in 0..n {
+            let (q, handler, stop) = (platform.queue.clone(), handler.clone(), stop.clone());
+            tasks.spawn(async move {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    if let Err(error) =
+                        pump_once(q.as_ref(), queue, handler.as_ref(), std::time::Duration::from_millis(50)).await
+                    {
+                        eprintln!("queue: {error}");
+                    }
+                }
+            });
+        }
+    }
+    let allocator = Allocator::for_platform(platform);
+    let run = loop {
+        if let Some(run) = allocator.run(deal_id).await?.filter(|r| r.state == RunState::Complete) {
+            break run;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    };
+    let allocated_in = started.elapsed().as_secs_f64();
+    println!(
+        "{}",
+        json!({
+            "bench": "allocation", "backend": backend, "subscriptions": run.subscriptions, "supply": run.supply,
+            "requested": run.requested.to_string(), "allocated": run.allocated().to_string(), "batches": run.batches,
+            "leftover_units": run.leftover, "ratio": run.ratio, "elapsed_s": (allocated_in * 1000.0).round() / 1000.0,
+            "peak_rss_mb": (peak_rss_mb() * 10.0).round() / 10.0, "checksum": run.checksum,
+        })
+    );
+    if settle {
+        let deals = shared::app::deals::Deals::for_platform(platform);
+        let settling = Instant::now();
+        while deals.get(deal_id).await?.map(|d| d.state) != Some(DealState::Issued) {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        let seconds = settling.elapsed().as_secs_f64();
+        println!(
+            "{}",
+            json!({
+                "bench": "settlement", "backend": backend, "subscriptions": run.subscriptions,
+                "elapsed_s": (seconds * 1000.0).round() / 1000.0,
+                "subscriptions_per_s": (run.subscriptions as f64 / seconds).round(),
+                "close_to_issued_s": (started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
+                "peak_rss_mb": (peak_rss_mb() * 10.0).round() / 10.0,
+            })
+        );
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    while tasks.join_next().await.is_some() {}
     Ok(())
 }

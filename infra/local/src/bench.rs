@@ -173,7 +173,8 @@ async fn emulator_queues() -> anyhow::Result<Arc<dyn shared::ports::Queue>> {
     for queue in QueueName::ALL {
         let name = format!("bench-{run}-{queue}");
         let created =
-            SqsQueue::create(&client, &name, shared::platform::MAX_RECEIVES, std::time::Duration::from_secs(60)).await?;
+            SqsQueue::create(&client, &name, shared::platform::MAX_RECEIVES, std::time::Duration::from_secs(60))
+                .await?;
         urls.insert(queue, created);
     }
     Ok(Arc::new(SqsQueue::new(client, urls)))

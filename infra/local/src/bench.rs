@@ -775,10 +775,11 @@ async fn allocation_bench(
     allocation::request_start(platform.queue.as_ref(), deal_id).await?;
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut tasks = tokio::task::JoinSet::new();
-    let queues: Vec<(QueueName, Arc<dyn shared::app::consumer::BatchHandler>, usize)> = vec![
-        (QueueName::Allocation, ::allocation::handler(platform), workers),
-        (QueueName::Settlement, settlement::handler(platform), 1),
-    ];
+    let mut queues: Vec<(QueueName, Arc<dyn shared::app::consumer::BatchHandler>, usize)> =
+        vec![(QueueName::Allocation, ::allocation::handler(platform), workers)];
+    if settle {
+        queues.push((QueueName::Settlement, settlement::handler(platform), 1));
+    }
     for (queue, handler, n) in queues {
         for _ in 0..n {
             let (q, handler, stop) = (platform.queue.clone(), handler.clone(), stop.clone());

@@ -42,9 +42,17 @@ struct Request {
     reply: oneshot::Sender<Result<(), StoreError>>,
 }
 
-/// The page cache of a store in a file: the store's memory stays bounded whatever its size
-/// (redb's default would let the cache grow to 1 GiB).
-pub const CACHE_BYTES: usize = 64 * 1024 * 1024;
+/// The page cache of a store in a file, unless `DABS_STORE_CACHE_MB` says otherwise: the
+/// store's memory stays bounded whatever its size (redb's default would let the cache grow
+/// to 1 GiB).
+pub const CACHE_BYTES: usize = 16 * 1024 * 1024;
+
+fn cache_bytes() -> usize {
+    std::env::var("DABS_STORE_CACHE_MB")
+        .ok()
+        .and_then(|mb| mb.parse::<usize>().ok())
+        .map_or(CACHE_BYTES, |mb| mb.max(1) * 1024 * 1024)
+}
 
 /// The embedded store. Cheap to clone; the writer thread stops when the last clone drops.
 #[derive(Clone)]
@@ -55,9 +63,9 @@ pub struct EmbeddedStore {
 }
 
 impl EmbeddedStore {
-    /// Opens (or creates) the store in a file, with a page cache of [`CACHE_BYTES`].
+    /// Opens (or creates) the store in a file, with a bounded page cache ([`CACHE_BYTES`]).
     pub fn open(path: &Path, clock: Arc<dyn Clock>) -> Result<Self, StoreError> {
-        let db = Database::builder().set_cache_size(CACHE_BYTES).create(path).map_err(storage)?;
+        let db = Database::builder().set_cache_size(cache_bytes()).create(path).map_err(storage)?;
         Self::start(db, clock)
     }
 

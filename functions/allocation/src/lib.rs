@@ -11,7 +11,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use shared::Platform;
 use shared::app::allocation::{AllocationMessage, Allocator};
-use shared::app::consumer::BatchHandler;
+use shared::app::consumer::{BatchHandler, each_message};
 use shared::ports::queue::{Message, QueueName};
 
 /// The queue this function consumes.
@@ -24,18 +24,7 @@ pub struct Handler {
 #[async_trait]
 impl BatchHandler for Handler {
     async fn handle(&self, batch: &[Message]) -> Vec<String> {
-        let mut failed = Vec::new();
-        for m in batch {
-            let outcome = match serde_json::from_str::<AllocationMessage>(&m.body) {
-                Ok(message) => self.allocator.handle(message).await.map_err(|e| e.to_string()),
-                Err(e) => Err(format!("unreadable message: {e}")),
-            };
-            if let Err(error) = outcome {
-                tracing::warn!(queue = %QUEUE, message_id = %m.id, receive_count = m.receive_count, %error, "allocation message failed");
-                failed.push(m.id.clone());
-            }
-        }
-        failed
+        each_message(QUEUE, batch, |message: AllocationMessage| self.allocator.handle(message)).await
     }
 }
 

@@ -576,32 +576,47 @@ async fn subscriptions_bench(
 /// An open deal with its escrow account, written directly (no issuer, no approval): what
 /// the subscription benches subscribe to.
 async fn open_bench_deal(platform: &shared::Platform, id: &str) -> anyhow::Result<()> {
+    write_bench_deal(platform, id, shared::domain::deal::DealState::Open, 1_000_000_000, 100).await?;
+    Ok(())
+}
+
+/// A deal in `state` with its escrow account, written directly; open deals' window runs
+/// for another week, others' closed a day ago.
+async fn write_bench_deal(
+    platform: &shared::Platform,
+    id: &str,
+    state: shared::domain::deal::DealState,
+    supply: u64,
+    unit_price: u64,
+) -> anyhow::Result<shared::app::deals::Deal> {
+    use chrono::TimeDelta;
     use shared::app::deals::{Deal, deal_item};
     use shared::app::ledger::Ledger;
     use shared::domain::deal::{Building, BuildingType, DealState, Terms};
     use shared::domain::ledger::{Account, Kind};
 
     let now = platform.clock.now();
+    let (opens_at, closes_at) = match state {
+        DealState::Open => (now - TimeDelta::hours(1), now + TimeDelta::days(7)),
+        _ => (now - TimeDelta::days(8), now - TimeDelta::days(1)),
+    };
     let escrow = Account::of(Kind::Escrow, id, "SGD");
+    let building =
+        Building { name: "Bench".into(), address: "1 Bench Rd".into(), kind: BuildingType::Office, valuation: 1 };
     let deal = Deal {
         id: id.into(),
         issuer_id: "bench-issuer".into(),
         terms: Terms {
-            building: Building {
-                name: "Bench".into(),
-                address: "1 Bench Rd".into(),
-                kind: BuildingType::Office,
-                valuation: 1,
-            },
-            supply: 1_000_000_000,
-            unit_price: 100,
+            building,
+            supply,
+            unit_price,
             min_units: 1,
             max_units: 1_000,
-            opens_at: now - chrono::TimeDelta::hours(1),
-            closes_at: now + chrono::TimeDelta::days(7),
+            opens_at,
+            closes_at,
             documents: vec![],
         },
-        state: DealState::Open,
+        state,
         asset: format!("DABS-{id}"),
         escrow_account: escrow.id.clone(),
         created_by: "bench".into(),
@@ -610,7 +625,7 @@ async fn open_bench_deal(platform: &shared::Platform, id: &str) -> anyhow::Resul
     };
     Ledger::for_platform(platform).open(escrow).await?;
     platform.store.put(deal_item(&deal)?, Condition::NotExists).await?;
-    Ok(())
+    Ok(deal)
 }
 
 async fn http_setup(
@@ -681,10 +696,9 @@ async fn allocation_bench(
 ) -> anyhow::Result<()> {
     use shared::app::allocation::{self, Allocator, RunState};
     use shared::app::consumer::pump_once;
-    use shared::app::deals::{Deal, deal_item};
     use shared::app::ledger::Ledger;
     use shared::app::subscriptions::{Subscription, SubscriptionStatus, hold_of, sub_item};
-    use shared::domain::deal::{Building, BuildingType, DealState, Terms};
+    use shared::domain::deal::DealState;
     use shared::domain::ledger::{Account, Kind, SGD, Transfer};
     use shared::ports::queue::QueueName;
 
@@ -693,36 +707,9 @@ async fn allocation_bench(
     let requested: u64 = (0..count).map(bench_units).sum();
     let supply = supply.unwrap_or((requested / 5).max(1));
     let unit_price = 100;
-    let escrow = Account::of(Kind::Escrow, deal_id, SGD);
+    let deal = write_bench_deal(platform, deal_id, DealState::Closed, supply, unit_price).await?;
     let ledger = Ledger::for_platform(platform);
-    ledger.open(escrow.clone()).await?;
     ledger.open(Account::of(Kind::Omnibus, "bank", SGD)).await?;
-    let deal = Deal {
-        id: deal_id.into(),
-        issuer_id: "bench-issuer".into(),
-        terms: Terms {
-            building: Building {
-                name: "Bench".into(),
-                address: "1 Bench Rd".into(),
-                kind: BuildingType::Office,
-                valuation: 1,
-            },
-            supply,
-            unit_price,
-            min_units: 1,
-            max_units: 1_000,
-            opens_at: now - chrono::TimeDelta::days(8),
-            closes_at: now - chrono::TimeDelta::days(1),
-            documents: vec![],
-        },
-        state: DealState::Closed,
-        asset: format!("DABS-{deal_id}"),
-        escrow_account: escrow.id.clone(),
-        created_by: "bench".into(),
-        created_at: now,
-        updated_at: now,
-    };
-    platform.store.put(deal_item(&deal)?, Condition::NotExists).await?;
 
     // The book, 100 subscriptions a transaction; with `settle`, each one's deposit account,
     // money and hold in the ledger too.
@@ -757,7 +744,7 @@ async fn allocation_bench(
                         SGD,
                         1,
                     ));
-                    transfers.push(hold_of(&sub.id, &sub.investor_id, &escrow.id, sub.amount));
+                    transfers.push(hold_of(&sub.id, &sub.investor_id, &deal.escrow_account, sub.amount));
                 }
                 ledger.submit_linked(&transfers).await?;
             }

@@ -88,6 +88,29 @@ pub async fn handle_sqs_event(
     response
 }
 
+/// Handles a batch a message at a time: each body read as an `M` and given to `handle`.
+/// Answers the ids of the messages that were unreadable or failed, each logged.
+pub async fn each_message<M, F, Fut, E>(queue: QueueName, batch: &[Message], handle: F) -> Vec<String>
+where
+    M: serde::de::DeserializeOwned,
+    F: Fn(M) -> Fut,
+    Fut: std::future::Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    let mut failed = Vec::new();
+    for m in batch {
+        let outcome = match serde_json::from_str::<M>(&m.body) {
+            Ok(message) => handle(message).await.map_err(|e| e.to_string()),
+            Err(e) => Err(format!("unreadable message: {e}")),
+        };
+        if let Err(error) = outcome {
+            tracing::warn!(queue = %queue, message_id = %m.id, receive_count = m.receive_count, %error, "message failed");
+            failed.push(m.id.clone());
+        }
+    }
+    failed
+}
+
 /// A handler for a queue whose message kinds are all unknown yet: every message fails,
 /// is logged once per delivery, and ends in the dead-letter queue for operators.
 pub struct RejectUnknown {

@@ -93,6 +93,9 @@ pub struct SettlementState {
     pub touched_at: DateTime<Utc>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<DateTime<Utc>>,
+    /// Finished, and the deal moved to `issued` or `issuance_rejected`.
+    #[serde(default)]
+    pub deal_moved: bool,
 }
 
 impl SettlementState {
@@ -189,7 +192,7 @@ fn state_key(deal_id: &str) -> Key {
 
 fn state_item(state: &SettlementState) -> Result<Item, StoreError> {
     let item = Item::new(state_key(&state.deal_id), state)?;
-    Ok(if state.finished() {
+    Ok(if state.finished() && state.deal_moved {
         item
     } else {
         item.with_index(WORK, format!("{}#{}", sortable(state.touched_at), state.deal_id))
@@ -307,6 +310,7 @@ impl Settlements {
                 started_at: now,
                 touched_at: now,
                 finished_at: None,
+                deal_moved: false,
             };
             self.ledger.open(issuer).await?;
             self.ledger.open(issuance).await?;
@@ -337,7 +341,7 @@ impl Settlements {
                 Phase::Distribution => self.distribution(state, version).await?,
                 Phase::AwaitingApproval => self.await_approval(state, version).await?,
                 Phase::Issuing => self.issue(state, version).await?,
-                Phase::Issued | Phase::Rejected => return Ok(()),
+                Phase::Issued | Phase::Rejected => return self.move_deal(state, version).await,
             };
             if let Next::Wait = next {
                 return Ok(());
@@ -590,19 +594,35 @@ impl Settlements {
             l.last_error = None;
         })
         .await?;
-        state.phase = if status == LegStatus::Confirmed { Phase::Issuing } else { Phase::Rejected };
         state.decision = Some(decision);
         state.cursor = None;
-        let rejected = state.phase == Phase::Rejected;
-        if rejected {
-            state.finished_at = Some(self.clock.now());
+        if status == LegStatus::Rejected {
+            return self.finish(state, version, Phase::Rejected).await;
         }
-        let deal_id = state.deal_id.clone();
-        if self.save(state, version).await? && rejected {
-            self.step(&deal_id, Step::RejectIssuance).await?;
-            return Ok(Next::Wait);
-        }
+        state.phase = Phase::Issuing;
+        self.save(state, version).await?;
         Ok(Next::Continue)
+    }
+
+    /// Ends the settlement at `phase`; the deal follows on the next pass.
+    async fn finish(&self, mut state: SettlementState, version: u64, phase: Phase) -> Result<Next, SettlementError> {
+        state.phase = phase;
+        state.finished_at = Some(self.clock.now());
+        self.save(state, version).await?;
+        Ok(Next::Continue)
+    }
+
+    /// Moves the deal to where its finished settlement ended, once; until then the
+    /// settlement stays on the work index, so a crash before this is nudged to it.
+    async fn move_deal(&self, mut state: SettlementState, version: u64) -> Result<(), SettlementError> {
+        if state.deal_moved {
+            return Ok(());
+        }
+        let step = if state.phase == Phase::Issued { Step::Issue } else { Step::RejectIssuance };
+        self.step(&state.deal_id, step).await?;
+        state.deal_moved = true;
+        self.save(state, version).await?;
+        Ok(())
     }
 
     /// Credits a page of holdings from the asset's issuance account.
@@ -631,16 +651,10 @@ impl Settlements {
         state.issued += given.len() as u64;
         state.issued_units += given.iter().map(|a| u128::from(a.units())).sum::<u128>();
         state.cursor = next.clone();
-        let done = next.is_none();
-        if done {
-            state.phase = Phase::Issued;
-            state.finished_at = Some(self.clock.now());
+        if next.is_none() {
+            return self.finish(state, version, Phase::Issued).await;
         }
-        let deal_id = state.deal_id.clone();
-        if self.save(state, version).await? && done {
-            self.step(&deal_id, Step::Issue).await?;
-            return Ok(Next::Wait);
-        }
+        self.save(state, version).await?;
         Ok(Next::Continue)
     }
 

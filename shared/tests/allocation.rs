@@ -24,8 +24,17 @@ fn start() -> DateTime<Utc> {
 /// A closed deal of `supply` units and a book of live subscriptions for `units`, written
 /// straight to the store; answers the platform and the book as the rule sees it.
 async fn closed_deal(supply: u64, units: &[u64], statuses: &[bool]) -> (Platform, Vec<Request>, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(ManualClock::at(start() + TimeDelta::days(8)));
+    closed_deal_at(clock, supply, units, statuses).await
+}
+
+async fn closed_deal_at(
+    clock: Arc<ManualClock>,
+    supply: u64,
+    units: &[u64],
+    statuses: &[bool],
+) -> (Platform, Vec<Request>, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
     let platform = Platform::ephemeral(dir.path(), clock).unwrap();
     let deal = Deal {
         id: "deal_prop".into(),
@@ -101,7 +110,7 @@ async fn drain(platform: &Platform) -> Vec<AllocationMessage> {
 /// twice (pairs at the same time); answers each subscription's units and the checksum.
 async fn allocate_in_batches(platform: &Platform, order: &[usize]) -> (Vec<(String, u64)>, String, u128) {
     let allocator = Arc::new(Allocator::for_platform(platform));
-    allocator.start("deal_prop").await.unwrap();
+    allocator.start("deal_prop", false).await.unwrap();
     let mut messages = drain(platform).await;
     // A permutation from the strategy's numbers.
     let mut shuffled = Vec::with_capacity(messages.len());
@@ -185,4 +194,44 @@ async fn an_empty_book_completes_with_nothing_allocated() {
     let (units, checksum, allocated) = allocate_in_batches(&platform, &[0]).await;
     assert!(units.is_empty());
     assert_eq!((checksum, allocated), (Checksum::default().hex(), 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_whose_batches_were_lost_is_resumed_by_the_sweep_nudge() {
+    let clock = Arc::new(ManualClock::at(start() + TimeDelta::days(8)));
+    let units: Vec<u64> = (0..450).map(|i| 1 + (i * 37) % 200).collect();
+    let (platform, book, _dir) = closed_deal_at(clock.clone(), 5_000, &units, &vec![true; units.len()]).await;
+    let allocator = Allocator::for_platform(&platform);
+    allocator.start("deal_prop", false).await.unwrap();
+    let batches = drain(&platform).await;
+    assert_eq!(batches.len(), 5);
+    // Two batches are handled; three are lost (say, left in the dead-letter queue).
+    for message in &batches[..2] {
+        allocator.handle(message.clone()).await.unwrap();
+    }
+    assert_eq!(allocator.nudge_stale().await.unwrap(), 0, "not standing still yet");
+    clock.advance(TimeDelta::seconds(11));
+    assert_eq!(allocator.nudge_stale().await.unwrap(), 1);
+    assert_eq!(allocator.nudge_stale().await.unwrap(), 0, "nudged once per interval, however often the sweep runs");
+    let resume = drain(&platform).await;
+    assert!(matches!(resume.as_slice(), [AllocationMessage::Resume { .. }]), "{resume:?}");
+    allocator.handle(resume[0].clone()).await.unwrap();
+    loop {
+        let more = drain(&platform).await;
+        if more.is_empty() {
+            break;
+        }
+        for message in more {
+            allocator.handle(message).await.unwrap();
+        }
+    }
+    let run = allocator.run("deal_prop").await.unwrap().unwrap();
+    assert_eq!((run.state, run.batches_done), (RunState::Complete, 5));
+    let expected = allocate(5_000, &book);
+    let mut sum = Checksum::default();
+    for (request, units) in book.iter().zip(&expected) {
+        assert_eq!(allocator.allocation(&request.id).await.unwrap().unwrap().units(), *units);
+        sum.add(&request.id, *units);
+    }
+    assert_eq!(run.checksum, sum.hex());
 }

@@ -12,23 +12,24 @@
 //! progress (cursor, units given, checksum) in the same transaction as the units. Then the
 //! deal is allocated and settlement starts.
 //!
-//! Every step is resumable: a run that has not moved for [`NUDGE_AFTER`] is listed on a
-//! secondary index the sweep reads, and a `start` message picks it up where it stands.
+//! Every step is resumable: a run in progress is on the work index ([`super::work`]), and
+//! the sweep sends `resume` for one that stood still, which picks it up where it stands.
 
 use std::sync::Arc;
 
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::deals::{Deal, DealError, Deals};
 use super::deposits::DepositAccounts;
 use super::ledger::sortable;
 use super::subscriptions::{SubscriptionError, SubscriptionStatus, Subscriptions, book_partition};
+use super::work::{self, NudgeError};
 use crate::domain::allocation::{Checksum, Totals, rank_key};
 use crate::domain::deal::{DealState, Step};
 use crate::domain::ledger::Amount;
 use crate::ports::queue::{QueueError, QueueName};
-use crate::ports::store::{Condition, Cursor, Index, Item, Key, Query, Range, StoreError, Write};
+use crate::ports::store::{Condition, Cursor, Index, Item, Key, Query, StoreError, Write};
 use crate::ports::{Clock, Queue, Store};
 
 /// Subscriptions per batch message.
@@ -39,8 +40,6 @@ const LEFTOVER_PAGE: usize = 99;
 const LEFTOVER_PAGES_PER_MESSAGE: usize = 50;
 /// Secondary-index partition of runs in progress, by when they last moved.
 const WORK: &str = "WORK#ALLOCATION";
-/// How long a run may stand still before the sweep nudges it.
-pub const NUDGE_AFTER: TimeDelta = TimeDelta::seconds(10);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -135,8 +134,11 @@ impl Allocation {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum AllocationMessage {
-    /// Start (or resume) the run of a closed deal.
+    /// Start the run of a closed deal (or carry on with it).
     Start { deal_id: String },
+    /// Resume a run that stood still: as `start`, and batches are sent again (those done
+    /// already count once).
+    Resume { deal_id: String },
     /// The `BATCH` live subscriptions after `after` in the deal's book.
     Batch { deal_id: String, index: u64, after: Option<Cursor> },
     /// Continue the leftover pass.
@@ -165,6 +167,15 @@ pub enum AllocationError {
     Store(#[from] StoreError),
 }
 
+impl From<NudgeError> for AllocationError {
+    fn from(e: NudgeError) -> Self {
+        match e {
+            NudgeError::Store(e) => Self::Store(e),
+            NudgeError::Queue(e) => Self::Queue(e),
+        }
+    }
+}
+
 fn run_key(deal_id: &str) -> Key {
     Key::new(format!("RUN#{deal_id}"), "ALLOCATION")
 }
@@ -184,11 +195,7 @@ pub fn ranked_partition(deal_id: &str) -> String {
 
 fn run_item(run: &Run) -> Result<Item, StoreError> {
     let item = Item::new(run_key(&run.deal_id), run)?;
-    Ok(if run.handed_over {
-        item
-    } else {
-        item.with_index(WORK, format!("{}#{}", sortable(run.touched_at), run.deal_id))
-    })
+    Ok(if run.handed_over { item } else { work::listed(item, WORK, run.touched_at, &run.deal_id) })
 }
 
 fn allocation_item(a: &Allocation) -> Result<Item, StoreError> {
@@ -251,14 +258,16 @@ impl Allocator {
     /// Handles one message of the allocation queue.
     pub async fn handle(&self, message: AllocationMessage) -> Result<(), AllocationError> {
         match message {
-            AllocationMessage::Start { deal_id } => self.start(&deal_id).await,
+            AllocationMessage::Start { deal_id } => self.start(&deal_id, false).await,
+            AllocationMessage::Resume { deal_id } => self.start(&deal_id, true).await,
             AllocationMessage::Batch { deal_id, index, after } => self.batch(&deal_id, index, after).await,
             AllocationMessage::Leftover { deal_id } => self.leftover(&deal_id).await,
         }
     }
 
-    /// Starts the run of a closed deal, or resumes it where it stands.
-    pub async fn start(&self, deal_id: &str) -> Result<(), AllocationError> {
+    /// Starts the run of a closed deal, or carries on where it stands; `resume` sends the
+    /// batches again if some never came back.
+    pub async fn start(&self, deal_id: &str, resume: bool) -> Result<(), AllocationError> {
         let deal = self.deals.get(deal_id).await?.ok_or(AllocationError::NotFound)?;
         let run = match self.run(deal_id).await? {
             Some(run) => run,
@@ -276,10 +285,9 @@ impl Allocator {
         if deal.state == DealState::Closed {
             self.step(deal_id, Step::StartAllocation).await?;
         }
-        let stale = run.touched_at <= self.clock.now() - NUDGE_AFTER;
         match run.state {
             // Not sent yet, or batches went missing: send them (again; duplicates are harmless).
-            RunState::Batching if !run.dispatched || stale => self.dispatch(&run).await,
+            RunState::Batching if !run.dispatched || resume => self.dispatch(&run).await,
             RunState::Batching => Ok(()),
             RunState::Leftover => self.leftover(deal_id).await,
             RunState::Complete => self.complete(deal_id).await,
@@ -555,18 +563,11 @@ impl Allocator {
         Ok(())
     }
 
-    /// Sends `start` for every run that stood still longer than [`NUDGE_AFTER`]; answers how many.
+    /// Sends `resume` for every run that stood still longer than [`work::NUDGE_AFTER`];
+    /// answers how many.
     pub async fn nudge_stale(&self) -> Result<usize, AllocationError> {
-        let before = format!("{}#\u{10FFFF}", sortable(self.clock.now() - NUDGE_AFTER));
-        let page = self.store.query(&Query::secondary(WORK).range(Range::AtMost(before)).limit(100)).await?;
-        let mut bodies = Vec::with_capacity(page.items.len());
-        for item in &page.items {
-            let run: Run = item.decode()?;
-            bodies.push(AllocationMessage::Start { deal_id: run.deal_id }.body());
-        }
-        if !bodies.is_empty() {
-            self.queue.send(QueueName::Allocation, bodies.clone()).await?;
-        }
-        Ok(bodies.len())
+        let start = |deal_id: &str| AllocationMessage::Resume { deal_id: deal_id.to_owned() }.body();
+        let (store, clock, queue) = (self.store.as_ref(), self.clock.as_ref(), self.queue.as_ref());
+        Ok(work::nudge_stale(store, clock, queue, (WORK, QueueName::Allocation), start).await?)
     }
 }

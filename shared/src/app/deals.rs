@@ -212,7 +212,7 @@ impl Deals {
                 let due = match d.state {
                     DealState::Published if d.terms.opens_at <= now => Some(Step::Open),
                     DealState::Open if d.terms.closes_at <= now => Some(Step::Close),
-                    DealState::Closed if d.updated_at <= now - super::allocation::NUDGE_AFTER => {
+                    DealState::Closed if d.updated_at <= now - super::work::NUDGE_AFTER => {
                         windows.to_allocate.push(d.id.clone());
                         None
                     }

@@ -17,6 +17,7 @@ pub mod settlement;
 pub mod signing_keys;
 pub mod subscriptions;
 pub mod throttle;
+pub mod work;
 
 /// The id of whatever an owner's idempotency key created: `<prefix>_` and 32 hex digits of
 /// SHA-256 over the owner and the key, so a retry finds the first one.

@@ -28,14 +28,15 @@ use serde::{Deserialize, Serialize};
 use super::allocation::{Allocation, Allocator, RunState};
 use super::audit::{AuditLog, Event};
 use super::deals::{DealError, Deals};
-use super::ledger::{Ledger, LedgerError, MAX_LINKED, sortable};
+use super::ledger::{Ledger, LedgerError, MAX_LINKED};
 use super::subscriptions::hold_of;
+use super::work::{self, NudgeError};
 use crate::domain::deal::Step;
 use crate::domain::ledger::{Account, Amount, Kind, SGD, Transfer, codes};
 use crate::ports::custody::{Custody, CustodyTransfer, Decision, Distribution, DistributionEntry};
 use crate::ports::partner::PartnerError;
 use crate::ports::queue::{QueueError, QueueName};
-use crate::ports::store::{Condition, Cursor, Item, Key, Query, Range, StoreError};
+use crate::ports::store::{Condition, Cursor, Item, Key, Query, StoreError};
 use crate::ports::{Clock, Queue, Store};
 
 /// Allocations settled per page (per state write).
@@ -46,8 +47,6 @@ const DISTRIBUTION_PAGE: usize = 500;
 const PAGES_PER_MESSAGE: usize = 40;
 /// How long an external leg may stay unconfirmed before it is surfaced as stuck.
 pub const LEG_DEADLINE: TimeDelta = TimeDelta::minutes(15);
-/// How long a settlement may stand still before the sweep nudges it.
-pub const NUDGE_AFTER: TimeDelta = TimeDelta::seconds(10);
 const WORK: &str = "WORK#SETTLEMENT";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -175,6 +174,15 @@ pub enum SettlementError {
     Store(#[from] StoreError),
 }
 
+impl From<NudgeError> for SettlementError {
+    fn from(e: NudgeError) -> Self {
+        match e {
+            NudgeError::Store(e) => Self::Store(e),
+            NudgeError::Queue(e) => Self::Queue(e),
+        }
+    }
+}
+
 /// Sends a deal's settlement `start`.
 pub async fn request_start(queue: &dyn Queue, deal_id: &str) -> Result<(), QueueError> {
     let start = SettlementMessage::Start { deal_id: deal_id.to_owned() };
@@ -195,7 +203,7 @@ fn state_item(state: &SettlementState) -> Result<Item, StoreError> {
     Ok(if state.finished() && state.deal_moved {
         item
     } else {
-        item.with_index(WORK, format!("{}#{}", sortable(state.touched_at), state.deal_id))
+        work::listed(item, WORK, state.touched_at, &state.deal_id)
     })
 }
 
@@ -700,19 +708,11 @@ impl Settlements {
         Ok(leg)
     }
 
-    /// Sends `advance` for every settlement that stood still longer than [`NUDGE_AFTER`].
+    /// Sends `advance` for every settlement that stood still longer than [`work::NUDGE_AFTER`].
     pub async fn nudge_stale(&self) -> Result<usize, SettlementError> {
-        let before = format!("{}#\u{10FFFF}", sortable(self.clock.now() - NUDGE_AFTER));
-        let page = self.store.query(&Query::secondary(WORK).range(Range::AtMost(before)).limit(100)).await?;
-        let mut bodies = Vec::with_capacity(page.items.len());
-        for item in &page.items {
-            let state: SettlementState = item.decode()?;
-            bodies.push(SettlementMessage::Advance { deal_id: state.deal_id }.body());
-        }
-        if !bodies.is_empty() {
-            self.queue.send(QueueName::Settlement, bodies.clone()).await?;
-        }
-        Ok(bodies.len())
+        let advance = |deal_id: &str| SettlementMessage::Advance { deal_id: deal_id.to_owned() }.body();
+        let (store, clock, queue) = (self.store.as_ref(), self.clock.as_ref(), self.queue.as_ref());
+        Ok(work::nudge_stale(store, clock, queue, (WORK, QueueName::Settlement), advance).await?)
     }
 }
 

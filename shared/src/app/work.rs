@@ -1,0 +1,60 @@
+//! The work index: a deal's long-running work (its allocation run, its settlement) carries
+//! a secondary-index key by when it last moved, while it is in progress. The sweep reads
+//! the work that stood still longer than [`NUDGE_AFTER`] and sends the message that
+//! resumes it, which also covers messages lost to a dead-letter queue.
+
+use chrono::{DateTime, TimeDelta, Utc};
+
+use super::ledger::sortable;
+use crate::ports::queue::{QueueError, QueueName};
+use crate::ports::store::{Condition, Item, Query, Range, StoreError};
+use crate::ports::{Clock, Queue, Store};
+
+/// How long work may stand still before the sweep nudges it.
+pub const NUDGE_AFTER: TimeDelta = TimeDelta::seconds(10);
+
+/// `item` listed on the work index `partition` as last moved at `touched`.
+pub fn listed(item: Item, partition: &str, touched: DateTime<Utc>, deal_id: &str) -> Item {
+    item.with_index(partition, format!("{}#{deal_id}", sortable(touched)))
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NudgeError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+}
+
+/// Sends `message(deal_id)` to `queue` for up to 100 items of `partition` that stood still,
+/// marking each as moved now first (its `touched_at`), so it is nudged once per
+/// [`NUDGE_AFTER`] however often the sweep runs. Answers how many.
+pub async fn nudge_stale(
+    store: &dyn Store,
+    clock: &dyn Clock,
+    queue: &dyn Queue,
+    (partition, to): (&str, QueueName),
+    message: impl Fn(&str) -> String,
+) -> Result<usize, NudgeError> {
+    let now = clock.now();
+    let before = format!("{}#\u{10FFFF}", sortable(now - NUDGE_AFTER));
+    let page = store.query(&Query::secondary(partition).range(Range::AtMost(before)).limit(100)).await?;
+    let mut bodies = Vec::with_capacity(page.items.len());
+    for item in &page.items {
+        let mut body: serde_json::Value = item.decode()?;
+        let deal_id = body["deal_id"].as_str().unwrap_or_default().to_owned();
+        body["touched_at"] = serde_json::to_value(now).map_err(|e| StoreError::Codec(e.to_string()))?;
+        let touched = listed(Item::new(item.key.clone(), &body)?, partition, now, &deal_id);
+        match store.put(touched, Condition::VersionIs(item.version)).await {
+            Ok(()) => bodies.push(message(&deal_id)),
+            // It moved meanwhile: not standing still.
+            Err(StoreError::ConditionFailed { .. } | StoreError::Conflict) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let nudged = bodies.len();
+    if nudged > 0 {
+        queue.send(to, bodies).await?;
+    }
+    Ok(nudged)
+}

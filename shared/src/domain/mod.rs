@@ -7,6 +7,7 @@ pub mod credentials;
 pub mod deal;
 pub mod ledger;
 pub mod money;
+pub mod reconcile;
 pub mod session;
 pub mod totp;
 pub mod webhook;

@@ -15,6 +15,7 @@ struct Fixture {
     ledger: Arc<Ledger>,
     /// Transfers per task in the concurrency case (the emulator is slow).
     per_task: usize,
+    clock: Arc<shared::adapters::clock::ManualClock>,
 }
 
 mod fixtures {
@@ -26,9 +27,11 @@ mod fixtures {
         let clock = support::clock();
         Fixture {
             ledger: Arc::new(
-                Ledger::new(Arc::new(EmbeddedStore::in_memory(clock.clone()).unwrap()), clock).without_local_locks(),
+                Ledger::new(Arc::new(EmbeddedStore::in_memory(clock.clone()).unwrap()), clock.clone())
+                    .without_local_locks(),
             ),
             per_task: 1_000,
+            clock,
         }
     }
 
@@ -39,14 +42,20 @@ mod fixtures {
         DynamoStore::create_table(&client, &table).await.unwrap();
         Fixture {
             ledger: Arc::new(
-                Ledger::new(Arc::new(DynamoStore::new(client, table, clock.clone())), clock).without_local_locks(),
+                Ledger::new(Arc::new(DynamoStore::new(client, table, clock.clone())), clock.clone())
+                    .without_local_locks(),
             ),
             per_task: 1_000,
+            clock,
         }
     }
 }
 
-contract!(holds_move_exactly_and_a_retried_id_applies_once, concurrent_transfers_conserve_money_and_never_overdraw);
+contract!(
+    holds_move_exactly_and_a_retried_id_applies_once,
+    concurrent_transfers_conserve_money_and_never_overdraw,
+    balances_as_of_a_cut_off_stay_put_while_transfers_flow,
+);
 
 const INVESTOR: Limits = Limits { debits_within_credits: true, credits_within_debits: false };
 
@@ -346,4 +355,52 @@ mod features {
         assert_eq!((sgd.accounts, sgd.debits_posted, sgd.credits_posted), (3, 1_350, 1_350));
         assert_eq!((sgd.debits_pending, sgd.credits_pending), (0, 0));
     }
+}
+
+/// Balances as of a cut-off come from the statements: what was applied after it, even
+/// while they are read, does not move them; pages follow account order.
+async fn balances_as_of_a_cut_off_stay_put_while_transfers_flow(f: Fixture) {
+    use shared::domain::ledger::Kind;
+    use shared::ports::Clock;
+    let l = &f.ledger;
+    l.open(Account::of(Kind::Omnibus, "bank", "SGD")).await.unwrap();
+    for who in ["a", "b", "c"] {
+        l.open(Account::of(Kind::Deposit, who, "SGD")).await.unwrap();
+    }
+    let pay = |id: String, to: &str, amount: u64| {
+        Transfer::single(id, "omnibus:bank:SGD", &format!("deposit:{to}:SGD"), amount, "SGD", 1)
+    };
+    l.submit(&pay("t1".into(), "a", 100)).await.unwrap();
+    l.submit(&pay("t2".into(), "b", 50)).await.unwrap();
+    l.submit(&pay("t3".into(), "a", 5)).await.unwrap();
+    f.clock.advance(chrono::TimeDelta::minutes(1));
+    let cut_off = f.clock.now();
+    f.clock.advance(chrono::TimeDelta::minutes(1));
+    l.submit(&pay("t4".into(), "a", 7)).await.unwrap();
+    l.submit(&pay("t5".into(), "c", 9)).await.unwrap();
+
+    let before = vec![("deposit:a:SGD".to_owned(), 105), ("deposit:b:SGD".to_owned(), 50)];
+    // Transfers keep flowing while the balances are read.
+    let flowing = {
+        let l = l.clone();
+        tokio::spawn(async move {
+            for i in 0..30 {
+                let to = ["a", "b", "c"][i % 3];
+                l.submit(&pay(format!("flow{i}"), to, 1)).await.unwrap();
+            }
+        })
+    };
+    assert_eq!(l.balances_as_of("SGD", "deposit:", cut_off, None, 10).await.unwrap(), before, "c had nothing yet");
+    flowing.await.unwrap();
+    assert_eq!(l.balances_as_of("SGD", "deposit:", cut_off, None, 10).await.unwrap(), before, "the same when quiet");
+    assert_eq!(l.balances_as_of("SGD", "deposit:", cut_off, None, 1).await.unwrap(), before[..1]);
+    assert_eq!(l.balances_as_of("SGD", "deposit:", cut_off, Some("deposit:a:SGD"), 5).await.unwrap(), before[1..]);
+    assert_eq!(l.balances_as_of("SGD", "deposit:", cut_off, Some("deposit:b:SGD"), 5).await.unwrap(), []);
+    let now = l.balances_as_of("SGD", "deposit:", f.clock.now(), None, 10).await.unwrap();
+    assert_eq!(
+        now,
+        [("deposit:a:SGD".to_owned(), 122), ("deposit:b:SGD".to_owned(), 60), ("deposit:c:SGD".to_owned(), 19)]
+    );
+    let omnibus = l.balances_as_of("SGD", "omnibus:", cut_off, None, 10).await.unwrap();
+    assert_eq!(omnibus, [("omnibus:bank:SGD".to_owned(), -155)], "another prefix");
 }

@@ -256,6 +256,61 @@ impl Ledger {
         Ok((entries, page.next))
     }
 
+    /// Posted balances in `asset` as of `cut_off`, for the accounts whose id starts with
+    /// `prefix`, sorted by account id: up to `limit` accounts after `after`. Each comes from
+    /// the account's statement (every entry carries the posted balance after its transfer
+    /// and never changes), so transfers applied while this reads do not move the answer.
+    /// Accounts with no entry by the cut-off are absent.
+    pub async fn balances_as_of(
+        &self,
+        asset: &str,
+        prefix: &str,
+        cut_off: DateTime<Utc>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, i128)>, LedgerError> {
+        let mut balances = Vec::with_capacity(limit.min(1_000));
+        // The smallest id after `after` (ids never hold control characters).
+        let mut from = after.map(|a| format!("{a}\u{1}"));
+        while balances.len() < limit {
+            let range = match &from {
+                Some(from) => Range::Between(from.clone(), format!("{prefix}\u{10FFFF}")),
+                None => Range::Prefix(prefix.to_owned()),
+            };
+            let page =
+                self.store.query(&Query::partition(asset_pk(asset)).range(range).limit(limit.min(1_000))).await?;
+            for item in &page.items {
+                let id = &item.key.sk;
+                if let Some(balance) = self.balance_at(id, cut_off).await? {
+                    balances.push((id.clone(), balance));
+                    if balances.len() == limit {
+                        break;
+                    }
+                }
+            }
+            match page.items.last() {
+                Some(last) if page.next.is_some() => from = Some(format!("{}\u{1}", last.key.sk)),
+                _ => break,
+            }
+        }
+        Ok(balances)
+    }
+
+    /// An account's posted balance after its last entry at or before `cut_off`.
+    async fn balance_at(&self, account: &str, cut_off: DateTime<Utc>) -> Result<Option<i128>, LedgerError> {
+        let mut cursor = None;
+        loop {
+            let (entries, next) = self.statement(account, 100, cursor).await?;
+            if let Some(entry) = entries.iter().find(|e| e.at <= cut_off) {
+                return Ok(Some(entry.balance));
+            }
+            match next {
+                Some(next) => cursor = Some(next),
+                None => return Ok(None),
+            }
+        }
+    }
+
     /// A recorded transfer.
     pub async fn transfer(&self, id: &str) -> Result<Option<Record>, LedgerError> {
         Ok(self.store.get(&transfer_key(id)).await?.map(|item| item.decode()).transpose()?)

@@ -82,6 +82,7 @@ partner_contract!(
     the_chain_records_a_transfer_once_and_answers_balances_as_of_a_height,
     a_chain_fault_is_an_error_to_retry_and_the_retry_records_once,
     a_payout_reference_is_taken_once,
+    the_chain_answers_balances_as_of_the_block_at_a_cut_off_paged_by_account,
     the_custody_books_a_reference_once_and_answers_balances_as_of_a_time,
     a_distribution_is_approved_only_when_its_pages_add_up,
     custody_faults_are_errors_to_retry_and_decisions_can_be_rejected_or_late,
@@ -265,4 +266,33 @@ async fn custody_faults_are_errors_to_retry_and_decisions_can_be_rejected_or_lat
     assert_eq!(c.decision("late").await.unwrap(), Some(Decision::Approved));
     let calls = f.custody_sim.calls();
     assert!(calls.windows(2).all(|w| w[0].seq < w[1].seq), "the call log is in order");
+}
+
+async fn the_chain_answers_balances_as_of_the_block_at_a_cut_off_paged_by_account(f: Fixture) {
+    let c = &f.chain;
+    let at = |minutes: i64| support::start_time() + TimeDelta::minutes(minutes);
+    let record = |id: &str, credit: &str, amount: u64, minutes: i64| ChainTransfer {
+        at: at(minutes),
+        ..transfer(id, "omnibus:bank:SGD", credit, amount)
+    };
+    c.record(&record("t1", "deposit:b:SGD", 50, 1)).await.unwrap();
+    c.record(&record("t2", "deposit:a:SGD", 100, 2)).await.unwrap();
+    c.record(&ChainTransfer { asset: "DABS-D1".into(), ..record("t3", "holding:a:DABS-D1", 4, 3) }).await.unwrap();
+    c.record(&record("t4", "deposit:a:SGD", 7, 5)).await.unwrap();
+    assert_eq!(c.height_at(at(0)).await.unwrap(), 0);
+    assert_eq!(c.height_at(at(4)).await.unwrap(), 3, "the block at the cut-off");
+    assert_eq!(c.height_at(at(9)).await.unwrap(), 4);
+    let sgd = |list: &[(&str, i128)]| list.iter().map(|(a, b)| ((*a).to_owned(), *b)).collect::<Vec<_>>();
+    assert_eq!(
+        c.balances("SGD", 3, None, 10).await.unwrap(),
+        sgd(&[("deposit:a:SGD", 100), ("deposit:b:SGD", 50), ("omnibus:bank:SGD", -150)]),
+        "sorted by account, as of the height, one asset"
+    );
+    assert_eq!(c.balances("SGD", 4, Some("deposit:a:SGD"), 1).await.unwrap(), sgd(&[("deposit:b:SGD", 50)]));
+    assert_eq!(c.balances("SGD", 4, None, 1).await.unwrap(), sgd(&[("deposit:a:SGD", 107)]));
+    assert_eq!(c.balances("SGD", 1, None, 10).await.unwrap(), sgd(&[("deposit:b:SGD", 50), ("omnibus:bank:SGD", -50)]));
+    assert_eq!(
+        c.balances("DABS-D1", 4, None, 10).await.unwrap(),
+        sgd(&[("holding:a:DABS-D1", 4), ("omnibus:bank:SGD", -4)])
+    );
 }

@@ -41,4 +41,18 @@ pub trait Chain: Send + Sync {
 
     /// The latest block height.
     async fn height(&self) -> Result<u64, PartnerError>;
+
+    /// The block at a cut-off: the height of the longest run of blocks from the first whose
+    /// transfers happened at or before `at` (0: none).
+    async fn height_at(&self, at: DateTime<Utc>) -> Result<u64, PartnerError>;
+
+    /// Balances in `asset` as of block `height`, sorted by account: up to `limit` accounts
+    /// after `after`. Accounts with no transfer by then are absent.
+    async fn balances(
+        &self,
+        asset: &str,
+        height: u64,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, i128)>, PartnerError>;
 }

@@ -1,7 +1,7 @@
 //! The chain simulator: an append-only book of its own (one transfer a block), kept in a
 //! JSON-lines file when given one, answering balances as of any height.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::io::{BufRead, Write as _};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -29,8 +29,9 @@ pub struct ChainCall {
 struct Book {
     blocks: Vec<ChainTransfer>,
     by_id: HashMap<String, u64>,
-    /// Per (account, asset): (height, balance after) for every block that touched it.
-    history: HashMap<(String, String), Vec<(u64, i128)>>,
+    /// Per (asset, account), in that order: (height, balance after) for every block that
+    /// touched it.
+    history: BTreeMap<(String, String), Vec<(u64, i128)>>,
     calls: VecDeque<ChainCall>,
 }
 
@@ -38,7 +39,7 @@ impl Book {
     fn append(&mut self, transfer: ChainTransfer) -> u64 {
         let height = self.blocks.len() as u64 + 1;
         for (account, sign) in [(&transfer.debit, -1), (&transfer.credit, 1)] {
-            let history = self.history.entry((account.clone(), transfer.asset.clone())).or_default();
+            let history = self.history.entry((transfer.asset.clone(), account.clone())).or_default();
             let before = history.last().map_or(0, |(_, b)| *b);
             history.push((height, before + sign * i128::from(transfer.amount)));
         }
@@ -152,15 +153,46 @@ impl Chain for ChainSimulator {
 
     async fn balance(&self, account: &str, asset: &str, height: Option<u64>) -> Result<i128, PartnerError> {
         let book = self.lock();
-        let Some(history) = book.history.get(&(account.to_owned(), asset.to_owned())) else { return Ok(0) };
-        let at = height.unwrap_or(u64::MAX);
-        let upto = history.partition_point(|(h, _)| *h <= at);
-        Ok(if upto == 0 { 0 } else { history[upto - 1].1 })
+        let Some(history) = book.history.get(&(asset.to_owned(), account.to_owned())) else { return Ok(0) };
+        Ok(as_of(history, height.unwrap_or(u64::MAX)).unwrap_or(0))
+    }
+
+    async fn height_at(&self, at: chrono::DateTime<chrono::Utc>) -> Result<u64, PartnerError> {
+        let book = self.lock();
+        Ok(book.blocks.iter().position(|b| b.at > at).unwrap_or(book.blocks.len()) as u64)
+    }
+
+    async fn balances(
+        &self,
+        asset: &str,
+        height: u64,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, i128)>, PartnerError> {
+        use std::ops::Bound;
+        let book = self.lock();
+        let from = match after {
+            Some(after) => Bound::Excluded((asset.to_owned(), after.to_owned())),
+            None => Bound::Included((asset.to_owned(), String::new())),
+        };
+        Ok(book
+            .history
+            .range((from, Bound::Unbounded))
+            .take_while(|((a, _), _)| a == asset)
+            .filter_map(|((_, account), history)| Some((account.clone(), as_of(history, height)?)))
+            .take(limit)
+            .collect())
     }
 
     async fn height(&self) -> Result<u64, PartnerError> {
         Ok(self.lock().blocks.len() as u64)
     }
+}
+
+/// The balance after the last block at or before `height` that touched the account.
+fn as_of(history: &[(u64, i128)], height: u64) -> Option<i128> {
+    let upto = history.partition_point(|(h, _)| *h <= height);
+    (upto > 0).then(|| history[upto - 1].1)
 }
 
 #[cfg(test)]

@@ -119,6 +119,42 @@ impl Chain for HttpChain {
         let sent = self.client.get(format!("{}/v1/height", self.base)).bearer_auth(&self.api_key).send().await;
         Ok(answer::<HeightAnswer>(sent).await?.height)
     }
+
+    async fn height_at(&self, at: DateTime<Utc>) -> Result<u64, PartnerError> {
+        let sent = self
+            .client
+            .get(format!("{}/v1/height", self.base))
+            .bearer_auth(&self.api_key)
+            .query(&[("at", at.to_rfc3339())])
+            .send()
+            .await;
+        Ok(answer::<HeightAnswer>(sent).await?.height)
+    }
+
+    async fn balances(
+        &self,
+        asset: &str,
+        height: u64,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, i128)>, PartnerError> {
+        let mut query = vec![("asset", asset.to_owned()), ("height", height.to_string()), ("limit", limit.to_string())];
+        query.extend(after.map(|a| ("after", a.to_owned())));
+        let sent =
+            self.client.get(format!("{}/v1/balances", self.base)).bearer_auth(&self.api_key).query(&query).send().await;
+        balance_lines(answer(sent).await?)
+    }
+}
+
+/// A page of balances from the wire.
+fn balance_lines(page: BalancesPage) -> Result<Vec<(String, i128)>, PartnerError> {
+    page.items
+        .into_iter()
+        .map(|line| match line.balance.parse() {
+            Ok(balance) => Ok((line.account, balance)),
+            Err(_) => Err(PartnerError::Unavailable("balance is not an integer".into())),
+        })
+        .collect()
 }
 
 /// Percent-encodes a path segment (account ids contain `:`).
@@ -225,13 +261,7 @@ impl Custody for HttpCustody {
         query.extend(after.map(|a| ("after", a.to_owned())));
         let sent =
             self.client.get(format!("{}/v1/balances", self.base)).bearer_auth(&self.api_key).query(&query).send().await;
-        let page: BalancesPage = answer(sent).await?;
-        page.items
-            .into_iter()
-            .map(|line| match line.balance.parse() {
-                Ok(balance) => Ok(CustodyBalance { account: line.account, balance }),
-                Err(_) => Err(PartnerError::Unavailable("balance is not an integer".into())),
-            })
-            .collect()
+        let lines = balance_lines(answer(sent).await?)?;
+        Ok(lines.into_iter().map(|(account, balance)| CustodyBalance { account, balance }).collect())
     }
 }

@@ -33,6 +33,16 @@ fn answer<T: serde::Serialize>(result: Result<T, PartnerError>) -> Response {
     }
 }
 
+/// Balances on the wire: integers as strings (they may exceed 2^53).
+fn balance_page(items: Vec<(String, i128)>) -> BalancesPage {
+    BalancesPage {
+        items: items
+            .into_iter()
+            .map(|(account, balance)| BalanceLine { account, balance: balance.to_string() })
+            .collect(),
+    }
+}
+
 fn authorised(headers: &HeaderMap) -> bool {
     headers.get("authorization").and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("Bearer "))
 }
@@ -57,13 +67,34 @@ pub fn chain_router(chain: Arc<ChainSimulator>) -> Router {
     ) -> Response {
         answer(c.balance(&account, &at.asset, at.height).await.map(|b| serde_json::json!({"balance": b.to_string()})))
     }
-    async fn height(State(c): State<Arc<ChainSimulator>>) -> Response {
-        answer(c.height().await.map(|h| serde_json::json!({"height": h})))
+    #[derive(Deserialize)]
+    struct HeightAt {
+        at: Option<chrono::DateTime<chrono::Utc>>,
+    }
+    async fn height(State(c): State<Arc<ChainSimulator>>, Query(q): Query<HeightAt>) -> Response {
+        let height = match q.at {
+            Some(at) => c.height_at(at).await,
+            None => c.height().await,
+        };
+        answer(height.map(|h| serde_json::json!({"height": h})))
+    }
+    #[derive(Deserialize)]
+    struct Page {
+        asset: String,
+        height: u64,
+        after: Option<String>,
+        limit: Option<usize>,
+    }
+    async fn balances(State(c): State<Arc<ChainSimulator>>, Query(q): Query<Page>) -> Response {
+        let limit = q.limit.unwrap_or(1_000).clamp(1, 1_000);
+        let page = c.balances(&q.asset, q.height, q.after.as_deref(), limit).await;
+        answer(page.map(balance_page))
     }
     Router::new()
         .route("/v1/transfers", post(record))
         .route("/v1/accounts/{account}/balance", get(balance))
         .route("/v1/height", get(height))
+        .route("/v1/balances", get(balances))
         .with_state(chain)
 }
 
@@ -130,13 +161,8 @@ pub fn custody_router(custody: Arc<CustodySimulator>) -> Router {
     }
     async fn balances(State(c): C, Query(q): Query<AsOf>) -> Response {
         let limit = q.limit.unwrap_or(1_000).clamp(1, 1_000);
-        let page = c.balances(&q.asset, q.as_of, q.after.as_deref(), limit).await.map(|items| BalancesPage {
-            items: items
-                .into_iter()
-                .map(|b| BalanceLine { account: b.account, balance: b.balance.to_string() })
-                .collect(),
-        });
-        answer(page)
+        let page = c.balances(&q.asset, q.as_of, q.after.as_deref(), limit).await;
+        answer(page.map(|items| balance_page(items.into_iter().map(|b| (b.account, b.balance)).collect())))
     }
     Router::new()
         .route("/v1/transfers", post(transfer))

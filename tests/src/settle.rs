@@ -111,7 +111,7 @@ async fn posted(ledger: &Ledger, id: &str) -> (i128, u128) {
 /// - per asset the ledger sums to zero and nothing is pending; the escrow is empty;
 /// - each investor's deposit account moved by exactly units x price, and holds the units;
 /// - the DABS issued equal the units allocated;
-/// - the chain and the Custody hold what the ledger does.
+/// - the chain and the Custody hold what the ledger does (deposit accounts and holdings).
 pub async fn assert_settled(platform: &Platform, deal_id: &str, investors: &[String]) -> Settled {
     let deal = Deals::for_platform(platform).get(deal_id).await.unwrap().unwrap();
     assert_eq!(deal.state.as_str(), "issued");
@@ -188,6 +188,8 @@ pub async fn assert_settled(platform: &Platform, deal_id: &str, investors: &[Str
             let chain = sims.chain.balance(&account, asset, None).await.unwrap();
             assert_eq!(chain, posted(&ledger, &account).await.0, "chain vs ledger: {account}");
         }
+        let deposit = Account::id_of(Kind::Deposit, investor, SGD);
+        assert_eq!(sims.custody.balance(&deposit, SGD), posted(&ledger, &deposit).await.0, "Custody: {deposit}");
         let holding = Account::id_of(Kind::Holding, investor, &deal.asset);
         assert_eq!(
             sims.custody.balance(&holding, &deal.asset),
@@ -230,7 +232,11 @@ pub struct Dice(u64);
 
 impl Dice {
     pub fn new(seed: u64) -> Self {
-        Self(seed.max(1))
+        // splitmix64 spreads a small seed over all the bits xorshift needs.
+        let mut z = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        Self((z ^ (z >> 31)).max(1))
     }
 
     pub fn below(&mut self, n: u64) -> u64 {

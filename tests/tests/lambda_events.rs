@@ -56,11 +56,18 @@ async fn draft_deal(platform: &shared::Platform, id: &str) {
 }
 
 #[tokio::test]
-async fn the_schedule_event_parses_and_a_run_without_sources_is_an_error_not_a_success() {
+async fn the_schedule_event_runs_a_reconciliation_and_a_failed_source_is_an_error_not_a_success() {
+    use shared::adapters::partners::{Fault, FaultKind};
     let (platform, _dir) = platform();
     let trigger: reconcile::Trigger = serde_json::from_str(&fixture("reconcile-schedule.json")).unwrap();
     assert!(trigger.cut_off.is_none());
-    assert!(reconcile::run(&platform, trigger).await.is_err());
+    let run = reconcile::run(&platform, trigger.clone()).await.unwrap();
+    assert_eq!(run.verdict, shared::app::reconcile::RunVerdict::Reconciled, "{run:?}");
+    let sims = platform.simulators.as_ref().unwrap();
+    shared::app::deposits::DepositAccounts::for_platform(&platform).account_for("u1").await.unwrap();
+    sims.custody.inject(Fault { kind: FaultKind::Fail, times: 1, delay_ms: 0 });
+    let failed = reconcile::run(&platform, trigger).await.unwrap_err();
+    assert!(matches!(failed, reconcile::RunError::Incomplete(_)), "{failed}");
 }
 
 /// The settlement function: an SQS batch goes to its handler; a stream batch or the

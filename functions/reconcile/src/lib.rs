@@ -1,15 +1,12 @@
 //! The `reconcile` function: the nightly proof that the ledger, the chain and the Custody
-//! agree. It runs at 22:00 Asia/Singapore (EventBridge Scheduler in AWS, the in-process
-//! scheduler locally) and on an operator's demand.
-//!
-//! The matching engine arrives with the ledger, chain and Custody books it compares; until
-//! then a run reports that it has no sources, as an error, so nobody mistakes it for a
-//! clean reconciliation.
+//! agree (see [`shared::app::reconcile`]). It runs at 22:00 Asia/Singapore (EventBridge
+//! Scheduler in AWS, the in-process scheduler locally) and on an operator's demand.
 
 use chrono::{DateTime, Days, NaiveTime, TimeZone, Utc};
 use chrono_tz::Asia::Singapore;
 use serde::{Deserialize, Serialize};
 use shared::Platform;
+use shared::app::reconcile::{ReconRun, ReconcileError, Reconciler, RunVerdict};
 
 /// The daily run time, in Singapore's zone.
 pub const RUN_AT: NaiveTime = match NaiveTime::from_hms_opt(22, 0, 0) {
@@ -39,16 +36,24 @@ pub struct Trigger {
     pub cut_off: Option<DateTime<Utc>>,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum ReconcileError {
-    #[error("no reconciliation sources are configured in this build")]
-    NoSources,
+/// Runs one reconciliation, as of the trigger's cut-off or now. An incomplete run (a
+/// source failed) is an error, so the schedule retries it.
+pub async fn run(platform: &Platform, trigger: Trigger) -> Result<ReconRun, RunError> {
+    let cut_off = trigger.cut_off.unwrap_or_else(|| platform.clock.now());
+    let run = Reconciler::for_platform(platform).run(cut_off).await?;
+    tracing::info!(run = %run.id, %cut_off, verdict = ?run.verdict, breaks = run.breaks, "reconciliation finished");
+    match run.verdict {
+        RunVerdict::Incomplete => Err(RunError::Incomplete(run.error.unwrap_or_default())),
+        _ => Ok(run),
+    }
 }
 
-/// Runs one reconciliation.
-pub async fn run(_platform: &Platform, trigger: Trigger) -> Result<(), ReconcileError> {
-    tracing::warn!(cut_off = ?trigger.cut_off, "reconciliation requested, but no sources are configured");
-    Err(ReconcileError::NoSources)
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("the reconciliation is incomplete: {0}")]
+    Incomplete(String),
+    #[error(transparent)]
+    Reconcile(#[from] ReconcileError),
 }
 
 #[cfg(test)]

@@ -316,6 +316,20 @@ impl Ledger {
         Ok(self.store.get(&transfer_key(id)).await?.map(|item| item.decode()).transpose()?)
     }
 
+    /// Every asset an account was opened in, in order.
+    pub async fn assets(&self) -> Result<Vec<String>, LedgerError> {
+        let mut assets = Vec::new();
+        let mut cursor = None;
+        loop {
+            let page = self.store.query(&Query::partition(ASSETS_PK).after(cursor)).await?;
+            assets.extend(page.items.iter().map(|i| i.key.sk.clone()));
+            match page.next {
+                Some(next) => cursor = Some(next),
+                None => return Ok(assets),
+            }
+        }
+    }
+
     /// Per asset, the sums over every account, reading one account at a time.
     pub async fn totals(&self) -> Result<Vec<Totals>, LedgerError> {
         let mut all = Vec::new();

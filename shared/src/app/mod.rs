@@ -12,6 +12,7 @@ pub mod ledger;
 pub mod mfa;
 pub mod mirror;
 pub mod passwords;
+pub mod reconcile;
 pub mod sessions;
 pub mod settlement;
 pub mod signing_keys;

@@ -170,6 +170,9 @@ impl Chain for ChainSimulator {
         limit: usize,
     ) -> Result<Vec<(String, i128)>, PartnerError> {
         use std::ops::Bound;
+        if self.faults.next().is_some_and(|f| f.kind == FaultKind::Fail) {
+            return Err(PartnerError::Unavailable("injected failure".into()));
+        }
         let book = self.lock();
         let from = match after {
             Some(after) => Bound::Excluded((asset.to_owned(), after.to_owned())),

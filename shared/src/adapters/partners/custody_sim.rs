@@ -326,6 +326,7 @@ impl Custody for CustodySimulator {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<CustodyBalance>, PartnerError> {
+        self.call_fault("balances", asset).await?;
         let books = self.inner.lock();
         let Some(accounts) = books.history.get(asset) else { return Ok(Vec::new()) };
         let start = after.map_or(std::ops::Bound::Unbounded, |a| std::ops::Bound::Excluded(a.to_owned()));

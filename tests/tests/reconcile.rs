@@ -1,0 +1,105 @@
+//! Reconciliation on the local platform after a full offering: the three books agree; a
+//! record the chain has and the ledger does not, and a cent the Custody booked on its own,
+//! are each one break in the right pair, and gone once put right; transfers that keep
+//! flowing during a run do not change its result.
+
+use platform_tests::settle::{subscribed_investors, wait_for_chain, wait_for_state};
+use platform_tests::spawn_app;
+use reqwest::StatusCode;
+use shared::app::reconcile::{Reconciler, RunVerdict, StoredRow};
+use shared::domain::reconcile::{Class, Pair};
+use shared::ports::Chain;
+use shared::ports::chain::ChainTransfer;
+use shared::ports::custody::{Custody, CustodyTransfer};
+
+fn breaks(rows: &[StoredRow]) -> Vec<(String, Pair, i128)> {
+    rows.iter()
+        .filter(|r| r.verdict == "break")
+        .map(|r| (r.account.clone(), r.pair, r.difference.parse().unwrap()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_an_offering_the_books_agree_and_injected_differences_are_one_break_each() {
+    let app = spawn_app().await;
+    let deal = app.open_deal("201912345K").await;
+    let investors = subscribed_investors(&app.platform, &deal, 0..40).await;
+    let (_, finance) = app.operator("fin@example.sg", &["finance"]).await;
+    assert_eq!(app.post_as(&format!("/v1/admin/deals/{deal}/close"), &finance, None).await, StatusCode::OK);
+    wait_for_state(&app.platform, &deal, "issued", 60).await;
+    wait_for_chain(&app.platform).await;
+    let reconciler = Reconciler::for_platform(&app.platform);
+    let tick = || app.clock.advance(chrono::TimeDelta::seconds(1));
+
+    tick();
+    let clean = reconciler.run(app.platform.clock.now()).await.unwrap();
+    assert_eq!((clean.verdict, clean.breaks), (RunVerdict::Reconciled, 0), "{clean:?}");
+    let matched = |class: Class, pair: Pair| {
+        clean.counts.iter().find(|c| c.class == class && c.pair == pair && c.verdict == "matched").map(|c| c.rows)
+    };
+    assert_eq!(matched(Class::Deposit, Pair::LedgerCustody), Some(investors.len() as u64));
+    let holders = clean.counts.iter().find(|c| c.class == Class::Dabs && c.pair == Pair::LedgerChain).unwrap().rows;
+    assert!(holders > 0 && holders <= investors.len() as u64);
+
+    // The chain records a cent the ledger never moved; the Custody books one on its own.
+    let sims = app.platform.simulators.clone().unwrap();
+    let (ann, ben) = (format!("deposit:{}:SGD", investors[1]), format!("deposit:{}:SGD", investors[2]));
+    let stray = |id: &str, debit: &str, credit: &str| ChainTransfer {
+        transfer_id: id.into(),
+        debit: debit.into(),
+        credit: credit.into(),
+        asset: "SGD".into(),
+        amount: 1,
+        code: 1,
+        at: app.platform.clock.now(),
+    };
+    sims.chain.record(&stray("stray-1", "omnibus:bank:SGD", &ann)).await.unwrap();
+    let booking = |reference: &str, debit: &str, credit: &str| CustodyTransfer {
+        reference: reference.into(),
+        debit: debit.into(),
+        credit: credit.into(),
+        asset: "SGD".into(),
+        amount: 1,
+    };
+    sims.custody.transfer(&booking("stray-2", "custody:bank:SGD", &ben)).await.unwrap();
+    tick();
+    let broken = reconciler.run(app.platform.clock.now()).await.unwrap();
+    assert_eq!((broken.verdict, broken.breaks), (RunVerdict::Breaks, 2), "{broken:?}");
+    let (rows, _) = reconciler.rows(&broken.id, 100, None).await.unwrap();
+    let mut expected = vec![(ann.clone(), Pair::LedgerChain, 1), (ben.clone(), Pair::LedgerCustody, 1)];
+    expected.sort();
+    assert_eq!(breaks(&rows), expected, "rows come in account order");
+    let row = rows.iter().find(|r| r.account == ann).unwrap();
+    let amount = |side: &Option<String>| side.as_deref().unwrap().parse::<i128>().unwrap();
+    assert_eq!(amount(&row.other) - amount(&row.ledger), 1, "both sides are shown: {row:?}");
+
+    // Put right on each side: the next run reconciles again.
+    sims.chain.record(&stray("stray-1-back", &ann, "omnibus:bank:SGD")).await.unwrap();
+    sims.custody.transfer(&booking("stray-2-back", &ben, "custody:bank:SGD")).await.unwrap();
+    tick();
+    let fixed = reconciler.run(app.platform.clock.now()).await.unwrap();
+    assert_eq!((fixed.verdict, fixed.breaks), (RunVerdict::Reconciled, 0), "{fixed:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_while_transfers_flow_equals_a_quiet_run_of_the_same_cut_off() {
+    let app = spawn_app().await;
+    let deal = app.open_deal("201912345K").await;
+    subscribed_investors(&app.platform, &deal, 0..30).await;
+    wait_for_chain(&app.platform).await;
+    app.clock.advance(chrono::TimeDelta::seconds(1));
+    let cut_off = app.platform.clock.now();
+    app.clock.advance(chrono::TimeDelta::seconds(1));
+    // More investors arrive and subscribe while the run reads.
+    let platform = app.platform.clone();
+    let deal_id = deal.clone();
+    let flowing = tokio::spawn(async move { subscribed_investors(&platform, &deal_id, 30..60).await });
+    let reconciler = Reconciler::for_platform(&app.platform);
+    let busy = reconciler.run(cut_off).await.unwrap();
+    flowing.await.unwrap();
+    wait_for_chain(&app.platform).await;
+    let quiet = reconciler.run(cut_off).await.unwrap();
+    assert_eq!(quiet.previous.as_deref(), Some(busy.id.as_str()), "a rerun names the run before it");
+    assert_eq!((busy.verdict, &busy.counts), (quiet.verdict, &quiet.counts));
+    assert_eq!(quiet.verdict, RunVerdict::Reconciled, "{quiet:?}");
+}

@@ -73,6 +73,36 @@ async fn after_an_offering_the_books_agree_and_injected_differences_are_one_brea
     let amount = |side: &Option<String>| side.as_deref().unwrap().parse::<i128>().unwrap();
     assert_eq!(amount(&row.other) - amount(&row.ledger), 1, "both sides are shown: {row:?}");
 
+    // Finance reads the runs, the rows and the CSV; starts a run for a cut-off; others may not.
+    let (status, runs) = app.get_as("/v1/admin/reconciliation/runs", &finance).await;
+    assert_eq!(status, StatusCode::OK, "{runs}");
+    assert_eq!(runs["items"][0]["id"], broken.id.as_str(), "the latest cut-off first");
+    let (_, run) = app.get_as(&format!("/v1/admin/reconciliation/runs/{}", broken.id), &finance).await;
+    assert_eq!((run["verdict"].as_str(), run["breaks"].as_u64()), (Some("breaks"), Some(2)), "{run}");
+    let (_, rows) = app.get_as(&format!("/v1/admin/reconciliation/runs/{}/breaks", broken.id), &finance).await;
+    assert_eq!(rows["items"].as_array().map(Vec::len), Some(2), "{rows}");
+    let csv = app
+        .client
+        .get(app.url(&format!("/v1/admin/reconciliation/runs/{}/report.csv", broken.id)))
+        .bearer_auth(&finance)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(csv.headers()["content-type"], "text/csv; charset=utf-8");
+    let csv = csv.text().await.unwrap();
+    assert_eq!(csv.lines().count(), 3, "a header and two rows: {csv}");
+    assert!(csv.contains(&format!("{ann},SGD,ledger_chain,deposit,")), "{csv}");
+    let (_, deal_ops) = app.operator("deal-ops@example.sg", &["deal"]).await;
+    assert_eq!(app.get_as("/v1/admin/reconciliation/runs", &deal_ops).await.0, StatusCode::FORBIDDEN);
+    let future = (app.platform.clock.now() + chrono::TimeDelta::hours(1)).to_rfc3339();
+    let (status, problem) =
+        app.post_json_as("/v1/admin/reconciliation/runs", &finance, serde_json::json!({"cut_off": future})).await;
+    assert_eq!((status, problem["errors"][0]["field"].as_str()), (StatusCode::BAD_REQUEST, Some("cut_off")));
+    let again = serde_json::json!({"cut_off": broken.cut_off.to_rfc3339()});
+    let (status, rerun) = app.post_json_as("/v1/admin/reconciliation/runs", &finance, again).await;
+    assert_eq!((status, rerun["previous"].as_str()), (StatusCode::CREATED, Some(broken.id.as_str())), "{rerun}");
+    assert_eq!(app.get_as("/v1/admin/reconciliation/runs/nope", &finance).await.0, StatusCode::NOT_FOUND);
+
     // Put right on each side: the next run reconciles again.
     sims.chain.record(&stray("stray-1-back", &ann, "omnibus:bank:SGD")).await.unwrap();
     sims.custody.transfer(&booking("stray-2-back", &ben, "custody:bank:SGD")).await.unwrap();

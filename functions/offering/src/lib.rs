@@ -1,10 +1,12 @@
 //! The `offering` function: deposit accounts (balances, statements, withdrawals, the
 //! bank's webhook) and the finance view of the ledger; issuers, deals and subscriptions;
-//! allocations, the settlement view and its retries, and the Custody's callback.
+//! allocations, the settlement view and its retries, and the Custody's callback; the
+//! finance view of reconciliation.
 
 pub mod accounts;
 pub mod deals;
 pub mod issuers;
+pub mod reconciliation;
 pub mod settlement;
 pub mod subscriptions;
 
@@ -76,6 +78,10 @@ pub fn routes(platform: &Platform) -> Router {
         .route("/v1/admin/deals/{id}/settlement", get(settlement::view))
         .route("/v1/admin/settlement/legs/{id}/retry", post(settlement::retry))
         .route("/v1/webhooks/custody", post(settlement::custody_webhook))
+        .route("/v1/admin/reconciliation/runs", get(reconciliation::list).post(reconciliation::start))
+        .route("/v1/admin/reconciliation/runs/{id}", get(reconciliation::get))
+        .route("/v1/admin/reconciliation/runs/{id}/breaks", get(reconciliation::breaks))
+        .route("/v1/admin/reconciliation/runs/{id}/report.csv", get(reconciliation::report))
         .with_state(state)
 }
 
@@ -88,7 +94,8 @@ pub fn routes(platform: &Platform) -> Router {
         deals::publish, deals::close, deals::cancel, deals::list_public, deals::get, deals::of_issuer,
         subscriptions::subscribe, subscriptions::cancel, subscriptions::mine, subscriptions::holdings,
         subscriptions::book, subscriptions::totals, settlement::mine, settlement::view, settlement::retry,
-        settlement::custody_webhook
+        settlement::custody_webhook, reconciliation::list, reconciliation::start, reconciliation::get,
+        reconciliation::breaks, reconciliation::report
     ),
     components(schemas(accounts::BalanceView, accounts::MyAccounts, accounts::EntryView, accounts::WithdrawalRequest,
         accounts::WithdrawalView, accounts::WebhookAnswer, accounts::TotalsView,
@@ -100,7 +107,10 @@ pub fn routes(platform: &Platform) -> Router {
         subscriptions::TotalsView, shared::app::subscriptions::SubscriptionStatus, settlement::AllocationView,
         settlement::RunView, settlement::SettlementView, settlement::LegView, settlement::DealSettlementView,
         settlement::CallbackAnswer, shared::app::allocation::RunState, shared::app::settlement::Phase,
-        shared::app::settlement::LegKind, shared::app::settlement::LegStatus, shared::ports::custody::Decision)),
+        shared::app::settlement::LegKind, shared::app::settlement::LegStatus, shared::ports::custody::Decision,
+        reconciliation::RunRequest, reconciliation::RunView, reconciliation::RowView,
+        shared::app::reconcile::RunVerdict, shared::app::reconcile::Count, shared::domain::reconcile::Pair,
+        shared::domain::reconcile::Class, shared::domain::reconcile::RuleId)),
     tags(
         (name = "accounts", description = "Deposit accounts: balances, statements, withdrawals"),
         (name = "webhooks", description = "Partner callbacks, signed"),
@@ -108,7 +118,8 @@ pub fn routes(platform: &Platform) -> Router {
         (name = "issuers", description = "Issuer onboarding and review"),
         (name = "deals", description = "Deals: registration, maker-checker publication, the window, public reads"),
         (name = "subscriptions", description = "Subscriptions, holdings, a deal's book and totals"),
-        (name = "settlement", description = "Allocations, settlement progress, stuck legs and their retry")
+        (name = "settlement", description = "Allocations, settlement progress, stuck legs and their retry"),
+        (name = "reconciliation", description = "Ledger vs chain vs Custody as of a cut-off: runs, unmatched rows, CSV")
     )
 )]
 struct Doc;

@@ -207,6 +207,16 @@ impl Reconciler {
         self.store.get(&run_key(id)).await?.map(|i| i.decode()).transpose()
     }
 
+    /// Runs, the latest cut-off first.
+    pub async fn list(
+        &self,
+        limit: usize,
+        cursor: Option<crate::ports::store::Cursor>,
+    ) -> Result<(Vec<ReconRun>, Option<crate::ports::store::Cursor>), StoreError> {
+        let page = self.store.query(&Query::secondary(RUNS).descending().limit(limit).after(cursor)).await?;
+        Ok((page.items.iter().map(Item::decode).collect::<Result<_, _>>()?, page.next))
+    }
+
     /// A run's rows that are not matched, in account order.
     pub async fn rows(
         &self,

@@ -1,0 +1,223 @@
+//! Finance operators' view of reconciliation: runs, their unmatched rows, a CSV report,
+//! and a run started for a chosen cut-off (audited).
+
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use shared::app::audit::{AuditLog, Event};
+use shared::app::reconcile::{Count, ReconRun, ReconcileError, Reconciler, RunVerdict, StoredRow};
+use shared::domain::access::{Action, Resource};
+use shared::domain::reconcile::{Class, Pair, RuleId};
+use shared::http::auth::{Authenticated, authorize};
+use shared::http::page::{PageOf, Paging};
+use shared::http::problem::{PROBLEM_JSON, Problem};
+use shared::http::{ApiError, FieldError, Json};
+use shared::ports::store::StoreError;
+use utoipa::ToSchema;
+
+use crate::OfferingState;
+
+/// `POST /v1/admin/reconciliation/runs`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RunRequest {
+    /// The instant the books are compared at; not in the future.
+    pub cut_off: DateTime<Utc>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RunView {
+    pub id: String,
+    pub cut_off: DateTime<Utc>,
+    pub previous: Option<String>,
+    pub verdict: RunVerdict,
+    pub breaks: u64,
+    pub timing_differences: u64,
+    pub counts: Vec<Count>,
+    pub chain_height: u64,
+    pub error: Option<String>,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
+}
+
+impl From<ReconRun> for RunView {
+    fn from(r: ReconRun) -> Self {
+        Self {
+            id: r.id,
+            cut_off: r.cut_off,
+            previous: r.previous,
+            verdict: r.verdict,
+            breaks: r.breaks,
+            timing_differences: r.timing,
+            counts: r.counts,
+            chain_height: r.chain_height,
+            error: r.error,
+            started_at: r.started_at,
+            finished_at: r.finished_at,
+        }
+    }
+}
+
+/// A position and pair that did not match.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RowView {
+    pub account: String,
+    pub asset: String,
+    pub pair: Pair,
+    pub class: Class,
+    /// Balances in the asset's smallest unit, as strings; absent: not in that book.
+    pub ledger: Option<String>,
+    pub other: Option<String>,
+    /// `timing` or `break`.
+    pub verdict: String,
+    pub difference: String,
+    pub rules: Vec<RuleId>,
+}
+
+impl From<StoredRow> for RowView {
+    fn from(r: StoredRow) -> Self {
+        Self {
+            account: r.account,
+            asset: r.asset,
+            pair: r.pair,
+            class: r.class,
+            ledger: r.ledger,
+            other: r.other,
+            verdict: r.verdict,
+            difference: r.difference,
+            rules: r.rules,
+        }
+    }
+}
+
+fn internal(e: StoreError) -> ApiError {
+    ApiError::internal(&e)
+}
+
+async fn found(reconciler: &Reconciler, id: &str) -> Result<ReconRun, ApiError> {
+    reconciler.get(id).await.map_err(internal)?.ok_or_else(|| ApiError::not_found("no such reconciliation run"))
+}
+
+/// Reconciliation runs, the latest cut-off first (finance operators).
+#[utoipa::path(get, path = "/v1/admin/reconciliation/runs", tag = "reconciliation", security(("bearer" = [])),
+    params(("limit" = Option<usize>, Query), ("cursor" = Option<String>, Query)),
+    responses((status = 200, body = PageOf<RunView>), (status = 403, body = Problem, content_type = PROBLEM_JSON)))]
+pub async fn list(
+    State(state): State<OfferingState>,
+    Authenticated(me): Authenticated,
+    paging: Paging,
+) -> Result<Json<PageOf<RunView>>, ApiError> {
+    authorize(&state.platform, &me, Action::ManageReconciliation, Resource::None, "reconciliation.list").await?;
+    let (runs, next) =
+        Reconciler::for_platform(&state.platform).list(paging.limit, paging.cursor).await.map_err(internal)?;
+    Ok(Json(PageOf::new(runs.into_iter().map(RunView::from).collect(), next)))
+}
+
+/// Runs a reconciliation as of a cut-off now (finance operators; audited). Running a
+/// cut-off again is a new run that names the previous one.
+#[utoipa::path(post, path = "/v1/admin/reconciliation/runs", tag = "reconciliation", security(("bearer" = [])),
+    request_body = RunRequest,
+    responses((status = 201, body = RunView), (status = 400, body = Problem, content_type = PROBLEM_JSON),
+        (status = 403, body = Problem, content_type = PROBLEM_JSON),
+        (status = 409, description = "A run of this cut-off is in progress", body = Problem, content_type = PROBLEM_JSON)))]
+pub async fn start(
+    State(state): State<OfferingState>,
+    Authenticated(me): Authenticated,
+    Json(body): Json<RunRequest>,
+) -> Result<(StatusCode, Json<RunView>), ApiError> {
+    authorize(&state.platform, &me, Action::ManageReconciliation, Resource::None, "reconciliation.run").await?;
+    if body.cut_off > state.platform.clock.now() {
+        return Err(ApiError::validation(vec![FieldError::new("cut_off", "must not be in the future")]));
+    }
+    let run = Reconciler::for_platform(&state.platform).run(body.cut_off).await.map_err(|e| match e {
+        ReconcileError::AlreadyRunning => ApiError::conflict("a run of this cut-off is in progress"),
+        ReconcileError::Store(e) => internal(e),
+    })?;
+    let event = Event {
+        actor: me.user_id.clone(),
+        action: "reconciliation.run".into(),
+        target: format!("reconciliation:{}", run.id),
+        decision: "applied".into(),
+        reason: format!("cut-off {}; verdict {:?}; {} breaks", run.cut_off.to_rfc3339(), run.verdict, run.breaks),
+    };
+    AuditLog::new(state.platform.store.clone(), state.platform.clock.clone()).append(event).await.map_err(internal)?;
+    Ok((StatusCode::CREATED, Json(run.into())))
+}
+
+/// One run (finance operators).
+#[utoipa::path(get, path = "/v1/admin/reconciliation/runs/{id}", tag = "reconciliation", security(("bearer" = [])),
+    params(("id" = String, Path)),
+    responses((status = 200, body = RunView), (status = 404, body = Problem, content_type = PROBLEM_JSON)))]
+pub async fn get(
+    State(state): State<OfferingState>,
+    Authenticated(me): Authenticated,
+    Path(id): Path<String>,
+) -> Result<Json<RunView>, ApiError> {
+    authorize(&state.platform, &me, Action::ManageReconciliation, Resource::None, "reconciliation.get").await?;
+    Ok(Json(found(&Reconciler::for_platform(&state.platform), &id).await?.into()))
+}
+
+/// A run's rows that did not match (breaks and timing differences), in account order.
+#[utoipa::path(get, path = "/v1/admin/reconciliation/runs/{id}/breaks", tag = "reconciliation", security(("bearer" = [])),
+    params(("id" = String, Path), ("limit" = Option<usize>, Query), ("cursor" = Option<String>, Query)),
+    responses((status = 200, body = PageOf<RowView>), (status = 404, body = Problem, content_type = PROBLEM_JSON)))]
+pub async fn breaks(
+    State(state): State<OfferingState>,
+    Authenticated(me): Authenticated,
+    Path(id): Path<String>,
+    paging: Paging,
+) -> Result<Json<PageOf<RowView>>, ApiError> {
+    authorize(&state.platform, &me, Action::ManageReconciliation, Resource::None, "reconciliation.breaks").await?;
+    let reconciler = Reconciler::for_platform(&state.platform);
+    found(&reconciler, &id).await?;
+    let (rows, next) = reconciler.rows(&id, paging.limit, paging.cursor).await.map_err(internal)?;
+    Ok(Json(PageOf::new(rows.into_iter().map(RowView::from).collect(), next)))
+}
+
+/// Every row of a run that did not match, as CSV.
+#[utoipa::path(get, path = "/v1/admin/reconciliation/runs/{id}/report.csv", tag = "reconciliation",
+    security(("bearer" = [])), params(("id" = String, Path)),
+    responses((status = 200, content_type = "text/csv", body = String),
+        (status = 404, body = Problem, content_type = PROBLEM_JSON)))]
+pub async fn report(
+    State(state): State<OfferingState>,
+    Authenticated(me): Authenticated,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    authorize(&state.platform, &me, Action::ManageReconciliation, Resource::None, "reconciliation.report").await?;
+    let reconciler = Reconciler::for_platform(&state.platform);
+    let run = found(&reconciler, &id).await?;
+    let mut csv = String::from("account,asset,pair,class,ledger,other,difference,verdict,rules\n");
+    let mut cursor = None;
+    loop {
+        let (rows, next) = reconciler.rows(&id, 1_000, cursor).await.map_err(internal)?;
+        for r in rows {
+            let rules: Vec<String> = r.rules.iter().map(name).collect();
+            csv.push_str(&format!(
+                "{},{},{},{},{},{},{},{},{}\n",
+                r.account,
+                r.asset,
+                name(&r.pair),
+                name(&r.class),
+                r.ledger.unwrap_or_default(),
+                r.other.unwrap_or_default(),
+                r.difference,
+                r.verdict,
+                rules.join(" ")
+            ));
+        }
+        match next {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    let filename = format!("attachment; filename=\"reconciliation-{}.csv\"", run.cut_off.format("%Y%m%dT%H%M%SZ"));
+    Ok(([(header::CONTENT_TYPE, "text/csv; charset=utf-8".to_owned()), (header::CONTENT_DISPOSITION, filename)], csv))
+}
+
+/// The snake_case name a value serialises to.
+fn name<T: Serialize>(value: &T) -> String {
+    serde_json::to_value(value).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
+}

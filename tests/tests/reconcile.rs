@@ -69,6 +69,7 @@ async fn after_an_offering_the_books_agree_and_injected_differences_are_one_brea
     let mut expected = vec![(ann.clone(), Pair::LedgerChain, 1), (ben.clone(), Pair::LedgerCustody, 1)];
     expected.sort();
     assert_eq!(breaks(&rows), expected, "rows come in account order");
+    assert!(rows.iter().all(|r| r.lifecycle.as_deref() == Some("new")), "{rows:?}");
     let row = rows.iter().find(|r| r.account == ann).unwrap();
     let amount = |side: &Option<String>| side.as_deref().unwrap().parse::<i128>().unwrap();
     assert_eq!(amount(&row.other) - amount(&row.ledger), 1, "both sides are shown: {row:?}");
@@ -92,6 +93,7 @@ async fn after_an_offering_the_books_agree_and_injected_differences_are_one_brea
     let csv = csv.text().await.unwrap();
     assert_eq!(csv.lines().count(), 3, "a header and two rows: {csv}");
     assert!(csv.contains(&format!("{ann},SGD,ledger_chain,deposit,")), "{csv}");
+    assert!(csv.lines().skip(1).all(|l| l.contains(",break,new,")), "{csv}");
     let (_, deal_ops) = app.operator("deal-ops@example.sg", &["deal"]).await;
     assert_eq!(app.get_as("/v1/admin/reconciliation/runs", &deal_ops).await.0, StatusCode::FORBIDDEN);
     let future = (app.platform.clock.now() + chrono::TimeDelta::hours(1)).to_rfc3339();
@@ -103,12 +105,19 @@ async fn after_an_offering_the_books_agree_and_injected_differences_are_one_brea
     assert_eq!((status, rerun["previous"].as_str()), (StatusCode::CREATED, Some(broken.id.as_str())), "{rerun}");
     assert_eq!(app.get_as("/v1/admin/reconciliation/runs/nope", &finance).await.0, StatusCode::NOT_FOUND);
 
-    // Put right on each side: the next run reconciles again.
+    // Still there the next run: persisting.
+    tick();
+    let still = reconciler.run(app.platform.clock.now()).await.unwrap();
+    let (rows, _) = reconciler.rows(&still.id, 100, None).await.unwrap();
+    assert!(rows.iter().all(|r| r.lifecycle.as_deref() == Some("persisting")), "{rows:?}");
+    assert_eq!(still.resolved, 0);
+
+    // Put right on each side: the next run reconciles again and resolves both.
     sims.chain.record(&stray("stray-1-back", &ann, "omnibus:bank:SGD")).await.unwrap();
     sims.custody.transfer(&booking("stray-2-back", &ben, "custody:bank:SGD")).await.unwrap();
     tick();
     let fixed = reconciler.run(app.platform.clock.now()).await.unwrap();
-    assert_eq!((fixed.verdict, fixed.breaks), (RunVerdict::Reconciled, 0), "{fixed:?}");
+    assert_eq!((fixed.verdict, fixed.breaks, fixed.resolved), (RunVerdict::Reconciled, 0, 2), "{fixed:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -35,6 +35,8 @@ pub struct RunView {
     pub verdict: RunVerdict,
     pub breaks: u64,
     pub timing_differences: u64,
+    /// Breaks of earlier runs this one no longer found.
+    pub resolved: u64,
     pub counts: Vec<Count>,
     pub chain_height: u64,
     pub error: Option<String>,
@@ -51,6 +53,7 @@ impl From<ReconRun> for RunView {
             verdict: r.verdict,
             breaks: r.breaks,
             timing_differences: r.timing,
+            resolved: r.resolved,
             counts: r.counts,
             chain_height: r.chain_height,
             error: r.error,
@@ -74,6 +77,8 @@ pub struct RowView {
     pub verdict: String,
     pub difference: String,
     pub rules: Vec<RuleId>,
+    /// For a break: `new`, or `persisting` (an earlier run found it too).
+    pub lifecycle: Option<String>,
 }
 
 impl From<StoredRow> for RowView {
@@ -88,6 +93,7 @@ impl From<StoredRow> for RowView {
             verdict: r.verdict,
             difference: r.difference,
             rules: r.rules,
+            lifecycle: r.lifecycle,
         }
     }
 }
@@ -189,14 +195,14 @@ pub async fn report(
     authorize(&state.platform, &me, Action::ManageReconciliation, Resource::None, "reconciliation.report").await?;
     let reconciler = Reconciler::for_platform(&state.platform);
     let run = found(&reconciler, &id).await?;
-    let mut csv = String::from("account,asset,pair,class,ledger,other,difference,verdict,rules\n");
+    let mut csv = String::from("account,asset,pair,class,ledger,other,difference,verdict,lifecycle,rules\n");
     let mut cursor = None;
     loop {
         let (rows, next) = reconciler.rows(&id, 1_000, cursor).await.map_err(internal)?;
         for r in rows {
             let rules: Vec<String> = r.rules.iter().map(name).collect();
             csv.push_str(&format!(
-                "{},{},{},{},{},{},{},{},{}\n",
+                "{},{},{},{},{},{},{},{},{},{}\n",
                 r.account,
                 r.asset,
                 name(&r.pair),
@@ -205,6 +211,7 @@ pub async fn report(
                 r.other.unwrap_or_default(),
                 r.difference,
                 r.verdict,
+                r.lifecycle.unwrap_or_default(),
                 rules.join(" ")
             ));
         }

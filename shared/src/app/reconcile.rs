@@ -59,6 +59,9 @@ pub struct ReconRun {
     pub counts: Vec<Count>,
     pub breaks: u64,
     pub timing: u64,
+    /// Breaks of earlier runs that this run no longer finds.
+    #[serde(default)]
+    pub resolved: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     pub started_at: DateTime<Utc>,
@@ -82,6 +85,9 @@ pub struct StoredRow {
     pub difference: String,
     /// For a timing difference the rules that explain it; for a break, those whose grace ran out.
     pub rules: Vec<RuleId>,
+    /// For a break: `new`, or `persisting` (an earlier run found it too).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lifecycle: Option<String>,
 }
 
 impl From<&Row> for StoredRow {
@@ -102,8 +108,55 @@ impl From<&Row> for StoredRow {
             verdict: verdict.to_owned(),
             difference: difference.to_string(),
             rules,
+            lifecycle: None,
         }
     }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum BreakStatus {
+    Open,
+    /// A later run no longer found it.
+    Resolved,
+}
+
+/// A break tracked across runs: open from the run that first found it until a run that
+/// no longer does.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrackedBreak {
+    pub account: String,
+    pub asset: String,
+    pub pair: Pair,
+    pub status: BreakStatus,
+    pub first_seen: String,
+    pub first_cut_off: DateTime<Utc>,
+    pub last_seen: String,
+    /// The difference when last seen.
+    pub difference: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved_by: Option<String>,
+}
+
+const OPEN_BREAKS: &str = "RECON#BREAKS#OPEN";
+
+fn pair_name(pair: Pair) -> &'static str {
+    match pair {
+        Pair::LedgerChain => "chain",
+        Pair::LedgerCustody => "custody",
+    }
+}
+
+fn break_key(pair: Pair, account: &str, asset: &str) -> Key {
+    Key::new(format!("RECON#BREAK#{}#{account}#{asset}", pair_name(pair)), "BREAK")
+}
+
+fn break_item(b: &TrackedBreak) -> Result<Item, StoreError> {
+    let item = Item::new(break_key(b.pair, &b.account, &b.asset), b)?;
+    Ok(match b.status {
+        BreakStatus::Open => item.with_index(OPEN_BREAKS, format!("{}#{}#{}", pair_name(b.pair), b.account, b.asset)),
+        BreakStatus::Resolved => item,
+    })
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -119,11 +172,7 @@ fn run_key(id: &str) -> Key {
 }
 
 fn row_key(run: &str, row: &StoredRow) -> Key {
-    let pair = match row.pair {
-        Pair::LedgerChain => "chain",
-        Pair::LedgerCustody => "custody",
-    };
-    Key::new(format!("RECON#RUN#{run}"), format!("ROW#{}#{}#{pair}", row.account, row.asset))
+    Key::new(format!("RECON#RUN#{run}"), format!("ROW#{}#{}#{}", row.account, row.asset, pair_name(row.pair)))
 }
 
 fn cut_off_key(cut_off: DateTime<Utc>) -> Key {
@@ -133,6 +182,10 @@ fn cut_off_key(cut_off: DateTime<Utc>) -> Key {
 /// The last run of a cut-off.
 fn latest_key(cut_off: DateTime<Utc>) -> Key {
     Key::new(format!("RECON#CUTOFF#{}", sortable(cut_off)), "LATEST")
+}
+
+fn store_failure(e: StoreError) -> Failure {
+    Failure::Ledger(LedgerError::Store(e))
 }
 
 /// Why a source stopped.
@@ -276,6 +329,10 @@ impl Reconciler {
                 Err(e) => Err(Failure::Ledger(e)),
             };
         }
+        let resolved = match outcome {
+            Ok(_) => self.resolve_gone(&id).await?,
+            Err(_) => 0,
+        };
         let count = |kind: &str| tally.iter().filter(|((_, _, v), _)| *v == kind).map(|(_, n)| n).sum::<u64>();
         let (breaks, timing) = (count("break"), count("timing"));
         let verdict = match (&outcome, breaks, timing) {
@@ -296,6 +353,7 @@ impl Reconciler {
                 .collect(),
             breaks,
             timing,
+            resolved,
             error: outcome.err().map(|e| e.to_string()),
             started_at,
             finished_at: self.clock.now(),
@@ -363,9 +421,14 @@ impl Reconciler {
                     };
                     *tally.entry((row.pair, row.class, kind)).or_default() += 1;
                     if kind != "matched" {
-                        let stored = StoredRow::from(&row);
-                        let item =
-                            Item::new(row_key(run, &stored), &stored).map_err(|e| Failure::Order(e.to_string()))?;
+                        let mut stored = StoredRow::from(&row);
+                        if kind == "break" {
+                            let tracked = self.track(run, cut_off, &stored).await.map_err(store_failure)?;
+                            stored.lifecycle =
+                                Some(if tracked.first_seen == run { "new" } else { "persisting" }.into());
+                            writes.push(Write::put(break_item(&tracked).map_err(store_failure)?, Condition::None));
+                        }
+                        let item = Item::new(row_key(run, &stored), &stored).map_err(store_failure)?;
                         writes.push(Write::put(item, Condition::None));
                     }
                 }
@@ -381,6 +444,54 @@ impl Reconciler {
         if writes.is_empty() {
             return Ok(());
         }
-        self.store.transact(writes).await.map_err(|e| Failure::Ledger(LedgerError::Store(e)))
+        self.store.transact(writes).await.map_err(store_failure)
+    }
+
+    /// The break as this run leaves it: new, or the open one an earlier run found.
+    async fn track(&self, run: &str, cut_off: DateTime<Utc>, row: &StoredRow) -> Result<TrackedBreak, StoreError> {
+        let earlier: Option<TrackedBreak> =
+            self.store.get(&break_key(row.pair, &row.account, &row.asset)).await?.map(|i| i.decode()).transpose()?;
+        let (first_seen, first_cut_off) = match earlier {
+            Some(b) if b.status == BreakStatus::Open => (b.first_seen, b.first_cut_off),
+            _ => (run.to_owned(), cut_off),
+        };
+        Ok(TrackedBreak {
+            account: row.account.clone(),
+            asset: row.asset.clone(),
+            pair: row.pair,
+            status: BreakStatus::Open,
+            first_seen,
+            first_cut_off,
+            last_seen: run.to_owned(),
+            difference: row.difference.clone(),
+            resolved_by: None,
+        })
+    }
+
+    /// Resolves the open breaks this complete run did not find again; answers how many.
+    async fn resolve_gone(&self, run: &str) -> Result<u64, StoreError> {
+        let mut resolved = 0;
+        let mut cursor = None;
+        loop {
+            let page = self.store.query(&Query::secondary(OPEN_BREAKS).limit(100).after(cursor)).await?;
+            for item in &page.items {
+                let mut b: TrackedBreak = item.decode()?;
+                if b.last_seen == run {
+                    continue;
+                }
+                b.status = BreakStatus::Resolved;
+                b.resolved_by = Some(run.to_owned());
+                match self.store.put(break_item(&b)?, Condition::VersionIs(item.version)).await {
+                    Ok(()) => resolved += 1,
+                    // A run of another cut-off touched it meanwhile: it decides.
+                    Err(StoreError::ConditionFailed { .. }) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            match page.next {
+                Some(next) => cursor = Some(next),
+                None => return Ok(resolved),
+            }
+        }
     }
 }

@@ -108,7 +108,7 @@ pub fn routes(platform: &Platform) -> Router {
         settlement::RunView, settlement::SettlementView, settlement::LegView, settlement::DealSettlementView,
         settlement::CallbackAnswer, shared::app::allocation::RunState, shared::app::settlement::Phase,
         shared::app::settlement::LegKind, shared::app::settlement::LegStatus, shared::ports::custody::Decision,
-        reconciliation::RunRequest, reconciliation::RunView, reconciliation::RowView,
+        reconciliation::RunRequest, reconciliation::RunView, shared::app::reconcile::StoredRow,
         shared::app::reconcile::RunVerdict, shared::app::reconcile::Count, shared::domain::reconcile::Pair,
         shared::domain::reconcile::Class, shared::domain::reconcile::RuleId)),
     tags(

@@ -9,7 +9,6 @@ use serde::{Deserialize, Serialize};
 use shared::app::audit::{AuditLog, Event};
 use shared::app::reconcile::{Count, ReconRun, ReconcileError, Reconciler, RunVerdict, StoredRow};
 use shared::domain::access::{Action, Resource};
-use shared::domain::reconcile::{Class, Pair, RuleId};
 use shared::http::auth::{Authenticated, authorize};
 use shared::http::page::{PageOf, Paging};
 use shared::http::problem::{PROBLEM_JSON, Problem};
@@ -59,41 +58,6 @@ impl From<ReconRun> for RunView {
             error: r.error,
             started_at: r.started_at,
             finished_at: r.finished_at,
-        }
-    }
-}
-
-/// A position and pair that did not match.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct RowView {
-    pub account: String,
-    pub asset: String,
-    pub pair: Pair,
-    pub class: Class,
-    /// Balances in the asset's smallest unit, as strings; absent: not in that book.
-    pub ledger: Option<String>,
-    pub other: Option<String>,
-    /// `timing` or `break`.
-    pub verdict: String,
-    pub difference: String,
-    pub rules: Vec<RuleId>,
-    /// For a break: `new`, or `persisting` (an earlier run found it too).
-    pub lifecycle: Option<String>,
-}
-
-impl From<StoredRow> for RowView {
-    fn from(r: StoredRow) -> Self {
-        Self {
-            account: r.account,
-            asset: r.asset,
-            pair: r.pair,
-            class: r.class,
-            ledger: r.ledger,
-            other: r.other,
-            verdict: r.verdict,
-            difference: r.difference,
-            rules: r.rules,
-            lifecycle: r.lifecycle,
         }
     }
 }
@@ -168,18 +132,18 @@ pub async fn get(
 /// A run's rows that did not match (breaks and timing differences), in account order.
 #[utoipa::path(get, path = "/v1/admin/reconciliation/runs/{id}/breaks", tag = "reconciliation", security(("bearer" = [])),
     params(("id" = String, Path), ("limit" = Option<usize>, Query), ("cursor" = Option<String>, Query)),
-    responses((status = 200, body = PageOf<RowView>), (status = 404, body = Problem, content_type = PROBLEM_JSON)))]
+    responses((status = 200, body = PageOf<StoredRow>), (status = 404, body = Problem, content_type = PROBLEM_JSON)))]
 pub async fn breaks(
     State(state): State<OfferingState>,
     Authenticated(me): Authenticated,
     Path(id): Path<String>,
     paging: Paging,
-) -> Result<Json<PageOf<RowView>>, ApiError> {
+) -> Result<Json<PageOf<StoredRow>>, ApiError> {
     authorize(&state.platform, &me, Action::ManageReconciliation, Resource::None, "reconciliation.breaks").await?;
     let reconciler = Reconciler::for_platform(&state.platform);
     found(&reconciler, &id).await?;
     let (rows, next) = reconciler.rows(&id, paging.limit, paging.cursor).await.map_err(internal)?;
-    Ok(Json(PageOf::new(rows.into_iter().map(RowView::from).collect(), next)))
+    Ok(Json(PageOf::new(rows, next)))
 }
 
 /// Every row of a run that did not match, as CSV.

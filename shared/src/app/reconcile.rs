@@ -68,9 +68,10 @@ pub struct ReconRun {
     pub finished_at: DateTime<Utc>,
 }
 
-/// A row that is not matched, as stored with its run (amounts as decimal strings of the
-/// asset's smallest unit: they may exceed what JSON numbers hold exactly).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A row that is not matched, as stored with its run and shown to operators (amounts as
+/// decimal strings of the asset's smallest unit: they may exceed what JSON numbers hold
+/// exactly).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StoredRow {
     pub account: String,
     pub asset: String,

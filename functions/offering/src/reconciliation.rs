@@ -105,13 +105,8 @@ pub async fn start(
         ReconcileError::AlreadyRunning => ApiError::conflict("a run of this cut-off is in progress"),
         ReconcileError::Store(e) => internal(e),
     })?;
-    let event = Event {
-        actor: me.user_id.clone(),
-        action: "reconciliation.run".into(),
-        target: format!("reconciliation:{}", run.id),
-        decision: "applied".into(),
-        reason: format!("cut-off {}; verdict {:?}; {} breaks", run.cut_off.to_rfc3339(), run.verdict, run.breaks),
-    };
+    let reason = format!("cut-off {}; verdict {:?}; {} breaks", run.cut_off.to_rfc3339(), run.verdict, run.breaks);
+    let event = Event::applied(&me.user_id, "reconciliation.run", &format!("reconciliation:{}", run.id), reason);
     AuditLog::new(state.platform.store.clone(), state.platform.clock.clone()).append(event).await.map_err(internal)?;
     Ok((StatusCode::CREATED, Json(run.into())))
 }

@@ -231,13 +231,7 @@ pub async fn view(
     let settlement = settlements.state(&deal_id).await.map_err(internal)?;
     let legs = settlements.legs(&deal_id).await.map_err(internal)?;
     let audit = AuditLog::new(state.platform.store.clone(), state.platform.clock.clone());
-    let event = Event {
-        actor: me.user_id.clone(),
-        action: "settlement.view".into(),
-        target: format!("deal:{deal_id}"),
-        decision: "allowed".into(),
-        reason: String::new(),
-    };
+    let event = Event::applied(&me.user_id, "settlement.view", &format!("deal:{deal_id}"), "read");
     audit.append(event).await.map_err(internal)?;
     Ok(Json(DealSettlementView {
         deal_id,

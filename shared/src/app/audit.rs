@@ -28,6 +28,17 @@ pub struct Event {
 }
 
 impl Event {
+    /// An action taken, and what came of it in words.
+    pub fn applied(actor: &str, action: &str, target: &str, reason: impl Into<String>) -> Self {
+        Self {
+            actor: actor.into(),
+            action: action.into(),
+            target: target.into(),
+            decision: "applied".into(),
+            reason: reason.into(),
+        }
+    }
+
     /// An operator action the access policy refused.
     pub fn denied(actor: &str, action: &str, target: &str, reason: &str) -> Self {
         Self {

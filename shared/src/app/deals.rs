@@ -265,13 +265,8 @@ impl Deals {
     ) -> Result<(), StoreError> {
         let json = |d: &Deal| serde_json::to_value(d).map_err(|e| StoreError::Codec(e.to_string()));
         let before_json = before.map(|(d, _)| json(d)).transpose()?.unwrap_or(Value::Null);
-        let event = Event {
-            actor: actor.to_owned(),
-            action: action.to_owned(),
-            target: format!("deal:{}", after.id),
-            decision: "applied".into(),
-            reason: differences(&before_json, &json(after)?),
-        };
+        let event =
+            Event::applied(actor, action, &format!("deal:{}", after.id), differences(&before_json, &json(after)?));
         loop {
             let condition = before.map_or(Condition::NotExists, |(_, version)| Condition::VersionIs(version));
             let mut writes = vec![Write::put(deal_item(after)?, condition)];

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::ledger::{Ledger, LedgerError, sortable};
 use crate::domain::ledger::SGD;
-use crate::domain::reconcile::{Class, Line, Merge, Pair, Position, Row, RuleId, Verdict};
+use crate::domain::reconcile::{Class, Line, Merge, MergeError, Pair, Position, Row, RuleId, Verdict};
 use crate::ports::partner::PartnerError;
 use crate::ports::store::{Condition, Item, Key, Query, StoreError, Write};
 use crate::ports::{Chain, Clock, Custody, Ids, Store};
@@ -185,25 +185,17 @@ fn latest_key(cut_off: DateTime<Utc>) -> Key {
     Key::new(format!("RECON#CUTOFF#{}", sortable(cut_off)), "LATEST")
 }
 
-fn store_failure(e: StoreError) -> Failure {
-    Failure::Ledger(LedgerError::Store(e))
-}
-
-/// Why a source stopped.
+/// Why a run could not conclude.
+#[derive(Debug, thiserror::Error)]
 enum Failure {
-    Partner(PartnerError),
-    Ledger(LedgerError),
-    Order(String),
-}
-
-impl std::fmt::Display for Failure {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Partner(e) => write!(f, "{e}"),
-            Self::Ledger(e) => write!(f, "ledger: {e}"),
-            Self::Order(e) => f.write_str(e),
-        }
-    }
+    #[error(transparent)]
+    Partner(#[from] PartnerError),
+    #[error("ledger: {0}")]
+    Ledger(#[from] LedgerError),
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Order(#[from] MergeError),
 }
 
 /// One book's balances of one asset, fetched a page at a time.
@@ -414,7 +406,7 @@ impl Reconciler {
             );
             let mut writes = Vec::new();
             for rows in merged {
-                for row in rows.map_err(|e| Failure::Order(e.to_string()))? {
+                for row in rows? {
                     let kind = match row.verdict {
                         Verdict::Matched => "matched",
                         Verdict::Timing { .. } => "timing",
@@ -424,12 +416,12 @@ impl Reconciler {
                     if kind != "matched" {
                         let mut stored = StoredRow::from(&row);
                         if kind == "break" {
-                            let tracked = self.track(run, cut_off, &stored).await.map_err(store_failure)?;
+                            let tracked = self.track(run, cut_off, &stored).await.map_err(Failure::Store)?;
                             stored.lifecycle =
                                 Some(if tracked.first_seen == run { "new" } else { "persisting" }.into());
-                            writes.push(Write::put(break_item(&tracked).map_err(store_failure)?, Condition::None));
+                            writes.push(Write::put(break_item(&tracked).map_err(Failure::Store)?, Condition::None));
                         }
-                        let item = Item::new(row_key(run, &stored), &stored).map_err(store_failure)?;
+                        let item = Item::new(row_key(run, &stored), &stored).map_err(Failure::Store)?;
                         writes.push(Write::put(item, Condition::None));
                     }
                 }
@@ -445,7 +437,7 @@ impl Reconciler {
         if writes.is_empty() {
             return Ok(());
         }
-        self.store.transact(writes).await.map_err(store_failure)
+        self.store.transact(writes).await.map_err(Failure::Store)
     }
 
     /// The break as this run leaves it: new, or the open one an earlier run found.

@@ -692,17 +692,9 @@ impl Settlements {
                 l.deadline = deadline;
             })
             .await?;
-        let event = Event {
-            actor: actor.to_owned(),
-            action: "settlement.leg.retry".into(),
-            target: format!("leg:{leg_id}"),
-            decision: "applied".into(),
-            reason: format!(
-                "attempts so far {}; last error: {}",
-                leg.attempts,
-                leg.last_error.as_deref().unwrap_or("-")
-            ),
-        };
+        let reason =
+            format!("attempts so far {}; last error: {}", leg.attempts, leg.last_error.as_deref().unwrap_or("-"));
+        let event = Event::applied(actor, "settlement.leg.retry", &format!("leg:{leg_id}"), reason);
         self.audit.append(event).await?;
         request_advance(self.queue.as_ref(), &leg.deal_id).await?;
         Ok(leg)

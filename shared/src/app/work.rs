@@ -27,8 +27,8 @@ pub enum NudgeError {
 }
 
 /// Sends `message(deal_id)` to `queue` for up to 100 items of `partition` that stood still,
-/// marking each as moved now first (its `touched_at`), so it is nudged once per
-/// [`NUDGE_AFTER`] however often the sweep runs. Answers how many.
+/// listing each as moved now first, so it is nudged once per [`NUDGE_AFTER`] however often
+/// the sweep runs. Answers how many.
 pub async fn nudge_stale(
     store: &dyn Store,
     clock: &dyn Clock,
@@ -41,11 +41,11 @@ pub async fn nudge_stale(
     let page = store.query(&Query::secondary(partition).range(Range::AtMost(before)).limit(100)).await?;
     let mut bodies = Vec::with_capacity(page.items.len());
     for item in &page.items {
-        let mut body: serde_json::Value = item.decode()?;
-        let deal_id = body["deal_id"].as_str().unwrap_or_default().to_owned();
-        body["touched_at"] = serde_json::to_value(now).map_err(|e| StoreError::Codec(e.to_string()))?;
-        let touched = listed(Item::new(item.key.clone(), &body)?, partition, now, &deal_id);
-        match store.put(touched, Condition::VersionIs(item.version)).await {
+        // The index's sort key is `<when>#<deal>`, and times hold no `#`.
+        let Some((_, deal_id)) = item.index.as_ref().and_then(|i| i.sk.split_once('#')) else { continue };
+        let deal_id = deal_id.to_owned();
+        let relisted = listed(Item { index: None, ..item.clone() }, partition, now, &deal_id);
+        match store.put(relisted, Condition::VersionIs(item.version)).await {
             Ok(()) => bodies.push(message(&deal_id)),
             // It moved meanwhile: not standing still.
             Err(StoreError::ConditionFailed { .. } | StoreError::Conflict) => {}

@@ -132,7 +132,7 @@ pub async fn run(bench: Bench) -> anyhow::Result<()> {
             if let StoreBackend::Dynamodb = backend {
                 platform.queue = emulator_queues().await?;
             }
-            allocation_bench(name, &platform, subscriptions, supply, settle, workers.max(1)).await
+            allocation_bench(name, &platform, subscriptions, supply, settle, workers.max(1)).await.map(|_| ())
         }
         Bench::HttpSetup { data_dir, investors, deals, out } => {
             http_setup(&shared::Platform::embedded(&data_dir)?, investors, deals, &out).await
@@ -686,14 +686,15 @@ fn bench_units(i: usize) -> u64 {
     10 + (i as u64 * 7_919) % 991
 }
 
-async fn allocation_bench(
+/// The allocation bench on `platform`: prints its JSON lines and answers them.
+pub async fn allocation_bench(
     backend: &str,
     platform: &shared::Platform,
     count: usize,
     supply: Option<u64>,
     settle: bool,
     workers: usize,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Vec<serde_json::Value>> {
     use shared::app::allocation::{self, Allocator, RunState};
     use shared::app::consumer::pump_once;
     use shared::app::ledger::Ledger;
@@ -789,15 +790,12 @@ async fn allocation_bench(
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     };
     let allocated_in = started.elapsed().as_secs_f64();
-    println!(
-        "{}",
-        json!({
-            "bench": "allocation", "backend": backend, "subscriptions": run.subscriptions, "supply": run.supply,
-            "requested": run.requested.to_string(), "allocated": run.allocated().to_string(), "batches": run.batches,
-            "leftover_units": run.leftover, "ratio": run.ratio, "elapsed_s": (allocated_in * 1000.0).round() / 1000.0,
-            "peak_rss_mb": (peak_rss_mb() * 10.0).round() / 10.0, "checksum": run.checksum,
-        })
-    );
+    let mut lines = vec![json!({
+        "bench": "allocation", "backend": backend, "subscriptions": run.subscriptions, "supply": run.supply,
+        "requested": run.requested.to_string(), "allocated": run.allocated().to_string(), "batches": run.batches,
+        "leftover_units": run.leftover, "ratio": run.ratio, "elapsed_s": (allocated_in * 1000.0).round() / 1000.0,
+        "peak_rss_mb": (peak_rss_mb() * 10.0).round() / 10.0, "checksum": run.checksum,
+    })];
     if settle {
         let deals = shared::app::deals::Deals::for_platform(platform);
         let settling = Instant::now();
@@ -805,18 +803,18 @@ async fn allocation_bench(
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
         let seconds = settling.elapsed().as_secs_f64();
-        println!(
-            "{}",
-            json!({
-                "bench": "settlement", "backend": backend, "subscriptions": run.subscriptions,
-                "elapsed_s": (seconds * 1000.0).round() / 1000.0,
-                "subscriptions_per_s": (run.subscriptions as f64 / seconds).round(),
-                "close_to_issued_s": (started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
-                "peak_rss_mb": (peak_rss_mb() * 10.0).round() / 10.0,
-            })
-        );
+        lines.push(json!({
+            "bench": "settlement", "backend": backend, "subscriptions": run.subscriptions,
+            "elapsed_s": (seconds * 1000.0).round() / 1000.0,
+            "subscriptions_per_s": (run.subscriptions as f64 / seconds).round(),
+            "close_to_issued_s": (started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
+            "peak_rss_mb": (peak_rss_mb() * 10.0).round() / 10.0,
+        }));
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     while tasks.join_next().await.is_some() {}
-    Ok(())
+    for line in &lines {
+        println!("{line}");
+    }
+    Ok(lines)
 }

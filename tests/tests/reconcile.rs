@@ -142,3 +142,93 @@ async fn a_run_while_transfers_flow_equals_a_quiet_run_of_the_same_cut_off() {
     assert_eq!((busy.verdict, &busy.counts), (quiet.verdict, &quiet.counts));
     assert_eq!(quiet.verdict, RunVerdict::Reconciled, "{quiet:?}");
 }
+
+/// A deposit the bank notified for `investor`, posted in the ledger.
+async fn deposit(platform: &shared::Platform, investor: &str, amount: &str) {
+    use shared::ports::bank::BankEvent;
+    let deposits = shared::app::deposits::DepositAccounts::for_platform(platform);
+    let virtual_account = deposits.account_for(investor).await.unwrap().virtual_account;
+    let deposit_id = format!("dep-late-{investor}");
+    for (event, confirmed) in [("in", false), ("ok", true)] {
+        let (event_id, deposit_id, virtual_account, amount) =
+            (format!("{event}-late-{investor}"), deposit_id.clone(), virtual_account.clone(), amount.to_owned());
+        let event = if confirmed {
+            BankEvent::DepositConfirmed { event_id, deposit_id, virtual_account, amount }
+        } else {
+            BankEvent::DepositReceived { event_id, deposit_id, virtual_account, amount }
+        };
+        deposits.receive(&event).await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_flight_items_are_timing_differences_until_their_grace_runs_out() {
+    use shared::adapters::partners::{Fault, FaultKind};
+    use shared::app::mirror::ChainMirror;
+    use shared::app::orders::OrderLocks;
+    use shared::domain::reconcile::RuleId;
+
+    let mut app = spawn_app().await;
+    let deal = app.open_deal("201912345K").await;
+    let investors = subscribed_investors(&app.platform, &deal, 0..10).await;
+    let (_, finance) = app.operator("fin@example.sg", &["finance"]).await;
+    assert_eq!(app.post_as(&format!("/v1/admin/deals/{deal}/close"), &finance, None).await, StatusCode::OK);
+    wait_for_state(&app.platform, &deal, "issued", 60).await;
+    wait_for_chain(&app.platform).await;
+    app.running.stop_workers().await;
+    let (sims, mirror) = (app.platform.simulators.clone().unwrap(), ChainMirror::for_platform(&app.platform));
+    let asset = shared::app::deals::Deals::for_platform(&app.platform).get(&deal).await.unwrap().unwrap().asset;
+    let reconciler = Reconciler::for_platform(&app.platform);
+
+    // A deposit the chain records and the Custody does not book yet; units locked in a sell order.
+    let seller = &investors[3];
+    let locks = OrderLocks::for_platform(&app.platform);
+    let lock = locks.lock("ord-1", seller, &asset, 1).await.unwrap();
+    assert_eq!(locks.lock("ord-1", seller, &asset, 1).await.unwrap(), lock, "locking again changes nothing");
+    assert!(!mirror.drain(100).await.unwrap().stopped, "the chain records the lock");
+    let late = "inv-late";
+    deposit(&app.platform, late, "250.00").await;
+    sims.custody.inject(Fault { kind: FaultKind::Fail, times: 1, delay_ms: 0 });
+    assert!(mirror.drain(100).await.unwrap().stopped, "the Custody refused the booking once");
+    assert!(mirror.pending().await.unwrap(), "the deposit waits for the Custody");
+    let (deposit_account, holding) = (format!("deposit:{late}:SGD"), format!("holding:{seller}:{asset}"));
+    assert_eq!(sims.chain.balance(&deposit_account, "SGD", None).await.unwrap(), 25_000, "the chain has it");
+
+    app.clock.advance(chrono::TimeDelta::seconds(1));
+    let pending = reconciler.run(app.platform.clock.now()).await.unwrap();
+    assert_eq!(
+        (pending.verdict, pending.breaks, pending.timing),
+        (RunVerdict::ReconciledWithPending, 0, 2),
+        "{pending:?}"
+    );
+    let (rows, _) = reconciler.rows(&pending.id, 100, None).await.unwrap();
+    let timing = |rows: &[StoredRow]| -> Vec<(String, Pair, String, Vec<RuleId>)> {
+        rows.iter().map(|r| (r.account.clone(), r.pair, r.verdict.clone(), r.rules.clone())).collect()
+    };
+    let mut expected = vec![
+        (deposit_account.clone(), Pair::LedgerCustody, "timing".to_owned(), vec![RuleId::DepositNotYetAtCustody]),
+        (holding.clone(), Pair::LedgerCustody, "timing".to_owned(), vec![RuleId::DabsLockedInOrder]),
+    ];
+    expected.sort();
+    assert_eq!(timing(&rows), expected, "only the Custody pair differs, each explained by its rule");
+    assert_eq!(rows[0].difference, if rows[0].account == holding { "1" } else { "-25000" });
+
+    // A day and an hour later neither has cleared: both are breaks naming the expired rule.
+    app.clock.advance(chrono::TimeDelta::hours(25));
+    let late_run = reconciler.run(app.platform.clock.now()).await.unwrap();
+    assert_eq!((late_run.verdict, late_run.breaks, late_run.timing), (RunVerdict::Breaks, 2, 0), "{late_run:?}");
+    let (rows, _) = reconciler.rows(&late_run.id, 100, None).await.unwrap();
+    let expected: Vec<_> = expected.into_iter().map(|(a, p, _, r)| (a, p, "break".to_owned(), r)).collect();
+    assert_eq!(timing(&rows), expected);
+
+    // The Custody books the deposit, the order returns at market close: all clear again.
+    assert!(!mirror.drain(100).await.unwrap().stopped);
+    locks.release("ord-1").await.unwrap();
+    assert!(!mirror.drain(100).await.unwrap().stopped);
+    app.clock.advance(chrono::TimeDelta::seconds(1));
+    let cleared = reconciler.run(app.platform.clock.now()).await.unwrap();
+    assert_eq!((cleared.verdict, cleared.resolved), (RunVerdict::Reconciled, 2), "{cleared:?}");
+    // The earlier cut-off, run again now that everything has landed, finds what was in flight then.
+    let again = reconciler.run(pending.cut_off).await.unwrap();
+    assert_eq!((again.verdict, &again.counts), (pending.verdict, &pending.counts), "{again:?}");
+}

@@ -7,13 +7,52 @@
 
 use std::sync::Arc;
 
-use crate::app::ledger::{CHAIN_OUTBOX, outbox_key};
+use chrono::{DateTime, TimeDelta, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::app::ledger::{CHAIN_OUTBOX, outbox_key, sortable};
 use crate::domain::reconcile::Class;
 use crate::ports::chain::ChainTransfer;
 use crate::ports::custody::CustodyTransfer;
 use crate::ports::partner::PartnerError;
-use crate::ports::store::{Condition, Query, StoreError};
-use crate::ports::{Chain, Custody, Store};
+use crate::ports::store::{Condition, Item, Key, Query, StoreError, Write};
+use crate::ports::{Chain, Clock, Custody, Store};
+
+/// Secondary-index partition of delivered records, by when they were delivered.
+pub const DELIVERED: &str = "MIRROR#DELIVERED";
+/// How long a delivered record is kept: reconciliations of cut-offs up to a week back see
+/// what was still in flight at theirs.
+const KEEP_DELIVERED: TimeDelta = TimeDelta::days(7);
+
+/// A record waiting in the outbox; `chain_height` once the chain has it but the Custody
+/// has not booked it yet.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Outboxed {
+    #[serde(flatten)]
+    pub record: ChainTransfer,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chain_height: Option<u64>,
+}
+
+/// A record as its partners took it: which block holds it, when the Custody booked it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Delivered {
+    pub record: ChainTransfer,
+    pub chain_height: u64,
+    /// `None`: not a movement the Custody books.
+    pub custody_at: Option<DateTime<Utc>>,
+    pub delivered_at: DateTime<Utc>,
+}
+
+/// Whether the Custody books a record: it moves an investor's deposit account.
+pub fn booked_at_custody(record: &ChainTransfer) -> bool {
+    let deposit = |account: &str| Class::of(account) == Some(Class::Deposit);
+    deposit(&record.debit) || deposit(&record.credit)
+}
+
+fn delivered_key(transfer_id: &str) -> Key {
+    Key::new(format!("{DELIVERED}#{transfer_id}"), "RECORD")
+}
 
 /// What one drain did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -32,26 +71,46 @@ pub enum MirrorError {
     Refused { transfer_id: String, reason: String },
 }
 
+/// Why one record was not delivered.
+enum Failed {
+    Store(StoreError),
+    Partner(String, PartnerError),
+}
+
+impl From<StoreError> for Failed {
+    fn from(e: StoreError) -> Self {
+        Self::Store(e)
+    }
+}
+
 pub struct ChainMirror {
     store: Arc<dyn Store>,
     chain: Arc<dyn Chain>,
     custody: Arc<dyn Custody>,
+    clock: Arc<dyn Clock>,
 }
 
 impl ChainMirror {
-    pub fn new(store: Arc<dyn Store>, chain: Arc<dyn Chain>, custody: Arc<dyn Custody>) -> Self {
-        Self { store, chain, custody }
-    }
-
     pub fn for_platform(platform: &crate::Platform) -> Self {
-        Self::new(platform.store.clone(), platform.chain.clone(), platform.custody.clone())
+        Self {
+            store: platform.store.clone(),
+            chain: platform.chain.clone(),
+            custody: platform.custody.clone(),
+            clock: platform.clock.clone(),
+        }
     }
 
     /// Records a transfer on the chain, and at the Custody if it moves a deposit account.
-    async fn deliver(&self, record: &ChainTransfer) -> Result<(), PartnerError> {
-        self.chain.record(record).await?;
-        let deposit = |account: &str| Class::of(account) == Some(Class::Deposit);
-        if deposit(&record.debit) || deposit(&record.credit) {
+    /// When the chain took it and the Custody did not, the outbox item notes the block.
+    async fn deliver(&self, waiting: &Item) -> Result<Delivered, Failed> {
+        let outboxed: Outboxed = waiting.decode()?;
+        let record = outboxed.record;
+        let chain_height = match self.chain.record(&record).await {
+            Ok(receipt) => receipt.height,
+            Err(e) => return Err(Failed::Partner(record.transfer_id, e)),
+        };
+        let mut custody_at = None;
+        if booked_at_custody(&record) {
             let booking = CustodyTransfer {
                 reference: record.transfer_id.clone(),
                 debit: record.debit.clone(),
@@ -59,9 +118,23 @@ impl ChainMirror {
                 asset: record.asset.clone(),
                 amount: record.amount,
             };
-            self.custody.transfer(&booking).await?;
+            match self.custody.transfer(&booking).await {
+                Ok(receipt) => custody_at = Some(receipt.at),
+                Err(e) => {
+                    if outboxed.chain_height != Some(chain_height) {
+                        let noted = Outboxed { record: record.clone(), chain_height: Some(chain_height) };
+                        let mut item = Item::new(waiting.key.clone(), &noted)?;
+                        item.index = waiting.index.clone();
+                        match self.store.put(item, Condition::VersionIs(waiting.version)).await {
+                            Ok(()) | Err(StoreError::ConditionFailed { .. }) => {}
+                            Err(e) => return Err(e.into()),
+                        }
+                    }
+                    return Err(Failed::Partner(record.transfer_id, e));
+                }
+            }
         }
-        Ok(())
+        Ok(Delivered { record, chain_height, custody_at, delivered_at: self.clock.now() })
     }
 
     /// Records are waiting.
@@ -78,22 +151,27 @@ impl ChainMirror {
             let query = Query::secondary(CHAIN_OUTBOX).limit((max - drained.delivered).min(100)).after(cursor);
             let page = self.store.query(&query).await?;
             for item in &page.items {
-                let record: ChainTransfer = item.decode()?;
-                match self.deliver(&record).await {
-                    Ok(()) => {}
-                    Err(PartnerError::Refused(reason)) => {
-                        tracing::error!(transfer = %record.transfer_id, %reason, "a partner refused a mirrored transfer");
-                        return Err(MirrorError::Refused { transfer_id: record.transfer_id, reason });
+                let delivered = match self.deliver(item).await {
+                    Ok(delivered) => delivered,
+                    Err(Failed::Store(e)) => return Err(e.into()),
+                    Err(Failed::Partner(transfer_id, PartnerError::Refused(reason))) => {
+                        tracing::error!(transfer = %transfer_id, %reason, "a partner refused a mirrored transfer");
+                        return Err(MirrorError::Refused { transfer_id, reason });
                     }
-                    Err(e) => {
-                        tracing::warn!(transfer = %record.transfer_id, error = %e, "a partner is unavailable; will retry");
+                    Err(Failed::Partner(transfer_id, e)) => {
+                        tracing::warn!(transfer = %transfer_id, error = %e, "a partner is unavailable; will retry");
                         drained.stopped = true;
                         return Ok(drained);
                     }
-                }
-                match self.store.delete(outbox_key(&record.transfer_id), Condition::Exists).await {
+                };
+                let id = delivered.record.transfer_id.clone();
+                let kept = Item::new(delivered_key(&id), &delivered)?
+                    .with_index(DELIVERED, format!("{}#{id}", sortable(delivered.delivered_at)))
+                    .expiring_at(delivered.delivered_at + KEEP_DELIVERED);
+                let writes = vec![Write::delete(outbox_key(&id), Condition::Exists), Write::put(kept, Condition::None)];
+                match self.store.transact(writes).await {
                     // Another drain delivered it at the same time: harmless.
-                    Ok(()) | Err(StoreError::ConditionFailed { .. }) => drained.delivered += 1,
+                    Ok(()) | Err(StoreError::ConditionFailed { .. } | StoreError::Conflict) => drained.delivered += 1,
                     Err(e) => return Err(e.into()),
                 }
             }

@@ -13,11 +13,16 @@ use std::sync::Arc;
 use chrono::{DateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::ledger::{Ledger, LedgerError, sortable};
+use super::ledger::{CHAIN_OUTBOX, Ledger, LedgerError, sortable};
+use super::mirror::{DELIVERED, Delivered, Outboxed, booked_at_custody};
+use super::orders::OrderLocks;
 use crate::domain::ledger::SGD;
-use crate::domain::reconcile::{Class, Line, Merge, MergeError, Pair, Position, Row, RuleId, Verdict};
+use crate::domain::reconcile::{
+    Class, Line, Merge, MergeError, Pair, Pending, Position, Row, RuleId, Verdict, custody_rule,
+};
+use crate::ports::chain::ChainTransfer;
 use crate::ports::partner::PartnerError;
-use crate::ports::store::{Condition, Item, Key, Query, StoreError, Write};
+use crate::ports::store::{Condition, Item, Key, Query, Range, StoreError, Write};
 use crate::ports::{Chain, Clock, Custody, Ids, Store};
 
 /// Balances fetched per source per page.
@@ -228,11 +233,40 @@ impl Feed {
     }
 }
 
+/// Where a transfer posted by the cut-off stood with its partners at the cut-off.
+struct Flight {
+    record: ChainTransfer,
+    /// The chain had not recorded it in the block at the cut-off.
+    chain: bool,
+    /// The Custody had not booked it by the cut-off.
+    custody: bool,
+}
+
+impl Flight {
+    /// What it leaves each reconciled position expecting: the partner that has not taken
+    /// it holds the debited amount still, and not the credited one.
+    fn pending(&self) -> impl Iterator<Item = Pending> + '_ {
+        let r = &self.record;
+        let rules = [self.chain.then_some(RuleId::ChainRecordPending), self.custody.then(|| custody_rule(r.code))];
+        rules.into_iter().flatten().flat_map(move |rule| {
+            [(&r.debit, 1), (&r.credit, -1)].into_iter().filter(|(account, _)| Class::of(account).is_some()).map(
+                move |(account, sign)| Pending {
+                    position: Position::new(account.clone(), r.asset.clone()),
+                    rule,
+                    amount: sign * i128::from(r.amount),
+                    since: r.at,
+                },
+            )
+        })
+    }
+}
+
 pub struct Reconciler {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     ids: Arc<dyn Ids>,
     ledger: Ledger,
+    locks: OrderLocks,
     chain: Arc<dyn Chain>,
     custody: Arc<dyn Custody>,
 }
@@ -244,6 +278,7 @@ impl Reconciler {
             clock: platform.clock.clone(),
             ids: platform.ids.clone(),
             ledger: Ledger::for_platform(platform),
+            locks: OrderLocks::for_platform(platform),
             chain: platform.chain.clone(),
             custody: platform.custody.clone(),
         }
@@ -304,14 +339,21 @@ impl Reconciler {
                 0
             }
         };
+        let mut in_flight = BTreeMap::new();
+        if outcome.is_ok() {
+            match self.in_flight(cut_off, chain_height).await {
+                Ok(pending) => in_flight = pending,
+                Err(e) => outcome = Err(e),
+            }
+        }
         if outcome.is_ok() {
             outcome = match self.ledger.assets().await {
                 Ok(assets) => {
                     let mut result = Ok(0);
                     for asset in assets {
-                        let prefix = if asset == SGD { "deposit:" } else { "holding:" };
+                        let pending = in_flight.remove(&asset).unwrap_or_default();
                         if let Err(e) =
-                            self.reconcile_asset(&id, &asset, prefix, cut_off, chain_height, &mut tally).await
+                            self.reconcile_asset(&id, &asset, cut_off, chain_height, pending, &mut tally).await
                         {
                             result = Err(e);
                             break;
@@ -363,6 +405,71 @@ impl Reconciler {
         Ok(run)
     }
 
+    /// What was in flight at the cut-off, per asset, in position order: transfers posted
+    /// by then that the chain (in the block at the cut-off) or the Custody (by the cut-off)
+    /// had not taken, from the mirror's outbox and its record of deliveries, and DABS locked
+    /// in orders open at the cut-off. The outbox is read before the deliveries, so a record
+    /// delivered in between is seen; it is a small set (what was in flight), held in memory.
+    async fn in_flight(
+        &self,
+        cut_off: DateTime<Utc>,
+        height: u64,
+    ) -> Result<BTreeMap<String, VecDeque<Pending>>, Failure> {
+        let mut flights: BTreeMap<String, Flight> = BTreeMap::new();
+        let posted_by = Range::AtMost(format!("{}\u{10FFFF}", sortable(cut_off)));
+        self.each(Query::secondary(CHAIN_OUTBOX).range(posted_by), |item| {
+            let waiting: Outboxed = item.decode()?;
+            let flight = Flight {
+                chain: waiting.chain_height.is_none_or(|h| h > height),
+                custody: booked_at_custody(&waiting.record),
+                record: waiting.record,
+            };
+            flights.insert(flight.record.transfer_id.clone(), flight);
+            Ok(())
+        })
+        .await?;
+        self.each(Query::secondary(DELIVERED).range(Range::AtLeast(sortable(cut_off))), |item| {
+            let delivered: Delivered = item.decode()?;
+            if delivered.record.at <= cut_off {
+                let flight = Flight {
+                    chain: delivered.chain_height > height,
+                    custody: delivered.custody_at.is_some_and(|at| at > cut_off),
+                    record: delivered.record,
+                };
+                flights.insert(flight.record.transfer_id.clone(), flight);
+            }
+            Ok(())
+        })
+        .await?;
+        let locks = self.locks.open_at(cut_off).await?;
+        let mut pending: Vec<Pending> = flights.values().flat_map(Flight::pending).collect();
+        pending.extend(locks.iter().map(|lock| Pending {
+            position: Position::new(lock.holding(), lock.asset.clone()),
+            rule: RuleId::DabsLockedInOrder,
+            amount: i128::from(lock.units),
+            since: lock.locked_at,
+        }));
+        pending.sort_by(|a, b| a.position.cmp(&b.position));
+        let mut by_asset: BTreeMap<String, VecDeque<Pending>> = BTreeMap::new();
+        for p in pending {
+            by_asset.entry(p.position.asset.clone()).or_default().push_back(p);
+        }
+        Ok(by_asset)
+    }
+
+    /// Calls `f` on every item a query finds, a page at a time.
+    async fn each(&self, query: Query, mut f: impl FnMut(&Item) -> Result<(), StoreError>) -> Result<(), StoreError> {
+        let mut cursor = None;
+        loop {
+            let page = self.store.query(&query.clone().limit(1_000).after(cursor)).await?;
+            page.items.iter().try_for_each(&mut f)?;
+            match page.next {
+                Some(next) => cursor = Some(next),
+                None => return Ok(()),
+            }
+        }
+    }
+
     /// Merges one asset's three books a window at a time: each window ends at the lowest
     /// last position fetched among the books not yet exhausted, so every position is judged
     /// with all three books' balances in hand.
@@ -370,11 +477,12 @@ impl Reconciler {
         &self,
         run: &str,
         asset: &str,
-        prefix: &str,
         cut_off: DateTime<Utc>,
         height: u64,
+        mut pending: VecDeque<Pending>,
         tally: &mut BTreeMap<(Pair, Class, &'static str), u64>,
     ) -> Result<(), Failure> {
+        let prefix = if asset == SGD { "deposit:" } else { "holding:" };
         let (mut ledger, mut chain, mut custody) = (Feed::new(), Feed::new(), Feed::new());
         loop {
             if ledger.lines.is_empty() && !ledger.done {
@@ -391,17 +499,21 @@ impl Reconciler {
                 custody.take(page, asset);
             }
             let feeds = [&ledger, &chain, &custody];
-            if feeds.iter().all(|f| f.done && f.lines.is_empty()) {
+            if feeds.iter().all(|f| f.done && f.lines.is_empty()) && pending.is_empty() {
                 return Ok(());
             }
             let bound =
                 feeds.iter().filter(|f| !f.done).filter_map(|f| f.lines.back()).map(|l| &l.position).min().cloned();
             let window = (ledger.upto(bound.as_ref()), chain.upto(bound.as_ref()), custody.upto(bound.as_ref()));
+            let in_window = match &bound {
+                Some(b) => pending.iter().take_while(|p| &p.position <= b).count(),
+                None => pending.len(),
+            };
             let merged = Merge::new(
                 window.0.into_iter(),
                 window.1.into_iter(),
                 window.2.into_iter(),
-                std::iter::empty(),
+                pending.drain(..in_window),
                 cut_off,
             );
             let mut writes = Vec::new();

@@ -24,6 +24,10 @@ pub mod codes {
     pub const PROCEEDS: u16 = 11;
     /// DABS units issued into an investor's holding.
     pub const ISSUANCE: u16 = 12;
+    /// DABS units locked for an open sell order.
+    pub const ORDER_LOCK: u16 = 20;
+    /// Locked units back to their owner (the order returned at market close, or was cancelled).
+    pub const ORDER_RELEASE: u16 = 21;
 }
 
 /// Limits an account enforces on every write.
@@ -52,6 +56,8 @@ pub enum Kind {
     IssuerSettlement,
     /// A DABS asset's source: debited by every unit issued, so the asset sums to zero.
     Issuance,
+    /// DABS units of an owner locked in open sell orders.
+    OrderLock,
     /// Any other system account.
     #[default]
     System,
@@ -60,7 +66,7 @@ pub enum Kind {
 impl Kind {
     /// Whether posted transfers touching such an account are recorded on the chain.
     pub fn mirrored(self) -> bool {
-        matches!(self, Self::Deposit | Self::Holding | Self::IssuerSettlement)
+        matches!(self, Self::Deposit | Self::Holding | Self::IssuerSettlement | Self::OrderLock)
     }
 
     /// The limits an account of this kind enforces: investors and issuers never go below zero.
@@ -76,6 +82,7 @@ impl Kind {
             Self::Escrow => "escrow",
             Self::IssuerSettlement => "issuer",
             Self::Issuance => "issuance",
+            Self::OrderLock => "lock",
             Self::System => "system",
         }
     }

@@ -78,6 +78,10 @@ pub enum RuleId {
     DabsLockedInOrder,
     /// A settlement leg was pending at the cut-off.
     SettlementLegPending,
+    /// Any other movement of a deposit account the Custody had not booked by the cut-off.
+    CustodyBookingPending,
+    /// A posted transfer the chain had not recorded by the cut-off.
+    ChainRecordPending,
 }
 
 /// A timing rule: which pair it explains, and for how long.
@@ -89,7 +93,7 @@ pub struct Rule {
     pub reason: &'static str,
 }
 
-pub const RULES: [Rule; 3] = [
+pub const RULES: [Rule; 5] = [
     Rule {
         id: RuleId::DepositNotYetAtCustody,
         pair: Pair::LedgerCustody,
@@ -108,7 +112,29 @@ pub const RULES: [Rule; 3] = [
         grace: TimeDelta::minutes(15),
         reason: "a settlement leg in flight at the cut-off is confirmed within its deadline or surfaced as stuck",
     },
+    Rule {
+        id: RuleId::CustodyBookingPending,
+        pair: Pair::LedgerCustody,
+        grace: TimeDelta::minutes(15),
+        reason: "the mirror books every other movement of a deposit account at the Custody within seconds",
+    },
+    Rule {
+        id: RuleId::ChainRecordPending,
+        pair: Pair::LedgerChain,
+        grace: TimeDelta::minutes(15),
+        reason: "the mirror records every posted transfer on the chain within seconds",
+    },
 ];
+
+/// The rule that explains a Custody booking of a ledger transfer with `code` still in flight.
+pub fn custody_rule(code: u16) -> RuleId {
+    use crate::domain::ledger::codes;
+    match code {
+        codes::DEPOSIT => RuleId::DepositNotYetAtCustody,
+        codes::SUBSCRIPTION | codes::PROCEEDS | codes::ISSUANCE => RuleId::SettlementLegPending,
+        _ => RuleId::CustodyBookingPending,
+    }
+}
 
 pub fn rule(id: RuleId) -> Rule {
     RULES.into_iter().find(|r| r.id == id).expect("every rule id is in RULES")

@@ -1,0 +1,151 @@
+//! DABS locked in open sell orders. Placing an order moves its units from the owner's
+//! holding to the owner's order lock (`lock:owner:asset`) in the ledger, and so on the
+//! chain; the Custody keeps them with their owner until the order is filled or returns at
+//! market close. Each lock is recorded with the ledger transfer (one transaction) so a
+//! reconciliation knows which locks were open at its cut-off and since when: the
+//! difference they make at the Custody is a timing difference, not a break.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::ledger::{Ledger, LedgerError, sortable};
+use crate::domain::ledger::{Account, Amount, Kind, Transfer, codes};
+use crate::ports::store::{Condition, Item, Key, Query, Range, StoreError, Write};
+use crate::ports::{Clock, Store};
+
+const OPEN: &str = "ORDERLOCK#OPEN";
+/// Released locks by release time, kept a week for reconciliations of earlier cut-offs.
+const RELEASED: &str = "ORDERLOCK#RELEASED";
+const KEEP_RELEASED: TimeDelta = TimeDelta::days(7);
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderLock {
+    pub order_id: String,
+    pub owner: String,
+    pub asset: String,
+    pub units: Amount,
+    pub locked_at: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub released_at: Option<DateTime<Utc>>,
+}
+
+impl OrderLock {
+    /// The holding the units came from.
+    pub fn holding(&self) -> String {
+        Account::id_of(Kind::Holding, &self.owner, &self.asset)
+    }
+
+    /// Whether the units were locked at `at`.
+    pub fn open_at(&self, at: DateTime<Utc>) -> bool {
+        self.locked_at <= at && self.released_at.is_none_or(|released| released > at)
+    }
+}
+
+fn lock_key(order_id: &str) -> Key {
+    Key::new(format!("ORDERLOCK#{order_id}"), "LOCK")
+}
+
+pub struct OrderLocks {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    ledger: Ledger,
+}
+
+impl OrderLocks {
+    pub fn for_platform(platform: &crate::Platform) -> Self {
+        Self { store: platform.store.clone(), clock: platform.clock.clone(), ledger: Ledger::for_platform(platform) }
+    }
+
+    /// Locks `units` of `owner`'s holding for an order; locking the same order again is harmless.
+    pub async fn lock(
+        &self,
+        order_id: &str,
+        owner: &str,
+        asset: &str,
+        units: Amount,
+    ) -> Result<OrderLock, LedgerError> {
+        let lock_account = Account::of(Kind::OrderLock, owner, asset);
+        self.ledger.open(lock_account.clone()).await?;
+        let lock = OrderLock {
+            order_id: order_id.to_owned(),
+            owner: owner.to_owned(),
+            asset: asset.to_owned(),
+            units,
+            locked_at: self.clock.now(),
+            released_at: None,
+        };
+        let transfer = Transfer::single(
+            format!("lock:{order_id}"),
+            &lock.holding(),
+            &lock_account.id,
+            units,
+            asset,
+            codes::ORDER_LOCK,
+        );
+        let item = Item::new(lock_key(order_id), &lock)?.with_index(OPEN, order_id);
+        self.ledger.submit_checked(&[transfer], &[Write::put(item, Condition::NotExists)]).await?;
+        Ok(self.get(order_id).await?.unwrap_or(lock))
+    }
+
+    /// Returns an order's locked units to its owner (the order returned at market close).
+    pub async fn release(&self, order_id: &str) -> Result<OrderLock, LedgerError> {
+        let item = self
+            .store
+            .get(&lock_key(order_id))
+            .await?
+            .ok_or_else(|| LedgerError::Invalid(format!("no order lock {order_id}")))?;
+        let mut lock: OrderLock = item.decode()?;
+        if lock.released_at.is_some() {
+            return Ok(lock);
+        }
+        let released_at = self.clock.now();
+        lock.released_at = Some(released_at);
+        let transfer = Transfer::single(
+            format!("release:{order_id}"),
+            &Account::id_of(Kind::OrderLock, &lock.owner, &lock.asset),
+            &lock.holding(),
+            lock.units,
+            &lock.asset,
+            codes::ORDER_RELEASE,
+        );
+        let released = Item::new(lock_key(order_id), &lock)?
+            .with_index(RELEASED, format!("{}#{order_id}", sortable(released_at)))
+            .expiring_at(released_at + KEEP_RELEASED);
+        match self.ledger.submit_checked(&[transfer], &[Write::put(released, Condition::VersionIs(item.version))]).await
+        {
+            Ok(_) => Ok(lock),
+            // Released meanwhile by another call: that one stands.
+            Err(LedgerError::ContextChanged) => Box::pin(self.release(order_id)).await,
+            Err(e) => Err(e),
+        }
+    }
+
+    pub async fn get(&self, order_id: &str) -> Result<Option<OrderLock>, StoreError> {
+        self.store.get(&lock_key(order_id)).await?.map(|i| i.decode()).transpose()
+    }
+
+    /// The locks open at `cut_off`: still open, or released after it (within the week a
+    /// released lock is kept).
+    pub async fn open_at(&self, cut_off: DateTime<Utc>) -> Result<Vec<OrderLock>, StoreError> {
+        let mut locks = Vec::new();
+        for query in [Query::secondary(OPEN), Query::secondary(RELEASED).range(Range::AtLeast(sortable(cut_off)))] {
+            let mut cursor = None;
+            loop {
+                let page = self.store.query(&query.clone().limit(1_000).after(cursor)).await?;
+                for item in &page.items {
+                    let lock: OrderLock = item.decode()?;
+                    if lock.open_at(cut_off) {
+                        locks.push(lock);
+                    }
+                }
+                match page.next {
+                    Some(next) => cursor = Some(next),
+                    None => break,
+                }
+            }
+        }
+        Ok(locks)
+    }
+}

@@ -112,6 +112,25 @@ async fn after_an_offering_the_books_agree_and_injected_differences_are_one_brea
     assert!(rows.iter().all(|r| r.lifecycle.as_deref() == Some("persisting")), "{rows:?}");
     assert_eq!(still.resolved, 0);
 
+    // Finance accepts the chain's cent with a note; a second finance operator approves.
+    let accept = serde_json::json!({"pair": "ledger_chain", "account": ann, "asset": "SGD", "note": ""});
+    let (status, problem) = app.post_json_as("/v1/admin/reconciliation/breaks/accept", &finance, accept.clone()).await;
+    assert_eq!((status, problem["errors"][0]["field"].as_str()), (StatusCode::BAD_REQUEST, Some("note")));
+    let mut accept = accept;
+    accept["note"] = "test cent recorded by the chain operator; written off".into();
+    let (status, request) = app.post_json_as("/v1/admin/reconciliation/breaks/accept", &finance, accept).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{request}");
+    let approve = format!("/v1/admin/change-requests/{}/approve", request["id"].as_str().unwrap());
+    assert_eq!(app.post_as(&approve, &finance, None).await, StatusCode::FORBIDDEN, "no self-approval");
+    let (_, second) = app.operator("fin2@example.sg", &["finance"]).await;
+    assert_eq!(app.post_as(&approve, &second, None).await, StatusCode::OK);
+    tick();
+    let accepted = reconciler.run(app.platform.clock.now()).await.unwrap();
+    assert_eq!((accepted.verdict, accepted.breaks), (RunVerdict::Breaks, 1), "only the Custody's cent: {accepted:?}");
+    let (rows, _) = reconciler.rows(&accepted.id, 100, None).await.unwrap();
+    let row = rows.iter().find(|r| r.account == ann).unwrap();
+    assert_eq!((row.verdict.as_str(), row.lifecycle.as_deref()), ("accepted", Some("accepted")), "{row:?}");
+
     // Put right on each side: the next run reconciles again and resolves both.
     sims.chain.record(&stray("stray-1-back", &ann, "omnibus:bank:SGD")).await.unwrap();
     sims.custody.transfer(&booking("stray-2-back", &ben, "custody:bank:SGD")).await.unwrap();

@@ -82,6 +82,7 @@ pub fn routes(platform: &Platform) -> Router {
         .route("/v1/admin/reconciliation/runs/{id}", get(reconciliation::get))
         .route("/v1/admin/reconciliation/runs/{id}/breaks", get(reconciliation::breaks))
         .route("/v1/admin/reconciliation/runs/{id}/report.csv", get(reconciliation::report))
+        .route("/v1/admin/reconciliation/breaks/accept", post(reconciliation::accept))
         .with_state(state)
 }
 
@@ -95,7 +96,7 @@ pub fn routes(platform: &Platform) -> Router {
         subscriptions::subscribe, subscriptions::cancel, subscriptions::mine, subscriptions::holdings,
         subscriptions::book, subscriptions::totals, settlement::mine, settlement::view, settlement::retry,
         settlement::custody_webhook, reconciliation::list, reconciliation::start, reconciliation::get,
-        reconciliation::breaks, reconciliation::report
+        reconciliation::breaks, reconciliation::report, reconciliation::accept
     ),
     components(schemas(accounts::BalanceView, accounts::MyAccounts, accounts::EntryView, accounts::WithdrawalRequest,
         accounts::WithdrawalView, accounts::WebhookAnswer, accounts::TotalsView,
@@ -108,7 +109,7 @@ pub fn routes(platform: &Platform) -> Router {
         settlement::RunView, settlement::SettlementView, settlement::LegView, settlement::DealSettlementView,
         settlement::CallbackAnswer, shared::app::allocation::RunState, shared::app::settlement::Phase,
         shared::app::settlement::LegKind, shared::app::settlement::LegStatus, shared::ports::custody::Decision,
-        reconciliation::RunRequest, reconciliation::RunView, shared::app::reconcile::StoredRow,
+        reconciliation::RunRequest, reconciliation::RunView, reconciliation::AcceptRequest, shared::app::reconcile::StoredRow,
         shared::app::reconcile::RunVerdict, shared::app::reconcile::Count, shared::domain::reconcile::Pair,
         shared::domain::reconcile::Class, shared::domain::reconcile::RuleId)),
     tags(

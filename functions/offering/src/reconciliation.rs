@@ -7,8 +7,10 @@ use axum::response::IntoResponse;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use shared::app::audit::{AuditLog, Event};
+use shared::app::changes::{Change, ChangeRequest, ChangeRequests};
 use shared::app::reconcile::{Count, ReconRun, ReconcileError, Reconciler, RunVerdict, StoredRow};
 use shared::domain::access::{Action, Resource};
+use shared::domain::reconcile::Pair;
 use shared::http::auth::{Authenticated, authorize};
 use shared::http::page::{PageOf, Paging};
 use shared::http::problem::{PROBLEM_JSON, Problem};
@@ -181,6 +183,44 @@ pub async fn report(
     }
     let filename = format!("attachment; filename=\"reconciliation-{}.csv\"", run.cut_off.format("%Y%m%dT%H%M%SZ"));
     Ok(([(header::CONTENT_TYPE, "text/csv; charset=utf-8".to_owned()), (header::CONTENT_DISPOSITION, filename)], csv))
+}
+
+/// `POST /v1/admin/reconciliation/breaks/accept`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AcceptRequest {
+    pub pair: Pair,
+    pub account: String,
+    pub asset: String,
+    /// Why the difference is accepted (kept with the break and in the audit log).
+    pub note: String,
+}
+
+/// Proposes accepting an open break with a note (finance operators); a second finance
+/// operator approves it at `POST /v1/admin/change-requests/{id}/approve`. Runs that then
+/// find the same difference report it as accepted.
+#[utoipa::path(post, path = "/v1/admin/reconciliation/breaks/accept", tag = "reconciliation",
+    security(("bearer" = [])), request_body = AcceptRequest,
+    responses((status = 202, body = ChangeRequest), (status = 400, body = Problem, content_type = PROBLEM_JSON),
+        (status = 403, body = Problem, content_type = PROBLEM_JSON),
+        (status = 404, description = "No such break", body = Problem, content_type = PROBLEM_JSON),
+        (status = 409, description = "Not open, or already proposed", body = Problem, content_type = PROBLEM_JSON)))]
+pub async fn accept(
+    State(state): State<OfferingState>,
+    Authenticated(me): Authenticated,
+    Json(body): Json<AcceptRequest>,
+) -> Result<(StatusCode, Json<ChangeRequest>), ApiError> {
+    let note = body.note.trim();
+    if note.is_empty() || note.chars().count() > 1_000 {
+        return Err(ApiError::validation(vec![FieldError::new("note", "must be 1 to 1,000 characters")]));
+    }
+    let p = &state.platform;
+    let roles = me.known_roles();
+    let change =
+        Change::AcceptBreak { pair: body.pair, account: body.account, asset: body.asset, note: note.to_owned() };
+    let changes = ChangeRequests::new(p.store.clone(), p.clock.clone(), p.ids.clone());
+    let request = changes.propose(&me.subject(&roles), change).await.map_err(crate::issuers::change_error)?;
+    Ok((StatusCode::ACCEPTED, Json(request)))
 }
 
 /// The snake_case name a value serialises to.

@@ -11,8 +11,10 @@ use super::accounts::{User, user_item, user_key};
 use super::audit::{AuditLog, Event};
 use super::deals::{Deal, deal_item, deal_key};
 use super::issuers::{IssuerStatus, StoredIssuer, issuer_item, issuer_key};
+use super::reconcile::{BreakStatus, TrackedBreak, break_item, break_key, pair_name};
 use crate::domain::access::{self, Action, LEVEL_ACCREDITED, Resource, Role, Subject};
 use crate::domain::deal::{DealState, Step};
+use crate::domain::reconcile::Pair;
 use crate::ports::store::{Condition, Cursor, Item, Key, Query, StoreError, Write};
 use crate::ports::{Clock, Ids, Store};
 
@@ -46,6 +48,14 @@ pub enum Change {
     PublishDeal {
         deal_id: String,
     },
+    /// Accepts a reconciliation break as explained: later runs that find the same
+    /// difference report it as accepted, not as a break.
+    AcceptBreak {
+        pair: Pair,
+        account: String,
+        asset: String,
+        note: String,
+    },
 }
 
 impl Change {
@@ -57,6 +67,7 @@ impl Change {
             }
             Self::DecideIssuer { issuer_id, .. } => issuer_key(issuer_id),
             Self::PublishDeal { deal_id } => deal_key(deal_id),
+            Self::AcceptBreak { pair, account, asset, .. } => break_key(*pair, account, asset),
         }
     }
 
@@ -69,6 +80,9 @@ impl Change {
             Self::SetLevel { user_id, .. } => format!("user:{user_id}:level"),
             Self::DecideIssuer { issuer_id, .. } => format!("issuer:{issuer_id}:decision"),
             Self::PublishDeal { deal_id } => format!("deal:{deal_id}:publish"),
+            Self::AcceptBreak { pair, account, asset, .. } => {
+                format!("reconciliation:{}:{account}:{asset}:accept", pair_name(*pair))
+            }
         }
     }
 
@@ -78,6 +92,7 @@ impl Change {
             Self::SetLevel { .. } => Action::ProposeAccreditation,
             Self::DecideIssuer { .. } => Action::ReviewIssuers,
             Self::PublishDeal { .. } => Action::ManageDeals,
+            Self::AcceptBreak { .. } => Action::ManageReconciliation,
         }
     }
 
@@ -87,6 +102,7 @@ impl Change {
         match self {
             Self::DecideIssuer { .. } => Action::ReviewIssuers,
             Self::PublishDeal { .. } => Action::ManageDeals,
+            Self::AcceptBreak { .. } => Action::ManageReconciliation,
             _ => Action::DecideChangeRequest,
         }
     }
@@ -99,6 +115,7 @@ impl Change {
             Self::DecideIssuer { approve: true, .. } => "approve-issuer",
             Self::DecideIssuer { approve: false, .. } => "reject-issuer",
             Self::PublishDeal { .. } => "publish-deal",
+            Self::AcceptBreak { .. } => "accept-break",
         }
     }
 
@@ -124,6 +141,12 @@ impl Change {
                 DealState::PendingApproval => Ok(None),
                 _ => Err(ChangeError::Invalid("only a draft deal can be proposed for publication")),
             },
+            Self::AcceptBreak { note, .. } if note.trim().is_empty() => {
+                Err(ChangeError::Invalid("accepting a break needs a note"))
+            }
+            Self::AcceptBreak { .. } if target.decode::<TrackedBreak>()?.status != BreakStatus::Open => {
+                Err(ChangeError::Invalid("only an open break can be accepted"))
+            }
             _ => Ok(None),
         }
     }
@@ -140,6 +163,15 @@ impl Change {
     fn apply(&self, target: &Item, now: DateTime<Utc>) -> Result<Option<Item>, StoreError> {
         if let Self::PublishDeal { .. } = self {
             return Self::step_deal(target, Step::Publish, now);
+        }
+        if let Self::AcceptBreak { note, .. } = self {
+            let mut tracked: TrackedBreak = target.decode()?;
+            if tracked.status != BreakStatus::Open {
+                return Ok(None);
+            }
+            tracked.status = BreakStatus::Accepted;
+            tracked.note = Some(note.clone());
+            return break_item(&tracked).map(Some);
         }
         if let Self::DecideIssuer { approve, .. } = self {
             let mut issuer: StoredIssuer = target.decode()?;

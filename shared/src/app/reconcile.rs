@@ -35,7 +35,7 @@ const RUNS: &str = "RECON#RUNS";
 #[serde(rename_all = "snake_case")]
 pub enum RunVerdict {
     Reconciled,
-    /// Nothing but timing differences.
+    /// Nothing but timing differences and accepted breaks.
     ReconciledWithPending,
     Breaks,
     /// A source failed: nothing may be concluded; the run is retried.
@@ -47,7 +47,7 @@ pub enum RunVerdict {
 pub struct Count {
     pub pair: Pair,
     pub class: Class,
-    /// `matched`, `timing` or `break`.
+    /// `matched`, `timing`, `break` or `accepted` (a break finance accepted, unchanged).
     pub verdict: String,
     pub rows: u64,
 }
@@ -63,6 +63,7 @@ pub struct ReconRun {
     pub verdict: RunVerdict,
     pub counts: Vec<Count>,
     pub breaks: u64,
+    /// Timing differences and accepted breaks.
     pub timing: u64,
     /// Breaks of earlier runs that this run no longer finds.
     #[serde(default)]
@@ -85,13 +86,13 @@ pub struct StoredRow {
     /// Absent: the book does not hold the position.
     pub ledger: Option<String>,
     pub other: Option<String>,
-    /// `timing` or `break`.
+    /// `timing`, `break` or `accepted`.
     pub verdict: String,
     /// The other book minus the ledger.
     pub difference: String,
     /// For a timing difference the rules that explain it; for a break, those whose grace ran out.
     pub rules: Vec<RuleId>,
-    /// For a break: `new`, or `persisting` (an earlier run found it too).
+    /// For a break: `new`, `persisting` (an earlier run found it too) or `accepted`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lifecycle: Option<String>,
 }
@@ -123,6 +124,9 @@ impl From<&Row> for StoredRow {
 #[serde(rename_all = "snake_case")]
 pub enum BreakStatus {
     Open,
+    /// A finance operator accepted it with a note, and a second one approved: runs that
+    /// find the same difference report it as accepted, not as a break.
+    Accepted,
     /// A later run no longer found it.
     Resolved,
 }
@@ -142,25 +146,31 @@ pub struct TrackedBreak {
     pub difference: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resolved_by: Option<String>,
+    /// Why it was accepted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 const OPEN_BREAKS: &str = "RECON#BREAKS#OPEN";
 
-fn pair_name(pair: Pair) -> &'static str {
+pub(crate) fn pair_name(pair: Pair) -> &'static str {
     match pair {
         Pair::LedgerChain => "chain",
         Pair::LedgerCustody => "custody",
     }
 }
 
-fn break_key(pair: Pair, account: &str, asset: &str) -> Key {
+pub(crate) fn break_key(pair: Pair, account: &str, asset: &str) -> Key {
     Key::new(format!("RECON#BREAK#{}#{account}#{asset}", pair_name(pair)), "BREAK")
 }
 
-fn break_item(b: &TrackedBreak) -> Result<Item, StoreError> {
+/// Open and accepted breaks are on the index a complete run walks to resolve those gone.
+pub(crate) fn break_item(b: &TrackedBreak) -> Result<Item, StoreError> {
     let item = Item::new(break_key(b.pair, &b.account, &b.asset), b)?;
     Ok(match b.status {
-        BreakStatus::Open => item.with_index(OPEN_BREAKS, format!("{}#{}#{}", pair_name(b.pair), b.account, b.asset)),
+        BreakStatus::Open | BreakStatus::Accepted => {
+            item.with_index(OPEN_BREAKS, format!("{}#{}#{}", pair_name(b.pair), b.account, b.asset))
+        }
         BreakStatus::Resolved => item,
     })
 }
@@ -369,7 +379,7 @@ impl Reconciler {
             Err(_) => 0,
         };
         let count = |kind: &str| tally.iter().filter(|((_, _, v), _)| *v == kind).map(|(_, n)| n).sum::<u64>();
-        let (breaks, timing) = (count("break"), count("timing"));
+        let (breaks, timing) = (count("break"), count("timing") + count("accepted"));
         let verdict = match (&outcome, breaks, timing) {
             (Err(_), _, _) => RunVerdict::Incomplete,
             (Ok(_), 0, 0) => RunVerdict::Reconciled,
@@ -519,23 +529,31 @@ impl Reconciler {
             let mut writes = Vec::new();
             for rows in merged {
                 for row in rows? {
-                    let kind = match row.verdict {
+                    let mut kind = match row.verdict {
                         Verdict::Matched => "matched",
                         Verdict::Timing { .. } => "timing",
                         Verdict::Break { .. } => "break",
                     };
-                    *tally.entry((row.pair, row.class, kind)).or_default() += 1;
                     if kind != "matched" {
                         let mut stored = StoredRow::from(&row);
                         if kind == "break" {
                             let tracked = self.track(run, cut_off, &stored).await.map_err(Failure::Store)?;
-                            stored.lifecycle =
-                                Some(if tracked.first_seen == run { "new" } else { "persisting" }.into());
+                            let lifecycle = match tracked.status {
+                                BreakStatus::Accepted => "accepted",
+                                _ if tracked.first_seen == run => "new",
+                                _ => "persisting",
+                            };
+                            if lifecycle == "accepted" {
+                                kind = "accepted";
+                                stored.verdict = kind.to_owned();
+                            }
+                            stored.lifecycle = Some(lifecycle.into());
                             writes.push(Write::put(break_item(&tracked).map_err(Failure::Store)?, Condition::None));
                         }
                         let item = Item::new(row_key(run, &stored), &stored).map_err(Failure::Store)?;
                         writes.push(Write::put(item, Condition::None));
                     }
+                    *tally.entry((row.pair, row.class, kind)).or_default() += 1;
                 }
                 if writes.len() >= 98 {
                     self.flush(std::mem::take(&mut writes)).await?;
@@ -552,10 +570,18 @@ impl Reconciler {
         self.store.transact(writes).await.map_err(Failure::Store)
     }
 
-    /// The break as this run leaves it: new, or the open one an earlier run found.
+    /// The break as this run leaves it: new, the open one an earlier run found, or the
+    /// accepted one if the difference is still the one accepted (a different difference
+    /// is a new break).
     async fn track(&self, run: &str, cut_off: DateTime<Utc>, row: &StoredRow) -> Result<TrackedBreak, StoreError> {
         let earlier: Option<TrackedBreak> =
             self.store.get(&break_key(row.pair, &row.account, &row.asset)).await?.map(|i| i.decode()).transpose()?;
+        if let Some(mut accepted) = earlier.clone().filter(|b| b.status == BreakStatus::Accepted)
+            && accepted.difference == row.difference
+        {
+            accepted.last_seen = run.to_owned();
+            return Ok(accepted);
+        }
         let (first_seen, first_cut_off) = match earlier {
             Some(b) if b.status == BreakStatus::Open => (b.first_seen, b.first_cut_off),
             _ => (run.to_owned(), cut_off),
@@ -570,6 +596,7 @@ impl Reconciler {
             last_seen: run.to_owned(),
             difference: row.difference.clone(),
             resolved_by: None,
+            note: None,
         })
     }
 

@@ -137,6 +137,20 @@ async fn after_an_offering_the_books_agree_and_injected_differences_are_one_brea
     tick();
     let fixed = reconciler.run(app.platform.clock.now()).await.unwrap();
     assert_eq!((fixed.verdict, fixed.breaks, fixed.resolved), (RunVerdict::Reconciled, 0, 2), "{fixed:?}");
+
+    // Finance hears of every run: a notice per run waits for the notification work.
+    let waiting = shared::app::notices::waiting(app.platform.store.as_ref(), 100).await.unwrap();
+    let runs: Vec<_> = waiting
+        .iter()
+        .map(|n| match &n.notice {
+            shared::app::notices::Notice::ReconciliationFinished { run_id, verdict, breaks, .. } => {
+                (run_id.clone(), *verdict, *breaks)
+            }
+        })
+        .collect();
+    assert!(runs.contains(&(broken.id.clone(), RunVerdict::Breaks, 2)), "{runs:?}");
+    assert_eq!(runs.last(), Some(&(fixed.id.clone(), RunVerdict::Reconciled, 0)), "oldest first: {runs:?}");
+    assert!(waiting.iter().all(|n| n.audience == shared::app::notices::Audience::Finance));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

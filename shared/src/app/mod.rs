@@ -11,6 +11,7 @@ pub mod issuers;
 pub mod ledger;
 pub mod mfa;
 pub mod mirror;
+pub mod notices;
 pub mod orders;
 pub mod passwords;
 pub mod reconcile;

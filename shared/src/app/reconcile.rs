@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::ledger::{CHAIN_OUTBOX, Ledger, LedgerError, sortable};
 use super::mirror::{DELIVERED, Delivered, Outboxed, booked_at_custody};
+use super::notices;
 use super::orders::OrderLocks;
 use crate::domain::ledger::SGD;
 use crate::domain::reconcile::{
@@ -404,9 +405,23 @@ impl Reconciler {
             finished_at: self.clock.now(),
         };
         let item = Item::new(run_key(&id), &run)?.with_index(RUNS, format!("{}#{id}", sortable(cut_off)));
+        let notice = notices::Pending {
+            id: id.clone(),
+            audience: notices::Audience::Finance,
+            notice: notices::Notice::ReconciliationFinished {
+                run_id: id.clone(),
+                cut_off,
+                verdict: run.verdict,
+                breaks: run.breaks,
+                timing: run.timing,
+                resolved: run.resolved,
+            },
+            at: run.finished_at,
+        };
         let writes = vec![
             Write::put(item, Condition::NotExists),
             Write::put(Item::new(latest_key(cut_off), &id)?, Condition::None),
+            Write::put(notices::item(&notice)?, Condition::NotExists),
         ];
         self.store.transact(writes).await?;
         if run.verdict == RunVerdict::Incomplete {

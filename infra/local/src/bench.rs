@@ -11,8 +11,18 @@ use shared::adapters::embedded::EmbeddedStore;
 use shared::ports::Store;
 use shared::ports::store::{Condition, Item, Key, Query, Write};
 
+pub mod reconcile;
+
 #[derive(Subcommand)]
 pub enum Bench {
+    /// Reconciliation: one run over three books of `accounts` deposit accounts that agree
+    /// except for `inject` differences, each one break.
+    Reconcile {
+        #[arg(long, default_value_t = 100_000)]
+        accounts: usize,
+        #[arg(long, default_value_t = 0)]
+        inject: usize,
+    },
     /// The store: conditional single puts, gets, 100-operation transactions, 1,000-item queries.
     Store {
         #[arg(long, value_enum, default_value = "embedded")]
@@ -136,6 +146,10 @@ pub async fn run(bench: Bench) -> anyhow::Result<()> {
         }
         Bench::HttpSetup { data_dir, investors, deals, out } => {
             http_setup(&shared::Platform::embedded(&data_dir)?, investors, deals, &out).await
+        }
+        Bench::Reconcile { accounts, inject } => {
+            let mut platform = shared::Platform::embedded(folder.path())?;
+            reconcile::reconcile_bench(&mut platform, folder.path(), accounts, inject).await.map(|_| ())
         }
         Bench::Ledger { backend, transfers, accounts, concurrency } => {
             let (name, store) = open_store(backend, folder.path()).await?;

@@ -70,6 +70,25 @@ async fn the_schedule_event_runs_a_reconciliation_and_a_failed_source_is_an_erro
     assert!(matches!(failed, reconcile::RunError::Incomplete(_)), "{failed}");
 }
 
+/// An operator's requested run comes on the reconcile queue: the run is made once however
+/// often the message is delivered; a malformed request fails alone.
+#[tokio::test]
+async fn a_requested_run_on_the_queue_runs_once_and_a_malformed_request_fails_alone() {
+    let (platform, _dir) = platform();
+    let handler = reconcile::handler(&platform);
+    let payload: serde_json::Value = serde_json::from_str(&fixture("reconcile-sqs.json")).unwrap();
+    let malformed = payload["Records"][1]["messageId"].clone();
+    for _ in 0..2 {
+        let answer = reconcile::dispatch(&platform, handler.as_ref(), payload.clone()).await.unwrap();
+        assert_eq!(answer["batchItemFailures"], serde_json::json!([{"itemIdentifier": malformed}]), "{answer}");
+    }
+    let (runs, _) = shared::app::reconcile::Reconciler::for_platform(&platform).list(10, None).await.unwrap();
+    let cut_offs: Vec<String> = runs.iter().map(|r| r.cut_off.to_rfc3339()).collect();
+    assert_eq!(cut_offs, ["2026-11-25T14:00:00+00:00"], "one run, delivered twice");
+    let scheduled = reconcile::dispatch(&platform, handler.as_ref(), serde_json::json!({})).await.unwrap();
+    assert!(scheduled.as_str().is_some_and(|id| id.starts_with("recon")), "the schedule's event runs now: {scheduled}");
+}
+
 /// The settlement function: an SQS batch goes to its handler; a stream batch or the
 /// schedule wakes the sweep, which delivers the chain outbox.
 #[tokio::test]

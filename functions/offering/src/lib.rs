@@ -109,7 +109,7 @@ pub fn routes(platform: &Platform) -> Router {
         settlement::RunView, settlement::SettlementView, settlement::LegView, settlement::DealSettlementView,
         settlement::CallbackAnswer, shared::app::allocation::RunState, shared::app::settlement::Phase,
         shared::app::settlement::LegKind, shared::app::settlement::LegStatus, shared::ports::custody::Decision,
-        reconciliation::RunRequest, reconciliation::RunView, reconciliation::AcceptRequest, shared::app::reconcile::StoredRow,
+        reconciliation::RunRequest, reconciliation::RunView, reconciliation::AcceptRequest, reconciliation::RunQueued, shared::app::reconcile::StoredRow,
         shared::app::reconcile::RunVerdict, shared::app::reconcile::Count, shared::domain::reconcile::Pair,
         shared::domain::reconcile::Class, shared::domain::reconcile::RuleId)),
     tags(

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use shared::app::audit::{AuditLog, Event};
 use shared::app::changes::{Change, ChangeRequest, ChangeRequests};
-use shared::app::reconcile::{Count, ReconRun, ReconcileError, Reconciler, RunVerdict, StoredRow};
+use shared::app::reconcile::{Count, ReconRun, Reconciler, RunVerdict, StoredRow};
 use shared::domain::access::{Action, Resource};
 use shared::domain::reconcile::Pair;
 use shared::http::auth::{Authenticated, authorize};
@@ -87,30 +87,38 @@ pub async fn list(
     Ok(Json(PageOf::new(runs.into_iter().map(RunView::from).collect(), next)))
 }
 
-/// Runs a reconciliation as of a cut-off now (finance operators; audited). Running a
-/// cut-off again is a new run that names the previous one.
+/// `202` for `POST /v1/admin/reconciliation/runs`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RunQueued {
+    pub cut_off: DateTime<Utc>,
+    /// `queued`: the run appears in `GET /v1/admin/reconciliation/runs` when it is done.
+    pub status: String,
+}
+
+/// Asks for a reconciliation as of a cut-off (finance operators; audited). The run is
+/// handed to the `reconcile` function, since it can take longer than a request may; it
+/// appears in the runs when done. Running a cut-off again is a new run that names the
+/// previous one.
 #[utoipa::path(post, path = "/v1/admin/reconciliation/runs", tag = "reconciliation", security(("bearer" = [])),
     request_body = RunRequest,
-    responses((status = 201, body = RunView), (status = 400, body = Problem, content_type = PROBLEM_JSON),
-        (status = 403, body = Problem, content_type = PROBLEM_JSON),
-        (status = 409, description = "A run of this cut-off is in progress", body = Problem, content_type = PROBLEM_JSON)))]
+    responses((status = 202, body = RunQueued), (status = 400, body = Problem, content_type = PROBLEM_JSON),
+        (status = 403, body = Problem, content_type = PROBLEM_JSON)))]
 pub async fn start(
     State(state): State<OfferingState>,
     Authenticated(me): Authenticated,
     Json(body): Json<RunRequest>,
-) -> Result<(StatusCode, Json<RunView>), ApiError> {
+) -> Result<(StatusCode, Json<RunQueued>), ApiError> {
     authorize(&state.platform, &me, Action::ManageReconciliation, Resource::None, "reconciliation.run").await?;
     if body.cut_off > state.platform.clock.now() {
         return Err(ApiError::validation(vec![FieldError::new("cut_off", "must not be in the future")]));
     }
-    let run = Reconciler::for_platform(&state.platform).run(body.cut_off).await.map_err(|e| match e {
-        ReconcileError::AlreadyRunning => ApiError::conflict("a run of this cut-off is in progress"),
-        ReconcileError::Store(e) => internal(e),
-    })?;
-    let reason = format!("cut-off {}; verdict {:?}; {} breaks", run.cut_off.to_rfc3339(), run.verdict, run.breaks);
-    let event = Event::applied(&me.user_id, "reconciliation.run", &format!("reconciliation:{}", run.id), reason);
+    let reason = format!("cut-off {}", body.cut_off.to_rfc3339());
+    let event = Event::applied(&me.user_id, "reconciliation.request", "reconciliation", reason);
     AuditLog::new(state.platform.store.clone(), state.platform.clock.clone()).append(event).await.map_err(internal)?;
-    Ok((StatusCode::CREATED, Json(run.into())))
+    shared::app::reconcile::request(state.platform.queue.as_ref(), body.cut_off, &me.user_id)
+        .await
+        .map_err(|e| ApiError::internal(&e))?;
+    Ok((StatusCode::ACCEPTED, Json(RunQueued { cut_off: body.cut_off, status: "queued".into() })))
 }
 
 /// One run (finance operators).

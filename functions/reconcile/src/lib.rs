@@ -1,12 +1,22 @@
 //! The `reconcile` function: the nightly proof that the ledger, the chain and the Custody
 //! agree (see [`shared::app::reconcile`]). It runs at 22:00 Asia/Singapore (EventBridge
-//! Scheduler in AWS, the in-process scheduler locally) and on an operator's demand.
+//! Scheduler in AWS, the in-process scheduler locally) and on an operator's demand, which
+//! comes on the reconcile queue (a run can take longer than an HTTP request may).
 
+use std::sync::Arc;
+
+use async_trait::async_trait;
 use chrono::{DateTime, Days, NaiveTime, TimeZone, Utc};
 use chrono_tz::Asia::Singapore;
 use serde::{Deserialize, Serialize};
 use shared::Platform;
-use shared::app::reconcile::{ReconRun, ReconcileError, Reconciler, RunVerdict};
+use shared::app::consumer::BatchHandler;
+use shared::app::reconcile::{ReconRun, ReconcileError, Reconciler, Requested, RunVerdict};
+use shared::ports::queue::{Message, QueueName};
+use shared::ports::store::{Condition, Item, Key};
+
+/// The queue of runs operators asked for ([`shared::app::reconcile::request`]).
+pub const QUEUE: QueueName = shared::app::reconcile::QUEUE;
 
 /// The daily run time, in Singapore's zone.
 pub const RUN_AT: NaiveTime = match NaiveTime::from_hms_opt(22, 0, 0) {
@@ -46,6 +56,65 @@ pub async fn run(platform: &Platform, trigger: Trigger) -> Result<ReconRun, RunE
         RunVerdict::Incomplete => Err(RunError::Incomplete(run.error.unwrap_or_default())),
         _ => Ok(run),
     }
+}
+
+/// Runs requested runs, one message at a time. A message delivered again after its run
+/// finished does nothing (a marker per message id); a run that is incomplete, or whose
+/// cut-off another run holds, fails its message so the queue delivers it again later.
+pub struct Handler {
+    platform: Platform,
+}
+
+pub fn handler(platform: &Platform) -> Arc<dyn BatchHandler> {
+    Arc::new(Handler { platform: platform.clone() })
+}
+
+fn done_key(message_id: &str) -> Key {
+    Key::new(format!("RECON#REQUEST#{message_id}"), "DONE")
+}
+
+impl Handler {
+    async fn one(&self, message: &Message) -> Result<(), String> {
+        let store = &self.platform.store;
+        if store.get(&done_key(&message.id)).await.map_err(|e| e.to_string())?.is_some() {
+            return Ok(());
+        }
+        let requested: Requested = serde_json::from_str(&message.body).map_err(|e| format!("not a request: {e}"))?;
+        let run = run(&self.platform, Trigger { cut_off: Some(requested.cut_off) }).await.map_err(|e| e.to_string())?;
+        tracing::info!(run = %run.id, requested_by = %requested.requested_by, "requested reconciliation done");
+        let done = Item::new(done_key(&message.id), &run.id).map_err(|e| e.to_string())?;
+        let expires = self.platform.clock.now() + chrono::TimeDelta::days(14);
+        store.put(done.expiring_at(expires), Condition::None).await.map_err(|e| e.to_string())
+    }
+}
+
+#[async_trait]
+impl BatchHandler for Handler {
+    async fn handle(&self, batch: &[Message]) -> Vec<String> {
+        let mut failed = Vec::new();
+        for message in batch {
+            if let Err(error) = self.one(message).await {
+                tracing::warn!(message = %message.id, %error, "requested reconciliation not done; will retry");
+                failed.push(message.id.clone());
+            }
+        }
+        failed
+    }
+}
+
+/// What the Lambda runtime hands the function: an SQS batch of requested runs goes to
+/// [`handler`] (answering the batch's failures); anything else is the schedule's `Trigger`.
+pub async fn dispatch(
+    platform: &Platform,
+    handler: &dyn BatchHandler,
+    payload: serde_json::Value,
+) -> Result<serde_json::Value, shared::lambda::Error> {
+    if payload.pointer("/Records/0/eventSource").and_then(|s| s.as_str()) == Some("aws:sqs") {
+        let batch = serde_json::from_value(payload)?;
+        return Ok(serde_json::to_value(shared::app::consumer::handle_sqs_event(handler, batch).await)?);
+    }
+    let run = run(platform, serde_json::from_value(payload)?).await?;
+    Ok(serde_json::to_value(run.id)?)
 }
 
 #[derive(Debug, thiserror::Error)]

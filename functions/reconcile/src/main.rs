@@ -1,12 +1,14 @@
 use lambda_runtime::{LambdaEvent, service_fn};
 
+/// Woken by the schedule (a `Trigger`) or by the reconcile queue (an SQS batch).
 #[tokio::main]
 async fn main() -> Result<(), shared::lambda::Error> {
     shared::telemetry::init();
     let platform = shared::Platform::aws().await?;
-    let platform = &platform;
-    lambda_runtime::run(service_fn(move |event: LambdaEvent<reconcile::Trigger>| async move {
-        reconcile::run(platform, event.payload).await.map_err(shared::lambda::Error::from)
+    let handler = reconcile::handler(&platform);
+    let (platform, handler) = (&platform, &handler);
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<serde_json::Value>| async move {
+        reconcile::dispatch(platform, handler.as_ref(), event.payload).await
     }))
     .await
 }

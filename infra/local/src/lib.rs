@@ -42,6 +42,7 @@ fn consumers(platform: &Platform) -> Vec<(QueueName, Arc<dyn BatchHandler>)> {
         (allocation::QUEUE, allocation::handler(platform)),
         (settlement::QUEUE, settlement::handler(platform)),
         (notify::QUEUE, notify::handler(platform)),
+        (reconcile::QUEUE, reconcile::handler(platform)),
     ]
 }
 

@@ -23,8 +23,9 @@ use crate::domain::reconcile::{
 };
 use crate::ports::chain::ChainTransfer;
 use crate::ports::partner::PartnerError;
+use crate::ports::queue::{QueueError, QueueName};
 use crate::ports::store::{Condition, Item, Key, Query, Range, StoreError, Write};
-use crate::ports::{Chain, Clock, Custody, Ids, Store};
+use crate::ports::{Chain, Clock, Custody, Ids, Queue, Store};
 
 /// Balances fetched per source per page.
 const PAGE: usize = 1_000;
@@ -270,6 +271,24 @@ impl Flight {
             )
         })
     }
+}
+
+/// The queue of runs operators ask for: a run can take longer than an HTTP request may.
+pub const QUEUE: QueueName = QueueName::Reconcile;
+
+/// A run an operator asked for.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Requested {
+    pub cut_off: DateTime<Utc>,
+    pub requested_by: String,
+}
+
+/// Asks the `reconcile` function for a run as of `cut_off`.
+pub async fn request(queue: &dyn Queue, cut_off: DateTime<Utc>, requested_by: &str) -> Result<(), QueueError> {
+    let body = serde_json::to_string(&Requested { cut_off, requested_by: requested_by.to_owned() })
+        .map_err(|e| QueueError::Invalid(e.to_string()))?;
+    queue.send(QUEUE, vec![body]).await.map(|_| ())
 }
 
 pub struct Reconciler {

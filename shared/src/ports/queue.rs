@@ -19,16 +19,19 @@ pub enum QueueName {
     Allocation,
     Settlement,
     Notify,
+    /// Reconciliation runs an operator asked for (too long for an HTTP request).
+    Reconcile,
 }
 
 impl QueueName {
-    pub const ALL: [QueueName; 3] = [Self::Allocation, Self::Settlement, Self::Notify];
+    pub const ALL: [QueueName; 4] = [Self::Allocation, Self::Settlement, Self::Notify, Self::Reconcile];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Allocation => "allocation",
             Self::Settlement => "settlement",
             Self::Notify => "notify",
+            Self::Reconcile => "reconcile",
         }
     }
 }

@@ -1,16 +1,19 @@
 //! Reconciliation on the local platform after a full offering: the three books agree; a
-//! record the chain has and the ledger does not, and a cent the Custody booked on its own,
-//! are each one break in the right pair, and gone once put right; transfers that keep
-//! flowing during a run do not change its result.
+//! record the chain lost, and a deposit the Custody booked a cent short, are each one break
+//! in the right pair, and gone once put right; what is in flight at the cut-off is a timing
+//! difference until its grace runs out; transfers that keep flowing during a run do not
+//! change its result.
 
 use platform_tests::settle::{subscribed_investors, wait_for_chain, wait_for_state};
 use platform_tests::spawn_app;
 use reqwest::StatusCode;
+use shared::adapters::partners::{Fault, FaultKind};
+use shared::app::mirror::{DELIVERED, Delivered};
 use shared::app::reconcile::{Reconciler, RunVerdict, StoredRow};
 use shared::domain::reconcile::{Class, Pair};
 use shared::ports::Chain;
-use shared::ports::chain::ChainTransfer;
 use shared::ports::custody::{Custody, CustodyTransfer};
+use shared::ports::store::Query;
 
 fn breaks(rows: &[StoredRow]) -> Vec<(String, Pair, i128)> {
     rows.iter()
@@ -41,38 +44,28 @@ async fn after_an_offering_the_books_agree_and_injected_differences_are_one_brea
     let holders = clean.counts.iter().find(|c| c.class == Class::Dabs && c.pair == Pair::LedgerChain).unwrap().rows;
     assert!(holders > 0 && holders <= investors.len() as u64);
 
-    // The chain records a cent the ledger never moved; the Custody books one on its own.
+    // The chain loses the record of a deposit to one investor; the Custody books a deposit
+    // to another a cent short.
     let sims = app.platform.simulators.clone().unwrap();
     let (ann, ben) = (format!("deposit:{}:SGD", investors[1]), format!("deposit:{}:SGD", investors[2]));
-    let stray = |id: &str, debit: &str, credit: &str| ChainTransfer {
-        transfer_id: id.into(),
-        debit: debit.into(),
-        credit: credit.into(),
-        asset: "SGD".into(),
-        amount: 1,
-        code: 1,
-        at: app.platform.clock.now(),
-    };
-    sims.chain.record(&stray("stray-1", "omnibus:bank:SGD", &ann)).await.unwrap();
-    let booking = |reference: &str, debit: &str, credit: &str| CustodyTransfer {
-        reference: reference.into(),
-        debit: debit.into(),
-        credit: credit.into(),
-        asset: "SGD".into(),
-        amount: 1,
-    };
-    sims.custody.transfer(&booking("stray-2", "custody:bank:SGD", &ben)).await.unwrap();
+    sims.chain.faults.inject(Fault { kind: FaultKind::Lose, times: 1, delay_ms: 0 });
+    deposit(&app.platform, &investors[1], "250.00").await;
+    wait_for_chain(&app.platform).await;
+    assert!(sims.chain.calls().iter().any(|c| c.outcome == "lost (injected)"), "the chain lost a record");
+    sims.custody.inject(Fault { kind: FaultKind::BookShort, times: 1, delay_ms: 0 });
+    deposit(&app.platform, &investors[2], "100.00").await;
+    wait_for_chain(&app.platform).await;
     tick();
     let broken = reconciler.run(app.platform.clock.now()).await.unwrap();
     assert_eq!((broken.verdict, broken.breaks), (RunVerdict::Breaks, 2), "{broken:?}");
     let (rows, _) = reconciler.rows(&broken.id, 100, None).await.unwrap();
-    let mut expected = vec![(ann.clone(), Pair::LedgerChain, 1), (ben.clone(), Pair::LedgerCustody, 1)];
+    let mut expected = vec![(ann.clone(), Pair::LedgerChain, -25_000), (ben.clone(), Pair::LedgerCustody, -1)];
     expected.sort();
     assert_eq!(breaks(&rows), expected, "rows come in account order");
     assert!(rows.iter().all(|r| r.lifecycle.as_deref() == Some("new")), "{rows:?}");
     let row = rows.iter().find(|r| r.account == ann).unwrap();
     let amount = |side: &Option<String>| side.as_deref().unwrap().parse::<i128>().unwrap();
-    assert_eq!(amount(&row.other) - amount(&row.ledger), 1, "both sides are shown: {row:?}");
+    assert_eq!(amount(&row.other) - amount(&row.ledger), -25_000, "both sides are shown: {row:?}");
 
     // Finance reads the runs, the rows and the CSV; starts a run for a cut-off; others may not.
     let (status, runs) = app.get_as("/v1/admin/reconciliation/runs", &finance).await;
@@ -143,8 +136,23 @@ async fn after_an_offering_the_books_agree_and_injected_differences_are_one_brea
     assert_eq!((row.verdict.as_str(), row.lifecycle.as_deref()), ("accepted", Some("accepted")), "{row:?}");
 
     // Put right on each side: the next run reconciles again and resolves both.
-    sims.chain.record(&stray("stray-1-back", &ann, "omnibus:bank:SGD")).await.unwrap();
-    sims.custody.transfer(&booking("stray-2-back", &ben, "custody:bank:SGD")).await.unwrap();
+    // The lost record is replayed to the chain; the missing cent is booked at the Custody.
+    let delivered = app.platform.store.query(&Query::secondary(DELIVERED).limit(1_000)).await.unwrap();
+    let lost = delivered
+        .items
+        .iter()
+        .map(|i| i.decode::<Delivered>().unwrap().record)
+        .find(|r| r.credit == ann && r.amount == 25_000)
+        .unwrap();
+    sims.chain.record(&lost).await.unwrap();
+    let cent = CustodyTransfer {
+        reference: "fix-1".into(),
+        debit: "custody:bank:SGD".into(),
+        credit: ben.clone(),
+        asset: "SGD".into(),
+        amount: 1,
+    };
+    sims.custody.transfer(&cent).await.unwrap();
     tick();
     let fixed = reconciler.run(app.platform.clock.now()).await.unwrap();
     assert_eq!((fixed.verdict, fixed.breaks, fixed.resolved), (RunVerdict::Reconciled, 0, 2), "{fixed:?}");
@@ -207,7 +215,6 @@ async fn deposit(platform: &shared::Platform, investor: &str, amount: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_flight_items_are_timing_differences_until_their_grace_runs_out() {
-    use shared::adapters::partners::{Fault, FaultKind};
     use shared::app::mirror::ChainMirror;
     use shared::app::orders::OrderLocks;
     use shared::domain::reconcile::RuleId;

@@ -131,7 +131,12 @@ impl Chain for ChainSimulator {
         match self.faults.next() {
             None => self.commit(transfer),
             Some(fault) => match fault.kind {
-                FaultKind::Fail | FaultKind::Reject | FaultKind::ApproveLate => {
+                FaultKind::Lose => {
+                    let mut book = self.lock();
+                    book.log(&transfer.transfer_id, "lost (injected)");
+                    Ok(Receipt { height: book.blocks.len() as u64, duplicate: false })
+                }
+                FaultKind::Fail | FaultKind::Reject | FaultKind::ApproveLate | FaultKind::BookShort => {
                     self.lock().log(&transfer.transfer_id, "failed (injected)");
                     Err(PartnerError::Unavailable("injected failure".into()))
                 }

@@ -263,7 +263,20 @@ impl CustodySimulator {
 impl Custody for CustodySimulator {
     async fn transfer(&self, transfer: &CustodyTransfer) -> Result<CustodyReceipt, PartnerError> {
         let fault = self.call_fault("transfer", &transfer.reference).await?;
-        let receipt = self.book_transfer(transfer)?;
+        let receipt = match fault.map(|f| f.kind) {
+            Some(FaultKind::BookShort) => {
+                let receipt = self.book_transfer(&CustodyTransfer {
+                    amount: transfer.amount.saturating_sub(1),
+                    ..transfer.clone()
+                })?;
+                // Remembered as asked, so a retry is a duplicate, not a refusal.
+                let mut books = self.inner.lock();
+                books.transfers.insert(transfer.reference.clone(), (transfer.clone(), receipt.clone()));
+                books.log("transfer", &transfer.reference, "booked one unit short (injected)");
+                receipt
+            }
+            _ => self.book_transfer(transfer)?,
+        };
         match fault.map(|f| f.kind) {
             Some(FaultKind::Duplicate) => self.book_transfer(transfer),
             Some(FaultKind::TimeoutAfterCommit) => Err(PartnerError::Timeout),

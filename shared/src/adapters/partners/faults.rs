@@ -23,6 +23,10 @@ pub enum FaultKind {
     /// The Custody only: it approves the next distribution `delay_ms` after it is submitted
     /// (until then it answers pending).
     ApproveLate,
+    /// The chain only: it acknowledges the record but keeps nothing (a lost record).
+    Lose,
+    /// The Custody only: it books the transfer one unit (one cent) short.
+    BookShort,
 }
 
 impl FaultKind {

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::ledger::{Ledger, LedgerError, sortable};
 use crate::domain::ledger::{Account, Amount, Kind, Transfer, codes};
-use crate::ports::store::{Condition, Item, Key, Query, Range, StoreError, Write};
+use crate::ports::store::{self, Condition, Item, Key, Query, Range, StoreError, Write};
 use crate::ports::{Clock, Store};
 
 const OPEN: &str = "ORDERLOCK#OPEN";
@@ -131,20 +131,14 @@ impl OrderLocks {
     pub async fn open_at(&self, cut_off: DateTime<Utc>) -> Result<Vec<OrderLock>, StoreError> {
         let mut locks = Vec::new();
         for query in [Query::secondary(OPEN), Query::secondary(RELEASED).range(Range::AtLeast(sortable(cut_off)))] {
-            let mut cursor = None;
-            loop {
-                let page = self.store.query(&query.clone().limit(1_000).after(cursor)).await?;
-                for item in &page.items {
-                    let lock: OrderLock = item.decode()?;
-                    if lock.open_at(cut_off) {
-                        locks.push(lock);
-                    }
+            store::each(self.store.as_ref(), &query, |item| {
+                let lock: OrderLock = item.decode()?;
+                if lock.open_at(cut_off) {
+                    locks.push(lock);
                 }
-                match page.next {
-                    Some(next) => cursor = Some(next),
-                    None => break,
-                }
-            }
+                Ok(())
+            })
+            .await?;
         }
         Ok(locks)
     }

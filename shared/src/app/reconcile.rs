@@ -24,7 +24,7 @@ use crate::domain::reconcile::{
 use crate::ports::chain::ChainTransfer;
 use crate::ports::partner::PartnerError;
 use crate::ports::queue::{QueueError, QueueName};
-use crate::ports::store::{Condition, Item, Key, Query, Range, StoreError, Write};
+use crate::ports::store::{self, Condition, Item, Key, Query, Range, StoreError, Write};
 use crate::ports::{Chain, Clock, Custody, Ids, Queue, Store};
 
 /// Balances fetched per source per page.
@@ -461,7 +461,7 @@ impl Reconciler {
     ) -> Result<BTreeMap<String, VecDeque<Pending>>, Failure> {
         let mut flights: BTreeMap<String, Flight> = BTreeMap::new();
         let posted_by = Range::AtMost(format!("{}\u{10FFFF}", sortable(cut_off)));
-        self.each(Query::secondary(CHAIN_OUTBOX).range(posted_by), |item| {
+        store::each(self.store.as_ref(), &Query::secondary(CHAIN_OUTBOX).range(posted_by), |item| {
             let waiting: Outboxed = item.decode()?;
             let flight = Flight {
                 chain: waiting.chain_height.is_none_or(|h| h > height),
@@ -472,7 +472,8 @@ impl Reconciler {
             Ok(())
         })
         .await?;
-        self.each(Query::secondary(DELIVERED).range(Range::AtLeast(sortable(cut_off))), |item| {
+        let delivered_since = Query::secondary(DELIVERED).range(Range::AtLeast(sortable(cut_off)));
+        store::each(self.store.as_ref(), &delivered_since, |item| {
             let delivered: Delivered = item.decode()?;
             if delivered.record.at <= cut_off {
                 let flight = Flight {
@@ -499,19 +500,6 @@ impl Reconciler {
             by_asset.entry(p.position.asset.clone()).or_default().push_back(p);
         }
         Ok(by_asset)
-    }
-
-    /// Calls `f` on every item a query finds, a page at a time.
-    async fn each(&self, query: Query, mut f: impl FnMut(&Item) -> Result<(), StoreError>) -> Result<(), StoreError> {
-        let mut cursor = None;
-        loop {
-            let page = self.store.query(&query.clone().limit(1_000).after(cursor)).await?;
-            page.items.iter().try_for_each(&mut f)?;
-            match page.next {
-                Some(next) => cursor = Some(next),
-                None => return Ok(()),
-            }
-        }
     }
 
     /// Merges one asset's three books a window at a time: each window ends at the lowest

@@ -331,6 +331,23 @@ impl StoreError {
     }
 }
 
+/// Calls `f` on every item `query` finds, fetching a page of 1,000 at a time.
+pub async fn each(
+    store: &dyn Store,
+    query: &Query,
+    mut f: impl FnMut(&Item) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
+    let mut cursor = None;
+    loop {
+        let page = store.query(&query.clone().limit(1_000).after(cursor)).await?;
+        page.items.iter().try_for_each(&mut f)?;
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => return Ok(()),
+        }
+    }
+}
+
 #[async_trait]
 pub trait Store: Send + Sync {
     /// The live item under `key`, if any.

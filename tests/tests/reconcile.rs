@@ -5,7 +5,7 @@
 //! change its result.
 
 use platform_tests::settle::{subscribed_investors, wait_for_chain, wait_for_state};
-use platform_tests::spawn_app;
+use platform_tests::{TestApp, on_both_stores};
 use reqwest::StatusCode;
 use shared::adapters::partners::{Fault, FaultKind};
 use shared::app::mirror::{DELIVERED, Delivered};
@@ -22,14 +22,18 @@ fn breaks(rows: &[StoredRow]) -> Vec<(String, Pair, i128)> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn after_an_offering_the_books_agree_and_injected_differences_are_one_break_each() {
-    let app = spawn_app().await;
+on_both_stores!(
+    after_an_offering_the_books_agree_and_injected_differences_are_one_break_each,
+    in_flight_items_are_timing_differences_until_their_grace_runs_out,
+    a_run_while_transfers_flow_equals_a_quiet_run_of_the_same_cut_off,
+);
+
+async fn after_an_offering_the_books_agree_and_injected_differences_are_one_break_each(app: TestApp) {
     let deal = app.open_deal("201912345K").await;
-    let investors = subscribed_investors(&app.platform, &deal, 0..40).await;
+    let investors = subscribed_investors(&app.platform, &deal, 0..12).await;
     let (_, finance) = app.operator("fin@example.sg", &["finance"]).await;
     assert_eq!(app.post_as(&format!("/v1/admin/deals/{deal}/close"), &finance, None).await, StatusCode::OK);
-    wait_for_state(&app.platform, &deal, "issued", 60).await;
+    wait_for_state(&app.platform, &deal, "issued", 300).await;
     wait_for_chain(&app.platform).await;
     let reconciler = Reconciler::for_platform(&app.platform);
     let tick = || app.clock.advance(chrono::TimeDelta::seconds(1));
@@ -172,11 +176,9 @@ async fn after_an_offering_the_books_agree_and_injected_differences_are_one_brea
     assert!(waiting.iter().all(|n| n.audience == shared::app::notices::Audience::Finance));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_run_while_transfers_flow_equals_a_quiet_run_of_the_same_cut_off() {
-    let app = spawn_app().await;
+async fn a_run_while_transfers_flow_equals_a_quiet_run_of_the_same_cut_off(app: TestApp) {
     let deal = app.open_deal("201912345K").await;
-    subscribed_investors(&app.platform, &deal, 0..30).await;
+    subscribed_investors(&app.platform, &deal, 0..20).await;
     wait_for_chain(&app.platform).await;
     app.clock.advance(chrono::TimeDelta::seconds(1));
     let cut_off = app.platform.clock.now();
@@ -184,7 +186,7 @@ async fn a_run_while_transfers_flow_equals_a_quiet_run_of_the_same_cut_off() {
     // More investors arrive and subscribe while the run reads.
     let platform = app.platform.clone();
     let deal_id = deal.clone();
-    let flowing = tokio::spawn(async move { subscribed_investors(&platform, &deal_id, 30..60).await });
+    let flowing = tokio::spawn(async move { subscribed_investors(&platform, &deal_id, 20..40).await });
     let reconciler = Reconciler::for_platform(&app.platform);
     let busy = reconciler.run(cut_off).await.unwrap();
     flowing.await.unwrap();
@@ -213,18 +215,16 @@ async fn deposit(platform: &shared::Platform, investor: &str, amount: &str) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn in_flight_items_are_timing_differences_until_their_grace_runs_out() {
+async fn in_flight_items_are_timing_differences_until_their_grace_runs_out(mut app: TestApp) {
     use shared::app::mirror::ChainMirror;
     use shared::app::orders::OrderLocks;
     use shared::domain::reconcile::RuleId;
 
-    let mut app = spawn_app().await;
     let deal = app.open_deal("201912345K").await;
-    let investors = subscribed_investors(&app.platform, &deal, 0..10).await;
+    let investors = subscribed_investors(&app.platform, &deal, 0..4).await;
     let (_, finance) = app.operator("fin@example.sg", &["finance"]).await;
     assert_eq!(app.post_as(&format!("/v1/admin/deals/{deal}/close"), &finance, None).await, StatusCode::OK);
-    wait_for_state(&app.platform, &deal, "issued", 60).await;
+    wait_for_state(&app.platform, &deal, "issued", 300).await;
     wait_for_chain(&app.platform).await;
     app.running.stop_workers().await;
     let (sims, mirror) = (app.platform.simulators.clone().unwrap(), ChainMirror::for_platform(&app.platform));

@@ -158,7 +158,8 @@ impl Platform {
     }
 
     /// Everything under `dir`: `store.redb`, `keyring.json`, `token-keyring.json`, `mail/`,
-    /// and the partner simulators' `chain.jsonl`, `bank-webhook.key` and `custody-webhook.key`.
+    /// and the partner simulators' `chain.jsonl`, `custody.jsonl`, `bank-webhook.key` and
+    /// `custody-webhook.key`.
     pub fn embedded(dir: &Path) -> Result<Self, PlatformError> {
         std::fs::create_dir_all(dir)
             .map_err(|source| PlatformError::DataDir { path: dir.display().to_string(), source })?;
@@ -168,12 +169,13 @@ impl Platform {
         let token_keyring = LocalKeyring::open(&dir.join("token-keyring.json"))?;
         let secrets = (kept_secret(&dir.join("bank-webhook.key"))?, kept_secret(&dir.join("custody-webhook.key"))?);
         let chain = ChainSimulator::open(&dir.join("chain.jsonl"))?;
+        let custody = CustodySimulator::open(&dir.join("custody.jsonl"), secrets.1.clone(), clock.clone())?;
         let parts = (
             Arc::new(store) as Arc<dyn Store>,
             Arc::new(keyring) as Arc<dyn Keyring>,
             Arc::new(token_keyring) as Arc<dyn Keyring>,
         );
-        Ok(Self::assemble(parts, dir, clock, secrets, chain))
+        Ok(Self::assemble(parts, dir, clock, secrets, (chain, custody)))
     }
 
     /// A platform that forgets everything but its mail (written under `dir`), with the
@@ -186,7 +188,9 @@ impl Platform {
             Arc::new(keyring) as Arc<dyn Keyring>,
             Arc::new(token_keyring) as Arc<dyn Keyring>,
         );
-        Ok(Self::assemble(parts, dir, clock, (random_secret(), random_secret()), ChainSimulator::in_memory()))
+        let secrets = (random_secret(), random_secret());
+        let custody = CustodySimulator::new(secrets.1.clone(), clock.clone());
+        Ok(Self::assemble(parts, dir, clock, secrets, (ChainSimulator::in_memory(), custody)))
     }
 
     fn assemble(
@@ -194,13 +198,13 @@ impl Platform {
         dir: &Path,
         clock: Arc<dyn Clock>,
         (bank_webhook_secret, custody_webhook_secret): (Vec<u8>, Vec<u8>),
-        chain: ChainSimulator,
+        (chain, custody): (ChainSimulator, CustodySimulator),
     ) -> Self {
         let ids: Arc<dyn Ids> = Arc::new(UlidIds::default());
         let simulators = Simulators {
             bank: Arc::new(BankSimulator::new(bank_webhook_secret.clone(), clock.clone(), ids.clone())),
             chain: Arc::new(chain),
-            custody: Arc::new(CustodySimulator::new(custody_webhook_secret.clone(), clock.clone())),
+            custody: Arc::new(custody),
         };
         Self {
             backend: Backend::Embedded,

@@ -283,3 +283,36 @@ async fn in_flight_items_are_timing_differences_until_their_grace_runs_out(mut a
     let again = reconciler.run(pending.cut_off).await.unwrap();
     assert_eq!((again.verdict, &again.counts), (pending.verdict, &pending.counts), "{again:?}");
 }
+
+/// The local runner keeps all three books in its data folder: after a restart they still agree.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_local_platforms_three_books_still_agree_after_a_restart() {
+    use shared::app::mirror::ChainMirror;
+    let dir = tempfile::tempdir().unwrap();
+    let reconciled = |platform: shared::Platform| async move {
+        let run = Reconciler::for_platform(&platform).run(platform.clock.now()).await.unwrap();
+        let matched =
+            run.counts.iter().find(|c| c.pair == Pair::LedgerCustody && c.verdict == "matched").map(|c| c.rows);
+        (run.verdict, matched)
+    };
+    {
+        let platform = shared::Platform::embedded(dir.path()).unwrap();
+        deposit(&platform, "inv-restart", "80.00").await;
+        assert!(!ChainMirror::for_platform(&platform).drain(100).await.unwrap().stopped);
+        assert_eq!(reconciled(platform).await, (RunVerdict::Reconciled, Some(1)));
+    }
+    // The store's writer thread lets go of the file once the last handle is dropped.
+    let mut tries = 0;
+    let reopened = loop {
+        match shared::Platform::embedded(dir.path()) {
+            Ok(platform) => break platform,
+            Err(e) if tries < 100 => {
+                tries += 1;
+                assert!(format!("{e:?}").contains("DatabaseAlreadyOpen"), "{e:?}");
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("{e:?}"),
+        }
+    };
+    assert_eq!(reconciled(reopened).await, (RunVerdict::Reconciled, Some(1)), "the Custody's books came back too");
+}

@@ -2,14 +2,18 @@
 //! when it approves a distribution), balances as of any time, a call log, and faults:
 //! fail, delay, duplicate, time out after committing, reject the next distribution, or
 //! approve it late. Decisions reach the platform as signed callbacks, as the Custody's
-//! would, and can be polled.
+//! would, and can be polled. Given a file, it keeps a journal of every change to its books
+//! (JSON lines) and replays it when opened again, so the local runner's Custody survives a
+//! restart as its ledger and chain do.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::io::{BufRead, Write as _};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::callback::Callback;
 use super::faults::{Fault, FaultKind, Faults, next_seq};
@@ -47,6 +51,32 @@ struct Pending {
 /// An account's history: (when, balance after) for every booking that touched it.
 type History = Vec<(DateTime<Utc>, i128)>;
 
+/// A change to the books, as journalled and replayed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "entry", rename_all = "snake_case")]
+enum Entry {
+    /// A transfer as asked, its receipt, and the amount booked (short under a fault).
+    Booked {
+        transfer: CustodyTransfer,
+        receipt: CustodyReceipt,
+        amount: u64,
+    },
+    Page {
+        reference: String,
+        page: u32,
+        entries: Vec<DistributionEntry>,
+    },
+    Submitted {
+        distribution: Distribution,
+    },
+    /// An approval books the distribution's units at `at`.
+    Decided {
+        reference: String,
+        decision: Decision,
+        at: DateTime<Utc>,
+    },
+}
+
 #[derive(Default)]
 struct Books {
     transfers: HashMap<String, (CustodyTransfer, CustodyReceipt)>,
@@ -54,6 +84,7 @@ struct Books {
     history: HashMap<String, BTreeMap<String, History>>,
     distributions: HashMap<String, Pending>,
     calls: VecDeque<CustodyCall>,
+    journal: Option<std::fs::File>,
 }
 
 impl Books {
@@ -71,6 +102,48 @@ impl Books {
             let history = accounts.entry(account.to_owned()).or_default();
             let before = history.last().map_or(0, |(_, b)| *b);
             history.push((at, before + sign * i128::from(amount)));
+        }
+    }
+
+    /// Applies a change and journals it.
+    fn commit(&mut self, entry: Entry) {
+        if let Some(file) = &mut self.journal {
+            let written =
+                serde_json::to_string(&entry).map_err(std::io::Error::other).and_then(|line| writeln!(file, "{line}"));
+            if let Err(error) = written {
+                tracing::error!(%error, "the Custody simulator could not journal a change");
+            }
+        }
+        self.apply(entry);
+    }
+
+    /// The one place the books change, live and on replay.
+    fn apply(&mut self, entry: Entry) {
+        match entry {
+            Entry::Booked { transfer, receipt, amount } => {
+                self.book(&transfer.asset, &transfer.debit, &transfer.credit, amount, receipt.at);
+                self.transfers.insert(transfer.reference.clone(), (transfer, receipt));
+            }
+            Entry::Page { reference, page, entries } => {
+                self.distributions.entry(reference).or_default().pages.insert(page, entries);
+            }
+            Entry::Submitted { distribution } => {
+                let reference = distribution.reference.clone();
+                self.distributions.entry(reference).or_default().submitted = Some(distribution);
+            }
+            Entry::Decided { reference, decision, at } => {
+                let pending = self.distributions.entry(reference).or_default();
+                pending.decision = Some(decision.clone());
+                if decision == Decision::Approved
+                    && let Some(submitted) = pending.submitted.clone()
+                {
+                    let entries: Vec<DistributionEntry> = pending.pages.values().flatten().cloned().collect();
+                    let source = format!("custody:issuance:{}", submitted.asset);
+                    for e in entries.iter().filter(|e| e.units > 0) {
+                        self.book(&submitted.asset, &source, &e.account, e.units, at);
+                    }
+                }
+            }
         }
     }
 
@@ -95,19 +168,15 @@ impl Books {
         {
             Decision::Rejected { reason: "the entries do not add up to the submitted totals and checksum".into() }
         } else {
-            let source = format!("custody:issuance:{}", submitted.asset);
-            for e in entries.iter().filter(|e| e.units > 0) {
-                self.book(&submitted.asset, &source, &e.account, e.units, at);
-            }
             Decision::Approved
         };
-        self.settle(reference, decision.clone());
+        self.settle(reference, decision.clone(), at);
         decision
     }
 
-    fn settle(&mut self, reference: &str, decision: Decision) {
-        if let Some(pending) = self.distributions.get_mut(reference) {
-            pending.decision = Some(decision.clone());
+    fn settle(&mut self, reference: &str, decision: Decision, at: DateTime<Utc>) {
+        if self.distributions.contains_key(reference) {
+            self.commit(Entry::Decided { reference: reference.to_owned(), decision: decision.clone(), at });
         }
         let outcome = match &decision {
             Decision::Approved => "approved",
@@ -154,9 +223,25 @@ pub struct CustodySimulator {
 impl CustodySimulator {
     /// A Custody that signs its callbacks with `secret`; they go nowhere until [`Self::target`].
     pub fn new(secret: Vec<u8>, clock: Arc<dyn Clock>) -> Self {
+        Self::with_books(Books::default(), secret, clock)
+    }
+
+    /// The same, with its books journalled in `path` (replayed if it exists).
+    pub fn open(path: &Path, secret: Vec<u8>, clock: Arc<dyn Clock>) -> std::io::Result<Self> {
+        let mut books = Books::default();
+        if path.exists() {
+            for line in std::io::BufReader::new(std::fs::File::open(path)?).lines() {
+                books.apply(serde_json::from_str(&line?).map_err(std::io::Error::other)?);
+            }
+        }
+        books.journal = Some(std::fs::OpenOptions::new().create(true).append(true).open(path)?);
+        Ok(Self::with_books(books, secret, clock))
+    }
+
+    fn with_books(books: Books, secret: Vec<u8>, clock: Arc<dyn Clock>) -> Self {
         let callback = Callback::new(secret, (TIMESTAMP_HEADER, SIGNATURE_HEADER), clock.clone());
         Self {
-            inner: Arc::new(Inner { books: Mutex::new(Books::default()), callback, clock }),
+            inner: Arc::new(Inner { books: Mutex::new(books), callback, clock }),
             faults: Faults::default(),
             decisions: Faults::default(),
         }
@@ -204,7 +289,9 @@ impl CustodySimulator {
         }
     }
 
-    fn book_transfer(&self, transfer: &CustodyTransfer) -> Result<CustodyReceipt, PartnerError> {
+    /// Books a transfer once (`amount` of it: short under a fault); the same reference again
+    /// answers the first receipt, with other fields it is refused.
+    fn book_transfer(&self, transfer: &CustodyTransfer, amount: u64) -> Result<CustodyReceipt, PartnerError> {
         let mut books = self.inner.lock();
         if let Some((first, receipt)) = books.transfers.get(&transfer.reference) {
             if first != transfer {
@@ -219,10 +306,10 @@ impl CustodySimulator {
             return Ok(receipt);
         }
         let at = self.inner.clock.now();
-        books.book(&transfer.asset, &transfer.debit, &transfer.credit, transfer.amount, at);
         let receipt = CustodyReceipt { reference: transfer.reference.clone(), at, duplicate: false };
-        books.transfers.insert(transfer.reference.clone(), (transfer.clone(), receipt.clone()));
-        books.log("transfer", &transfer.reference, "booked");
+        books.commit(Entry::Booked { transfer: transfer.clone(), receipt: receipt.clone(), amount });
+        let outcome = if amount == transfer.amount { "booked" } else { "booked one unit short (injected)" };
+        books.log("transfer", &transfer.reference, outcome);
         Ok(receipt)
     }
 
@@ -234,17 +321,17 @@ impl CustodySimulator {
             books.log("submit", &distribution.reference, "answered again");
             return (decision, false);
         }
-        pending.submitted = Some(distribution.clone());
+        books.commit(Entry::Submitted { distribution: distribution.clone() });
         books.log("submit", &distribution.reference, "received");
         let at = self.inner.clock.now();
         let decision = match self.decisions.next().map(|f| (f.kind, f)) {
             Some((FaultKind::Reject, _)) => {
                 let rejected = Decision::Rejected { reason: "rejected by the Custody's review".into() };
-                books.settle(&distribution.reference, rejected.clone());
+                books.settle(&distribution.reference, rejected.clone(), at);
                 rejected
             }
             Some((FaultKind::ApproveLate, fault)) => {
-                books.settle(&distribution.reference, Decision::Pending);
+                books.settle(&distribution.reference, Decision::Pending, at);
                 let (inner, reference) = (self.inner.clone(), distribution.reference.clone());
                 tokio::spawn(async move {
                     tokio::time::sleep(fault.delay()).await;
@@ -263,22 +350,13 @@ impl CustodySimulator {
 impl Custody for CustodySimulator {
     async fn transfer(&self, transfer: &CustodyTransfer) -> Result<CustodyReceipt, PartnerError> {
         let fault = self.call_fault("transfer", &transfer.reference).await?;
-        let receipt = match fault.map(|f| f.kind) {
-            Some(FaultKind::BookShort) => {
-                let receipt = self.book_transfer(&CustodyTransfer {
-                    amount: transfer.amount.saturating_sub(1),
-                    ..transfer.clone()
-                })?;
-                // Remembered as asked, so a retry is a duplicate, not a refusal.
-                let mut books = self.inner.lock();
-                books.transfers.insert(transfer.reference.clone(), (transfer.clone(), receipt.clone()));
-                books.log("transfer", &transfer.reference, "booked one unit short (injected)");
-                receipt
-            }
-            _ => self.book_transfer(transfer)?,
+        let amount = match fault.map(|f| f.kind) {
+            Some(FaultKind::BookShort) => transfer.amount.saturating_sub(1),
+            _ => transfer.amount,
         };
+        let receipt = self.book_transfer(transfer, amount)?;
         match fault.map(|f| f.kind) {
-            Some(FaultKind::Duplicate) => self.book_transfer(transfer),
+            Some(FaultKind::Duplicate) => self.book_transfer(transfer, amount),
             Some(FaultKind::TimeoutAfterCommit) => Err(PartnerError::Timeout),
             _ => Ok(receipt),
         }
@@ -299,7 +377,7 @@ impl Custody for CustodySimulator {
             books.log("put_entries", reference, "refused: already submitted");
             return Err(PartnerError::Refused("the distribution was submitted".into()));
         }
-        pending.pages.insert(page, entries.to_vec());
+        books.commit(Entry::Page { reference: reference.to_owned(), page, entries: entries.to_vec() });
         books.log("put_entries", reference, &format!("page {page}: {} entries", entries.len()));
         match fault.map(|f| f.kind) {
             Some(FaultKind::TimeoutAfterCommit) => Err(PartnerError::Timeout),
@@ -351,5 +429,67 @@ impl Custody for CustodySimulator {
             })
             .take(limit)
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::adapters::clock::ManualClock;
+
+    fn transfer(reference: &str, amount: u64) -> CustodyTransfer {
+        CustodyTransfer {
+            reference: reference.into(),
+            debit: "custody:bank:SGD".into(),
+            credit: "deposit:ann:SGD".into(),
+            asset: "SGD".into(),
+            amount,
+        }
+    }
+
+    /// Everything the books hold, as the port answers it.
+    async fn seen(custody: &CustodySimulator, at: DateTime<Utc>) -> Vec<(String, Vec<CustodyBalance>)> {
+        let mut all = Vec::new();
+        for asset in ["SGD", "DABS-d1"] {
+            all.push((asset.to_owned(), custody.balances(asset, at, None, 100).await.unwrap()));
+        }
+        all
+    }
+
+    #[tokio::test]
+    async fn the_books_survive_a_reopen_bookings_distributions_and_decisions_alike() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("custody.jsonl");
+        let clock = Arc::new(ManualClock::at("2026-11-25T06:00:00Z".parse().unwrap()));
+        let custody = CustodySimulator::open(&path, b"k".to_vec(), clock.clone()).unwrap();
+        let first = custody.transfer(&transfer("t1", 500)).await.unwrap();
+        custody.inject(Fault { kind: FaultKind::BookShort, times: 1, delay_ms: 0 });
+        custody.transfer(&transfer("t2", 100)).await.unwrap();
+        clock.advance(chrono::TimeDelta::seconds(5));
+        let entry = DistributionEntry { subscription_id: "s1".into(), account: "holding:ann:DABS-d1".into(), units: 7 };
+        custody.put_entries("dist-1", 0, std::slice::from_ref(&entry)).await.unwrap();
+        let mut checksum = Checksum::default();
+        checksum.add("s1", 7);
+        let distribution = Distribution {
+            reference: "dist-1".into(),
+            asset: "DABS-d1".into(),
+            pages: 1,
+            entries: 1,
+            units: 7,
+            checksum: checksum.hex(),
+        };
+        assert_eq!(custody.submit(&distribution).await.unwrap(), Decision::Approved);
+        let (before, now) = (clock.now() - chrono::TimeDelta::seconds(1), clock.now());
+        let books = (seen(&custody, before).await, seen(&custody, now).await);
+        assert_eq!(custody.balance("deposit:ann:SGD", "SGD"), 599, "the second booking was a cent short");
+        drop(custody);
+
+        let reopened = CustodySimulator::open(&path, b"k".to_vec(), clock.clone()).unwrap();
+        assert_eq!((seen(&reopened, before).await, seen(&reopened, now).await), books, "as of any time");
+        assert_eq!(reopened.find_transfer("t1").await.unwrap().map(|r| r.at), Some(first.at));
+        assert!(reopened.transfer(&transfer("t1", 500)).await.unwrap().duplicate, "still booked once");
+        assert!(matches!(reopened.transfer(&transfer("t1", 501)).await, Err(PartnerError::Refused(_))));
+        assert_eq!(reopened.decision("dist-1").await.unwrap(), Some(Decision::Approved));
+        assert!(matches!(reopened.put_entries("dist-1", 1, &[entry]).await, Err(PartnerError::Refused(_))));
     }
 }

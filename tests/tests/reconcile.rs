@@ -316,3 +316,78 @@ async fn the_local_platforms_three_books_still_agree_after_a_restart() {
     };
     assert_eq!(reconciled(reopened).await, (RunVerdict::Reconciled, Some(1)), "the Custody's books came back too");
 }
+
+/// Works the allocation and settlement queues by hand until `done` says so.
+async fn work_queues_until(app: &TestApp, what: &str, done: impl AsyncFn() -> bool) {
+    use shared::app::consumer::pump_once;
+    use shared::ports::queue::QueueName;
+    let handlers = [
+        (QueueName::Allocation, allocation::handler(&app.platform)),
+        (QueueName::Settlement, settlement::handler(&app.platform)),
+    ];
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while !done().await {
+        assert!(std::time::Instant::now() < deadline, "{what} did not happen");
+        for (queue, handler) in &handlers {
+            pump_once(app.platform.queue.as_ref(), *queue, handler.as_ref(), std::time::Duration::ZERO).await.unwrap();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
+
+/// Between the Custody's approval of a distribution and the ledger's issuance, the Custody
+/// holds units the ledger does not: settlement legs pending, then breaks past their grace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn units_the_custody_approved_are_pending_until_the_ledger_issues_them() {
+    use shared::adapters::partners::{Fault, FaultKind};
+    use shared::app::mirror::ChainMirror;
+    use shared::app::settlement::{Phase, Settlements};
+    use shared::domain::reconcile::RuleId;
+
+    let mut app = platform_tests::spawn_app().await;
+    let deal = app.open_deal("201912345K").await;
+    let investors = subscribed_investors(&app.platform, &deal, 0..4).await;
+    wait_for_chain(&app.platform).await;
+    app.running.stop_workers().await;
+    let sims = app.platform.simulators.clone().unwrap();
+    // The Custody answers "pending", then approves and calls back a moment later.
+    sims.custody.inject(Fault { kind: FaultKind::ApproveLate, times: 1, delay_ms: 50 });
+    let (_, finance) = app.operator("fin@example.sg", &["finance"]).await;
+    assert_eq!(app.post_as(&format!("/v1/admin/deals/{deal}/close"), &finance, None).await, StatusCode::OK);
+    let settlements = Settlements::for_platform(&app.platform);
+    let phase = async || settlements.state(&deal).await.unwrap().map(|s| s.phase);
+    work_queues_until(&app, "the distribution's approval", async || phase().await == Some(Phase::Issuing)).await;
+    let mirror = ChainMirror::for_platform(&app.platform);
+    assert!(!mirror.drain(10_000).await.unwrap().stopped);
+    assert_eq!(settlements.state(&deal).await.unwrap().unwrap().issued, 0, "nothing issued yet");
+
+    let reconciler = Reconciler::for_platform(&app.platform);
+    app.clock.advance(chrono::TimeDelta::seconds(1));
+    let pending = reconciler.run(app.platform.clock.now()).await.unwrap();
+    assert_eq!((pending.verdict, pending.breaks), (RunVerdict::ReconciledWithPending, 0), "{pending:?}");
+    let (rows, _) = reconciler.rows(&pending.id, 100, None).await.unwrap();
+    let holders = rows.len();
+    assert!(holders > 0 && holders <= investors.len(), "{rows:?}");
+    for row in &rows {
+        assert!(row.account.starts_with("holding:"), "{row:?}");
+        assert_eq!((row.pair, row.rules.as_slice()), (Pair::LedgerCustody, &[RuleId::SettlementLegPending][..]));
+        assert_eq!((row.ledger.as_deref(), row.verdict.as_str()), (None, "timing"), "{row:?}");
+    }
+
+    // Past the leg's fifteen minutes, still not issued: breaks.
+    app.clock.advance(chrono::TimeDelta::minutes(16));
+    let late = reconciler.run(app.platform.clock.now()).await.unwrap();
+    assert_eq!((late.verdict, late.breaks as usize, late.timing), (RunVerdict::Breaks, holders, 0), "{late:?}");
+
+    // Issued: the books agree again and the breaks are resolved.
+    let deals = shared::app::deals::Deals::for_platform(&app.platform);
+    let issued = async || deals.get(&deal).await.unwrap().unwrap().state.as_str() == "issued";
+    work_queues_until(&app, "the issuance", issued).await;
+    assert!(!mirror.drain(10_000).await.unwrap().stopped);
+    app.clock.advance(chrono::TimeDelta::seconds(1));
+    let agreed = reconciler.run(app.platform.clock.now()).await.unwrap();
+    assert_eq!((agreed.verdict, agreed.resolved as usize), (RunVerdict::Reconciled, holders), "{agreed:?}");
+    // The cut-off inside the window, run again now: the same answer.
+    let again = reconciler.run(pending.cut_off).await.unwrap();
+    assert_eq!((again.verdict, &again.counts), (pending.verdict, &pending.counts), "{again:?}");
+}

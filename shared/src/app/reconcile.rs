@@ -13,11 +13,13 @@ use std::sync::Arc;
 use chrono::{DateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::allocation::Allocator;
 use super::ledger::{CHAIN_OUTBOX, Ledger, LedgerError, sortable};
 use super::mirror::{DELIVERED, Delivered, Outboxed, booked_at_custody};
 use super::notices;
 use super::orders::OrderLocks;
-use crate::domain::ledger::SGD;
+use super::settlement::{ISSUANCES, Issuance, issue_transfer_id};
+use crate::domain::ledger::{Account, Kind, SGD};
 use crate::domain::reconcile::{
     Class, Line, Merge, MergeError, Pair, Pending, Position, Row, RuleId, Verdict, custody_rule,
 };
@@ -297,6 +299,7 @@ pub struct Reconciler {
     ids: Arc<dyn Ids>,
     ledger: Ledger,
     locks: OrderLocks,
+    allocator: Allocator,
     chain: Arc<dyn Chain>,
     custody: Arc<dyn Custody>,
 }
@@ -309,6 +312,7 @@ impl Reconciler {
             ids: platform.ids.clone(),
             ledger: Ledger::for_platform(platform),
             locks: OrderLocks::for_platform(platform),
+            allocator: Allocator::for_platform(platform),
             chain: platform.chain.clone(),
             custody: platform.custody.clone(),
         }
@@ -488,6 +492,7 @@ impl Reconciler {
         .await?;
         let locks = self.locks.open_at(cut_off).await?;
         let mut pending: Vec<Pending> = flights.values().flat_map(Flight::pending).collect();
+        pending.extend(self.issuing(cut_off).await?);
         pending.extend(locks.iter().map(|lock| Pending {
             position: Position::new(lock.holding(), lock.asset.clone()),
             rule: RuleId::DabsLockedInOrder,
@@ -500,6 +505,49 @@ impl Reconciler {
             by_asset.entry(p.position.asset.clone()).or_default().push_back(p);
         }
         Ok(by_asset)
+    }
+
+    /// Units the Custody booked when it approved a distribution and the ledger had not
+    /// issued by the cut-off: for each distribution approved by then and not wholly issued
+    /// by then, each allocation whose issuance transfer was not posted by the cut-off.
+    async fn issuing(&self, cut_off: DateTime<Utc>) -> Result<Vec<Pending>, Failure> {
+        let mut issuances = Vec::new();
+        let approved_by = Range::AtMost(format!("{}\u{10FFFF}", sortable(cut_off)));
+        store::each(self.store.as_ref(), &Query::secondary(ISSUANCES).range(approved_by), |item| {
+            let issuance: Issuance = item.decode()?;
+            if issuance.issuing_at(cut_off) {
+                issuances.push(issuance);
+            }
+            Ok(())
+        })
+        .await?;
+        let mut pending = Vec::new();
+        for issuance in issuances {
+            let mut cursor = None;
+            loop {
+                let (page, next) = self.allocator.allocations(&issuance.deal_id, 100, cursor).await?;
+                for a in page.iter().filter(|a| a.units() > 0) {
+                    let issued =
+                        self.ledger.transfer(&issue_transfer_id(&issuance.deal_id, &a.subscription_id)).await?;
+                    if issued.is_none_or(|record| record.at > cut_off) {
+                        pending.push(Pending {
+                            position: Position::new(
+                                Account::id_of(Kind::Holding, &a.investor_id, &issuance.asset),
+                                issuance.asset.clone(),
+                            ),
+                            rule: RuleId::SettlementLegPending,
+                            amount: i128::from(a.units()),
+                            since: issuance.approved_at,
+                        });
+                    }
+                }
+                match next {
+                    Some(next) => cursor = Some(next),
+                    None => break,
+                }
+            }
+        }
+        Ok(pending)
     }
 
     /// Merges one asset's three books a window at a time: each window ends at the lowest

@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use super::allocation::{Allocation, Allocator, RunState};
 use super::audit::{AuditLog, Event};
 use super::deals::{DealError, Deals};
-use super::ledger::{Ledger, LedgerError, MAX_LINKED};
+use super::ledger::{Ledger, LedgerError, MAX_LINKED, sortable};
 use super::subscriptions::hold_of;
 use super::work::{self, NudgeError};
 use crate::domain::deal::Step;
@@ -36,7 +36,7 @@ use crate::domain::ledger::{Account, Amount, Kind, SGD, Transfer, codes};
 use crate::ports::custody::{Custody, CustodyTransfer, Decision, Distribution, DistributionEntry};
 use crate::ports::partner::PartnerError;
 use crate::ports::queue::{QueueError, QueueName};
-use crate::ports::store::{Condition, Cursor, Item, Key, Query, StoreError};
+use crate::ports::store::{Condition, Cursor, Item, Key, Query, StoreError, Write};
 use crate::ports::{Clock, Queue, Store};
 
 /// Allocations settled per page (per state write).
@@ -88,6 +88,9 @@ pub struct SettlementState {
     pub issued_units: u128,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decision: Option<Decision>,
+    /// When the platform learnt of the Custody's approval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approved_at: Option<DateTime<Utc>>,
     pub started_at: DateTime<Utc>,
     pub touched_at: DateTime<Utc>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -207,6 +210,46 @@ fn state_item(state: &SettlementState) -> Result<Item, StoreError> {
     })
 }
 
+/// Secondary-index partition of approved distributions, by approval time.
+pub const ISSUANCES: &str = "SETTLEMENT#ISSUANCES";
+/// How long an issuance's record is kept once done (reconciliations up to a week back).
+const KEEP_ISSUANCE: TimeDelta = TimeDelta::days(7);
+
+/// An approved distribution: from its approval until its units are all issued in the
+/// ledger, the Custody holds units the ledger does not yet (see `docs/reconciliation.md`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Issuance {
+    pub deal_id: String,
+    pub asset: String,
+    pub approved_at: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issued_at: Option<DateTime<Utc>>,
+}
+
+impl Issuance {
+    /// Whether the distribution was approved and not yet wholly issued at `at`.
+    pub fn issuing_at(&self, at: DateTime<Utc>) -> bool {
+        self.approved_at <= at && self.issued_at.is_none_or(|issued| issued > at)
+    }
+}
+
+fn issuance_item(state: &SettlementState) -> Result<Option<Item>, StoreError> {
+    let Some(approved_at) = state.approved_at else { return Ok(None) };
+    let issued_at = (state.phase == Phase::Issued).then_some(state.finished_at).flatten();
+    let issuance = Issuance { deal_id: state.deal_id.clone(), asset: state.asset.clone(), approved_at, issued_at };
+    let item = Item::new(Key::new(format!("ISSUANCE#{}", state.deal_id), "ISSUANCE"), &issuance)?
+        .with_index(ISSUANCES, format!("{}#{}", sortable(approved_at), state.deal_id));
+    Ok(Some(match issued_at {
+        Some(at) => item.expiring_at(at + KEEP_ISSUANCE),
+        None => item,
+    }))
+}
+
+/// The ledger transfer that issues a subscription's units.
+pub fn issue_transfer_id(deal_id: &str, subscription_id: &str) -> String {
+    format!("settle:{deal_id}:{subscription_id}:issue")
+}
+
 fn leg_key(id: &str) -> Key {
     Key::new(format!("LEG#{id}"), "LEG")
 }
@@ -315,6 +358,7 @@ impl Settlements {
                 issued: 0,
                 issued_units: 0,
                 decision: None,
+                approved_at: None,
                 started_at: now,
                 touched_at: now,
                 finished_at: None,
@@ -362,7 +406,17 @@ impl Settlements {
     /// Writes the state at its version; `false` if someone else moved it first.
     async fn save(&self, mut state: SettlementState, version: u64) -> Result<bool, SettlementError> {
         state.touched_at = self.clock.now();
-        match self.store.put(state_item(&state)?, Condition::VersionIs(version)).await {
+        let item = state_item(&state)?;
+        // Once approved, the issuance's record moves with the state.
+        let saved = match issuance_item(&state)? {
+            Some(issuance) => {
+                let writes =
+                    vec![Write::put(item, Condition::VersionIs(version)), Write::put(issuance, Condition::None)];
+                self.store.transact(writes).await
+            }
+            None => self.store.put(item, Condition::VersionIs(version)).await,
+        };
+        match saved {
             Ok(()) => Ok(true),
             Err(StoreError::ConditionFailed { .. } | StoreError::Conflict) => Ok(false),
             Err(e) => Err(e.into()),
@@ -608,6 +662,7 @@ impl Settlements {
             return self.finish(state, version, Phase::Rejected).await;
         }
         state.phase = Phase::Issuing;
+        state.approved_at = Some(self.clock.now());
         self.save(state, version).await?;
         Ok(Next::Continue)
     }
@@ -642,7 +697,7 @@ impl Settlements {
             let holding = Account::of(Kind::Holding, &a.investor_id, &state.asset);
             transfers.push(
                 Transfer::single(
-                    format!("settle:{}:{}:issue", state.deal_id, a.subscription_id),
+                    issue_transfer_id(&state.deal_id, &a.subscription_id),
                     &state.issuance_account,
                     &holding.id,
                     a.units(),

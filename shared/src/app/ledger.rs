@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
+use futures_util::StreamExt as _;
 use serde::{Deserialize, Serialize};
 
 use crate::domain::ledger::{Account, Amount, Hold, Phase, Refusal, Transfer, apply, same_transfer};
@@ -162,6 +163,9 @@ pub fn outbox_key(transfer_id: &str) -> Key {
     Key::new(format!("{CHAIN_OUTBOX}#{transfer_id}"), "RECORD")
 }
 
+/// Statements read at once when balances as of a time are listed.
+const STATEMENT_READS: usize = 16;
+
 /// Sort keys of times that order as the times do.
 pub fn sortable(at: DateTime<Utc>) -> String {
     at.format("%Y-%m-%dT%H:%M:%S%.9fZ").to_string()
@@ -279,10 +283,16 @@ impl Ledger {
             };
             let page =
                 self.store.query(&Query::partition(asset_pk(asset)).range(range).limit(limit.min(1_000))).await?;
-            for item in &page.items {
-                let id = &item.key.sk;
-                if let Some(balance) = self.balance_at(id, cut_off).await? {
-                    balances.push((id.clone(), balance));
+            // Each account's statement is its own read: several at once, answers in order.
+            let ids: Vec<String> = page.items.iter().map(|item| item.key.sk.clone()).collect();
+            let reads = ids.into_iter().map(|id| async move {
+                let balance = self.balance_at(&id, cut_off).await;
+                (id, balance)
+            });
+            let mut answers = futures_util::stream::iter(reads).buffered(STATEMENT_READS);
+            while let Some((id, balance)) = answers.next().await {
+                if let Some(balance) = balance? {
+                    balances.push((id, balance));
                     if balances.len() == limit {
                         break;
                     }

@@ -26,8 +26,8 @@ pub async fn serve_sqs(handler: Arc<dyn BatchHandler>) -> Result<(), Error> {
 /// Serves a function woken by more than one source (see [`dispatch`]).
 pub async fn serve_sqs_or_wake<W, F>(handler: Arc<dyn BatchHandler>, wake: W) -> Result<(), Error>
 where
-    W: Fn() -> F + Send + Sync + 'static,
-    F: std::future::Future<Output = Result<(), Error>> + Send,
+    W: Fn(serde_json::Value) -> F + Send + Sync + 'static,
+    F: std::future::Future<Output = Result<serde_json::Value, Error>> + Send,
 {
     let wake = Arc::new(wake);
     lambda_runtime::run(service_fn(move |event: LambdaEvent<serde_json::Value>| {
@@ -38,21 +38,19 @@ where
 }
 
 /// SQS batches go to `handler` (answering the batch's failures); any other event (a
-/// DynamoDB stream batch, a schedule) only wakes `wake`, which does its work from the
-/// table, so the event's contents do not matter and redelivery is harmless.
+/// DynamoDB stream batch, a schedule) goes to `wake`, whose answer is the function's.
 pub async fn dispatch<W, F>(
     handler: &dyn BatchHandler,
     wake: &W,
     payload: serde_json::Value,
 ) -> Result<serde_json::Value, Error>
 where
-    W: Fn() -> F,
-    F: std::future::Future<Output = Result<(), Error>>,
+    W: Fn(serde_json::Value) -> F,
+    F: std::future::Future<Output = Result<serde_json::Value, Error>>,
 {
     if payload.pointer("/Records/0/eventSource").and_then(|s| s.as_str()) == Some("aws:sqs") {
         let batch: SqsEvent = serde_json::from_value(payload)?;
         return Ok(serde_json::to_value(handle_sqs_event(handler, batch).await)?);
     }
-    wake().await?;
-    Ok(serde_json::Value::Null)
+    wake(payload).await
 }

@@ -78,15 +78,16 @@ async fn a_requested_run_on_the_queue_runs_once_and_a_malformed_request_fails_al
     let handler = reconcile::handler(&platform);
     let payload: serde_json::Value = serde_json::from_str(&fixture("reconcile-sqs.json")).unwrap();
     let malformed = payload["Records"][1]["messageId"].clone();
+    let scheduled = |payload| reconcile::scheduled(&platform, payload);
     for _ in 0..2 {
-        let answer = reconcile::dispatch(&platform, handler.as_ref(), payload.clone()).await.unwrap();
+        let answer = shared::lambda::dispatch(handler.as_ref(), &scheduled, payload.clone()).await.unwrap();
         assert_eq!(answer["batchItemFailures"], serde_json::json!([{"itemIdentifier": malformed}]), "{answer}");
     }
     let (runs, _) = shared::app::reconcile::Reconciler::for_platform(&platform).list(10, None).await.unwrap();
     let cut_offs: Vec<String> = runs.iter().map(|r| r.cut_off.to_rfc3339()).collect();
     assert_eq!(cut_offs, ["2026-11-25T14:00:00+00:00"], "one run, delivered twice");
-    let scheduled = reconcile::dispatch(&platform, handler.as_ref(), serde_json::json!({})).await.unwrap();
-    assert!(scheduled.as_str().is_some_and(|id| id.starts_with("recon")), "the schedule's event runs now: {scheduled}");
+    let run = shared::lambda::dispatch(handler.as_ref(), &scheduled, serde_json::json!({})).await.unwrap();
+    assert!(run.as_str().is_some_and(|id| id.starts_with("recon")), "the schedule's event runs now: {run}");
 }
 
 /// The settlement function: an SQS batch goes to its handler; a stream batch or the
@@ -103,7 +104,7 @@ async fn settlement_sends_sqs_to_its_handler_and_a_stream_or_schedule_event_to_t
     let deposit = Transfer::single("d1", "omnibus:bank:SGD", "deposit:u1:SGD", 4_200, "SGD", codes::DEPOSIT);
     ledger.submit(&deposit).await.unwrap();
     let sweeper = settlement::Sweeper::new(&platform);
-    let wake = || async { sweeper.run_once().await.map(|_| ()) };
+    let wake = |_| async { sweeper.run_once().await.map(|_| serde_json::Value::Null) };
     let handler = settlement::handler(&platform);
 
     let sqs: serde_json::Value = serde_json::from_str(&fixture("allocation-sqs.json")).unwrap();

@@ -102,17 +102,11 @@ impl BatchHandler for Handler {
     }
 }
 
-/// What the Lambda runtime hands the function: an SQS batch of requested runs goes to
-/// [`handler`] (answering the batch's failures); anything else is the schedule's `Trigger`.
-pub async fn dispatch(
+/// The schedule's event (a [`Trigger`]): runs and answers the run's id.
+pub async fn scheduled(
     platform: &Platform,
-    handler: &dyn BatchHandler,
     payload: serde_json::Value,
 ) -> Result<serde_json::Value, shared::lambda::Error> {
-    if payload.pointer("/Records/0/eventSource").and_then(|s| s.as_str()) == Some("aws:sqs") {
-        let batch = serde_json::from_value(payload)?;
-        return Ok(serde_json::to_value(shared::app::consumer::handle_sqs_event(handler, batch).await)?);
-    }
     let run = run(platform, serde_json::from_value(payload)?).await?;
     Ok(serde_json::to_value(run.id)?)
 }

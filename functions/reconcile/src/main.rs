@@ -1,14 +1,12 @@
-use lambda_runtime::{LambdaEvent, service_fn};
-
-/// Woken by the schedule (a `Trigger`) or by the reconcile queue (an SQS batch).
+/// Woken by the schedule (a `Trigger`) or by the reconcile queue (an SQS batch of runs
+/// operators asked for).
 #[tokio::main]
 async fn main() -> Result<(), shared::lambda::Error> {
     shared::telemetry::init();
     let platform = shared::Platform::aws().await?;
-    let handler = reconcile::handler(&platform);
-    let (platform, handler) = (&platform, &handler);
-    lambda_runtime::run(service_fn(move |event: LambdaEvent<serde_json::Value>| async move {
-        reconcile::dispatch(platform, handler.as_ref(), event.payload).await
-    }))
+    shared::lambda::serve_sqs_or_wake(reconcile::handler(&platform), move |payload| {
+        let platform = platform.clone();
+        async move { reconcile::scheduled(&platform, payload).await }
+    })
     .await
 }

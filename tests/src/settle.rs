@@ -41,22 +41,7 @@ pub async fn subscribed_investors(platform: &Platform, deal: &str, range: std::o
             let (deposits, subscriptions, deal) = (deposits.clone(), subscriptions.clone(), deal.to_owned());
             tasks.spawn(async move {
                 let id = format!("inv-{i:05}");
-                let va = deposits.account_for(&id).await.unwrap().virtual_account;
-                let (deposit_id, amount) = (format!("dep-{id}"), "100000.00".to_owned());
-                let received = BankEvent::DepositReceived {
-                    event_id: format!("in-{id}"),
-                    deposit_id: deposit_id.clone(),
-                    virtual_account: va.clone(),
-                    amount: amount.clone(),
-                };
-                deposits.receive(&received).await.unwrap();
-                let confirmed = BankEvent::DepositConfirmed {
-                    event_id: format!("ok-{id}"),
-                    deposit_id,
-                    virtual_account: va,
-                    amount,
-                };
-                deposits.receive(&confirmed).await.unwrap();
+                deposit(&deposits, &id, &format!("dep-{id}"), "100000.00").await;
                 let sub = subscriptions.subscribe(&id, &deal, "k", units_for(i)).await.unwrap();
                 assert_eq!(sub.status, SubscriptionStatus::Live, "{sub:?}");
                 id
@@ -65,6 +50,25 @@ pub async fn subscribed_investors(platform: &Platform, deal: &str, range: std::o
         investors.extend(tasks.join_all().await);
     }
     investors
+}
+
+/// A deposit the bank notified, then confirmed, for `investor` (posted in the ledger).
+pub async fn deposit(deposits: &DepositAccounts, investor: &str, deposit_id: &str, amount: &str) {
+    let virtual_account = deposits.account_for(investor).await.unwrap().virtual_account;
+    let received = BankEvent::DepositReceived {
+        event_id: format!("in-{deposit_id}"),
+        deposit_id: deposit_id.to_owned(),
+        virtual_account: virtual_account.clone(),
+        amount: amount.to_owned(),
+    };
+    deposits.receive(&received).await.unwrap();
+    let confirmed = BankEvent::DepositConfirmed {
+        event_id: format!("ok-{deposit_id}"),
+        deposit_id: deposit_id.to_owned(),
+        virtual_account,
+        amount: amount.to_owned(),
+    };
+    deposits.receive(&confirmed).await.unwrap();
 }
 
 /// Polls until the deal is in `state`; panics after `seconds`.

@@ -199,20 +199,8 @@ async fn a_run_while_transfers_flow_equals_a_quiet_run_of_the_same_cut_off(app: 
 
 /// A deposit the bank notified for `investor`, posted in the ledger.
 async fn deposit(platform: &shared::Platform, investor: &str, amount: &str) {
-    use shared::ports::bank::BankEvent;
     let deposits = shared::app::deposits::DepositAccounts::for_platform(platform);
-    let virtual_account = deposits.account_for(investor).await.unwrap().virtual_account;
-    let deposit_id = format!("dep-late-{investor}");
-    for (event, confirmed) in [("in", false), ("ok", true)] {
-        let (event_id, deposit_id, virtual_account, amount) =
-            (format!("{event}-late-{investor}"), deposit_id.clone(), virtual_account.clone(), amount.to_owned());
-        let event = if confirmed {
-            BankEvent::DepositConfirmed { event_id, deposit_id, virtual_account, amount }
-        } else {
-            BankEvent::DepositReceived { event_id, deposit_id, virtual_account, amount }
-        };
-        deposits.receive(&event).await.unwrap();
-    }
+    platform_tests::settle::deposit(&deposits, investor, &format!("dep-late-{investor}"), amount).await;
 }
 
 async fn in_flight_items_are_timing_differences_until_their_grace_runs_out(mut app: TestApp) {

@@ -88,6 +88,29 @@ async fn a_requested_run_on_the_queue_runs_once_and_a_malformed_request_fails_al
     assert_eq!(cut_offs, ["2026-11-25T14:00:00+00:00"], "one run, delivered twice");
     let run = shared::lambda::dispatch(handler.as_ref(), &scheduled, serde_json::json!({})).await.unwrap();
     assert!(run.as_str().is_some_and(|id| id.starts_with("recon")), "the schedule's event runs now: {run}");
+
+    // A requested run a source fails is incomplete: its message fails, to be delivered again.
+    let mut retried = payload.clone();
+    retried["Records"] = serde_json::json!([payload["Records"][0].clone()]);
+    retried["Records"][0]["messageId"] = "7e3f4a5b-6c7d-4e8f-9a0b-1c2d3e4f5a6b".into();
+    retried["Records"][0]["body"] = r#"{"cut_off":"2026-11-24T14:00:00Z","requested_by":"usr_finance"}"#.into();
+    shared::app::deposits::DepositAccounts::for_platform(&platform).account_for("u1").await.unwrap();
+    let sims = platform.simulators.as_ref().unwrap();
+    sims.custody.inject(shared::adapters::partners::Fault {
+        kind: shared::adapters::partners::FaultKind::Fail,
+        times: 1,
+        delay_ms: 0,
+    });
+    let failed = shared::lambda::dispatch(handler.as_ref(), &scheduled, retried.clone()).await.unwrap();
+    assert_eq!(failed["batchItemFailures"][0]["itemIdentifier"], retried["Records"][0]["messageId"], "{failed}");
+    let done = shared::lambda::dispatch(handler.as_ref(), &scheduled, retried).await.unwrap();
+    assert_eq!(done["batchItemFailures"], serde_json::json!([]), "the redelivery completes: {done}");
+    let (runs, _) = shared::app::reconcile::Reconciler::for_platform(&platform).list(10, None).await.unwrap();
+    let of_cut_off: Vec<_> = runs.iter().filter(|r| r.cut_off.to_rfc3339() == "2026-11-24T14:00:00+00:00").collect();
+    let verdicts: Vec<_> = of_cut_off.iter().map(|r| r.verdict).collect();
+    use shared::app::reconcile::RunVerdict::{Incomplete, Reconciled};
+    assert_eq!(verdicts, [Reconciled, Incomplete], "the retry names the incomplete run: {of_cut_off:?}");
+    assert_eq!(of_cut_off[0].previous.as_deref(), Some(of_cut_off[1].id.as_str()));
 }
 
 /// The settlement function: an SQS batch goes to its handler; a stream batch or the

@@ -132,6 +132,20 @@ async fn after_an_offering_the_books_agree_and_injected_differences_are_one_brea
     assert_eq!(app.post_as(&approve, &finance, None).await, StatusCode::FORBIDDEN, "no self-approval");
     let (_, second) = app.operator("fin2@example.sg", &["finance"]).await;
     assert_eq!(app.post_as(&approve, &second, None).await, StatusCode::OK);
+    let audit = shared::app::audit::AuditLog::new(app.platform.store.clone(), app.platform.clock.clone());
+    let (entries, _) = audit.page(20, None).await.unwrap();
+    let target = format!("reconciliation:chain:{ann}:SGD:accept");
+    let trail: Vec<(&str, &str)> =
+        entries.iter().filter(|e| e.target == target).map(|e| (e.action.as_str(), e.decision.as_str())).collect();
+    assert_eq!(
+        trail,
+        [
+            ("change-request.approve.accept-break", "approved"),
+            ("change-request.approve.accept-break", "denied"),
+            ("change-request.propose.accept-break", "proposed"),
+        ],
+        "newest first: the proposal, the maker's refused approval, the second operator's"
+    );
     tick();
     let accepted = reconciler.run(app.platform.clock.now()).await.unwrap();
     assert_eq!((accepted.verdict, accepted.breaks), (RunVerdict::Breaks, 1), "only the Custody's cent: {accepted:?}");
@@ -378,4 +392,33 @@ async fn units_the_custody_approved_are_pending_until_the_ledger_issues_them() {
     // The cut-off inside the window, run again now: the same answer.
     let again = reconciler.run(pending.cut_off).await.unwrap();
     assert_eq!((again.verdict, &again.counts), (pending.verdict, &pending.counts), "{again:?}");
+}
+
+/// Two runs of one cut-off never run at once; another cut-off is not held up; once the
+/// first is done, running the cut-off again is a new run naming it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_runs_of_one_cut_off_never_run_at_once() {
+    use shared::adapters::partners::{Fault, FaultKind};
+    use shared::app::reconcile::ReconcileError;
+
+    let dir = tempfile::tempdir().unwrap();
+    let platform =
+        shared::Platform::ephemeral(dir.path(), std::sync::Arc::new(shared::adapters::clock::SystemClock)).unwrap();
+    shared::app::deposits::DepositAccounts::for_platform(&platform).account_for("u1").await.unwrap();
+    // The Custody answers the first run's balance page slowly, so it holds its cut-off a while.
+    platform.simulators.as_ref().unwrap().custody.inject(Fault { kind: FaultKind::Delay, times: 1, delay_ms: 500 });
+    let cut_off = platform.clock.now();
+    let first = {
+        let platform = platform.clone();
+        tokio::spawn(async move { Reconciler::for_platform(&platform).run(cut_off).await })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let reconciler = Reconciler::for_platform(&platform);
+    assert!(matches!(reconciler.run(cut_off).await, Err(ReconcileError::AlreadyRunning)));
+    let other = reconciler.run(cut_off - chrono::TimeDelta::seconds(1)).await.unwrap();
+    assert_eq!(other.verdict, RunVerdict::Reconciled);
+    let first = first.await.unwrap().unwrap();
+    assert!(first.finished_at > other.finished_at, "the first was still running");
+    let again = reconciler.run(cut_off).await.unwrap();
+    assert_eq!(again.previous.as_deref(), Some(first.id.as_str()));
 }

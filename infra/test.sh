@@ -13,7 +13,7 @@ CFN_LINT_VERSION="1.58.0"
 SAM_VERSION="1.170.0"
 mkdir -p "$CACHE"
 
-step() { printf '\n==> %s\n' "$*"; }
+step() { printf '\n==> %s\n' "$*" >&2; }
 
 # A virtualenv per tool, created once and reused; the marker file pins the version.
 venv() {

@@ -103,53 +103,106 @@ impl From<std::io::Error> for PlatformError {
     }
 }
 
-fn var(name: &str) -> Result<String, PlatformError> {
-    std::env::var(name).ok().filter(|v| !v.is_empty()).ok_or_else(|| PlatformError::Missing(name.to_owned()))
+/// What a function's environment says: a name's value, if set and not empty.
+pub type Env<'a> = &'a (dyn Fn(&str) -> Option<String> + Sync);
+
+/// The process environment as an [`Env`].
+pub fn process_env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+fn var(env: Env, name: &str) -> Result<String, PlatformError> {
+    optional(env, name).ok_or_else(|| PlatformError::Missing(name.to_owned()))
+}
+
+fn optional(env: Env, name: &str) -> Option<String> {
+    env(name).filter(|v| !v.is_empty())
+}
+
+/// The keyring of a function that was given no key: every call is refused, so code that
+/// reaches for a key it should not hold fails loudly instead of finding one.
+struct NoKeyring(&'static str);
+
+#[async_trait::async_trait]
+impl Keyring for NoKeyring {
+    async fn generate_data_key(
+        &self,
+        _: &crate::ports::envelope::EncryptionContext,
+    ) -> Result<crate::ports::keyring::DataKey, crate::ports::keyring::KeyringError> {
+        Err(self.refusal())
+    }
+
+    async fn unwrap_data_key(
+        &self,
+        _: &str,
+        _: &[u8],
+        _: &crate::ports::envelope::EncryptionContext,
+    ) -> Result<[u8; 32], crate::ports::keyring::KeyringError> {
+        Err(self.refusal())
+    }
+
+    async fn rotate(&self) -> Result<(), crate::ports::keyring::KeyringError> {
+        Err(self.refusal())
+    }
+}
+
+impl NoKeyring {
+    fn refusal(&self) -> crate::ports::keyring::KeyringError {
+        crate::ports::keyring::KeyringError::unavailable(PlatformError::Missing(self.0.to_owned()))
+    }
 }
 
 impl Platform {
-    /// The AWS platform, from the environment: `TABLE_NAME`, `DATA_KEY_ID`, `TOKEN_KEY_ID`, `MAIL_FROM`,
-    /// for each queue the function uses `<QUEUE>_QUEUE_URL` and `<QUEUE>_DLQ_URL`, and for the
-    /// functions that talk to partners `BANK_API_URL`, `BANK_API_KEY`, `BANK_WEBHOOK_SECRET`,
-    /// `CHAIN_API_URL`, `CHAIN_API_KEY`, `CUSTODY_API_URL`, `CUSTODY_API_KEY`,
-    /// `CUSTODY_WEBHOOK_SECRET` (a partner not configured answers unavailable).
+    /// The AWS platform from the process environment (see [`Platform::aws_from`]).
     pub async fn aws() -> Result<Self, PlatformError> {
-        let sdk = aws::sdk_config().await;
+        Self::aws_from(&aws::sdk_config().await, &process_env)
+    }
+
+    /// The AWS platform over `sdk`, configured by `env`: `TABLE_NAME` always; each of the
+    /// rest only where the function uses it, as `template.yaml` gives it: `DATA_KEY_ID`
+    /// (personal data), `TOKEN_KEY_ID` (the auth function alone), `MAIL_FROM`, for each
+    /// queue `<QUEUE>_QUEUE_URL` and `<QUEUE>_DLQ_URL`, and per partner `BANK_API_URL`,
+    /// `BANK_API_KEY`, `BANK_WEBHOOK_SECRET`, `CHAIN_API_URL`, `CHAIN_API_KEY`,
+    /// `CUSTODY_API_URL`, `CUSTODY_API_KEY`, `CUSTODY_WEBHOOK_SECRET` (a partner not
+    /// configured answers unavailable). A key not given is a keyring that refuses.
+    pub fn aws_from(sdk: &aws_config::SdkConfig, env: Env) -> Result<Self, PlatformError> {
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let ids: Arc<dyn Ids> = Arc::new(UlidIds::default());
         let mut urls = HashMap::new();
         for queue in QueueName::ALL {
             let prefix = queue.as_str().to_ascii_uppercase();
-            if let (Ok(url), Ok(dead_letter_url)) =
-                (var(&format!("{prefix}_QUEUE_URL")), var(&format!("{prefix}_DLQ_URL")))
+            if let (Some(url), Some(dead_letter_url)) =
+                (optional(env, &format!("{prefix}_QUEUE_URL")), optional(env, &format!("{prefix}_DLQ_URL")))
             {
                 urls.insert(queue, QueueUrls { url, dead_letter_url });
             }
         }
-        let kms = aws_sdk_kms::Client::new(&sdk);
+        let kms = aws_sdk_kms::Client::new(sdk);
+        let keyring = |name: &'static str| -> Arc<dyn Keyring> {
+            match optional(env, name) {
+                Some(key) => Arc::new(KmsKeyring::new(kms.clone(), key)),
+                None => Arc::new(NoKeyring(name)),
+            }
+        };
+        let partner = |name: &str| optional(env, name).unwrap_or_default();
         Ok(Self {
             backend: Backend::Aws,
-            store: Arc::new(DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), var("TABLE_NAME")?, clock.clone())),
-            queue: Arc::new(SqsQueue::new(aws_sdk_sqs::Client::new(&sdk), urls)),
-            keyring: Arc::new(KmsKeyring::new(kms.clone(), var("DATA_KEY_ID")?)),
-            token_keyring: Arc::new(KmsKeyring::new(kms, var("TOKEN_KEY_ID")?)),
-            mailer: Arc::new(SesMailer::new(aws_sdk_sesv2::Client::new(&sdk), clock.clone(), ids.clone())),
-            bank: Arc::new(HttpBank::new(
-                var("BANK_API_URL").unwrap_or_default(),
-                var("BANK_API_KEY").unwrap_or_default(),
+            store: Arc::new(DynamoStore::new(
+                aws_sdk_dynamodb::Client::new(sdk),
+                var(env, "TABLE_NAME")?,
+                clock.clone(),
             )),
-            chain: Arc::new(HttpChain::new(
-                var("CHAIN_API_URL").unwrap_or_default(),
-                var("CHAIN_API_KEY").unwrap_or_default(),
-            )),
-            custody: Arc::new(HttpCustody::new(
-                var("CUSTODY_API_URL").unwrap_or_default(),
-                var("CUSTODY_API_KEY").unwrap_or_default(),
-            )),
+            queue: Arc::new(SqsQueue::new(aws_sdk_sqs::Client::new(sdk), urls)),
+            keyring: keyring("DATA_KEY_ID"),
+            token_keyring: keyring("TOKEN_KEY_ID"),
+            mailer: Arc::new(SesMailer::new(aws_sdk_sesv2::Client::new(sdk), clock.clone(), ids.clone())),
+            bank: Arc::new(HttpBank::new(partner("BANK_API_URL"), partner("BANK_API_KEY"))),
+            chain: Arc::new(HttpChain::new(partner("CHAIN_API_URL"), partner("CHAIN_API_KEY"))),
+            custody: Arc::new(HttpCustody::new(partner("CUSTODY_API_URL"), partner("CUSTODY_API_KEY"))),
             config: Arc::new(Config {
-                mail_from: var("MAIL_FROM")?,
-                bank_webhook_secret: Secret(var("BANK_WEBHOOK_SECRET").unwrap_or_default().into_bytes()),
-                custody_webhook_secret: Secret(var("CUSTODY_WEBHOOK_SECRET").unwrap_or_default().into_bytes()),
+                mail_from: partner("MAIL_FROM"),
+                bank_webhook_secret: Secret(partner("BANK_WEBHOOK_SECRET").into_bytes()),
+                custody_webhook_secret: Secret(partner("CUSTODY_WEBHOOK_SECRET").into_bytes()),
             }),
             clock,
             ids,

@@ -5,15 +5,15 @@ mod support;
 
 use std::sync::Arc;
 
-use chrono::TimeDelta;
+use chrono::{DateTime, TimeDelta, Utc};
 use jsonwebtoken::{Algorithm, Validation};
 use serde::{Deserialize, Serialize};
 use shared::adapters::clock::{ManualClock, UlidIds};
 use shared::adapters::embedded::EmbeddedStore;
-use shared::app::signing_keys::TokenKeys;
+use shared::app::signing_keys::{PublicKeys, TokenKeys};
 use shared::ports::envelope::EncryptionContext;
 use shared::ports::keyring::KeyringError;
-use shared::ports::{Keyring, Store};
+use shared::ports::{Clock, Keyring, Store};
 
 struct Fixture {
     keyring: Arc<dyn Keyring>,
@@ -106,11 +106,14 @@ struct Claims {
     exp: i64,
 }
 
-fn verify(keys: &TokenKeys, token: &str) -> Result<Claims, String> {
+/// How long the contract's rotations keep a retired key.
+const OVERLAP: TimeDelta = TimeDelta::minutes(20);
+
+fn verify(keys: &PublicKeys, now: DateTime<Utc>, token: &str) -> Result<Claims, String> {
     let header = jsonwebtoken::decode_header(token).map_err(|e| e.to_string())?;
     assert_eq!(header.alg, Algorithm::ES256);
     let kid = header.kid.ok_or("no kid")?;
-    let key = keys.decoding_key(&kid).ok_or("unknown kid")?;
+    let key = keys.decoding_key(&kid, now, OVERLAP).ok_or("unknown kid")?;
     let mut validation = Validation::new(Algorithm::ES256);
     validation.validate_exp = false;
     jsonwebtoken::decode::<Claims>(token, &key, &validation).map(|d| d.claims).map_err(|e| e.to_string())
@@ -121,16 +124,20 @@ async fn token_keys_sign_verifiably_and_survive_a_restart(f: Fixture) {
     let keys = TokenKeys::load(f.store.as_ref(), f.keyring.as_ref(), f.clock.as_ref(), &ids).await.unwrap();
     let claims = Claims { sub: "user_1".into(), exp: 4_000_000_000 };
     let token = keys.sign(&claims).unwrap();
-    assert_eq!(verify(&keys, &token).unwrap(), claims);
+    let now = f.clock.now();
+    assert_eq!(verify(keys.public(), now, &token).unwrap(), claims);
     // Another process loads the same key from the store.
     let reloaded = TokenKeys::load(f.store.as_ref(), f.keyring.as_ref(), f.clock.as_ref(), &ids).await.unwrap();
     assert_eq!(reloaded.current().kid, keys.current().kid);
-    assert_eq!(verify(&reloaded, &token).unwrap(), claims);
+    assert_eq!(verify(reloaded.public(), now, &token).unwrap(), claims);
+    // A verifier reads the public half from the store alone, without the keyring.
+    let public = PublicKeys::load(f.store.as_ref()).await.unwrap();
+    assert_eq!(verify(&public, now, &token).unwrap(), claims);
     // A tampered payload does not verify.
     let mut parts: Vec<String> = token.split('.').map(String::from).collect();
     parts[1] = parts[1].chars().rev().collect();
-    assert!(verify(&keys, &parts.join(".")).is_err());
-    let jwks = keys.jwks();
+    assert!(verify(&public, now, &parts.join(".")).is_err());
+    let jwks = public.jwks(now, OVERLAP);
     assert_eq!(jwks["keys"][0]["kid"], keys.current().kid.as_str());
     assert_eq!(jwks["keys"][0]["crv"], "P-256");
     assert!(jwks["keys"][0].get("d").is_none(), "the private key is never published");
@@ -138,19 +145,28 @@ async fn token_keys_sign_verifiably_and_survive_a_restart(f: Fixture) {
 
 async fn token_key_rotation_publishes_old_keys_for_the_overlap_only(f: Fixture) {
     let ids = UlidIds::default();
-    let overlap = TimeDelta::minutes(20);
+    let overlap = OVERLAP;
     let first = TokenKeys::load(f.store.as_ref(), f.keyring.as_ref(), f.clock.as_ref(), &ids).await.unwrap();
     let old_token = first.sign(&Claims { sub: "u".into(), exp: 4_000_000_000 }).unwrap();
     let second =
         TokenKeys::rotate(f.store.as_ref(), f.keyring.as_ref(), f.clock.as_ref(), &ids, overlap).await.unwrap();
     assert_ne!(second.current().kid, first.current().kid);
-    assert_eq!(second.jwks()["keys"].as_array().unwrap().len(), 2);
-    assert!(verify(&second, &old_token).is_ok(), "a token signed before rotation still verifies");
+    let published = PublicKeys::load(f.store.as_ref()).await.unwrap();
+    assert_eq!(published.jwks(f.clock.now(), overlap)["keys"].as_array().unwrap().len(), 2);
+    assert!(verify(&published, f.clock.now(), &old_token).is_ok(), "a token signed before rotation still verifies");
 
+    // Past the window, the copy read before stops trusting the retired key on its own.
     f.clock.advance(overlap + TimeDelta::seconds(1));
+    assert_eq!(verify(&published, f.clock.now(), &old_token), Err("unknown kid".to_owned()));
+    assert_eq!(published.jwks(f.clock.now(), overlap)["keys"].as_array().unwrap().len(), 1);
     let third = TokenKeys::rotate(f.store.as_ref(), f.keyring.as_ref(), f.clock.as_ref(), &ids, overlap).await.unwrap();
-    let kids: Vec<String> =
-        third.jwks()["keys"].as_array().unwrap().iter().map(|k| k["kid"].as_str().unwrap().to_owned()).collect();
+    let published = PublicKeys::load(f.store.as_ref()).await.unwrap();
+    let kids: Vec<String> = published.jwks(f.clock.now(), overlap)["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kid"].as_str().unwrap().to_owned())
+        .collect();
     assert_eq!(kids, [third.current().kid.clone(), second.current().kid.clone()]);
-    assert_eq!(verify(&third, &old_token), Err("unknown kid".to_owned()));
+    assert_eq!(verify(&published, f.clock.now(), &old_token), Err("unknown kid".to_owned()));
 }

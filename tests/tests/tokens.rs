@@ -8,6 +8,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use shared::app::sessions::{ACCESS_TYP, AUDIENCE, AccessClaims, ISSUER};
 use shared::app::signing_keys::TokenKeys;
+use shared::ports::Clock;
 
 struct Forge {
     app: TestApp,
@@ -48,6 +49,12 @@ impl Forge {
     fn signed(&self, claims: &AccessClaims) -> String {
         self.keys.sign_typed(claims, ACCESS_TYP).unwrap()
     }
+
+    /// The forge's claims issued now, signed with the forge's key.
+    fn fresh(&self) -> String {
+        let now = self.app.clock.now().timestamp();
+        self.signed(&AccessClaims { iat: now, exp: now + 600, ..self.claims.clone() })
+    }
 }
 
 fn b64(value: &Value) -> String {
@@ -71,7 +78,8 @@ async fn alg_none_is_refused() {
 #[tokio::test]
 async fn hs256_signed_with_the_public_key_is_refused() {
     let f = forge().await;
-    let jwk = f.keys.jwks()["keys"][0].clone();
+    let (_, jwks) = f.app.get_as("/.well-known/jwks.json", "").await;
+    let jwk = jwks["keys"][0].clone();
     let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
     header.typ = Some(ACCESS_TYP.into());
     header.kid = jwk["kid"].as_str().map(String::from);
@@ -147,13 +155,13 @@ async fn a_forged_refresh_token_is_refused_without_revoking_the_session() {
 
 #[tokio::test]
 async fn a_process_that_loaded_the_keys_before_a_rotation_verifies_tokens_signed_after_it() {
-    use shared::app::sessions::Sessions;
+    use shared::app::verifier::TokenVerifier;
     use shared::domain::session::SessionPolicy;
     let f = forge().await;
     let p = &f.app.platform;
-    let load = || Sessions::for_platform(p, SessionPolicy::default());
-    // Instance A loaded the keys; then B rotated them and signs with the new key.
-    let a = load().await.unwrap();
+    // Instance A read the public keys; then B rotated them and signs with the new key.
+    let a = TokenVerifier::for_platform(p, SessionPolicy::default());
+    assert!(a.authenticate(&f.signed(&f.claims)).await.is_ok());
     let rotated = TokenKeys::rotate(
         p.store.as_ref(),
         p.token_keyring.as_ref(),
@@ -186,8 +194,52 @@ async fn a_signing_key_older_than_thirty_days_is_replaced_at_load_and_the_old_on
     let (first, second) = (first.unwrap(), second.unwrap());
     assert_ne!(first.keys().current().kid, old_kid);
     assert_eq!(first.keys().current().kid, second.keys().current().kid, "two processes rotate once");
+    let now = f.app.clock.now();
+    let published = first.keys().public().jwks(now, SessionPolicy::default().key_overlap());
     let kids: Vec<String> =
-        first.keys().jwks()["keys"].as_array().unwrap().iter().map(|k| k["kid"].as_str().unwrap().to_owned()).collect();
+        published["keys"].as_array().unwrap().iter().map(|k| k["kid"].as_str().unwrap().to_owned()).collect();
     assert_eq!(kids.len(), 2);
     assert!(kids.contains(&old_kid), "the replaced key stays published for the overlap");
+}
+
+/// Retires the key the forge signs with, as a rotation by the auth function does.
+async fn retire_the_forge_key(f: &Forge) {
+    let p = &f.app.platform;
+    let overlap = shared::domain::session::SessionPolicy::default().key_overlap();
+    TokenKeys::rotate(p.store.as_ref(), p.token_keyring.as_ref(), p.clock.as_ref(), p.ids.as_ref(), overlap)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_retired_key_verifies_until_its_overlap_window_ends_in_every_function() {
+    let f = forge().await;
+    retire_the_forge_key(&f).await;
+    let overlap = shared::domain::session::SessionPolicy::default().key_overlap();
+    f.app.clock.advance(overlap - chrono::TimeDelta::minutes(1));
+    // The auth function and the offering function each verify with their own copy.
+    let token = f.fresh();
+    assert_eq!(f.app.get_as("/v1/me", &token).await.0, StatusCode::OK);
+    assert_eq!(f.app.get_as("/v1/me/subscriptions", &token).await.0, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_retired_key_stops_verifying_when_its_overlap_window_ends_in_every_function() {
+    let f = forge().await;
+    // GIVEN both functions verified a token of the current key (their copies of the set
+    // say it is not retired)
+    let before = f.fresh();
+    assert_eq!(f.app.get_as("/v1/me", &before).await.0, StatusCode::OK);
+    assert_eq!(f.app.get_as("/v1/me/subscriptions", &before).await.0, StatusCode::OK);
+    // WHEN the key is retired and its window has passed
+    retire_the_forge_key(&f).await;
+    let overlap = shared::domain::session::SessionPolicy::default().key_overlap();
+    f.app.clock.advance(overlap + chrono::TimeDelta::seconds(1));
+    // THEN neither function accepts what it signs, however fresh the claims
+    let late = f.fresh();
+    assert_eq!(f.app.get_as("/v1/me", &late).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(f.app.get_as("/v1/me/subscriptions", &late).await.0, StatusCode::UNAUTHORIZED);
+    let (_, jwks) = f.app.get_as("/.well-known/jwks.json", "").await;
+    let kids: Vec<&str> = jwks["keys"].as_array().unwrap().iter().map(|k| k["kid"].as_str().unwrap()).collect();
+    assert!(!kids.contains(&f.keys.current().kid.as_str()), "the retired key is no longer published");
 }

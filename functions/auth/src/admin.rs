@@ -10,7 +10,7 @@ use shared::app::changes::{Change, ChangeError, ChangeRequest, ChangeRequests};
 use shared::app::sessions::Principal;
 use shared::domain::access::{Action, Resource, Role};
 use shared::domain::session::RevokedBecause;
-use shared::http::auth::{Authenticated, SessionSource};
+use shared::http::auth::Authenticated;
 use shared::http::page::{PageOf, Paging};
 use shared::http::problem::Problem;
 use shared::http::{ApiError, FieldError, Json};

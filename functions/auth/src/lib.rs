@@ -17,9 +17,11 @@ use shared::app::accounts::{AccountError, Accounts};
 use shared::app::audit::Event;
 use shared::app::mfa::{Enrollment, MfaError, SecondFactor};
 use shared::app::sessions::{SessionError, Sessions, Tokens};
+use shared::app::signing_keys::PublicKeys;
 use shared::app::throttle::{self, Throttle};
+use shared::app::verifier::TokenVerifier;
 use shared::domain::session::{RevokedBecause, SessionPolicy};
-use shared::http::auth::{Authenticated, LazySessions, SessionSource};
+use shared::http::auth::{Authenticated, LazySessions, VerifierSource};
 use shared::http::client::ClientAddress;
 use shared::http::problem::Problem;
 use shared::http::{ApiError, FieldError, Json};
@@ -33,11 +35,19 @@ pub struct AuthState {
     mfa: Arc<SecondFactor>,
     throttle: Arc<Throttle>,
     sessions: LazySessions,
+    verifier: Arc<TokenVerifier>,
 }
 
-impl SessionSource for AuthState {
+impl VerifierSource for AuthState {
+    fn verifier(&self) -> &TokenVerifier {
+        &self.verifier
+    }
+}
+
+impl AuthState {
+    /// The session service: the signing key and refresh secret, unsealed on first use.
     async fn sessions(&self) -> Result<Arc<Sessions>, ApiError> {
-        self.sessions.sessions().await
+        self.sessions.get().await
     }
 }
 
@@ -407,7 +417,11 @@ async fn me(Authenticated(me): Authenticated) -> Json<Me> {
 /// The public keys that verify access tokens (RFC 7517).
 #[utoipa::path(get, path = "/.well-known/jwks.json", tag = "auth", responses((status = 200, description = "A JWK set")))]
 async fn jwks(State(state): State<AuthState>) -> Result<Json<serde_json::Value>, ApiError> {
-    Ok(Json(state.sessions().await?.keys().jwks()))
+    // Loading the sessions makes the first key on a new deployment; the set is then read
+    // as stored, so a rotation by another instance shows at once.
+    state.sessions().await?;
+    let published = PublicKeys::load(state.platform.store.as_ref()).await.map_err(|e| ApiError::internal(&e))?;
+    Ok(Json(published.jwks(state.platform.clock.now(), SessionPolicy::default().key_overlap())))
 }
 
 #[derive(OpenApi)]
@@ -434,6 +448,7 @@ pub fn routes(platform: &Platform) -> Router {
         mfa: Arc::new(SecondFactor::new(platform)),
         throttle: Arc::new(Throttle::new(platform.store.clone(), platform.clock.clone())),
         sessions: LazySessions::new(platform, SessionPolicy::default()),
+        verifier: Arc::new(TokenVerifier::for_platform(platform, SessionPolicy::default())),
     };
     Router::new()
         .route("/v1/auth/signup", post(sign_up))

@@ -16,11 +16,10 @@ use axum::Router;
 use axum::routing::{get, patch, post};
 use shared::Platform;
 use shared::app::deposits::DepositAccounts;
-use shared::app::sessions::Sessions;
 use shared::app::subscriptions::Subscriptions;
+use shared::app::verifier::TokenVerifier;
 use shared::domain::session::SessionPolicy;
-use shared::http::ApiError;
-use shared::http::auth::{LazySessions, SessionSource};
+use shared::http::auth::VerifierSource;
 use utoipa::OpenApi;
 
 /// What the handlers share.
@@ -29,12 +28,12 @@ pub struct OfferingState {
     pub platform: Platform,
     pub deposits: Arc<DepositAccounts>,
     pub subscriptions: Arc<Subscriptions>,
-    sessions: LazySessions,
+    verifier: Arc<TokenVerifier>,
 }
 
-impl SessionSource for OfferingState {
-    async fn sessions(&self) -> Result<Arc<Sessions>, ApiError> {
-        self.sessions.sessions().await
+impl VerifierSource for OfferingState {
+    fn verifier(&self) -> &TokenVerifier {
+        &self.verifier
     }
 }
 
@@ -45,7 +44,7 @@ pub fn routes(platform: &Platform) -> Router {
         platform: platform.clone(),
         subscriptions: Arc::new(Subscriptions::new(platform, deposits.clone())),
         deposits,
-        sessions: LazySessions::new(platform, SessionPolicy::default()),
+        verifier: Arc::new(TokenVerifier::for_platform(platform, SessionPolicy::default())),
     };
     Router::new()
         .route("/v1/accounts/me", get(accounts::my_accounts))

@@ -401,9 +401,10 @@ async fn auth_bench(
     // Access-token verification as every authenticated request does it: the ES256
     // signature, the claims, and the denylist read.
     let checks = refreshes * 5;
+    let verifier = shared::app::verifier::TokenVerifier::for_platform(platform, SessionPolicy::default());
     let started = Instant::now();
     for _ in 0..checks {
-        sessions.authenticate(&tokens.access_token).await?;
+        verifier.authenticate(&tokens.access_token).await?;
     }
     report("auth", backend, "access_token_verification", 1, checks, started);
     Ok(())

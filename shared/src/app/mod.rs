@@ -20,6 +20,7 @@ pub mod settlement;
 pub mod signing_keys;
 pub mod subscriptions;
 pub mod throttle;
+pub mod verifier;
 pub mod work;
 
 /// The id of whatever an owner's idempotency key created: `<prefix>_` and 32 hex digits of

@@ -1,12 +1,11 @@
 //! Sessions: refresh-token families in the store, access tokens signed with the token
 //! keys, revocation through a denylist that lives as long as the tokens it denies.
 
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::Arc;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
-use jsonwebtoken::{Algorithm, Validation};
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 
@@ -113,7 +112,7 @@ fn family_key(id: &str) -> Key {
     Key::new(format!("SESSION#{id}"), "FAMILY")
 }
 
-fn deny_key(id: &str) -> Key {
+pub(crate) fn deny_key(id: &str) -> Key {
     Key::new(format!("DENY#{id}"), "SESSION")
 }
 
@@ -121,17 +120,13 @@ fn user_sessions(user_id: &str) -> String {
     format!("USER#{user_id}#SESSIONS")
 }
 
-/// How often an unknown `kid` may make this process reload the key set.
-const RELOAD_AT_MOST_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
-
+/// Sessions as the auth function runs them: it alone unseals the signing key and the
+/// refresh secret. Verifying access tokens is [`super::verifier::TokenVerifier`]'s job.
 pub struct Sessions {
     store: Arc<dyn Store>,
-    keyring: Arc<dyn Keyring>,
     clock: Arc<dyn Clock>,
     ids: Arc<dyn Ids>,
-    /// The key set as loaded; replaced when another process rotated the keys.
-    keys: RwLock<Arc<TokenKeys>>,
-    last_reload: Mutex<Option<std::time::Instant>>,
+    keys: Arc<TokenKeys>,
     policy: SessionPolicy,
 }
 
@@ -154,15 +149,7 @@ impl Sessions {
             policy.key_overlap(),
         )
         .await?;
-        Ok(Self {
-            store,
-            keyring,
-            clock,
-            ids,
-            keys: RwLock::new(Arc::new(keys)),
-            last_reload: Mutex::new(None),
-            policy,
-        })
+        Ok(Self { store, clock, ids, keys: Arc::new(keys), policy })
     }
 
     /// Sessions over a platform's store, token keyring, clock and ids.
@@ -173,27 +160,7 @@ impl Sessions {
 
     /// The key set in use.
     pub fn keys(&self) -> Arc<TokenKeys> {
-        self.keys.read().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-
-    /// The verification key for `kid`; an unknown `kid` may mean another process rotated
-    /// the keys, so the set is reloaded (at most every few seconds) before giving up.
-    async fn decoding_key(&self, kid: &str) -> Result<Option<jsonwebtoken::DecodingKey>, SessionError> {
-        if let Some(key) = self.keys().decoding_key(kid) {
-            return Ok(Some(key));
-        }
-        {
-            let mut last = self.last_reload.lock().unwrap_or_else(|p| p.into_inner());
-            if last.is_some_and(|at| at.elapsed() < RELOAD_AT_MOST_EVERY) {
-                return Ok(None);
-            }
-            *last = Some(std::time::Instant::now());
-        }
-        let fresh =
-            TokenKeys::load(self.store.as_ref(), self.keyring.as_ref(), self.clock.as_ref(), self.ids.as_ref()).await?;
-        let key = fresh.decoding_key(kid);
-        *self.keys.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(fresh);
-        Ok(key)
+        self.keys.clone()
     }
 
     fn family_item(family: &Family) -> Result<Item, StoreError> {
@@ -304,41 +271,6 @@ impl Sessions {
                 None => return Ok(live),
             }
         }
-    }
-
-    /// Verifies an access token: signature under a published key, ES256 only, `typ`,
-    /// issuer, audience, expiry (with leeway), and that its session is not revoked.
-    pub async fn authenticate(&self, token: &str) -> Result<Principal, SessionError> {
-        let header = jsonwebtoken::decode_header(token).map_err(|_| SessionError::Unauthorized)?;
-        if header.alg != Algorithm::ES256 || header.typ.as_deref() != Some(ACCESS_TYP) {
-            return Err(SessionError::Unauthorized);
-        }
-        let kid = header.kid.as_deref().ok_or(SessionError::Unauthorized)?;
-        let key = self.decoding_key(kid).await?.ok_or(SessionError::Unauthorized)?;
-        let mut validation = Validation::new(Algorithm::ES256);
-        validation.set_issuer(&[ISSUER]);
-        validation.set_audience(&[AUDIENCE]);
-        validation.set_required_spec_claims(&["exp", "iat", "iss", "aud", "sub"]);
-        validation.leeway = self.policy.leeway.num_seconds().max(0) as u64;
-        // Expiry is checked against the platform clock below, not the system clock.
-        validation.validate_exp = false;
-        let claims = jsonwebtoken::decode::<AccessClaims>(token, &key, &validation)
-            .map_err(|_| SessionError::Unauthorized)?
-            .claims;
-        if self.clock.now().timestamp() > claims.exp + self.policy.leeway.num_seconds() {
-            return Err(SessionError::Unauthorized);
-        }
-        if self.store.get(&deny_key(&claims.sid)).await?.is_some() {
-            return Err(SessionError::Unauthorized);
-        }
-        Ok(Principal {
-            user_id: claims.sub,
-            session_id: claims.sid,
-            roles: claims.roles,
-            level: claims.lvl,
-            issuer_id: claims.org,
-            second_factor_at: claims.mfa.and_then(|at| DateTime::from_timestamp(at, 0)),
-        })
     }
 
     async fn user(&self, id: &str) -> Result<User, SessionError> {

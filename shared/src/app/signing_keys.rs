@@ -3,6 +3,9 @@
 //! (KMS `Sign` quotas would otherwise cap logins). Rotation adds a key and keeps the
 //! previous ones published for an overlap window, so tokens signed just before a
 //! rotation still verify.
+//!
+//! Only the auth function unseals the set ([`TokenKeys`]). Every other reader takes the
+//! public half of the same item ([`PublicKeys`]): key ids and curve points, no keyring.
 
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
@@ -47,12 +50,73 @@ struct StoredSet {
     refresh_secret: Envelope,
 }
 
-/// One usable key: its id, public coordinates and (for the current key) signing half.
+/// The public half of a stored key: what verifying a token needs.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct PublicKey {
+    pub kid: String,
+    pub created_at: DateTime<Utc>,
+    pub retired_at: Option<DateTime<Utc>>,
+    x: String,
+    y: String,
+}
+
+#[derive(Deserialize)]
+struct PublicSet {
+    keys: Vec<PublicKey>,
+}
+
+/// The published keys, newest first, read without the keyring. A retired key verifies
+/// only until `retired_at + overlap`, whoever verifies and however stale the copy.
+#[derive(Debug, Clone, Default)]
+pub struct PublicKeys {
+    keys: Vec<PublicKey>,
+}
+
+impl PublicKeys {
+    /// The set as stored; empty before the auth function made the first key.
+    pub async fn load(store: &dyn Store) -> Result<Self, SigningKeyError> {
+        let keys = match store.get(&set_key()).await? {
+            Some(item) => item.decode::<PublicSet>()?.keys,
+            None => Vec::new(),
+        };
+        Ok(Self { keys })
+    }
+
+    /// The keys a token may be verified with at `now`.
+    pub fn trusted(&self, now: DateTime<Utc>, overlap: TimeDelta) -> impl Iterator<Item = &PublicKey> {
+        self.keys.iter().filter(move |k| k.retired_at.is_none_or(|at| now < at + overlap))
+    }
+
+    /// The verification key for `kid`, if it is published and trusted at `now`.
+    pub fn decoding_key(&self, kid: &str, now: DateTime<Utc>, overlap: TimeDelta) -> Option<DecodingKey> {
+        let key = self.trusted(now, overlap).find(|k| k.kid == kid)?;
+        DecodingKey::from_ec_components(&key.x, &key.y).ok()
+    }
+
+    /// Whether `kid` is in the set at all (trusted or not).
+    pub fn contains(&self, kid: &str) -> bool {
+        self.keys.iter().any(|k| k.kid == kid)
+    }
+
+    /// The JWK set served at `/.well-known/jwks.json`: the keys trusted at `now`.
+    pub fn jwks(&self, now: DateTime<Utc>, overlap: TimeDelta) -> serde_json::Value {
+        let keys: Vec<_> = self
+            .trusted(now, overlap)
+            .map(|k| {
+                serde_json::json!({
+                    "kty": "EC", "crv": "P-256", "alg": "ES256", "use": "sig",
+                    "kid": k.kid, "x": k.x, "y": k.y,
+                })
+            })
+            .collect();
+        serde_json::json!({ "keys": keys })
+    }
+}
+
+/// The key that signs: its id and private half.
 pub struct SigningKey {
     pub kid: String,
     pub created_at: DateTime<Utc>,
-    x: String,
-    y: String,
     encoding: EncodingKey,
 }
 
@@ -67,13 +131,14 @@ impl std::fmt::Debug for SigningKey {
 
 /// The published key set (the first key signs) and the refresh-token secret.
 pub struct TokenKeys {
-    keys: Vec<SigningKey>,
+    current: SigningKey,
+    public: PublicKeys,
     refresh_secret: aws_lc_rs::hmac::Key,
 }
 
 impl std::fmt::Debug for TokenKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TokenKeys").field("keys", &self.keys).finish_non_exhaustive()
+        f.debug_struct("TokenKeys").field("current", &self.current).finish_non_exhaustive()
     }
 }
 
@@ -180,27 +245,29 @@ impl TokenKeys {
     }
 
     async fn unseal(set: StoredSet, keyring: &dyn Keyring) -> Result<Self, SigningKeyError> {
-        let mut keys = Vec::with_capacity(set.keys.len());
-        for stored in set.keys {
-            let pkcs8 = keyring.decrypt(&stored.sealed, &context(&stored.kid)).await?;
-            keys.push(SigningKey {
-                encoding: EncodingKey::from_ec_der(&pkcs8),
-                kid: stored.kid,
-                created_at: stored.created_at,
-                x: stored.x,
-                y: stored.y,
-            });
-        }
-        if keys.is_empty() {
-            return Err(SigningKeyError::Invalid("the key set is empty".into()));
-        }
+        // Only the signing key is unsealed: the retired ones only verify, which their
+        // public halves do.
+        let newest = set.keys.first().ok_or_else(|| SigningKeyError::Invalid("the key set is empty".into()))?;
+        let pkcs8 = keyring.decrypt(&newest.sealed, &context(&newest.kid)).await?;
+        let current = SigningKey {
+            encoding: EncodingKey::from_ec_der(&pkcs8),
+            kid: newest.kid.clone(),
+            created_at: newest.created_at,
+        };
+        let public = PublicKeys {
+            keys: set
+                .keys
+                .into_iter()
+                .map(|k| PublicKey { kid: k.kid, created_at: k.created_at, retired_at: k.retired_at, x: k.x, y: k.y })
+                .collect(),
+        };
         let secret = keyring.decrypt(&set.refresh_secret, &refresh_context()).await?;
-        Ok(Self { keys, refresh_secret: aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &secret) })
+        Ok(Self { current, public, refresh_secret: aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &secret) })
     }
 
     /// The key that signs new tokens.
     pub fn current(&self) -> &SigningKey {
-        &self.keys[0]
+        &self.current
     }
 
     /// Signs `claims` as an ES256 JWT with the current key's `kid`.
@@ -222,24 +289,8 @@ impl TokenKeys {
         aws_lc_rs::hmac::sign(&self.refresh_secret, message).as_ref().to_vec()
     }
 
-    /// The verification key for `kid`, if it is still published.
-    pub fn decoding_key(&self, kid: &str) -> Option<DecodingKey> {
-        let key = self.keys.iter().find(|k| k.kid == kid)?;
-        DecodingKey::from_ec_components(&key.x, &key.y).ok()
-    }
-
-    /// The JWK set served at `/.well-known/jwks.json`.
-    pub fn jwks(&self) -> serde_json::Value {
-        let keys: Vec<_> = self
-            .keys
-            .iter()
-            .map(|k| {
-                serde_json::json!({
-                    "kty": "EC", "crv": "P-256", "alg": "ES256", "use": "sig",
-                    "kid": k.kid, "x": k.x, "y": k.y,
-                })
-            })
-            .collect();
-        serde_json::json!({ "keys": keys })
+    /// The public half of the set, as it was when these keys were loaded.
+    pub fn public(&self) -> &PublicKeys {
+        &self.public
     }
 }

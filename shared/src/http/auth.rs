@@ -9,14 +9,15 @@ use axum::http::request::Parts;
 
 use super::ApiError;
 use crate::app::sessions::{Principal, SessionError, Sessions};
+use crate::app::verifier::TokenVerifier;
 
-/// State that can hand out the session service.
-pub trait SessionSource: Send + Sync {
-    fn sessions(&self) -> impl std::future::Future<Output = Result<Arc<Sessions>, ApiError>> + Send;
+/// State that verifies access tokens.
+pub trait VerifierSource: Send + Sync {
+    fn verifier(&self) -> &TokenVerifier;
 }
 
-/// The session service of a platform, built on first use (unwrapping the token keys
-/// costs a keyring call) and shared by every request after.
+/// The session service of the auth function, built on first use (unsealing the signing
+/// key costs a keyring call) and shared by every request after.
 #[derive(Clone)]
 pub struct LazySessions {
     platform: crate::Platform,
@@ -28,10 +29,8 @@ impl LazySessions {
     pub fn new(platform: &crate::Platform, policy: crate::domain::session::SessionPolicy) -> Self {
         Self { platform: platform.clone(), policy, cell: Arc::default() }
     }
-}
 
-impl SessionSource for LazySessions {
-    async fn sessions(&self) -> Result<Arc<Sessions>, ApiError> {
+    pub async fn get(&self) -> Result<Arc<Sessions>, ApiError> {
         self.cell
             .get_or_try_init(|| async {
                 let sessions =
@@ -49,7 +48,7 @@ pub struct Authenticated(pub Principal);
 
 /// For routes open to everyone that show more to some: no `Authorization` header is an
 /// anonymous caller; a header with a bad token is still refused.
-impl<S: SessionSource> axum::extract::OptionalFromRequestParts<S> for Authenticated {
+impl<S: VerifierSource> axum::extract::OptionalFromRequestParts<S> for Authenticated {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Option<Self>, Self::Rejection> {
@@ -60,7 +59,7 @@ impl<S: SessionSource> axum::extract::OptionalFromRequestParts<S> for Authentica
     }
 }
 
-impl<S: SessionSource> FromRequestParts<S> for Authenticated {
+impl<S: VerifierSource> FromRequestParts<S> for Authenticated {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
@@ -70,8 +69,7 @@ impl<S: SessionSource> FromRequestParts<S> for Authenticated {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .ok_or_else(|| ApiError::unauthorized("send an access token as `Authorization: Bearer <token>`"))?;
-        let sessions = state.sessions().await?;
-        match sessions.authenticate(token.trim()).await {
+        match state.verifier().authenticate(token.trim()).await {
             Ok(principal) => Ok(Self(principal)),
             Err(SessionError::Store(e)) => Err(ApiError::internal(&e)),
             Err(_) => Err(ApiError::unauthorized("invalid or expired access token")),

@@ -13,9 +13,15 @@ first against the current state and the writes applied only when all hold, which
 copy; `transact_write_items` below does that and then hands the writes to moto's own code
 with the copy turned into the identity.
 
-Usage: python infra/moto_server.py HOST PORT
+With `--iam` (and `INITIAL_NO_AUTH_ACTION_COUNT` in the environment) the server enforces
+IAM, and names the resource of each DynamoDB, KMS and SES v2 request the way AWS does (moto
+names only SQS queues and S3 objects, so a policy scoped to a table, a key or an identity
+would otherwise match nothing): a table or its index, a key, a sending identity.
+
+Usage: python infra/moto_server.py HOST PORT [--iam]
 """
 
+import json
 import sys
 import threading
 import types
@@ -82,6 +88,123 @@ def transact_write_items(self, transact_items):
 
 
 dynamodb_models.DynamoDBBackend.transact_write_items = transact_write_items
+
+def name_resources():
+    """Gives DynamoDB, KMS and SES v2 requests the resource ARN IAM evaluates."""
+    from moto.dynamodb.responses import DynamoHandler
+    from moto.kms.responses import KmsResponse
+    from moto.secretsmanager.responses import SecretsManagerResponse
+    from moto.kms.utils import KEY_ID_LEN
+    from moto.sesv2.responses import SESV2Response
+
+    def params(self):
+        body = self.body
+        if isinstance(body, dict):
+            return body
+        return json.loads(body or "{}")
+
+    def arn(self, service, resource):
+        return f"arn:aws:{service}:{self.region}:{self.current_account}:{resource}"
+
+    def dynamodb_resource(self):
+        body = params(self)
+        table = body.get("TableName")
+        if table is None:
+            # Transactions and batches: the first table named (this project has one).
+            for item in body.get("TransactItems", []):
+                table = next(iter(item.values()))["TableName"]
+                break
+            for name in body.get("RequestItems", {}):
+                table = name
+                break
+        if table is None:
+            return "*"
+        index = body.get("IndexName")
+        return arn(self, "dynamodb", f"table/{table}" + (f"/index/{index}" if index else ""))
+
+    def kms_resource(self):
+        body = params(self)
+        key = body.get("KeyId")
+        if key is None and body.get("CiphertextBlob"):
+            import base64
+
+            key = base64.b64decode(body["CiphertextBlob"])[:KEY_ID_LEN].decode(errors="replace")
+        if key is None:
+            return "*"
+        try:
+            key = self.kms_backend.any_id_to_key_id(key)
+        except Exception:  # noqa: BLE001 - an unknown key is the action's own error
+            return "*"
+        return arn(self, "kms", f"key/{key}")
+
+    def ses_resource(self):
+        body = params(self)
+        sender = body.get("FromEmailAddress", "")
+        if "@" not in sender:
+            return "*"
+        return arn(self, "ses", f"identity/{sender.rsplit('@', 1)[1].rstrip('>')}")
+
+    from moto.iam.access_control import IAMRequest
+
+    check = IAMRequest.check_action_permitted
+
+    # IAM has no action for a DynamoDB transaction: AWS authorizes each of its items by
+    # the item's own action (PutItem, UpdateItem, DeleteItem, ConditionCheckItem; GetItem
+    # for TransactGetItems). moto checks the call's name instead.
+    per_item = {
+        "Put": "dynamodb:PutItem",
+        "Update": "dynamodb:UpdateItem",
+        "Delete": "dynamodb:DeleteItem",
+        "ConditionCheck": "dynamodb:ConditionCheckItem",
+        "Get": "dynamodb:GetItem",
+    }
+
+    # Likewise SQS authorizes a batch call by its single-message action.
+    batches = {
+        "sqs:SendMessageBatch": "sqs:SendMessage",
+        "sqs:DeleteMessageBatch": "sqs:DeleteMessage",
+        "sqs:ChangeMessageVisibilityBatch": "sqs:ChangeMessageVisibility",
+    }
+
+    def actions(request):
+        if request._action in batches:
+            return [batches[request._action]]
+        if request._action not in ("dynamodb:TransactWriteItems", "dynamodb:TransactGetItems"):
+            return [request._action]
+        items = json.loads(request._body or b"{}").get("TransactItems", [])
+        return sorted({per_item[next(iter(item))] for item in items}) or [request._action]
+
+    def logged_check(self, resource):
+        called = self._action
+        try:
+            for action in actions(self):
+                self._action = action
+                check(self, resource)
+        except Exception:
+            # What was refused, for whoever reads this emulator's log after a failed test.
+            print(f"IAM denied {self._action} on {resource}", file=sys.stderr, flush=True)
+            raise
+        finally:
+            self._action = called
+
+    IAMRequest.check_action_permitted = logged_check
+    def secret_resource(self):
+        secret = params(self).get("SecretId")
+        if secret is None:
+            return "*"
+        try:
+            return self.backend.secrets[secret].arn
+        except Exception:  # noqa: BLE001 - an unknown secret is the action's own error
+            return "*"
+
+    SecretsManagerResponse._determine_resource = secret_resource
+    DynamoHandler._determine_resource = dynamodb_resource
+    KmsResponse._determine_resource = kms_resource
+    SESV2Response._determine_resource = ses_resource
+
+
+if "--iam" in sys.argv:
+    name_resources()
 
 moto_app = DomainDispatcherApplication(create_backend_app)
 dynamodb = threading.Lock()

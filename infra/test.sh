@@ -40,13 +40,35 @@ step "starting moto on 127.0.0.1:$MOTO_PORT"
 # moto's own server, with DynamoDB writes serialised as DynamoDB serialises transactions.
 "$MOTO_VENV/bin/python" "$ROOT/infra/moto_server.py" 127.0.0.1 "$MOTO_PORT" >"$MOTO_LOG" 2>&1 &
 MOTO_PID=$!
-cleanup() { kill "$MOTO_PID" 2>/dev/null || true; wait "$MOTO_PID" 2>/dev/null || true; }
+PIDS=("$MOTO_PID")
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+}
 trap cleanup EXIT
-for _ in $(seq 1 100); do
-  if python3 -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$MOTO_PORT/moto-api/')" 2>/dev/null; then break; fi
-  kill -0 "$MOTO_PID" 2>/dev/null || { cat "$MOTO_LOG"; echo "moto failed to start" >&2; exit 1; }
-  sleep 0.2
-done
+# Waits until the emulator with PID $1 answers on port $2; its log is $3.
+await_moto() {
+  for _ in $(seq 1 100); do
+    if python3 -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$2/moto-api/')" 2>/dev/null; then return; fi
+    kill -0 "$1" 2>/dev/null || { cat "$3"; echo "moto failed to start" >&2; exit 1; }
+    sleep 0.2
+  done
+  echo "moto did not answer on 127.0.0.1:$2" >&2; exit 1
+}
+await_moto "$MOTO_PID" "$MOTO_PORT" "$MOTO_LOG"
+
+# A second emulator that enforces IAM: each function's tests sign as a user holding only
+# that function's policy from template.yaml. The first three calls, unauthenticated,
+# make the admin that sets up the rest (INITIAL_NO_AUTH_ACTION_COUNT).
+IAM_PORT="$(free_port)"
+IAM_LOG="$CACHE/moto-iam.log"
+step "starting moto with IAM enforced on 127.0.0.1:$IAM_PORT"
+INITIAL_NO_AUTH_ACTION_COUNT=3 "$MOTO_VENV/bin/python" "$ROOT/infra/moto_server.py" 127.0.0.1 "$IAM_PORT" --iam \
+  >"$IAM_LOG" 2>&1 &
+PIDS+=("$!")
+await_moto "$!" "$IAM_PORT" "$IAM_LOG"
+DABS_IAM_ADMIN_KEY="$("$MOTO_VENV/bin/python" "$ROOT/infra/iam_admin.py" "http://127.0.0.1:$IAM_PORT")"
+export DABS_IAM_ENDPOINT="http://127.0.0.1:$IAM_PORT" DABS_IAM_ADMIN_KEY
 
 # Every AWS client in the tests talks to the emulator only.
 export DABS_AWS_ENDPOINT="http://127.0.0.1:$MOTO_PORT"

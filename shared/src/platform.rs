@@ -7,10 +7,11 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::adapters::aws::{self, DynamoStore, KmsKeyring, QueueUrls, SesMailer, SqsQueue};
+use crate::adapters::aws::{self, DynamoStore, KmsKeyring, QueueUrls, SecretsManagerKeys, SesMailer, SqsQueue};
 use crate::adapters::clock::{SystemClock, UlidIds};
 use crate::adapters::embedded::{EmbeddedStore, FolderMailer, LocalKeyring, MemoryQueue};
 use crate::adapters::partners::{BankSimulator, ChainSimulator, CustodySimulator, HttpBank, HttpChain, HttpCustody};
+use crate::ports::partner_keys::{FixedKeys, PartnerKeys, PartnerSecret};
 use crate::ports::queue::QueueName;
 use crate::ports::{Bank, Chain, Clock, Custody, Ids, Keyring, Mailer, Queue, Store};
 
@@ -34,24 +35,14 @@ impl Backend {
 }
 
 /// Settings that are not adapters.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Config {
     /// The sender of every email.
     pub mail_from: String,
-    /// The key the bank signs its webhooks with.
-    pub bank_webhook_secret: Secret,
-    /// The key the Custody signs its callbacks with.
-    pub custody_webhook_secret: Secret,
-}
-
-/// Key material that never prints.
-#[derive(Clone)]
-pub struct Secret(pub Vec<u8>);
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret(..)")
-    }
+    /// What the bank signs its webhooks with (and the key the platform presents to it).
+    pub bank_keys: Arc<dyn PartnerKeys>,
+    /// What the Custody signs its callbacks with (and the key presented to it).
+    pub custody_keys: Arc<dyn PartnerKeys>,
 }
 
 /// The partner simulators of an embedded platform, for the local runner's `/sim` routes
@@ -185,6 +176,20 @@ impl Platform {
             }
         };
         let partner = |name: &str| optional(env, name).unwrap_or_default();
+        let secrets = aws_sdk_secretsmanager::Client::new(sdk);
+        // A partner's secret in Secrets Manager (`<P>_SECRET_ARN`, as deployed), else the
+        // values themselves (`<P>_API_KEY`, `<P>_WEBHOOK_SECRET`: a function run by hand).
+        let keys = |prefix: &str| -> Arc<dyn PartnerKeys> {
+            match optional(env, &format!("{prefix}_SECRET_ARN")) {
+                Some(arn) => Arc::new(SecretsManagerKeys::new(secrets.clone(), arn)),
+                None => FixedKeys::shared(PartnerSecret {
+                    api_key: partner(&format!("{prefix}_API_KEY")),
+                    webhook_secret: partner(&format!("{prefix}_WEBHOOK_SECRET")),
+                    previous_webhook_secret: String::new(),
+                }),
+            }
+        };
+        let (bank_keys, chain_keys, custody_keys) = (keys("BANK"), keys("CHAIN"), keys("CUSTODY"));
         Ok(Self {
             backend: Backend::Aws,
             store: Arc::new(DynamoStore::new(
@@ -196,14 +201,10 @@ impl Platform {
             keyring: keyring("DATA_KEY_ID"),
             token_keyring: keyring("TOKEN_KEY_ID"),
             mailer: Arc::new(SesMailer::new(aws_sdk_sesv2::Client::new(sdk), clock.clone(), ids.clone())),
-            bank: Arc::new(HttpBank::new(partner("BANK_API_URL"), partner("BANK_API_KEY"))),
-            chain: Arc::new(HttpChain::new(partner("CHAIN_API_URL"), partner("CHAIN_API_KEY"))),
-            custody: Arc::new(HttpCustody::new(partner("CUSTODY_API_URL"), partner("CUSTODY_API_KEY"))),
-            config: Arc::new(Config {
-                mail_from: partner("MAIL_FROM"),
-                bank_webhook_secret: Secret(partner("BANK_WEBHOOK_SECRET").into_bytes()),
-                custody_webhook_secret: Secret(partner("CUSTODY_WEBHOOK_SECRET").into_bytes()),
-            }),
+            bank: Arc::new(HttpBank::new(partner("BANK_API_URL"), bank_keys.clone())),
+            chain: Arc::new(HttpChain::new(partner("CHAIN_API_URL"), chain_keys)),
+            custody: Arc::new(HttpCustody::new(partner("CUSTODY_API_URL"), custody_keys.clone())),
+            config: Arc::new(Config { mail_from: partner("MAIL_FROM"), bank_keys, custody_keys }),
             clock,
             ids,
             simulators: None,
@@ -273,12 +274,18 @@ impl Platform {
             ids,
             config: Arc::new(Config {
                 mail_from: "no-reply@dabs.local".to_owned(),
-                bank_webhook_secret: Secret(bank_webhook_secret),
-                custody_webhook_secret: Secret(custody_webhook_secret),
+                bank_keys: webhook_keys(bank_webhook_secret),
+                custody_keys: webhook_keys(custody_webhook_secret),
             }),
             simulators: Some(simulators),
         }
     }
+}
+
+/// The simulators sign their callbacks with `secret`; they take any key.
+fn webhook_keys(secret: Vec<u8>) -> Arc<dyn PartnerKeys> {
+    let webhook_secret = String::from_utf8(secret).unwrap_or_default();
+    FixedKeys::shared(PartnerSecret { webhook_secret, ..PartnerSecret::default() })
 }
 
 /// The secret kept in `file`, made on first use.

@@ -15,3 +15,27 @@ pub fn init() {
         builder.try_init()
     };
 }
+
+/// Writes `metrics` (name, value) as one line of CloudWatch's embedded metric format to
+/// standard output, in the namespace `METRICS_NAMESPACE`: CloudWatch turns the log line
+/// into metrics, so alarms need no API call and no permission. Nothing outside Lambda.
+pub fn metrics(metrics: &[(&str, u64)], now: chrono::DateTime<chrono::Utc>) {
+    let in_lambda = std::env::var_os("AWS_LAMBDA_FUNCTION_NAME").is_some();
+    let Some(namespace) = std::env::var("METRICS_NAMESPACE").ok().filter(|_| in_lambda) else { return };
+    println!("{}", metrics_line(&namespace, metrics, now));
+}
+
+/// The embedded-metric-format line for `metrics`.
+pub fn metrics_line(namespace: &str, metrics: &[(&str, u64)], now: chrono::DateTime<chrono::Utc>) -> String {
+    let names: Vec<serde_json::Value> = metrics.iter().map(|(name, _)| serde_json::json!({ "Name": name })).collect();
+    let mut line = serde_json::json!({
+        "_aws": {
+            "Timestamp": now.timestamp_millis(),
+            "CloudWatchMetrics": [{ "Namespace": namespace, "Dimensions": [[]], "Metrics": names }],
+        }
+    });
+    for (name, value) in metrics {
+        line[*name] = serde_json::json!(value);
+    }
+    line.to_string()
+}

@@ -60,11 +60,16 @@ async fn http() -> Fixture {
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
     Fixture {
-        chain: Arc::new(HttpChain::new(&base, "chain-key")),
-        bank: Arc::new(HttpBank::new(&base, "bank-key")),
-        custody: Arc::new(HttpCustody::new(format!("{base}/custody"), "custody-key")),
+        chain: Arc::new(HttpChain::new(&base, key("chain-key"))),
+        bank: Arc::new(HttpBank::new(&base, key("bank-key"))),
+        custody: Arc::new(HttpCustody::new(format!("{base}/custody"), key("custody-key"))),
         ..sims
     }
+}
+
+fn key(api_key: &str) -> Arc<dyn shared::ports::partner_keys::PartnerKeys> {
+    use shared::ports::partner_keys::{FixedKeys, PartnerSecret};
+    FixedKeys::shared(PartnerSecret { api_key: api_key.to_owned(), ..PartnerSecret::default() })
 }
 
 macro_rules! partner_contract {

@@ -1,5 +1,6 @@
 //! Helpers for the black-box tests: start the whole platform, read what it mailed.
 
+pub mod iam;
 pub mod settle;
 
 use std::path::PathBuf;
@@ -82,7 +83,7 @@ impl TestApp {
     }
 }
 
-fn parse_mail(raw: &str) -> SentMail {
+pub(crate) fn parse_mail(raw: &str) -> SentMail {
     let header = |name: &str| {
         raw.lines().find_map(|l| l.strip_prefix(&format!("{name}: "))).unwrap_or_default().trim().to_owned()
     };

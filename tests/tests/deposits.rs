@@ -14,10 +14,15 @@ on_both_stores!(
 );
 
 /// Sends a bank webhook signed with the platform's secret, as of `age` seconds ago.
+/// The secret the bank simulator signs with.
+async fn bank_secret(app: &TestApp) -> Vec<u8> {
+    app.platform.config.bank_keys.get().await.unwrap().webhook_secret.clone().into_bytes()
+}
+
 async fn webhook(app: &TestApp, event: &Value, age: i64) -> (StatusCode, Value) {
     let body = serde_json::to_vec(event).unwrap();
     let at = app.platform.clock.now().timestamp() - age;
-    let signature = webhook::sign(&app.platform.config.bank_webhook_secret.0, at, &body);
+    let signature = webhook::sign(&bank_secret(app).await, at, &body);
     send(app, body, &at.to_string(), &signature).await
 }
 
@@ -98,7 +103,7 @@ async fn webhooks_badly_signed_stale_replayed_duplicated_or_for_nobody_credit_no
     // A signature by another key, over another body, or missing: 401, nothing credited.
     let forged = webhook::sign(b"not the bank", now, &body);
     assert_eq!(send(&app, body.clone(), &now.to_string(), &forged).await.0, StatusCode::UNAUTHORIZED);
-    let other = webhook::sign(&app.platform.config.bank_webhook_secret.0, now, b"{}");
+    let other = webhook::sign(&bank_secret(&app).await, now, b"{}");
     assert_eq!(send(&app, body.clone(), &now.to_string(), &other).await.0, StatusCode::UNAUTHORIZED);
     let (status, problem) = send(&app, body.clone(), &now.to_string(), "").await;
     assert_eq!((status, problem["status"].as_u64()), (StatusCode::UNAUTHORIZED, Some(401)));

@@ -42,27 +42,32 @@ async fn an_sqs_event_reports_only_the_failed_messages() {
 
 /// A draft deal, written to the store.
 async fn draft_deal(platform: &shared::Platform, id: &str) {
-    let deal: shared::app::deals::Deal = serde_json::from_value(serde_json::json!({
+    let deal: shared::app::deals::Deal = serde_json::from_value(draft_deal_value(id)).unwrap();
+    let item = shared::app::deals::deal_item(&deal).unwrap();
+    platform.store.put(item, shared::ports::store::Condition::NotExists).await.unwrap();
+}
+
+fn draft_deal_value(id: &str) -> serde_json::Value {
+    serde_json::json!({
         "id": id, "issuer_id": "iss_fixture", "state": "draft", "asset": format!("DABS-{id}"),
         "escrow_account": format!("escrow:{id}:SGD"), "created_by": "ops",
         "created_at": "2026-11-25T06:00:00Z", "updated_at": "2026-11-25T06:00:00Z",
         "terms": {"building": {"name": "Harbour Point", "address": "2 Harbour Rd", "kind": "office", "valuation": 1},
             "supply": 100, "unit_price": 100, "min_units": 1, "max_units": 10, "documents": [],
             "opens_at": "2026-11-26T06:00:00Z", "closes_at": "2026-11-27T06:00:00Z"}
-    }))
-    .unwrap();
-    let item = shared::app::deals::deal_item(&deal).unwrap();
-    platform.store.put(item, shared::ports::store::Condition::NotExists).await.unwrap();
+    })
 }
 
 #[tokio::test]
 async fn the_schedule_event_runs_a_reconciliation_and_a_failed_source_is_an_error_not_a_success() {
     use shared::adapters::partners::{Fault, FaultKind};
     let (platform, _dir) = platform();
+    // The schedule's own time is the cut-off, so a retry reconciles the same one.
     let trigger: reconcile::Trigger = serde_json::from_str(&fixture("reconcile-schedule.json")).unwrap();
-    assert!(trigger.cut_off.is_none());
+    assert_eq!(trigger.cut_off, Some("2026-11-25T14:00:00Z".parse().unwrap()));
     let run = reconcile::run(&platform, trigger.clone()).await.unwrap();
     assert_eq!(run.verdict, shared::app::reconcile::RunVerdict::Reconciled, "{run:?}");
+    assert_eq!(Some(run.cut_off), trigger.cut_off);
     let sims = platform.simulators.as_ref().unwrap();
     shared::app::deposits::DepositAccounts::for_platform(&platform).account_for("u1").await.unwrap();
     sims.custody.inject(Fault { kind: FaultKind::Fail, times: 1, delay_ms: 0 });
@@ -113,10 +118,10 @@ async fn a_requested_run_on_the_queue_runs_once_and_a_malformed_request_fails_al
     assert_eq!(of_cut_off[0].previous.as_deref(), Some(of_cut_off[1].id.as_str()));
 }
 
-/// The settlement function: an SQS batch goes to its handler; a stream batch or the
-/// schedule wakes the sweep, which delivers the chain outbox.
+/// The settlement function: an SQS batch goes to its handler; a stream batch wakes the
+/// chain mirror's drain and the schedule the whole sweep.
 #[tokio::test]
-async fn settlement_sends_sqs_to_its_handler_and_a_stream_or_schedule_event_to_the_sweep() {
+async fn settlement_sends_sqs_to_its_handler_a_stream_batch_to_the_drain_and_the_schedule_to_the_sweep() {
     use shared::app::ledger::Ledger;
     use shared::domain::ledger::{Account, Kind, Transfer, codes};
 
@@ -127,7 +132,7 @@ async fn settlement_sends_sqs_to_its_handler_and_a_stream_or_schedule_event_to_t
     let deposit = Transfer::single("d1", "omnibus:bank:SGD", "deposit:u1:SGD", 4_200, "SGD", codes::DEPOSIT);
     ledger.submit(&deposit).await.unwrap();
     let sweeper = settlement::Sweeper::new(&platform);
-    let wake = |_| async { sweeper.run_once().await.map(|_| serde_json::Value::Null) };
+    let wake = |event| settlement::woken(&sweeper, event);
     let handler = settlement::handler(&platform);
 
     let sqs: serde_json::Value = serde_json::from_str(&fixture("allocation-sqs.json")).unwrap();
@@ -136,10 +141,28 @@ async fn settlement_sends_sqs_to_its_handler_and_a_stream_or_schedule_event_to_t
     assert_eq!(answer["batchItemFailures"].as_array().map(Vec::len), Some(2), "{answer}");
     assert_eq!(platform.chain.height().await.unwrap(), 0, "an SQS batch does not sweep");
 
-    for name in ["settlement-stream.json", "settlement-sweep.json"] {
-        let event: serde_json::Value = serde_json::from_str(&fixture(name)).unwrap();
-        assert_eq!(shared::lambda::dispatch(handler.as_ref(), &wake, event).await.unwrap(), serde_json::Value::Null);
-    }
+    // A deal whose window has closed: only the whole sweep closes it.
+    let mut deal = draft_deal_value("deal_window");
+    deal["state"] = serde_json::json!("open");
+    deal["terms"]["opens_at"] = serde_json::json!("2020-01-01T00:00:00Z");
+    deal["terms"]["closes_at"] = serde_json::json!("2020-01-02T00:00:00Z");
+    let deal: shared::app::deals::Deal = serde_json::from_value(deal).unwrap();
+    platform
+        .store
+        .put(shared::app::deals::deal_item(&deal).unwrap(), shared::ports::store::Condition::None)
+        .await
+        .unwrap();
+    let state = || async {
+        shared::app::deals::Deals::for_platform(&platform).get("deal_window").await.unwrap().unwrap().state
+    };
+
+    let stream: serde_json::Value = serde_json::from_str(&fixture("settlement-stream.json")).unwrap();
+    assert_eq!(shared::lambda::dispatch(handler.as_ref(), &wake, stream).await.unwrap(), serde_json::Value::Null);
+    assert_eq!(platform.chain.height().await.unwrap(), 1, "the stream drains the outbox");
+    assert_eq!(state().await.as_str(), "open", "the stream does not run the sweep");
+    let sweep: serde_json::Value = serde_json::from_str(&fixture("settlement-sweep.json")).unwrap();
+    assert_eq!(shared::lambda::dispatch(handler.as_ref(), &wake, sweep).await.unwrap(), serde_json::Value::Null);
+    assert_ne!(state().await.as_str(), "open", "the schedule runs the sweep, which follows deal windows");
     assert_eq!(platform.chain.height().await.unwrap(), 1, "recorded once, however often woken");
     assert_eq!(platform.chain.balance("deposit:u1:SGD", "SGD", None).await.unwrap(), 4_200);
 }
@@ -157,4 +180,42 @@ async fn the_sim_routes_are_absent_from_the_lambda_build() {
     };
     assert_eq!(offering::app(&platform).oneshot(sim()).await.unwrap().status(), 404);
     assert_ne!(local::app(&platform).oneshot(sim()).await.unwrap().status(), 404, "the local runner has them");
+}
+
+/// The functions that serve HTTP beside their queue, stream or schedule answer an API
+/// Gateway request with their router, and nothing else's routes.
+#[tokio::test]
+async fn an_api_gateway_request_to_a_function_woken_by_many_sources_reaches_its_router() {
+    let (platform, _dir) = platform();
+    let request = |path: &str| {
+        let mut event: serde_json::Value = serde_json::from_str(&fixture("health-http.json")).unwrap();
+        event["rawPath"] = serde_json::json!(path);
+        event["requestContext"]["http"]["path"] = serde_json::json!(path);
+        lambda_runtime::LambdaEvent::new(event, lambda_runtime::Context::default())
+    };
+    let never = |_| async { Err::<serde_json::Value, shared::lambda::Error>("not an HTTP event".into()) };
+    let sweep_never = |_| async { Err::<serde_json::Value, shared::lambda::Error>("not an HTTP event".into()) };
+    let answer = |response: serde_json::Value| response["statusCode"].as_u64();
+
+    let (app, handler) = (settlement::app(&platform), settlement::handler(&platform));
+    let health = shared::lambda::dispatch_event(app.clone(), handler.as_ref(), &never, request("/health")).await;
+    assert_eq!(answer(health.unwrap()), Some(200));
+    // A finance route without a token: the settlement function's own router refuses it.
+    let view = request("/v1/admin/deals/d1/settlement");
+    assert_eq!(
+        answer(shared::lambda::dispatch_event(app.clone(), handler.as_ref(), &never, view).await.unwrap()),
+        Some(401)
+    );
+    let elsewhere = request("/v1/deals");
+    assert_eq!(
+        answer(shared::lambda::dispatch_event(app, handler.as_ref(), &never, elsewhere).await.unwrap()),
+        Some(404)
+    );
+
+    let (app, handler) = (reconcile::app(&platform), reconcile::handler(&platform));
+    let runs = request("/v1/admin/reconciliation/runs");
+    assert_eq!(
+        answer(shared::lambda::dispatch_event(app, handler.as_ref(), &sweep_never, runs).await.unwrap()),
+        Some(401)
+    );
 }

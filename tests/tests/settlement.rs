@@ -201,7 +201,7 @@ async fn a_stuck_leg_is_surfaced_and_finance_retries_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_custody_callback_is_refused_unless_signed_and_changes_nothing_then() {
     let app = spawn_app().await;
-    let secret = app.platform.config.custody_webhook_secret.0.clone();
+    let secret = app.platform.config.custody_keys.get().await.unwrap().webhook_secret.clone().into_bytes();
     let now = app.platform.clock.now().timestamp();
     let event = json!({"type": "distribution_decided", "event_id": "e1", "reference": "deal_x:distribution",
         "decision": {"status": "approved"}});

@@ -17,7 +17,7 @@ use shared::http::{ApiError, FieldError, Json};
 use utoipa::ToSchema;
 
 use crate::OfferingState;
-use crate::issuers::change_error;
+use shared::http::change_error;
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

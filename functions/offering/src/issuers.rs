@@ -3,7 +3,7 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
-use shared::app::changes::{Change, ChangeError, ChangeRequest, ChangeRequests};
+use shared::app::changes::{Change, ChangeRequest, ChangeRequests};
 use shared::app::issuers::{Issuer, IssuerError, Issuers, Onboarding};
 use shared::app::sessions::Principal;
 use shared::domain::access::{self, Action, LEVEL_SECOND_FACTOR, Resource, Role};
@@ -23,18 +23,6 @@ fn issuer_error(e: IssuerError) -> ApiError {
         IssuerError::NoUser => ApiError::unauthorized("the caller's account is gone"),
         IssuerError::Keyring(e) => ApiError::internal(&e),
         IssuerError::Store(e) => ApiError::internal(&e),
-    }
-}
-
-pub(crate) fn change_error(e: ChangeError) -> ApiError {
-    match e {
-        ChangeError::Forbidden(reason) => ApiError::forbidden(reason),
-        ChangeError::NotFound => ApiError::not_found("no such issuer, deal or change request"),
-        ChangeError::Invalid(reason) => ApiError::conflict(reason),
-        ChangeError::DuplicatePending => ApiError::conflict("a request for the same change is already pending"),
-        ChangeError::AlreadyDecided => ApiError::conflict("the request was already decided"),
-        ChangeError::Expired => ApiError::conflict("the request expired; propose it again"),
-        ChangeError::Store(e) => ApiError::internal(&e),
     }
 }
 
@@ -137,6 +125,6 @@ pub async fn propose_decision(
     let changes = ChangeRequests::new(p.store.clone(), p.clock.clone(), p.ids.clone());
     let roles = me.known_roles();
     let change = Change::DecideIssuer { issuer_id: id, approve: matches!(body.decision, Verdict::Approve) };
-    let request = changes.propose(&me.subject(&roles), change).await.map_err(change_error)?;
+    let request = changes.propose(&me.subject(&roles), change).await.map_err(shared::http::change_error)?;
     Ok((StatusCode::ACCEPTED, Json(request)))
 }

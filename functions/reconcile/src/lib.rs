@@ -1,7 +1,10 @@
 //! The `reconcile` function: the nightly proof that the ledger, the chain and the Custody
 //! agree (see [`shared::app::reconcile`]). It runs at 22:00 Asia/Singapore (EventBridge
 //! Scheduler in AWS, the in-process scheduler locally) and on an operator's demand, which
-//! comes on the reconcile queue (a run can take longer than an HTTP request may).
+//! comes on the reconcile queue (a run can take longer than an HTTP request may); it also
+//! serves finance's reconciliation routes.
+
+pub mod routes;
 
 use std::sync::Arc;
 
@@ -52,6 +55,11 @@ pub async fn run(platform: &Platform, trigger: Trigger) -> Result<ReconRun, RunE
     let cut_off = trigger.cut_off.unwrap_or_else(|| platform.clock.now());
     let run = Reconciler::for_platform(platform).run(cut_off).await?;
     tracing::info!(run = %run.id, %cut_off, verdict = ?run.verdict, breaks = run.breaks, "reconciliation finished");
+    let incomplete = u64::from(run.verdict == RunVerdict::Incomplete);
+    shared::telemetry::metrics(
+        &[("ReconciliationIncomplete", incomplete), ("ReconciliationNewBreaks", run.new_breaks)],
+        run.finished_at,
+    );
     match run.verdict {
         RunVerdict::Incomplete => Err(RunError::Incomplete(run.error.unwrap_or_default())),
         _ => Ok(run),
@@ -109,6 +117,38 @@ pub async fn scheduled(
 ) -> Result<serde_json::Value, shared::lambda::Error> {
     let run = run(platform, serde_json::from_value(payload)?).await?;
     Ok(serde_json::to_value(run.id)?)
+}
+
+/// Finance's reconciliation routes.
+pub fn routes(platform: &Platform) -> axum::Router {
+    use axum::routing::{get, post};
+    axum::Router::new()
+        .route("/v1/admin/reconciliation/runs", get(routes::list).post(routes::start))
+        .route("/v1/admin/reconciliation/runs/{id}", get(routes::get))
+        .route("/v1/admin/reconciliation/runs/{id}/breaks", get(routes::breaks))
+        .route("/v1/admin/reconciliation/runs/{id}/report.csv", get(routes::report))
+        .route("/v1/admin/reconciliation/breaks/accept", post(routes::accept))
+        .with_state(shared::http::auth::ApiState::new(platform))
+}
+
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    paths(routes::list, routes::start, routes::get, routes::breaks, routes::report, routes::accept),
+    components(schemas(routes::RunRequest, routes::RunView, routes::AcceptRequest, routes::RunQueued,
+        shared::app::reconcile::StoredRow, shared::app::reconcile::RunVerdict, shared::app::reconcile::Count,
+        shared::domain::reconcile::Pair, shared::domain::reconcile::Class, shared::domain::reconcile::RuleId)),
+    tags((name = "reconciliation", description = "Ledger vs chain vs Custody as of a cut-off: runs, unmatched rows, CSV"))
+)]
+struct Doc;
+
+/// This function's part of the OpenAPI document.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    <Doc as utoipa::OpenApi>::openapi()
+}
+
+/// The routes with everything every HTTP function shares, as Lambda serves them.
+pub fn app(platform: &Platform) -> axum::Router {
+    shared::http::service(routes(platform), platform, shared::http::openapi::published())
 }
 
 #[derive(Debug, thiserror::Error)]

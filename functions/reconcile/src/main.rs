@@ -1,10 +1,11 @@
-/// Woken by the schedule (a `Trigger`) or by the reconcile queue (an SQS batch of runs
-/// operators asked for).
+/// Woken by API Gateway (finance's routes), the schedule (a `Trigger`) or the reconcile
+/// queue (an SQS batch of runs operators asked for).
 #[tokio::main]
 async fn main() -> Result<(), shared::lambda::Error> {
     shared::telemetry::init();
     let platform = shared::Platform::aws().await?;
-    shared::lambda::serve_sqs_or_wake(reconcile::handler(&platform), move |payload| {
+    let app = reconcile::app(&platform);
+    shared::lambda::serve_http_sqs_or_wake(app, reconcile::handler(&platform), move |payload| {
         let platform = platform.clone();
         async move { reconcile::scheduled(&platform, payload).await }
     })

@@ -1,11 +1,14 @@
-//! The `settlement` function: settlement steps (money legs, issuance), Custody callbacks,
-//! and the ledger's follow-ups: the chain mirror's outbox, holds past their timeout, and
-//! payout instructions the bank did not answer.
+//! The `settlement` function: settlement steps (money legs, issuance), the Custody's
+//! callback and finance's settlement routes, and the ledger's follow-ups: the chain
+//! mirror's outbox, holds past their timeout, and payout instructions the bank did not
+//! answer.
 //!
 //! It consumes the settlement queue (`start` and `advance`, see [`shared::app::settlement`]).
-//! The table's stream (outbox items) and a one-minute schedule wake the sweep, which also
-//! starts the allocation of closed deals and nudges allocation runs and settlements that
-//! stood still.
+//! The table's stream (chain outbox items) wakes the mirror's drain alone; a one-minute
+//! schedule runs the whole sweep, which also starts the allocation of closed deals and
+//! nudges allocation runs and settlements that stood still.
+
+pub mod routes;
 
 use std::sync::Arc;
 
@@ -39,6 +42,51 @@ impl BatchHandler for Handler {
 /// The batch handler, as Lambda and the local runner run it.
 pub fn handler(platform: &Platform) -> Arc<dyn BatchHandler> {
     Arc::new(Handler { settlements: Settlements::for_platform(platform) })
+}
+
+/// This function's routes: finance's settlement view and retries, the Custody's callback.
+pub fn routes(platform: &Platform) -> axum::Router {
+    use axum::routing::{get, post};
+    axum::Router::new()
+        .route("/v1/admin/deals/{id}/settlement", get(routes::view))
+        .route("/v1/admin/settlement/legs/{id}/retry", post(routes::retry))
+        .route("/v1/webhooks/custody", post(routes::custody_webhook))
+        .with_state(shared::http::auth::ApiState::new(platform))
+}
+
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    paths(routes::view, routes::retry, routes::custody_webhook),
+    components(schemas(routes::RunView, routes::SettlementView, routes::LegView, routes::DealSettlementView,
+        routes::CallbackAnswer, shared::app::allocation::RunState, shared::app::settlement::Phase,
+        shared::app::settlement::LegKind, shared::app::settlement::LegStatus, shared::ports::custody::Decision)),
+    tags((name = "settlement", description = "Allocations, settlement progress, stuck legs and their retry"))
+)]
+struct Doc;
+
+/// This function's part of the OpenAPI document.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    <Doc as utoipa::OpenApi>::openapi()
+}
+
+/// The routes with everything every HTTP function shares, as Lambda serves them.
+pub fn app(platform: &Platform) -> axum::Router {
+    shared::http::service(routes(platform), platform, shared::http::openapi::published())
+}
+
+/// What a stream batch or the schedule wakes: a stream batch, the chain mirror's drain
+/// alone (a failing sweep must not hold a stream shard); the schedule (`{"sweep": true}`),
+/// the whole sweep. Both work from the table: the event's contents do not matter and
+/// redelivery is harmless.
+pub async fn woken(sweeper: &Sweeper, event: serde_json::Value) -> Result<serde_json::Value, shared::lambda::Error> {
+    if event.pointer("/Records/0/eventSource").and_then(|s| s.as_str()) == Some("aws:dynamodb") {
+        let mirrored = sweeper.drain_outbox().await?;
+        tracing::info!(mirrored, "outbox drained");
+    } else {
+        let swept = sweeper.run_once().await?;
+        tracing::info!(?swept, "swept");
+    }
+    Ok(serde_json::Value::Null)
 }
 
 /// Chain records delivered per sweep (the rest waits for the next).
@@ -85,6 +133,11 @@ impl Sweeper {
             settlements: Settlements::for_platform(platform),
             queue: platform.queue.clone(),
         }
+    }
+
+    /// Delivers the chain outbox only: what a change in the table must be followed by.
+    pub async fn drain_outbox(&self) -> Result<usize, shared::lambda::Error> {
+        Ok(self.mirror.drain(MIRROR_BATCH).await?.delivered)
     }
 
     /// Delivers the chain outbox, voids expired holds, re-instructs unanswered payouts,

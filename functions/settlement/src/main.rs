@@ -3,15 +3,9 @@ async fn main() -> Result<(), shared::lambda::Error> {
     shared::telemetry::init();
     let platform = shared::Platform::aws().await?;
     let sweeper = std::sync::Arc::new(settlement::Sweeper::new(&platform));
-    // A stream batch or the schedule only wakes the sweep, which works from the table: the
-    // event's contents do not matter and redelivery is harmless.
-    shared::lambda::serve_sqs_or_wake(settlement::handler(&platform), move |_| {
+    shared::lambda::serve_http_sqs_or_wake(settlement::app(&platform), settlement::handler(&platform), move |event| {
         let sweeper = sweeper.clone();
-        async move {
-            let swept = sweeper.run_once().await?;
-            tracing::info!(?swept, "swept");
-            Ok(serde_json::Value::Null)
-        }
+        async move { settlement::woken(&sweeper, event).await }
     })
     .await
 }

@@ -591,13 +591,14 @@ async fn subscriptions_bench(
 /// An open deal with its escrow account, written directly (no issuer, no approval): what
 /// the subscription benches subscribe to.
 async fn open_bench_deal(platform: &shared::Platform, id: &str) -> anyhow::Result<()> {
-    write_bench_deal(platform, id, shared::domain::deal::DealState::Open, 1_000_000_000, 100).await?;
+    write_deal(platform, id, shared::domain::deal::DealState::Open, 1_000_000_000, 100).await?;
     Ok(())
 }
 
-/// A deal in `state` with its escrow account, written directly; open deals' window runs
+/// A deal in `state` with its escrow account, written directly (no issuer, no approval:
+/// benches and tests); open deals' window runs
 /// for another week, others' closed a day ago.
-async fn write_bench_deal(
+pub async fn write_deal(
     platform: &shared::Platform,
     id: &str,
     state: shared::domain::deal::DealState,
@@ -723,7 +724,7 @@ pub async fn allocation_bench(
     let requested: u64 = (0..count).map(bench_units).sum();
     let supply = supply.unwrap_or((requested / 5).max(1));
     let unit_price = 100;
-    let deal = write_bench_deal(platform, deal_id, DealState::Closed, supply, unit_price).await?;
+    let deal = write_deal(platform, deal_id, DealState::Closed, supply, unit_price).await?;
     let ledger = Ledger::for_platform(platform);
     ledger.open(Account::of(Kind::Omnibus, "bank", SGD)).await?;
 

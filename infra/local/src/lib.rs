@@ -18,8 +18,13 @@ use tokio::task::JoinSet;
 /// Every HTTP function's routes, with the shared routes and layers, and the OpenAPI
 /// document merged from all of them.
 pub fn app(platform: &Platform) -> Router {
-    let mut routes =
-        Router::new().merge(auth::routes(platform)).merge(offering::routes(platform)).merge(myinfo::routes(platform));
+    let mut routes = Router::new()
+        .merge(auth::routes(platform))
+        .merge(offering::routes(platform))
+        .merge(accounts::routes(platform))
+        .merge(settlement::routes(platform))
+        .merge(reconcile::routes(platform))
+        .merge(myinfo::routes(platform));
     if let Some(simulators) = &platform.simulators {
         routes = routes.merge(sim::routes(simulators.clone()));
     }
@@ -32,7 +37,14 @@ const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// The whole API's OpenAPI document, merged from every HTTP function.
 pub fn docs() -> serde_json::Value {
-    let document = shared::http::openapi::document([auth::openapi(), offering::openapi(), myinfo::openapi()]);
+    let document = shared::http::openapi::document([
+        auth::openapi(),
+        offering::openapi(),
+        accounts::openapi(),
+        settlement::openapi(),
+        reconcile::openapi(),
+        myinfo::openapi(),
+    ]);
     serde_json::to_value(document).unwrap_or_default()
 }
 

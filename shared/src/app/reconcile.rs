@@ -67,6 +67,9 @@ pub struct ReconRun {
     pub verdict: RunVerdict,
     pub counts: Vec<Count>,
     pub breaks: u64,
+    /// Breaks no earlier run found (what alarms an operator).
+    #[serde(default)]
+    pub new_breaks: u64,
     /// Timing differences and accepted breaks.
     pub timing: u64,
     /// Breaks of earlier runs that this run no longer finds.
@@ -365,6 +368,7 @@ impl Reconciler {
         let id = self.ids.new_id("recon");
         let previous = self.store.get(&latest_key(cut_off)).await?.map(|i| i.decode::<String>()).transpose()?;
         let mut tally: BTreeMap<(Pair, Class, &'static str), u64> = BTreeMap::new();
+        let mut new_breaks = 0;
         let mut outcome = Ok(0);
         let chain_height = match self.chain.height_at(cut_off).await {
             Ok(height) => height,
@@ -386,8 +390,9 @@ impl Reconciler {
                     let mut result = Ok(0);
                     for asset in assets {
                         let pending = in_flight.remove(&asset).unwrap_or_default();
-                        if let Err(e) =
-                            self.reconcile_asset(&id, &asset, cut_off, chain_height, pending, &mut tally).await
+                        if let Err(e) = self
+                            .reconcile_asset(&id, &asset, cut_off, chain_height, pending, (&mut tally, &mut new_breaks))
+                            .await
                         {
                             result = Err(e);
                             break;
@@ -421,6 +426,7 @@ impl Reconciler {
                 .map(|((pair, class, verdict), rows)| Count { pair, class, verdict: verdict.to_owned(), rows })
                 .collect(),
             breaks,
+            new_breaks,
             timing,
             resolved,
             error: outcome.err().map(|e| e.to_string()),
@@ -560,7 +566,7 @@ impl Reconciler {
         cut_off: DateTime<Utc>,
         height: u64,
         mut pending: VecDeque<Pending>,
-        tally: &mut BTreeMap<(Pair, Class, &'static str), u64>,
+        (tally, new_breaks): (&mut BTreeMap<(Pair, Class, &'static str), u64>, &mut u64),
     ) -> Result<(), Failure> {
         let prefix = if asset == SGD { "deposit:" } else { "holding:" };
         let (mut ledger, mut chain, mut custody) = (Feed::new(), Feed::new(), Feed::new());
@@ -613,6 +619,7 @@ impl Reconciler {
                                 _ if tracked.first_seen == run => "new",
                                 _ => "persisting",
                             };
+                            *new_breaks += u64::from(lifecycle == "new");
                             if lifecycle == "accepted" {
                                 kind = "accepted";
                                 stored.verdict = kind.to_owned();

@@ -16,6 +16,27 @@ pub trait VerifierSource: Send + Sync {
     fn verifier(&self) -> &TokenVerifier;
 }
 
+/// What a function's handlers need when they have nothing of their own: the platform and
+/// a token verifier.
+#[derive(Clone)]
+pub struct ApiState {
+    pub platform: crate::Platform,
+    verifier: Arc<TokenVerifier>,
+}
+
+impl ApiState {
+    pub fn new(platform: &crate::Platform) -> Self {
+        let policy = crate::domain::session::SessionPolicy::default();
+        Self { platform: platform.clone(), verifier: Arc::new(TokenVerifier::for_platform(platform, policy)) }
+    }
+}
+
+impl VerifierSource for ApiState {
+    fn verifier(&self) -> &TokenVerifier {
+        &self.verifier
+    }
+}
+
 /// The session service of the auth function, built on first use (unsealing the signing
 /// key costs a keyring call) and shared by every request after.
 #[derive(Clone)]
@@ -71,7 +92,9 @@ impl<S: VerifierSource> FromRequestParts<S> for Authenticated {
             .ok_or_else(|| ApiError::unauthorized("send an access token as `Authorization: Bearer <token>`"))?;
         match state.verifier().authenticate(token.trim()).await {
             Ok(principal) => Ok(Self(principal)),
+            // The table or the key set could not be read: our failure, not the caller's.
             Err(SessionError::Store(e)) => Err(ApiError::internal(&e)),
+            Err(SessionError::Keys(e)) => Err(ApiError::internal(&e)),
             Err(_) => Err(ApiError::unauthorized("invalid or expired access token")),
         }
     }

@@ -10,7 +10,22 @@ pub mod openapi;
 pub mod page;
 pub mod problem;
 pub mod request_id;
+pub mod webhook;
 
 pub use app::{BODY_LIMIT, service};
 pub use json::Json;
 pub use problem::{ApiError, FieldError, Problem};
+
+/// A maker-checker refusal as the API answers it.
+pub fn change_error(e: crate::app::changes::ChangeError) -> ApiError {
+    use crate::app::changes::ChangeError;
+    match e {
+        ChangeError::Forbidden(reason) => ApiError::forbidden(reason),
+        ChangeError::NotFound => ApiError::not_found("no such issuer, deal or change request"),
+        ChangeError::Invalid(reason) => ApiError::conflict(reason),
+        ChangeError::DuplicatePending => ApiError::conflict("a request for the same change is already pending"),
+        ChangeError::AlreadyDecided => ApiError::conflict("the request was already decided"),
+        ChangeError::Expired => ApiError::conflict("the request expired; propose it again"),
+        ChangeError::Store(e) => ApiError::internal(&e),
+    }
+}

@@ -9,6 +9,7 @@ pub mod envelope;
 pub mod keyring;
 pub mod mailer;
 pub mod partner;
+pub mod partner_keys;
 pub mod queue;
 pub mod store;
 

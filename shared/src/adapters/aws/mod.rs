@@ -3,11 +3,13 @@
 
 pub mod dynamodb;
 pub mod kms;
+pub mod secrets;
 pub mod ses;
 pub mod sqs;
 
 pub use dynamodb::DynamoStore;
 pub use kms::KmsKeyring;
+pub use secrets::SecretsManagerKeys;
 pub use ses::SesMailer;
 pub use sqs::{QueueUrls, SqsQueue};
 
@@ -20,6 +22,15 @@ pub async fn sdk_config() -> aws_config::SdkConfig {
 /// credentials, no instance metadata. Refuses any endpoint that is not on loopback, so a
 /// test or benchmark can never reach a real account.
 pub async fn emulator_config(endpoint: &str) -> Result<aws_config::SdkConfig, EmulatorError> {
+    emulator_config_as(endpoint, "testing", "testing").await
+}
+
+/// The same, signing as the access key `key_id` (an emulator that enforces IAM checks it).
+pub async fn emulator_config_as(
+    endpoint: &str,
+    key_id: &str,
+    secret: &str,
+) -> Result<aws_config::SdkConfig, EmulatorError> {
     let host = endpoint
         .strip_prefix("http://")
         .and_then(|rest| rest.split(['/', ':']).next())
@@ -30,7 +41,7 @@ pub async fn emulator_config(endpoint: &str) -> Result<aws_config::SdkConfig, Em
     }
     // Fixed region and credentials: nothing is looked up in the environment, the profile
     // files or the instance metadata service.
-    let credentials = aws_sdk_dynamodb::config::Credentials::new("testing", "testing", None, None, "emulator");
+    let credentials = aws_sdk_dynamodb::config::Credentials::new(key_id, secret, None, None, "emulator");
     Ok(aws_config::defaults(aws_config::BehaviorVersion::latest())
         .region(aws_config::Region::new("ap-southeast-1"))
         .endpoint_url(endpoint)

@@ -89,6 +89,11 @@ impl BankSimulator {
     }
 
     /// The latest webhooks, oldest first.
+    /// The references of the payouts instructed so far, each once.
+    pub fn payouts(&self) -> Vec<String> {
+        self.payouts.lock().unwrap_or_else(|p| p.into_inner()).keys().cloned().collect()
+    }
+
     pub fn sent(&self) -> Vec<SentWebhook> {
         self.sender.sent.lock().unwrap_or_else(|p| p.into_inner()).iter().cloned().collect()
     }

@@ -1,6 +1,7 @@
 //! HTTP clients to the partners' contracts (`docs/partners/bank.md`, `docs/partners/chain.md`,
 //! `docs/partners/custody.md`).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -13,12 +14,39 @@ use crate::ports::custody::{
     Custody, CustodyBalance, CustodyReceipt, CustodyTransfer, Decision, Distribution, DistributionEntry,
 };
 use crate::ports::partner::PartnerError;
+use crate::ports::partner_keys::PartnerKeys;
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A client with TLS from the system's roots and a timeout.
 pub(super) fn client() -> reqwest::Client {
     reqwest::Client::builder().timeout(TIMEOUT).build().unwrap_or_else(|_| reqwest::Client::new())
+}
+
+/// Requests that carry the partner's key. A 401 or 403 may mean the key was rotated:
+/// the secret is read again and, if it changed, the request is sent once more (the
+/// partner did nothing with a request it refused to authenticate).
+struct Authorized {
+    keys: Arc<dyn PartnerKeys>,
+    client: reqwest::Client,
+}
+
+impl Authorized {
+    async fn send<F>(&self, build: F) -> Result<Result<reqwest::Response, reqwest::Error>, PartnerError>
+    where
+        F: Fn(&reqwest::Client) -> reqwest::RequestBuilder,
+    {
+        let secret = self.keys.get().await?;
+        let first = build(&self.client).bearer_auth(&secret.api_key).send().await;
+        let refused = first.as_ref().is_ok_and(|r| matches!(r.status().as_u16(), 401 | 403));
+        if refused {
+            let fresh = self.keys.refresh().await?;
+            if fresh.api_key != secret.api_key {
+                return Ok(build(&self.client).bearer_auth(&fresh.api_key).send().await);
+            }
+        }
+        Ok(first)
+    }
 }
 
 /// The request's outcome as the ports see it: 4xx is a refusal, 5xx or no answer can be retried.
@@ -40,13 +68,13 @@ async fn answer<T: serde::de::DeserializeOwned>(
 
 pub struct HttpBank {
     base: String,
-    api_key: String,
-    client: reqwest::Client,
+    http: Authorized,
 }
 
 impl HttpBank {
-    pub fn new(base: impl Into<String>, api_key: impl Into<String>) -> Self {
-        Self { base: base.into().trim_end_matches('/').to_owned(), api_key: api_key.into(), client: client() }
+    /// A client of the partner at `base`, presenting the key `keys` hold.
+    pub fn new(base: impl Into<String>, keys: Arc<dyn PartnerKeys>) -> Self {
+        Self { base: base.into().trim_end_matches('/').to_owned(), http: Authorized { keys, client: client() } }
     }
 }
 
@@ -54,26 +82,24 @@ impl HttpBank {
 impl Bank for HttpBank {
     async fn instruct_payout(&self, payout: &Payout) -> Result<PayoutAccepted, PartnerError> {
         let sent = self
-            .client
-            .post(format!("{}/v1/payouts", self.base))
-            .bearer_auth(&self.api_key)
-            .header("idempotency-key", &payout.reference)
-            .json(payout)
-            .send()
-            .await;
+            .http
+            .send(|c| {
+                c.post(format!("{}/v1/payouts", self.base)).header("idempotency-key", &payout.reference).json(payout)
+            })
+            .await?;
         answer(sent).await
     }
 }
 
 pub struct HttpChain {
     base: String,
-    api_key: String,
-    client: reqwest::Client,
+    http: Authorized,
 }
 
 impl HttpChain {
-    pub fn new(base: impl Into<String>, api_key: impl Into<String>) -> Self {
-        Self { base: base.into().trim_end_matches('/').to_owned(), api_key: api_key.into(), client: client() }
+    /// A client of the partner at `base`, presenting the key `keys` hold.
+    pub fn new(base: impl Into<String>, keys: Arc<dyn PartnerKeys>) -> Self {
+        Self { base: base.into().trim_end_matches('/').to_owned(), http: Authorized { keys, client: client() } }
     }
 }
 
@@ -91,13 +117,7 @@ struct HeightAnswer {
 #[async_trait]
 impl Chain for HttpChain {
     async fn record(&self, transfer: &ChainTransfer) -> Result<Receipt, PartnerError> {
-        let sent = self
-            .client
-            .post(format!("{}/v1/transfers", self.base))
-            .bearer_auth(&self.api_key)
-            .json(transfer)
-            .send()
-            .await;
+        let sent = self.http.send(|c| c.post(format!("{}/v1/transfers", self.base)).json(transfer)).await?;
         answer(sent).await
     }
 
@@ -105,29 +125,21 @@ impl Chain for HttpChain {
         let mut query = vec![("asset", asset.to_owned())];
         query.extend(height.map(|h| ("height", h.to_string())));
         let sent = self
-            .client
-            .get(format!("{}/v1/accounts/{}/balance", self.base, urlencode(account)))
-            .bearer_auth(&self.api_key)
-            .query(&query)
-            .send()
-            .await;
+            .http
+            .send(|c| c.get(format!("{}/v1/accounts/{}/balance", self.base, urlencode(account))).query(&query))
+            .await?;
         let answer: BalanceAnswer = answer(sent).await?;
         answer.balance.parse().map_err(|_| PartnerError::Unavailable("balance is not an integer".into()))
     }
 
     async fn height(&self) -> Result<u64, PartnerError> {
-        let sent = self.client.get(format!("{}/v1/height", self.base)).bearer_auth(&self.api_key).send().await;
+        let sent = self.http.send(|c| c.get(format!("{}/v1/height", self.base))).await?;
         Ok(answer::<HeightAnswer>(sent).await?.height)
     }
 
     async fn height_at(&self, at: DateTime<Utc>) -> Result<u64, PartnerError> {
-        let sent = self
-            .client
-            .get(format!("{}/v1/height", self.base))
-            .bearer_auth(&self.api_key)
-            .query(&[("at", at.to_rfc3339())])
-            .send()
-            .await;
+        let sent =
+            self.http.send(|c| c.get(format!("{}/v1/height", self.base)).query(&[("at", at.to_rfc3339())])).await?;
         Ok(answer::<HeightAnswer>(sent).await?.height)
     }
 
@@ -140,8 +152,7 @@ impl Chain for HttpChain {
     ) -> Result<Vec<(String, i128)>, PartnerError> {
         let mut query = vec![("asset", asset.to_owned()), ("height", height.to_string()), ("limit", limit.to_string())];
         query.extend(after.map(|a| ("after", a.to_owned())));
-        let sent =
-            self.client.get(format!("{}/v1/balances", self.base)).bearer_auth(&self.api_key).query(&query).send().await;
+        let sent = self.http.send(|c| c.get(format!("{}/v1/balances", self.base)).query(&query)).await?;
         balance_lines(answer(sent).await?)
     }
 }
@@ -170,18 +181,18 @@ fn urlencode(segment: &str) -> String {
 
 pub struct HttpCustody {
     base: String,
-    api_key: String,
-    client: reqwest::Client,
+    http: Authorized,
 }
 
 impl HttpCustody {
-    pub fn new(base: impl Into<String>, api_key: impl Into<String>) -> Self {
-        Self { base: base.into().trim_end_matches('/').to_owned(), api_key: api_key.into(), client: client() }
+    /// A client of the Custody at `base`, presenting the key `keys` hold.
+    pub fn new(base: impl Into<String>, keys: Arc<dyn PartnerKeys>) -> Self {
+        Self { base: base.into().trim_end_matches('/').to_owned(), http: Authorized { keys, client: client() } }
     }
 
     /// GET `path`: the answer, `None` on 404.
     async fn find<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<Option<T>, PartnerError> {
-        let sent = self.client.get(format!("{}{path}", self.base)).bearer_auth(&self.api_key).send().await;
+        let sent = self.http.send(|c| c.get(format!("{}{path}", self.base))).await?;
         if sent.as_ref().is_ok_and(|r| r.status() == reqwest::StatusCode::NOT_FOUND) {
             return Ok(None);
         }
@@ -210,13 +221,13 @@ pub(super) struct BalanceLine {
 impl Custody for HttpCustody {
     async fn transfer(&self, transfer: &CustodyTransfer) -> Result<CustodyReceipt, PartnerError> {
         let sent = self
-            .client
-            .post(format!("{}/v1/transfers", self.base))
-            .bearer_auth(&self.api_key)
-            .header("idempotency-key", &transfer.reference)
-            .json(transfer)
-            .send()
-            .await;
+            .http
+            .send(|c| {
+                c.post(format!("{}/v1/transfers", self.base))
+                    .header("idempotency-key", &transfer.reference)
+                    .json(transfer)
+            })
+            .await?;
         answer(sent).await
     }
 
@@ -226,23 +237,23 @@ impl Custody for HttpCustody {
 
     async fn put_entries(&self, reference: &str, page: u32, entries: &[DistributionEntry]) -> Result<(), PartnerError> {
         let sent = self
-            .client
-            .put(format!("{}/v1/distributions/{}/pages/{page}", self.base, urlencode(reference)))
-            .bearer_auth(&self.api_key)
-            .json(&EntriesPage { entries: entries.to_vec() })
-            .send()
-            .await;
+            .http
+            .send(|c| {
+                c.put(format!("{}/v1/distributions/{}/pages/{page}", self.base, urlencode(reference)))
+                    .json(&EntriesPage { entries: entries.to_vec() })
+            })
+            .await?;
         answer::<serde_json::Value>(sent).await.map(|_| ())
     }
 
     async fn submit(&self, distribution: &Distribution) -> Result<Decision, PartnerError> {
         let sent = self
-            .client
-            .post(format!("{}/v1/distributions/{}/submit", self.base, urlencode(&distribution.reference)))
-            .bearer_auth(&self.api_key)
-            .json(distribution)
-            .send()
-            .await;
+            .http
+            .send(|c| {
+                c.post(format!("{}/v1/distributions/{}/submit", self.base, urlencode(&distribution.reference)))
+                    .json(distribution)
+            })
+            .await?;
         answer(sent).await
     }
 
@@ -259,8 +270,7 @@ impl Custody for HttpCustody {
     ) -> Result<Vec<CustodyBalance>, PartnerError> {
         let mut query = vec![("asset", asset.to_owned()), ("as_of", as_of.to_rfc3339()), ("limit", limit.to_string())];
         query.extend(after.map(|a| ("after", a.to_owned())));
-        let sent =
-            self.client.get(format!("{}/v1/balances", self.base)).bearer_auth(&self.api_key).query(&query).send().await;
+        let sent = self.http.send(|c| c.get(format!("{}/v1/balances", self.base)).query(&query)).await?;
         let lines = balance_lines(answer(sent).await?)?;
         Ok(lines.into_iter().map(|(account, balance)| CustodyBalance { account, balance }).collect())
     }

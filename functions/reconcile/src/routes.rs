@@ -18,7 +18,7 @@ use shared::http::{ApiError, FieldError, Json};
 use shared::ports::store::StoreError;
 use utoipa::ToSchema;
 
-use crate::OfferingState;
+use shared::http::auth::ApiState;
 
 /// `POST /v1/admin/reconciliation/runs`.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -77,7 +77,7 @@ async fn found(reconciler: &Reconciler, id: &str) -> Result<ReconRun, ApiError> 
     params(("limit" = Option<usize>, Query), ("cursor" = Option<String>, Query)),
     responses((status = 200, body = PageOf<RunView>), (status = 403, body = Problem, content_type = PROBLEM_JSON)))]
 pub async fn list(
-    State(state): State<OfferingState>,
+    State(state): State<ApiState>,
     Authenticated(me): Authenticated,
     paging: Paging,
 ) -> Result<Json<PageOf<RunView>>, ApiError> {
@@ -104,7 +104,7 @@ pub struct RunQueued {
     responses((status = 202, body = RunQueued), (status = 400, body = Problem, content_type = PROBLEM_JSON),
         (status = 403, body = Problem, content_type = PROBLEM_JSON)))]
 pub async fn start(
-    State(state): State<OfferingState>,
+    State(state): State<ApiState>,
     Authenticated(me): Authenticated,
     Json(body): Json<RunRequest>,
 ) -> Result<(StatusCode, Json<RunQueued>), ApiError> {
@@ -126,7 +126,7 @@ pub async fn start(
     params(("id" = String, Path)),
     responses((status = 200, body = RunView), (status = 404, body = Problem, content_type = PROBLEM_JSON)))]
 pub async fn get(
-    State(state): State<OfferingState>,
+    State(state): State<ApiState>,
     Authenticated(me): Authenticated,
     Path(id): Path<String>,
 ) -> Result<Json<RunView>, ApiError> {
@@ -139,7 +139,7 @@ pub async fn get(
     params(("id" = String, Path), ("limit" = Option<usize>, Query), ("cursor" = Option<String>, Query)),
     responses((status = 200, body = PageOf<StoredRow>), (status = 404, body = Problem, content_type = PROBLEM_JSON)))]
 pub async fn breaks(
-    State(state): State<OfferingState>,
+    State(state): State<ApiState>,
     Authenticated(me): Authenticated,
     Path(id): Path<String>,
     paging: Paging,
@@ -157,7 +157,7 @@ pub async fn breaks(
     responses((status = 200, content_type = "text/csv", body = String),
         (status = 404, body = Problem, content_type = PROBLEM_JSON)))]
 pub async fn report(
-    State(state): State<OfferingState>,
+    State(state): State<ApiState>,
     Authenticated(me): Authenticated,
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
@@ -214,7 +214,7 @@ pub struct AcceptRequest {
         (status = 404, description = "No such break", body = Problem, content_type = PROBLEM_JSON),
         (status = 409, description = "Not open, or already proposed", body = Problem, content_type = PROBLEM_JSON)))]
 pub async fn accept(
-    State(state): State<OfferingState>,
+    State(state): State<ApiState>,
     Authenticated(me): Authenticated,
     Json(body): Json<AcceptRequest>,
 ) -> Result<(StatusCode, Json<ChangeRequest>), ApiError> {
@@ -227,7 +227,7 @@ pub async fn accept(
     let change =
         Change::AcceptBreak { pair: body.pair, account: body.account, asset: body.asset, note: note.to_owned() };
     let changes = ChangeRequests::new(p.store.clone(), p.clock.clone(), p.ids.clone());
-    let request = changes.propose(&me.subject(&roles), change).await.map_err(crate::issuers::change_error)?;
+    let request = changes.propose(&me.subject(&roles), change).await.map_err(shared::http::change_error)?;
     Ok((StatusCode::ACCEPTED, Json(request)))
 }
 

@@ -1,8 +1,4 @@
-//! After the close: each investor's allocations, the finance operators' view of a deal's
-//! allocation run and settlement (with stuck legs) and their retry, and the Custody's
-//! signed callback.
-
-use std::collections::HashMap;
+//! Finance's settlement routes and the Custody's callback.
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -16,14 +12,11 @@ use shared::app::settlement::{Leg, LegKind, LegStatus, Phase, SettlementError, S
 use shared::domain::access::{Action, Resource};
 use shared::domain::deal::DealState;
 use shared::domain::money::format_cents;
-use shared::http::auth::{Authenticated, authorize};
-use shared::http::page::{PageOf, Paging};
+use shared::http::auth::{ApiState, Authenticated, authorize};
 use shared::http::problem::{PROBLEM_JSON, Problem};
 use shared::http::{ApiError, Json};
 use shared::ports::custody::{CustodyEvent, Decision};
 use utoipa::ToSchema;
-
-use crate::OfferingState;
 
 fn units(value: u128) -> u64 {
     u64::try_from(value).unwrap_or(u64::MAX)
@@ -31,21 +24,6 @@ fn units(value: u128) -> u64 {
 
 fn cents(value: u128) -> String {
     format_cents(i128::try_from(value).unwrap_or(i128::MAX))
-}
-
-/// One of the caller's allocations, once the deal's run is complete.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct AllocationView {
-    pub deal_id: String,
-    pub subscription_id: String,
-    pub units_requested: u64,
-    pub units_allocated: u64,
-    /// SGD, decimal strings: what was held, what the units cost, what comes back.
-    pub amount_held: String,
-    pub amount_charged: String,
-    pub amount_refunded: String,
-    /// The deal's allocation ratio, 15 decimals (display only).
-    pub ratio: String,
 }
 
 /// A deal's allocation run.
@@ -163,43 +141,6 @@ pub struct DealSettlementView {
     pub legs: Vec<LegView>,
 }
 
-/// The caller's allocations, newest subscription first; a deal's appear once its run is complete.
-#[utoipa::path(get, path = "/v1/me/allocations", tag = "settlement", security(("bearer" = [])),
-    params(("limit" = Option<usize>, Query), ("cursor" = Option<String>, Query)),
-    responses((status = 200, body = PageOf<AllocationView>)))]
-pub async fn mine(
-    State(state): State<OfferingState>,
-    Authenticated(me): Authenticated,
-    paging: Paging,
-) -> Result<Json<PageOf<AllocationView>>, ApiError> {
-    authorize(&state.platform, &me, Action::ReadOwned, Resource::OwnedBy(&me.user_id), "allocations.mine").await?;
-    let internal = |e: shared::ports::store::StoreError| ApiError::internal(&e);
-    let (subs, next) =
-        state.subscriptions.of_investor(&me.user_id, paging.limit, paging.cursor).await.map_err(internal)?;
-    let allocator = Allocator::for_platform(&state.platform);
-    let mut runs: HashMap<String, Option<Run>> = HashMap::new();
-    let mut items = Vec::new();
-    for sub in subs {
-        if !runs.contains_key(&sub.deal_id) {
-            let run = allocator.run(&sub.deal_id).await.map_err(internal)?;
-            runs.insert(sub.deal_id.clone(), run.filter(|r| r.state == RunState::Complete));
-        }
-        let Some(run) = &runs[&sub.deal_id] else { continue };
-        let Some(a) = allocator.allocation(&sub.id).await.map_err(internal)? else { continue };
-        items.push(AllocationView {
-            units_allocated: a.units(),
-            amount_charged: format_cents(i128::from(a.charged())),
-            amount_refunded: format_cents(i128::from(a.refunded())),
-            amount_held: format_cents(i128::from(a.held)),
-            deal_id: a.deal_id,
-            subscription_id: a.subscription_id,
-            units_requested: a.requested,
-            ratio: run.ratio.clone(),
-        });
-    }
-    Ok(Json(PageOf::new(items, next)))
-}
-
 fn settlement_error(e: SettlementError) -> ApiError {
     match e {
         SettlementError::NotFound => ApiError::not_found("no such leg"),
@@ -215,7 +156,7 @@ fn settlement_error(e: SettlementError) -> ApiError {
     responses((status = 200, body = DealSettlementView), (status = 403, body = Problem, content_type = PROBLEM_JSON),
         (status = 404, body = Problem, content_type = PROBLEM_JSON)))]
 pub async fn view(
-    State(state): State<OfferingState>,
+    State(state): State<ApiState>,
     Authenticated(me): Authenticated,
     Path(deal_id): Path<String>,
 ) -> Result<Json<DealSettlementView>, ApiError> {
@@ -250,7 +191,7 @@ pub async fn view(
         (status = 404, body = Problem, content_type = PROBLEM_JSON),
         (status = 409, description = "Confirmed or rejected", body = Problem, content_type = PROBLEM_JSON)))]
 pub async fn retry(
-    State(state): State<OfferingState>,
+    State(state): State<ApiState>,
     Authenticated(me): Authenticated,
     Path(id): Path<String>,
 ) -> Result<Json<LegView>, ApiError> {
@@ -279,12 +220,12 @@ pub struct CallbackAnswer {
         (status = 404, description = "No such distribution", body = Problem, content_type = PROBLEM_JSON),
     ))]
 pub async fn custody_webhook(
-    State(state): State<OfferingState>,
+    State(state): State<ApiState>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<CallbackAnswer>, ApiError> {
-    let secret = &state.platform.config.custody_webhook_secret.0;
-    crate::accounts::verify_signed(&state.platform, secret, "custody", &headers, &body)?;
+    let keys = state.platform.config.custody_keys.as_ref();
+    shared::http::webhook::verify_signed(&state.platform, keys, "custody", &headers, &body).await?;
     let CustodyEvent::DistributionDecided { reference, decision, .. } = shared::http::json::parse(&body)?;
     Settlements::for_platform(&state.platform).on_decision(&reference, decision).await.map_err(|e| match e {
         SettlementError::NotFound => ApiError::not_found("no such distribution"),

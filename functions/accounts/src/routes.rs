@@ -12,7 +12,6 @@ use shared::app::sessions::Principal;
 use shared::domain::access::{Action, Resource};
 use shared::domain::ledger::{Account, Kind, Phase, SGD};
 use shared::domain::money::{self, format_cents};
-use shared::domain::webhook::{self, SignatureRefusal};
 use shared::http::auth::{Authenticated, authorize};
 use shared::http::idempotency::IdempotencyKey;
 use shared::http::page::{PageOf, Paging};
@@ -21,7 +20,7 @@ use shared::http::{ApiError, FieldError, Json};
 use shared::ports::bank::BankEvent;
 use utoipa::ToSchema;
 
-use crate::OfferingState;
+use crate::AccountsState;
 
 /// How recently the session must have proved its second factor to withdraw.
 pub const RECENT_SECOND_FACTOR: TimeDelta = TimeDelta::minutes(15);
@@ -179,7 +178,7 @@ fn ledger_error(e: LedgerError) -> ApiError {
 #[utoipa::path(get, path = "/v1/accounts/me", tag = "accounts", security(("bearer" = [])),
     responses((status = 200, body = MyAccounts), (status = 401, body = Problem, content_type = PROBLEM_JSON)))]
 pub async fn my_accounts(
-    State(state): State<OfferingState>,
+    State(state): State<AccountsState>,
     Authenticated(me): Authenticated,
 ) -> Result<Json<MyAccounts>, ApiError> {
     authorize(&state.platform, &me, Action::ReadOwned, Resource::OwnedBy(&me.user_id), "accounts.read").await?;
@@ -196,7 +195,7 @@ pub async fn my_accounts(
     params(("asset" = Option<String>, Query), ("limit" = Option<usize>, Query), ("cursor" = Option<String>, Query)),
     responses((status = 200, body = PageOf<EntryView>), (status = 401, body = Problem, content_type = PROBLEM_JSON)))]
 pub async fn my_statement(
-    State(state): State<OfferingState>,
+    State(state): State<AccountsState>,
     Authenticated(me): Authenticated,
     Query(query): Query<StatementQuery>,
     paging: Paging,
@@ -207,7 +206,7 @@ pub async fn my_statement(
     statement(&state, &Account::id_of(kind, &me.user_id, &asset), paging).await
 }
 
-async fn statement(state: &OfferingState, account: &str, paging: Paging) -> Result<Json<PageOf<EntryView>>, ApiError> {
+async fn statement(state: &AccountsState, account: &str, paging: Paging) -> Result<Json<PageOf<EntryView>>, ApiError> {
     let (entries, next) =
         state.deposits.ledger().statement(account, paging.limit, paging.cursor).await.map_err(ledger_error)?;
     Ok(Json(PageOf::new(entries.into_iter().map(EntryView::from).collect(), next)))
@@ -227,7 +226,7 @@ async fn statement(state: &OfferingState, account: &str, paging: Paging) -> Resu
         (status = 422, description = "More than available, or the key was used with another amount", body = Problem, content_type = PROBLEM_JSON),
     ))]
 pub async fn withdraw(
-    State(state): State<OfferingState>,
+    State(state): State<AccountsState>,
     Authenticated(me): Authenticated,
     IdempotencyKey(key): IdempotencyKey,
     Json(body): Json<WithdrawalRequest>,
@@ -243,7 +242,7 @@ pub async fn withdraw(
     Ok((StatusCode::ACCEPTED, Json(w.into())))
 }
 
-fn require_recent_second_factor(state: &OfferingState, me: &Principal) -> Result<(), ApiError> {
+fn require_recent_second_factor(state: &AccountsState, me: &Principal) -> Result<(), ApiError> {
     if me.second_factor_within(RECENT_SECOND_FACTOR, state.platform.clock.now()) {
         return Ok(());
     }
@@ -255,7 +254,7 @@ fn require_recent_second_factor(state: &OfferingState, me: &Principal) -> Result
     params(("id" = String, Path)),
     responses((status = 200, body = WithdrawalView), (status = 404, body = Problem, content_type = PROBLEM_JSON)))]
 pub async fn my_withdrawal(
-    State(state): State<OfferingState>,
+    State(state): State<AccountsState>,
     Authenticated(me): Authenticated,
     Path(id): Path<String>,
 ) -> Result<Json<WithdrawalView>, ApiError> {
@@ -277,38 +276,15 @@ pub async fn my_withdrawal(
         (status = 409, description = "Contradicts what the ledger recorded", body = Problem, content_type = PROBLEM_JSON),
     ))]
 pub async fn bank_webhook(
-    State(state): State<OfferingState>,
+    State(state): State<AccountsState>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<WebhookAnswer>, ApiError> {
-    verify_signed(&state.platform, &state.platform.config.bank_webhook_secret.0, "bank", &headers, &body)?;
+    let keys = state.platform.config.bank_keys.as_ref();
+    shared::http::webhook::verify_signed(&state.platform, keys, "bank", &headers, &body).await?;
     let event: BankEvent = shared::http::json::parse(&body)?;
     let received = state.deposits.receive(&event).await.map_err(deposit_error)?;
     Ok(Json(WebhookAnswer { status: if received == Received::Duplicate { "duplicate" } else { "applied" } }))
-}
-
-/// Checks a partner's signed callback: `<partner>-timestamp` and `<partner>-signature`
-/// over the body with the partner's secret, within the five-minute window.
-pub(crate) fn verify_signed(
-    platform: &shared::Platform,
-    secret: &[u8],
-    partner: &str,
-    headers: &HeaderMap,
-    body: &[u8],
-) -> Result<(), ApiError> {
-    let header = |name: String| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default();
-    if secret.is_empty() {
-        return Err(ApiError::unavailable(format!("the {partner} webhook secret is not configured")));
-    }
-    let now = platform.clock.now().timestamp();
-    let (signature, timestamp) = (header(format!("{partner}-signature")), header(format!("{partner}-timestamp")));
-    webhook::verify(secret, signature, timestamp, body, now).map_err(|refusal| {
-        tracing::warn!(%refusal, partner, "webhook refused");
-        match refusal {
-            SignatureRefusal::Stale => ApiError::unauthorized("the timestamp is outside the five-minute window"),
-            _ => ApiError::unauthorized("the signature does not verify"),
-        }
-    })
 }
 
 /// Any ledger account, for finance operators.
@@ -317,7 +293,7 @@ pub(crate) fn verify_signed(
     responses((status = 200, body = BalanceView), (status = 403, body = Problem, content_type = PROBLEM_JSON),
         (status = 404, body = Problem, content_type = PROBLEM_JSON)))]
 pub async fn admin_account(
-    State(state): State<OfferingState>,
+    State(state): State<AccountsState>,
     Authenticated(me): Authenticated,
     Path(id): Path<String>,
 ) -> Result<Json<BalanceView>, ApiError> {
@@ -331,7 +307,7 @@ pub async fn admin_account(
     params(("id" = String, Path), ("limit" = Option<usize>, Query), ("cursor" = Option<String>, Query)),
     responses((status = 200, body = PageOf<EntryView>), (status = 403, body = Problem, content_type = PROBLEM_JSON)))]
 pub async fn admin_statement(
-    State(state): State<OfferingState>,
+    State(state): State<AccountsState>,
     Authenticated(me): Authenticated,
     Path(id): Path<String>,
     paging: Paging,
@@ -371,7 +347,7 @@ impl From<Totals> for TotalsView {
 #[utoipa::path(get, path = "/v1/admin/ledger/totals", tag = "ledger", security(("bearer" = [])),
     responses((status = 200, body = [TotalsView]), (status = 403, body = Problem, content_type = PROBLEM_JSON)))]
 pub async fn ledger_totals(
-    State(state): State<OfferingState>,
+    State(state): State<AccountsState>,
     Authenticated(me): Authenticated,
 ) -> Result<Json<Vec<TotalsView>>, ApiError> {
     authorize(&state.platform, &me, Action::ReadLedger, Resource::None, "ledger.totals").await?;

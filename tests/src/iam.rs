@@ -1,0 +1,306 @@
+//! Each function as deployed: the resources `template.yaml` declares, made in an emulator
+//! that enforces IAM (`DABS_IAM_ENDPOINT`, started by `./infra/test.sh` with an admin key
+//! in `DABS_IAM_ADMIN_KEY`), and a platform per function that signs as a user holding
+//! exactly that function's `Code` policy and sees exactly its environment, both read from
+//! the template and resolved against the emulator's resources.
+
+use std::collections::HashMap;
+
+use serde_json::{Value, json};
+use shared::Platform;
+use shared::adapters::aws::{DynamoStore, emulator_config_as};
+
+/// Where the template is, from this crate.
+const TEMPLATE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../template.yaml");
+const REGION: &str = "ap-southeast-1";
+const ACCOUNT: &str = "123456789012";
+
+/// `template.yaml` as JSON, its short-form tags (`!Ref`, `!GetAtt`, `!Sub`, ...) written
+/// as the long forms (`Ref`, `Fn::GetAtt`, `Fn::Sub`, ...).
+pub struct Template(pub Value);
+
+impl Template {
+    pub fn load() -> Self {
+        let text = std::fs::read_to_string(TEMPLATE).expect("template.yaml");
+        let yaml: serde_norway::Value = serde_norway::from_str(&text).expect("template.yaml is YAML");
+        Self(to_json(yaml))
+    }
+
+    pub fn resources(&self) -> &serde_json::Map<String, Value> {
+        self.0["Resources"].as_object().expect("Resources")
+    }
+
+    pub fn resource(&self, name: &str) -> &Value {
+        self.resources().get(name).unwrap_or_else(|| panic!("template.yaml has no resource {name}"))
+    }
+
+    /// The logical ids of the Lambda functions.
+    pub fn functions(&self) -> Vec<String> {
+        let functions = self.resources().iter().filter(|(_, r)| r["Type"] == "AWS::Serverless::Function");
+        functions.map(|(name, _)| name.clone()).collect()
+    }
+
+    /// The function's execution role's resource.
+    pub fn role_of(&self, function: &str) -> &Value {
+        let role = &self.resource(function)["Properties"]["Role"]["Fn::GetAtt"];
+        let name = role.as_str().and_then(|r| r.strip_suffix(".Arn")).unwrap_or_else(|| {
+            panic!("{function} names no explicit role (Role: !GetAtt <Role>.Arn): its permissions must be stated")
+        });
+        self.resource(name)
+    }
+
+    /// The named inline policy of the function's role, unresolved; `None` if it has none.
+    pub fn policy_of(&self, function: &str, policy: &str) -> Option<Value> {
+        let policies = self.role_of(function)["Properties"]["Policies"].as_array().expect("Policies");
+        policies.iter().find(|p| p["PolicyName"] == policy).map(|p| p["PolicyDocument"].clone())
+    }
+
+    /// The function's environment: the globals and its own, its own winning.
+    pub fn environment_of(&self, function: &str) -> serde_json::Map<String, Value> {
+        let mut env =
+            self.0["Globals"]["Function"]["Environment"]["Variables"].as_object().cloned().unwrap_or_default();
+        let own = &self.resource(function)["Properties"]["Environment"]["Variables"];
+        env.extend(own.as_object().cloned().unwrap_or_default());
+        env
+    }
+
+    /// A parameter's default.
+    pub fn parameter(&self, name: &str) -> Option<String> {
+        let default = &self.0["Parameters"][name]["Default"];
+        default.as_str().map(str::to_owned).or_else(|| default.as_i64().map(|n| n.to_string()))
+    }
+}
+
+fn to_json(yaml: serde_norway::Value) -> Value {
+    use serde_norway::Value as Y;
+    match yaml {
+        Y::Null => Value::Null,
+        Y::Bool(b) => json!(b),
+        Y::Number(n) => serde_json::to_value(n).unwrap_or(Value::Null),
+        Y::String(s) => json!(s),
+        Y::Sequence(items) => Value::Array(items.into_iter().map(to_json).collect()),
+        Y::Mapping(map) => Value::Object(
+            map.into_iter()
+                .map(|(k, v)| (k.as_str().map(str::to_owned).unwrap_or_else(|| format!("{k:?}")), to_json(v)))
+                .collect(),
+        ),
+        Y::Tagged(tagged) => {
+            let tag = tagged.tag.to_string();
+            let name = tag.trim_start_matches('!');
+            let key = if name == "Ref" { "Ref".to_owned() } else { format!("Fn::{name}") };
+            let mut value = to_json(tagged.value);
+            // `!GetAtt A.B` is `Fn::GetAtt: "A.B"`; keep that one form.
+            if let (true, Value::Array(parts)) = (name == "GetAtt", &value) {
+                value = json!(parts.iter().filter_map(Value::as_str).collect::<Vec<_>>().join("."));
+            }
+            json!({ key: value })
+        }
+    }
+}
+
+/// What the template's references resolve to in the emulator.
+#[derive(Default)]
+pub struct Resolved {
+    refs: HashMap<String, String>,
+    attrs: HashMap<String, String>,
+}
+
+impl Resolved {
+    fn reference(&self, name: &str) -> String {
+        match name {
+            "AWS::Region" => REGION.to_owned(),
+            "AWS::AccountId" => ACCOUNT.to_owned(),
+            "AWS::Partition" => "aws".to_owned(),
+            "AWS::URLSuffix" => "amazonaws.com".to_owned(),
+            _ => self.refs.get(name).cloned().unwrap_or_else(|| panic!("nothing in the emulator for !Ref {name}")),
+        }
+    }
+
+    fn attribute(&self, name: &str) -> String {
+        self.attrs.get(name).cloned().unwrap_or_else(|| panic!("nothing in the emulator for !GetAtt {name}"))
+    }
+
+    /// `value` with every intrinsic function replaced by what it names here.
+    pub fn resolve(&self, value: &Value) -> Value {
+        match value {
+            Value::Object(map) if map.len() == 1 && map.contains_key("Ref") => {
+                json!(self.reference(map["Ref"].as_str().expect("Ref names a string")))
+            }
+            Value::Object(map) if map.len() == 1 && map.contains_key("Fn::GetAtt") => {
+                json!(self.attribute(map["Fn::GetAtt"].as_str().expect("GetAtt names a string")))
+            }
+            Value::Object(map) if map.len() == 1 && map.contains_key("Fn::Sub") => {
+                let mut text = map["Fn::Sub"].as_str().expect("Sub of a plain string").to_owned();
+                while let Some(start) = text.find("${") {
+                    let end = start + text[start..].find('}').expect("a closed ${...}");
+                    let name = &text[start + 2..end];
+                    let value = if name.contains('.') && !name.starts_with("AWS::") {
+                        self.attribute(name)
+                    } else {
+                        self.reference(name)
+                    };
+                    text.replace_range(start..=end, &value);
+                }
+                json!(text)
+            }
+            Value::Object(map) if map.keys().any(|k| k.starts_with("Fn::")) => {
+                panic!("the IAM tests cannot resolve {value}: keep policies and environments to Ref, GetAtt and Sub")
+            }
+            Value::Object(map) => Value::Object(map.iter().map(|(k, v)| (k.clone(), self.resolve(v))).collect()),
+            Value::Array(items) => Value::Array(items.iter().map(|v| self.resolve(v)).collect()),
+            other => other.clone(),
+        }
+    }
+}
+
+/// The partner simulators' keys, as the test stack puts them in the partner secrets.
+pub const PARTNER_API_KEY: &str = "partner-api-key";
+
+/// The template's resources, made in the IAM-enforcing emulator.
+pub struct Stack {
+    pub endpoint: String,
+    pub admin: aws_config::SdkConfig,
+    pub template: Template,
+    pub resolved: Resolved,
+    /// What the partner URL parameters point at (the tests' simulators, or nothing).
+    pub partner_urls: HashMap<&'static str, String>,
+}
+
+/// The IAM-enforcing emulator's endpoint and admin key. The IAM tests fail, never skip,
+/// without them.
+fn iam_emulator() -> (String, String, String) {
+    let var = |name: &str| {
+        std::env::var(name).unwrap_or_else(|_| {
+            panic!("{name} is not set: run ./infra/test.sh, which starts the IAM-enforcing emulator and sets it")
+        })
+    };
+    let key = var("DABS_IAM_ADMIN_KEY");
+    let (id, secret) = key.split_once(':').expect("DABS_IAM_ADMIN_KEY is <id>:<secret>");
+    (var("DABS_IAM_ENDPOINT"), id.to_owned(), secret.to_owned())
+}
+
+impl Stack {
+    /// Makes every table, queue, key and secret the template declares (fresh names), and
+    /// the mail identity, as the admin.
+    pub async fn up() -> Self {
+        let (endpoint, id, secret) = iam_emulator();
+        let admin = emulator_config_as(&endpoint, &id, &secret).await.expect("loopback endpoint");
+        let template = Template::load();
+        let suffix = ulid::Ulid::new().to_string().to_lowercase();
+        let mut resolved = Resolved::default();
+        for (name, value) in template.0["Parameters"].as_object().expect("Parameters") {
+            let default = &value["Default"];
+            let text = default.as_str().map(str::to_owned).unwrap_or_else(|| default.to_string());
+            resolved.refs.insert(name.clone(), text);
+        }
+        let arn = |service: &str, resource: String| format!("arn:aws:{service}:{REGION}:{ACCOUNT}:{resource}");
+        let (sqs, kms) = (aws_sdk_sqs::Client::new(&admin), aws_sdk_kms::Client::new(&admin));
+        let secrets = aws_sdk_secretsmanager::Client::new(&admin);
+        for (name, resource) in template.resources() {
+            let unique = format!("{}-{suffix}", name.to_lowercase());
+            let (reference, attrs): (String, Vec<(&str, String)>) = match resource["Type"].as_str().unwrap_or_default()
+            {
+                "AWS::DynamoDB::Table" => {
+                    let client = aws_sdk_dynamodb::Client::new(&admin);
+                    DynamoStore::create_table(&client, &unique).await.expect("table");
+                    let table = arn("dynamodb", format!("table/{unique}"));
+                    let stream = format!("{table}/stream/2026-01-01T00:00:00.000");
+                    (unique.clone(), vec![("Arn", table), ("StreamArn", stream)])
+                }
+                "AWS::SQS::Queue" => {
+                    let url = sqs.create_queue().queue_name(&unique).send().await.expect("queue").queue_url.unwrap();
+                    (url, vec![("Arn", arn("sqs", unique.clone())), ("QueueName", unique.clone())])
+                }
+                "AWS::KMS::Key" => {
+                    let key = kms.create_key().send().await.expect("key").key_metadata.unwrap();
+                    (key.key_id.clone(), vec![("Arn", key.arn.unwrap())])
+                }
+                "AWS::SecretsManager::Secret" => {
+                    let value = json!({
+                        "api_key": PARTNER_API_KEY,
+                        "webhook_secret": format!("{name}-webhook-secret"),
+                    });
+                    let made = secrets.create_secret().name(&unique).secret_string(value.to_string()).send().await;
+                    (made.expect("secret").arn.unwrap(), vec![])
+                }
+                "AWS::Logs::LogGroup" => (unique.clone(), vec![("Arn", arn("logs", format!("log-group:{unique}:*")))]),
+                _ => (unique.clone(), vec![("Arn", arn("lambda", format!("function:{unique}")))]),
+            };
+            resolved.refs.insert(name.clone(), reference);
+            for (attr, value) in attrs {
+                resolved.attrs.insert(format!("{name}.{attr}"), value);
+            }
+        }
+        let domain = resolved.reference("MailDomain");
+        let ses = aws_sdk_sesv2::Client::new(&admin);
+        ses.create_email_identity().email_identity(&domain).send().await.expect("mail identity");
+        Self { endpoint, admin, template, resolved, partner_urls: HashMap::new() }
+    }
+
+    /// Points a partner's URL parameter (`BankApiUrl`, `ChainApiUrl`, `CustodyApiUrl`) at
+    /// `url` for the functions made after.
+    pub fn partner(&mut self, parameter: &'static str, url: String) {
+        self.resolved.refs.insert(parameter.to_owned(), url.clone());
+        self.partner_urls.insert(parameter, url);
+    }
+
+    /// A platform with every right, for what the test itself sets up and reads back.
+    pub async fn admin_platform(&self) -> Platform {
+        let mut env: HashMap<String, String> = HashMap::new();
+        for function in self.template.functions() {
+            env.extend(self.environment_of(&function));
+        }
+        Platform::aws_from(&self.admin, &|name| env.get(name).cloned()).expect("admin platform")
+    }
+
+    /// The function's `Code` policy, resolved against this stack (`None`: it grants nothing).
+    pub fn policy_of(&self, function: &str) -> Option<Value> {
+        self.template.policy_of(function, "Code").map(|p| self.resolved.resolve(&p))
+    }
+
+    /// The function's environment, resolved against this stack.
+    pub fn environment_of(&self, function: &str) -> HashMap<String, String> {
+        let env = self.resolved.resolve(&Value::Object(self.template.environment_of(function)));
+        env.as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string())))
+            .collect()
+    }
+
+    /// The function as deployed: a platform built from its environment, signing as a
+    /// user that holds its `Code` policy and nothing else.
+    pub async fn function(&self, function: &str) -> Platform {
+        self.function_with(function, self.policy_of(function)).await
+    }
+
+    /// The same with `policy` in place of the template's (to show what a missing
+    /// permission does).
+    pub async fn function_with(&self, function: &str, policy: Option<Value>) -> Platform {
+        let iam = aws_sdk_iam::Client::new(&self.admin);
+        let user = format!("{}-{}", function.to_lowercase(), ulid::Ulid::new().to_string().to_lowercase());
+        iam.create_user().user_name(&user).send().await.expect("user");
+        if let Some(policy) = policy {
+            let document = policy.to_string();
+            let put = iam.put_user_policy().user_name(&user).policy_name("Code").policy_document(document);
+            put.send().await.expect("policy");
+        }
+        let key = iam.create_access_key().user_name(&user).send().await.expect("access key").access_key.unwrap();
+        let sdk = emulator_config_as(&self.endpoint, key.access_key_id(), key.secret_access_key()).await.unwrap();
+        let env = self.environment_of(function);
+        Platform::aws_from(&sdk, &|name| env.get(name).cloned()).expect("the function's platform")
+    }
+
+    /// Every email the emulator has sent to `to`, oldest first.
+    pub async fn mail_to(&self, to: &str) -> Vec<crate::SentMail> {
+        let data: Value = reqwest::get(format!("{}/moto-api/data.json", self.endpoint))
+            .await
+            .expect("moto's data")
+            .json()
+            .await
+            .expect("moto's data is JSON");
+        let messages = data["ses"]["RawMessage"].as_array().cloned().unwrap_or_default();
+        let to_them = messages.iter().filter(|m| m["destinations"].as_array().is_some_and(|d| d.contains(&json!(to))));
+        to_them.map(|m| crate::parse_mail(m["raw_data"].as_str().unwrap_or_default())).collect()
+    }
+}

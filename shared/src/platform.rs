@@ -3,12 +3,16 @@
 //! one data directory.
 
 use std::collections::HashMap;
+#[cfg(feature = "embedded")]
 use std::path::Path;
 use std::sync::Arc;
+#[cfg(feature = "embedded")]
 use std::time::Duration;
 
-use crate::adapters::aws::{self, DynamoStore, KmsKeyring, QueueUrls, SecretsManagerKeys, SesMailer, SqsQueue};
+use crate::adapters::absent::{NoKeyring, NoMailer, NoQueue};
+use crate::adapters::aws::{self, DynamoStore};
 use crate::adapters::clock::{SystemClock, UlidIds};
+#[cfg(feature = "embedded")]
 use crate::adapters::embedded::{EmbeddedStore, FolderMailer, LocalKeyring, MemoryQueue};
 use crate::adapters::partners::{BankSimulator, ChainSimulator, CustodySimulator, HttpBank, HttpChain, HttpCustody};
 use crate::ports::partner_keys::{FixedKeys, PartnerKeys, PartnerSecret};
@@ -80,6 +84,8 @@ pub struct Platform {
 pub enum PlatformError {
     #[error("environment variable {0} is not set")]
     Missing(String),
+    #[error("{variable} is set, but this build of the function has no client for it (cargo feature `{feature}`)")]
+    Unbuilt { variable: String, feature: String },
     #[error("cannot open the data directory {path}")]
     DataDir { path: String, source: std::io::Error },
     #[error(transparent)]
@@ -110,36 +116,91 @@ fn optional(env: Env, name: &str) -> Option<String> {
     env(name).filter(|v| !v.is_empty())
 }
 
-/// The keyring of a function that was given no key: every call is refused, so code that
-/// reaches for a key it should not hold fails loudly instead of finding one.
-struct NoKeyring(&'static str);
+/// `name` is set, but this build has no client for it.
+#[allow(dead_code)]
+fn unbuilt(name: &str, feature: &str) -> PlatformError {
+    PlatformError::Unbuilt { variable: name.to_owned(), feature: feature.to_owned() }
+}
 
-#[async_trait::async_trait]
-impl Keyring for NoKeyring {
-    async fn generate_data_key(
-        &self,
-        _: &crate::ports::envelope::EncryptionContext,
-    ) -> Result<crate::ports::keyring::DataKey, crate::ports::keyring::KeyringError> {
-        Err(self.refusal())
-    }
-
-    async fn unwrap_data_key(
-        &self,
-        _: &str,
-        _: &[u8],
-        _: &crate::ports::envelope::EncryptionContext,
-    ) -> Result<[u8; 32], crate::ports::keyring::KeyringError> {
-        Err(self.refusal())
-    }
-
-    async fn rotate(&self) -> Result<(), crate::ports::keyring::KeyringError> {
-        Err(self.refusal())
+/// The KMS key named by `name`, or a keyring that refuses.
+fn keyring(sdk: &aws_config::SdkConfig, env: Env, name: &'static str) -> Result<Arc<dyn Keyring>, PlatformError> {
+    let Some(key) = optional(env, name) else { return Ok(Arc::new(NoKeyring(name))) };
+    #[cfg(feature = "kms")]
+    return Ok(Arc::new(crate::adapters::aws::KmsKeyring::new(aws_sdk_kms::Client::new(sdk), key)));
+    #[cfg(not(feature = "kms"))]
+    {
+        let _ = (sdk, key);
+        Err(unbuilt(name, "kms"))
     }
 }
 
-impl NoKeyring {
-    fn refusal(&self) -> crate::ports::keyring::KeyringError {
-        crate::ports::keyring::KeyringError::unavailable(PlatformError::Missing(self.0.to_owned()))
+/// The SQS queues the environment names, or none.
+fn queues(sdk: &aws_config::SdkConfig, env: Env) -> Result<Arc<dyn Queue>, PlatformError> {
+    let mut urls = HashMap::new();
+    for queue in QueueName::ALL {
+        let prefix = queue.as_str().to_ascii_uppercase();
+        let (url, dead_letters) = (format!("{prefix}_QUEUE_URL"), format!("{prefix}_DLQ_URL"));
+        if let (Some(url), Some(dead_letter_url)) = (optional(env, &url), optional(env, &dead_letters)) {
+            urls.insert(queue, (url, dead_letter_url));
+        }
+    }
+    if urls.is_empty() {
+        return Ok(Arc::new(NoQueue));
+    }
+    #[cfg(feature = "sqs")]
+    {
+        use crate::adapters::aws::{QueueUrls, SqsQueue};
+        let urls = urls.into_iter().map(|(q, (url, dead_letter_url))| (q, QueueUrls { url, dead_letter_url }));
+        Ok(Arc::new(SqsQueue::new(aws_sdk_sqs::Client::new(sdk), urls.collect())))
+    }
+    #[cfg(not(feature = "sqs"))]
+    {
+        let _ = sdk;
+        Err(unbuilt("<QUEUE>_QUEUE_URL", "sqs"))
+    }
+}
+
+/// SES when the environment names a sender, else a mailer that refuses.
+fn mailer(
+    sdk: &aws_config::SdkConfig,
+    env: Env,
+    clock: &Arc<dyn Clock>,
+    ids: &Arc<dyn Ids>,
+) -> Result<Arc<dyn Mailer>, PlatformError> {
+    if optional(env, "MAIL_FROM").is_none() {
+        return Ok(Arc::new(NoMailer));
+    }
+    #[cfg(feature = "ses")]
+    return Ok(Arc::new(crate::adapters::aws::SesMailer::new(
+        aws_sdk_sesv2::Client::new(sdk),
+        clock.clone(),
+        ids.clone(),
+    )));
+    #[cfg(not(feature = "ses"))]
+    {
+        let _ = (sdk, clock, ids);
+        Err(unbuilt("MAIL_FROM", "ses"))
+    }
+}
+
+/// A partner's secret in Secrets Manager (`<P>_SECRET_ARN`, as deployed), else the values
+/// themselves (`<P>_API_KEY`, `<P>_WEBHOOK_SECRET`: a function run by hand).
+fn partner_keys(sdk: &aws_config::SdkConfig, env: Env, prefix: &str) -> Result<Arc<dyn PartnerKeys>, PlatformError> {
+    let name = format!("{prefix}_SECRET_ARN");
+    let Some(arn) = optional(env, &name) else {
+        let value = |suffix: &str| optional(env, &format!("{prefix}_{suffix}")).unwrap_or_default();
+        return Ok(FixedKeys::shared(PartnerSecret {
+            api_key: value("API_KEY"),
+            webhook_secret: value("WEBHOOK_SECRET"),
+            previous_webhook_secret: String::new(),
+        }));
+    };
+    #[cfg(feature = "secrets")]
+    return Ok(Arc::new(crate::adapters::aws::SecretsManagerKeys::new(aws_sdk_secretsmanager::Client::new(sdk), arn)));
+    #[cfg(not(feature = "secrets"))]
+    {
+        let _ = (sdk, arn);
+        Err(unbuilt(&name, "secrets"))
     }
 }
 
@@ -152,44 +213,17 @@ impl Platform {
     /// The AWS platform over `sdk`, configured by `env`: `TABLE_NAME` always; each of the
     /// rest only where the function uses it, as `template.yaml` gives it: `DATA_KEY_ID`
     /// (personal data), `TOKEN_KEY_ID` (the auth function alone), `MAIL_FROM`, for each
-    /// queue `<QUEUE>_QUEUE_URL` and `<QUEUE>_DLQ_URL`, and per partner `BANK_API_URL`,
-    /// `BANK_API_KEY`, `BANK_WEBHOOK_SECRET`, `CHAIN_API_URL`, `CHAIN_API_KEY`,
-    /// `CUSTODY_API_URL`, `CUSTODY_API_KEY`, `CUSTODY_WEBHOOK_SECRET` (a partner not
-    /// configured answers unavailable). A key not given is a keyring that refuses.
+    /// queue `<QUEUE>_QUEUE_URL` and `<QUEUE>_DLQ_URL`, and per partner (`BANK`, `CHAIN`,
+    /// `CUSTODY`) `<P>_API_URL` and `<P>_SECRET_ARN` (or, run by hand, `<P>_API_KEY` and
+    /// `<P>_WEBHOOK_SECRET`). A port the environment names nothing for is absent: every
+    /// call to it is refused. A port it names that this build has no client for (a cargo
+    /// feature left out) is an error at start.
     pub fn aws_from(sdk: &aws_config::SdkConfig, env: Env) -> Result<Self, PlatformError> {
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let ids: Arc<dyn Ids> = Arc::new(UlidIds::default());
-        let mut urls = HashMap::new();
-        for queue in QueueName::ALL {
-            let prefix = queue.as_str().to_ascii_uppercase();
-            if let (Some(url), Some(dead_letter_url)) =
-                (optional(env, &format!("{prefix}_QUEUE_URL")), optional(env, &format!("{prefix}_DLQ_URL")))
-            {
-                urls.insert(queue, QueueUrls { url, dead_letter_url });
-            }
-        }
-        let kms = aws_sdk_kms::Client::new(sdk);
-        let keyring = |name: &'static str| -> Arc<dyn Keyring> {
-            match optional(env, name) {
-                Some(key) => Arc::new(KmsKeyring::new(kms.clone(), key)),
-                None => Arc::new(NoKeyring(name)),
-            }
-        };
         let partner = |name: &str| optional(env, name).unwrap_or_default();
-        let secrets = aws_sdk_secretsmanager::Client::new(sdk);
-        // A partner's secret in Secrets Manager (`<P>_SECRET_ARN`, as deployed), else the
-        // values themselves (`<P>_API_KEY`, `<P>_WEBHOOK_SECRET`: a function run by hand).
-        let keys = |prefix: &str| -> Arc<dyn PartnerKeys> {
-            match optional(env, &format!("{prefix}_SECRET_ARN")) {
-                Some(arn) => Arc::new(SecretsManagerKeys::new(secrets.clone(), arn)),
-                None => FixedKeys::shared(PartnerSecret {
-                    api_key: partner(&format!("{prefix}_API_KEY")),
-                    webhook_secret: partner(&format!("{prefix}_WEBHOOK_SECRET")),
-                    previous_webhook_secret: String::new(),
-                }),
-            }
-        };
-        let (bank_keys, chain_keys, custody_keys) = (keys("BANK"), keys("CHAIN"), keys("CUSTODY"));
+        let (bank_keys, chain_keys, custody_keys) =
+            (partner_keys(sdk, env, "BANK")?, partner_keys(sdk, env, "CHAIN")?, partner_keys(sdk, env, "CUSTODY")?);
         Ok(Self {
             backend: Backend::Aws,
             store: Arc::new(DynamoStore::new(
@@ -197,10 +231,10 @@ impl Platform {
                 var(env, "TABLE_NAME")?,
                 clock.clone(),
             )),
-            queue: Arc::new(SqsQueue::new(aws_sdk_sqs::Client::new(sdk), urls)),
-            keyring: keyring("DATA_KEY_ID"),
-            token_keyring: keyring("TOKEN_KEY_ID"),
-            mailer: Arc::new(SesMailer::new(aws_sdk_sesv2::Client::new(sdk), clock.clone(), ids.clone())),
+            queue: queues(sdk, env)?,
+            keyring: keyring(sdk, env, "DATA_KEY_ID")?,
+            token_keyring: keyring(sdk, env, "TOKEN_KEY_ID")?,
+            mailer: mailer(sdk, env, &clock, &ids)?,
             bank: Arc::new(HttpBank::new(partner("BANK_API_URL"), bank_keys.clone())),
             chain: Arc::new(HttpChain::new(partner("CHAIN_API_URL"), chain_keys)),
             custody: Arc::new(HttpCustody::new(partner("CUSTODY_API_URL"), custody_keys.clone())),
@@ -211,6 +245,7 @@ impl Platform {
         })
     }
 
+    #[cfg(feature = "embedded")]
     /// Everything under `dir`: `store.redb`, `keyring.json`, `token-keyring.json`, `mail/`,
     /// and the partner simulators' `chain.jsonl`, `custody.jsonl`, `bank-webhook.key` and
     /// `custody-webhook.key`.
@@ -232,6 +267,7 @@ impl Platform {
         Ok(Self::assemble(parts, dir, clock, secrets, (chain, custody)))
     }
 
+    #[cfg(feature = "embedded")]
     /// A platform that forgets everything but its mail (written under `dir`), with the
     /// given clock: for tests.
     pub fn ephemeral(dir: &Path, clock: Arc<dyn Clock>) -> Result<Self, PlatformError> {
@@ -247,6 +283,7 @@ impl Platform {
         Ok(Self::assemble(parts, dir, clock, secrets, (ChainSimulator::in_memory(), custody)))
     }
 
+    #[cfg(feature = "embedded")]
     fn assemble(
         (store, keyring, token_keyring): (Arc<dyn Store>, Arc<dyn Keyring>, Arc<dyn Keyring>),
         dir: &Path,
@@ -282,12 +319,14 @@ impl Platform {
     }
 }
 
+#[cfg(feature = "embedded")]
 /// The simulators sign their callbacks with `secret`; they take any key.
 fn webhook_keys(secret: Vec<u8>) -> Arc<dyn PartnerKeys> {
     let webhook_secret = String::from_utf8(secret).unwrap_or_default();
     FixedKeys::shared(PartnerSecret { webhook_secret, ..PartnerSecret::default() })
 }
 
+#[cfg(feature = "embedded")]
 /// The secret kept in `file`, made on first use.
 fn kept_secret(file: &Path) -> Result<Vec<u8>, PlatformError> {
     match std::fs::read(file) {
@@ -300,6 +339,7 @@ fn kept_secret(file: &Path) -> Result<Vec<u8>, PlatformError> {
     }
 }
 
+#[cfg(feature = "embedded")]
 /// 32 random bytes, hex-encoded (a webhook secret a person can paste).
 fn random_secret() -> Vec<u8> {
     let mut bytes = [0u8; 32];

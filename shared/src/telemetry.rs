@@ -1,18 +1,29 @@
 //! Logging: JSON lines in Lambda (CloudWatch reads them as structured logs), readable
-//! lines elsewhere; the level from `RUST_LOG`, `info` by default.
+//! lines elsewhere; the level from `RUST_LOG` (`info` by default), as targets and levels
+//! (`warn`, `info,shared::app=debug`): no regular expressions, which keeps them out of
+//! every function's binary.
 
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+
+/// The filter `RUST_LOG` names; `info` when it is unset or unreadable.
+fn filter() -> Targets {
+    let info = || Targets::new().with_default(tracing::Level::INFO);
+    std::env::var("RUST_LOG").ok().and_then(|spec| spec.parse().ok()).unwrap_or_else(info)
+}
 
 /// Installs the global subscriber once; later calls do nothing.
 pub fn init() {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let in_lambda = std::env::var_os("AWS_LAMBDA_FUNCTION_NAME").is_some();
     // Logs go to stderr: stdout stays for what a command prints (benchmarks, documents).
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let format = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let registry = tracing_subscriber::registry().with(filter());
     let _ = if in_lambda {
-        builder.json().with_current_span(true).with_span_list(false).without_time().with_ansi(false).try_init()
+        let json = format.json().with_current_span(true).with_span_list(false).without_time().with_ansi(false);
+        registry.with(json).try_init()
     } else {
-        builder.try_init()
+        registry.with(format).try_init()
     };
 }
 

@@ -1,5 +1,6 @@
 //! Implementations of the ports: AWS services and embedded stand-ins.
 
+pub mod absent;
 pub mod aws;
 pub mod clock;
 pub mod embedded;

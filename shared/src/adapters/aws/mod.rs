@@ -1,16 +1,27 @@
 //! Adapters over AWS services. Clients are built once per process from the environment
 //! (`aws_config`), which also honours `AWS_ENDPOINT_URL` for the local emulator.
 
+//! Beside DynamoDB, which every function uses, each client is a cargo feature of this
+//! crate (`kms`, `ses`, `sqs`, `secrets`), so a function links only what it calls.
+
 pub mod dynamodb;
+#[cfg(feature = "kms")]
 pub mod kms;
+#[cfg(feature = "secrets")]
 pub mod secrets;
+#[cfg(feature = "ses")]
 pub mod ses;
+#[cfg(feature = "sqs")]
 pub mod sqs;
 
 pub use dynamodb::DynamoStore;
+#[cfg(feature = "kms")]
 pub use kms::KmsKeyring;
+#[cfg(feature = "secrets")]
 pub use secrets::SecretsManagerKeys;
+#[cfg(feature = "ses")]
 pub use ses::SesMailer;
+#[cfg(feature = "sqs")]
 pub use sqs::{QueueUrls, SqsQueue};
 
 /// The SDK configuration from the environment (region, credentials, endpoint).

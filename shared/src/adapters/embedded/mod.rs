@@ -4,9 +4,11 @@
 pub mod keyring;
 pub mod mailer;
 pub mod queue;
+#[cfg(feature = "embedded")]
 pub mod store;
 
 pub use keyring::LocalKeyring;
 pub use mailer::FolderMailer;
 pub use queue::MemoryQueue;
+#[cfg(feature = "embedded")]
 pub use store::EmbeddedStore;

@@ -18,8 +18,11 @@ use crate::ports::partner_keys::PartnerKeys;
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A client with TLS from the system's roots and a timeout.
+/// A client with TLS from the system's roots and a timeout. TLS is rustls on aws-lc, the
+/// one crypto library every function already links (the AWS SDK, the token keys).
 pub(super) fn client() -> reqwest::Client {
+    // Installing a second time finds the same provider in place: nothing to do.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     reqwest::Client::builder().timeout(TIMEOUT).build().unwrap_or_else(|_| reqwest::Client::new())
 }
 

@@ -162,8 +162,6 @@ pub struct Stack {
     pub admin: aws_config::SdkConfig,
     pub template: Template,
     pub resolved: Resolved,
-    /// What the partner URL parameters point at (the tests' simulators, or nothing).
-    pub partner_urls: HashMap<&'static str, String>,
 }
 
 /// The IAM-enforcing emulator's endpoint and admin key. The IAM tests fail, never skip,
@@ -234,14 +232,13 @@ impl Stack {
         let domain = resolved.reference("MailDomain");
         let ses = aws_sdk_sesv2::Client::new(&admin);
         ses.create_email_identity().email_identity(&domain).send().await.expect("mail identity");
-        Self { endpoint, admin, template, resolved, partner_urls: HashMap::new() }
+        Self { endpoint, admin, template, resolved }
     }
 
     /// Points a partner's URL parameter (`BankApiUrl`, `ChainApiUrl`, `CustodyApiUrl`) at
     /// `url` for the functions made after.
     pub fn partner(&mut self, parameter: &'static str, url: String) {
-        self.resolved.refs.insert(parameter.to_owned(), url.clone());
-        self.partner_urls.insert(parameter, url);
+        self.resolved.refs.insert(parameter.to_owned(), url);
     }
 
     /// A platform with every right, for what the test itself sets up and reads back.

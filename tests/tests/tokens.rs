@@ -243,3 +243,34 @@ async fn a_retired_key_stops_verifying_when_its_overlap_window_ends_in_every_fun
     let kids: Vec<&str> = jwks["keys"].as_array().unwrap().iter().map(|k| k["kid"].as_str().unwrap()).collect();
     assert!(!kids.contains(&f.keys.current().kid.as_str()), "the retired key is no longer published");
 }
+
+/// An auth process that unsealed its key before another process rotated would otherwise
+/// go on signing with a key every verifier refuses once its overlap window ends.
+#[tokio::test]
+async fn an_auth_process_signs_with_the_key_another_process_rotated_to_within_a_minute() {
+    use shared::app::sessions::Sessions;
+    use shared::domain::session::SessionPolicy;
+    let f = forge().await;
+    let p = &f.app.platform;
+    let accounts = shared::app::accounts::Accounts::new(p);
+    let user = accounts.create_verified("rotation@example.sg", "a long enough passphrase 2026", &[], 1).await.unwrap();
+    let a = Sessions::for_platform(p, SessionPolicy::default()).await.unwrap();
+    let kid = |token: &str| jsonwebtoken::decode_header(token).unwrap().kid.unwrap();
+    // GIVEN another process rotated the keys
+    let rotated = TokenKeys::rotate(
+        p.store.as_ref(),
+        p.token_keyring.as_ref(),
+        p.clock.as_ref(),
+        p.ids.as_ref(),
+        SessionPolicy::default().key_overlap(),
+    )
+    .await
+    .unwrap();
+    // WHEN this one signs within the minute, THEN with the key it has (still trusted)
+    assert_eq!(kid(&a.start(&user).await.unwrap().access_token), f.keys.current().kid);
+    // AND after the minute, with the new key
+    f.app.clock.advance(chrono::TimeDelta::seconds(61));
+    let tokens = a.start(&user).await.unwrap();
+    assert_eq!(kid(&tokens.access_token), rotated.current().kid);
+    assert_eq!(f.app.get_as("/v1/me", &tokens.access_token).await.0, StatusCode::OK);
+}

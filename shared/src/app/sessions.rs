@@ -1,7 +1,7 @@
 //! Sessions: refresh-token families in the store, access tokens signed with the token
 //! keys, revocation through a denylist that lives as long as the tokens it denies.
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -10,7 +10,8 @@ use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 
 use super::accounts::{User, user_key};
-use super::signing_keys::{SigningKeyError, TokenKeys};
+use super::signing_keys::{PublicKeys, SigningKeyError, TokenKeys};
+use super::verifier::KEYS_FRESH_FOR;
 use crate::domain::session::{Family, Refresh, RevokedBecause, SessionPolicy, refresh};
 use crate::ports::store::{Condition, Item, Key, Query, StoreError, Write};
 use crate::ports::{Clock, Ids, Keyring, Store};
@@ -124,9 +125,11 @@ fn user_sessions(user_id: &str) -> String {
 /// refresh secret. Verifying access tokens is [`super::verifier::TokenVerifier`]'s job.
 pub struct Sessions {
     store: Arc<dyn Store>,
+    keyring: Arc<dyn Keyring>,
     clock: Arc<dyn Clock>,
     ids: Arc<dyn Ids>,
-    keys: Arc<TokenKeys>,
+    /// The keys as unsealed, and when the published set was last looked at.
+    keys: RwLock<(Arc<TokenKeys>, DateTime<Utc>)>,
     policy: SessionPolicy,
 }
 
@@ -149,7 +152,8 @@ impl Sessions {
             policy.key_overlap(),
         )
         .await?;
-        Ok(Self { store, clock, ids, keys: Arc::new(keys), policy })
+        let keys = RwLock::new((Arc::new(keys), clock.now()));
+        Ok(Self { store, keyring, clock, ids, keys, policy })
     }
 
     /// Sessions over a platform's store, token keyring, clock and ids.
@@ -158,9 +162,31 @@ impl Sessions {
         Self::load(p.store.clone(), p.token_keyring.clone(), p.clock.clone(), p.ids.clone(), policy).await
     }
 
-    /// The key set in use.
+    /// The keys as last unsealed.
     pub fn keys(&self) -> Arc<TokenKeys> {
-        self.keys.clone()
+        self.keys.read().unwrap_or_else(|p| p.into_inner()).0.clone()
+    }
+
+    /// The keys to sign with. Another auth process may have rotated them: once this copy
+    /// is older than [`KEYS_FRESH_FOR`], the published set is read again and a newer
+    /// signing key unsealed, so this process never signs with a key whose overlap window
+    /// (after which every verifier refuses it) may have ended.
+    async fn signing_keys(&self) -> Result<Arc<TokenKeys>, SessionError> {
+        let now = self.clock.now();
+        let (keys, looked_at) = self.keys.read().unwrap_or_else(|p| p.into_inner()).clone();
+        if now - looked_at < KEYS_FRESH_FOR {
+            return Ok(keys);
+        }
+        let published = PublicKeys::load(self.store.as_ref()).await?;
+        let keys = match published.newest() {
+            Some(newest) if newest.kid != keys.current().kid => {
+                let (store, keyring) = (self.store.as_ref(), self.keyring.as_ref());
+                Arc::new(TokenKeys::load(store, keyring, self.clock.as_ref(), self.ids.as_ref()).await?)
+            }
+            _ => keys,
+        };
+        *self.keys.write().unwrap_or_else(|p| p.into_inner()) = (keys.clone(), now);
+        Ok(keys)
     }
 
     fn family_item(family: &Family) -> Result<Item, StoreError> {
@@ -184,7 +210,7 @@ impl Sessions {
         let mut family = Family::start(self.ids.new_id("ses"), user.id.clone(), now, &self.policy);
         family.second_factor_at = second_factor.then_some(now);
         self.store.put(Self::family_item(&family)?, Condition::NotExists).await?;
-        self.issue(&family, family.generation, user)
+        self.issue(&family, family.generation, user).await
     }
 
     /// Rotates a refresh token (see [`crate::domain::session`]).
@@ -201,14 +227,14 @@ impl Sessions {
                     match self.store.put(Self::family_item(&next)?, Condition::VersionIs(item.version)).await {
                         Ok(()) => {
                             let user = self.user(&next.user_id).await?;
-                            return self.issue(&next, next.generation, &user);
+                            return self.issue(&next, next.generation, &user).await;
                         }
                         Err(e) => e,
                     }
                 }
                 Refresh::Replay { generation } => {
                     let user = self.user(&family.user_id).await?;
-                    return self.issue(&family, generation, &user);
+                    return self.issue(&family, generation, &user).await;
                 }
                 Refresh::Reuse(revoked) => match self.write_revocation(&revoked, item.version).await {
                     Ok(()) => {
@@ -291,7 +317,8 @@ impl Sessions {
             .await
     }
 
-    fn issue(&self, family: &Family, generation: u64, user: &User) -> Result<Tokens, SessionError> {
+    async fn issue(&self, family: &Family, generation: u64, user: &User) -> Result<Tokens, SessionError> {
+        let keys = self.signing_keys().await?;
         let now = self.clock.now();
         let expires: DateTime<Utc> = (now + self.policy.access_ttl).min(family.absolute_expires_at);
         let claims = AccessClaims {
@@ -308,7 +335,7 @@ impl Sessions {
             jti: self.ids.new_id("at"),
         };
         Ok(Tokens {
-            access_token: self.keys().sign_typed(&claims, ACCESS_TYP)?,
+            access_token: keys.sign_typed(&claims, ACCESS_TYP)?,
             refresh_token: self.refresh_token(&family.id, generation),
             token_type: "Bearer",
             expires_in: (expires - now).num_seconds(),

@@ -93,6 +93,11 @@ impl PublicKeys {
         DecodingKey::from_ec_components(&key.x, &key.y).ok()
     }
 
+    /// The key that signs now (the newest), if there is one.
+    pub fn newest(&self) -> Option<&PublicKey> {
+        self.keys.first()
+    }
+
     /// Whether `kid` is in the set at all (trusted or not).
     pub fn contains(&self, kid: &str) -> bool {
         self.keys.iter().any(|k| k.kid == kid)

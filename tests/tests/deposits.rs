@@ -13,12 +13,12 @@ on_both_stores!(
     fifty_concurrent_withdrawals_of_ten_from_a_hundred_let_exactly_ten_through,
 );
 
-/// Sends a bank webhook signed with the platform's secret, as of `age` seconds ago.
 /// The secret the bank simulator signs with.
 async fn bank_secret(app: &TestApp) -> Vec<u8> {
     app.platform.config.bank_keys.get().await.unwrap().webhook_secret.clone().into_bytes()
 }
 
+/// Sends a bank webhook signed with the platform's secret, as of `age` seconds ago.
 async fn webhook(app: &TestApp, event: &Value, age: i64) -> (StatusCode, Value) {
     let body = serde_json::to_vec(event).unwrap();
     let at = app.platform.clock.now().timestamp() - age;
@@ -162,4 +162,20 @@ async fn fifty_concurrent_withdrawals_of_ten_from_a_hundred_let_exactly_ten_thro
     assert_eq!((status, seen["posted"].as_str()), (StatusCode::OK, Some("0.00")));
     assert_eq!(app.get_as(&format!("/v1/admin/accounts/{account}"), &token).await.0, StatusCode::FORBIDDEN);
     assert_eq!(app.get_as("/v1/admin/ledger/totals", &token).await.0, StatusCode::FORBIDDEN);
+}
+
+/// A bank that adds a field to its events must not stop deposits: fields the platform does
+/// not know are ignored (the signature still covers the whole body).
+#[tokio::test]
+async fn a_bank_webhook_with_fields_the_platform_does_not_know_is_still_applied() {
+    let app = platform_tests::spawn_app().await;
+    let (_, token) = app.funded_investor("fields@example.sg", "0").await;
+    let va = virtual_account(&app, &token).await;
+    let mut received = deposit_event("deposit.received", "evt-new", "dep-new", &va, "10.00");
+    received["value_date"] = json!("2026-11-30");
+    received["channel"] = json!({"scheme": "FAST", "reference": "F123"});
+    assert_eq!(webhook(&app, &received, 0).await, (StatusCode::OK, json!({"status": "applied"})));
+    let (_, accounts) = app.get_as("/v1/accounts/me", &token).await;
+    let sgd = accounts["accounts"].as_array().unwrap().iter().find(|a| a["asset"] == "SGD").unwrap().clone();
+    assert_eq!(sgd["pending_in"], "10.00", "{accounts}");
 }

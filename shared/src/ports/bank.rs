@@ -25,9 +25,10 @@ pub struct PayoutAccepted {
     pub status: String,
 }
 
-/// What the bank's webhook reports.
+/// What the bank's webhook reports. Fields it does not know are ignored: a bank adding one
+/// must not stop deposits.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(tag = "type", deny_unknown_fields)]
+#[serde(tag = "type")]
 pub enum BankEvent {
     /// Money arrived for a virtual account and is being cleared.
     #[serde(rename = "deposit.received")]

@@ -234,6 +234,9 @@ async fn an_offering_closes_allocates_settles_and_issues_with_each_step_under_it
     let deal = local::bench::write_deal(&d.admin, "iam-deal", DealState::Open, 500, 100).await.unwrap();
     let investors = platform_tests::settle::subscribed_investors(&d.admin, &deal.id, 0..3).await;
     assert_eq!(investors.len(), 3);
+    // One more left pending, as if its process died before placing the hold: the start
+    // of the allocation rejects it, which ends its marker and the investor's lock.
+    let pending = pending_subscription(&d.admin, &deal.id, "inv-pending").await;
 
     let auth = d.stack.function("AuthFunction").await;
     let (_, finance) = with_second_factor(&d, &auth, "finance@example.sg", &["finance"], 2).await;
@@ -264,6 +267,12 @@ async fn an_offering_closes_allocates_settles_and_issues_with_each_step_under_it
     }
     let run = shared::app::allocation::Allocator::for_platform(&d.admin).run(&deal.id).await.unwrap().unwrap();
     assert_eq!(run.allocated(), 500, "the whole supply is allocated");
+    let subscriptions = shared::app::subscriptions::Subscriptions::new(
+        &d.admin,
+        Arc::new(shared::app::deposits::DepositAccounts::for_platform(&d.admin)),
+    );
+    let status = subscriptions.get(&pending).await.unwrap().unwrap().status;
+    assert_eq!(status, shared::app::subscriptions::SubscriptionStatus::Rejected);
     assert!(d.simulators.chain.height().await.unwrap() > 0, "the chain recorded the issuance");
 
     // Finance reads the settlement from the settlement function (audited: a table write).
@@ -271,6 +280,26 @@ async fn an_offering_closes_allocates_settles_and_issues_with_each_step_under_it
     let (status, view) =
         call(&app, "GET", &format!("/v1/admin/deals/{}/settlement", deal.id), Some(&finance), None).await;
     assert_eq!((status, view["settlement"]["phase"].as_str()), (StatusCode::OK, Some("issued")), "{view}");
+}
+
+/// A subscription written as its first transaction leaves it (pending, no hold yet).
+async fn pending_subscription(admin: &Platform, deal: &str, investor: &str) -> String {
+    use shared::app::subscriptions::{Subscription, SubscriptionStatus, sub_item};
+    shared::app::deposits::DepositAccounts::for_platform(admin).account_for(investor).await.unwrap();
+    let now = chrono::Utc::now();
+    let sub = Subscription {
+        id: format!("sub-{investor}"),
+        deal_id: deal.to_owned(),
+        investor_id: investor.to_owned(),
+        units: 10,
+        amount: 1_000,
+        status: SubscriptionStatus::Pending,
+        reason: None,
+        created_at: now,
+        updated_at: now,
+    };
+    admin.store.put(sub_item(&sub).unwrap(), shared::ports::store::Condition::NotExists).await.unwrap();
+    sub.id
 }
 
 #[tokio::test]

@@ -182,7 +182,8 @@ def name_resources():
                 check(self, resource)
         except Exception:
             # What was refused, for whoever reads this emulator's log after a failed test.
-            print(f"IAM denied {self._action} on {resource}", file=sys.stderr, flush=True)
+            who = getattr(getattr(self, "_access_key", None), "arn", "?")
+            print(f"IAM denied {self._action} on {resource} to {who}", file=sys.stderr, flush=True)
             raise
         finally:
             self._action = called

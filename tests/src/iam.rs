@@ -10,8 +10,13 @@ use serde_json::{Value, json};
 use shared::Platform;
 use shared::adapters::aws::{DynamoStore, emulator_config_as};
 
-/// Where the template is, from this crate.
-const TEMPLATE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../template.yaml");
+/// A file of this checkout, by its path from the repository's root. The crate's folder is
+/// read when the test runs (cargo sets it then): a test binary built in another checkout
+/// into the same target folder must not read that checkout's files.
+pub fn repository_file(path: &str) -> std::path::PathBuf {
+    let crate_dir = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_owned());
+    std::path::Path::new(&crate_dir).join("..").join(path)
+}
 const REGION: &str = "ap-southeast-1";
 const ACCOUNT: &str = "123456789012";
 
@@ -21,7 +26,7 @@ pub struct Template(pub Value);
 
 impl Template {
     pub fn load() -> Self {
-        let text = std::fs::read_to_string(TEMPLATE).expect("template.yaml");
+        let text = std::fs::read_to_string(repository_file("template.yaml")).expect("template.yaml");
         let yaml: serde_norway::Value = serde_norway::from_str(&text).expect("template.yaml is YAML");
         Self(to_json(yaml))
     }

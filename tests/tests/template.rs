@@ -152,7 +152,7 @@ fn the_http_api_allows_the_configured_frontend_origins_only() {
 #[test]
 fn the_readme_lists_exactly_the_templates_parameters() {
     let t = Template::load();
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    let readme = std::fs::read_to_string(platform_tests::iam::repository_file("README.md")).unwrap();
     let deploy = readme.split("## Deploying to AWS").nth(1).unwrap().split("\n## ").next().unwrap();
     let listed: std::collections::BTreeSet<String> = deploy
         .lines()

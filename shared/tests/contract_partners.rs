@@ -87,6 +87,7 @@ partner_contract!(
     the_chain_records_a_transfer_once_and_answers_balances_as_of_a_height,
     a_chain_fault_is_an_error_to_retry_and_the_retry_records_once,
     a_payout_reference_is_taken_once,
+    only_a_business_refusal_is_final_and_a_throttled_payout_may_be_retried,
     the_chain_answers_balances_as_of_the_block_at_a_cut_off_paged_by_account,
     the_custody_books_a_reference_once_and_answers_balances_as_of_a_time,
     a_distribution_is_approved_only_when_its_pages_add_up,
@@ -116,7 +117,7 @@ async fn the_chain_records_a_transfer_once_and_answers_balances_as_of_a_height(f
         Receipt { height: 1, duplicate: true }
     );
     let reused = c.record(&transfer("t1", "omnibus:bank:SGD", "deposit:u1:SGD", 501)).await.unwrap_err();
-    assert!(matches!(reused, PartnerError::Refused(_)), "{reused:?}");
+    assert!(matches!(reused, PartnerError::Conflict(_)), "{reused:?}");
     assert_eq!(c.balance("deposit:u1:SGD", "SGD", Some(1)).await.unwrap(), 500);
     assert_eq!(c.balance("deposit:u1:SGD", "SGD", None).await.unwrap(), 300);
     assert_eq!(c.balance("omnibus:bank:SGD", "SGD", None).await.unwrap(), -500);
@@ -152,6 +153,31 @@ async fn a_payout_reference_is_taken_once(f: Fixture) {
     let again = f.bank.instruct_payout(&payout).await.unwrap();
     assert_eq!((again.reference.as_str(), again.status.as_str()), ("wd_1", "accepted"));
     assert_eq!(f.bank.instruct_payout(&payout).await.unwrap(), again);
+    assert_eq!(f.bank.find_payout("wd_1").await.unwrap(), Some(again));
+    assert_eq!(f.bank.find_payout("wd_2").await.unwrap(), None);
+}
+
+async fn only_a_business_refusal_is_final_and_a_throttled_payout_may_be_retried(f: Fixture) {
+    let payout = |reference: &str| Payout {
+        reference: reference.into(),
+        virtual_account: "880100000001".into(),
+        amount: "10.00".into(),
+        currency: "SGD".into(),
+    };
+    let fault = |kind| Fault { kind, times: 1, delay_ms: 0 };
+    f.bank_sim.faults.inject(fault(FaultKind::Throttle));
+    let throttled = f.bank.instruct_payout(&payout("wd_1")).await.unwrap_err();
+    assert_eq!(throttled, PartnerError::Throttled);
+    assert!(throttled.is_retryable());
+    assert_eq!(f.bank.find_payout("wd_1").await.unwrap(), None, "nothing taken");
+    f.bank_sim.faults.inject(fault(FaultKind::Conflict));
+    let conflict = f.bank.instruct_payout(&payout("wd_1")).await.unwrap_err();
+    assert!(matches!(conflict, PartnerError::Conflict(_)) && !conflict.is_retryable(), "{conflict:?}");
+    f.bank_sim.faults.inject(fault(FaultKind::Refuse));
+    let refused = f.bank.instruct_payout(&payout("wd_2")).await.unwrap_err();
+    assert!(matches!(refused, PartnerError::Refused(_)), "{refused:?}");
+    assert_eq!(f.bank.find_payout("wd_2").await.unwrap(), None, "a refused payout is not taken");
+    assert!(f.bank.instruct_payout(&payout("wd_1")).await.is_ok());
 }
 
 fn money(reference: &str, amount: u64) -> CustodyTransfer {
@@ -173,7 +199,7 @@ async fn the_custody_books_a_reference_once_and_answers_balances_as_of_a_time(f:
     let again = c.transfer(&money("d1:proceeds", 5_000)).await.unwrap();
     assert_eq!((again.duplicate, again.at), (true, first.at));
     let reused = c.transfer(&money("d1:proceeds", 5_001)).await.unwrap_err();
-    assert!(matches!(reused, PartnerError::Refused(_)), "{reused:?}");
+    assert!(matches!(reused, PartnerError::Conflict(_)), "{reused:?}");
     assert_eq!(c.find_transfer("d1:proceeds").await.unwrap().map(|r| r.at), Some(first.at));
     assert_eq!(c.find_transfer("d2:proceeds").await.unwrap(), None);
     f.clock.advance(TimeDelta::seconds(10));
@@ -232,7 +258,7 @@ async fn a_distribution_is_approved_only_when_its_pages_add_up(f: Fixture) {
     assert_eq!(c.submit(&distribution("good", &units)).await.unwrap(), Decision::Approved, "asked again");
     assert_eq!(c.decision("good").await.unwrap(), Some(Decision::Approved));
     let late = c.put_entries("good", 2, &all[..1]).await.unwrap_err();
-    assert!(matches!(late, PartnerError::Refused(_)), "{late:?}");
+    assert!(matches!(late, PartnerError::Conflict(_)), "{late:?}");
     let held = c.balances("DABS-D1", f.clock.now(), None, 10).await.unwrap();
     let held: Vec<(String, i128)> = held.into_iter().map(|b| (b.account, b.balance)).collect();
     assert_eq!(

@@ -3,6 +3,8 @@
 use platform_tests::{eventually, spawn_app};
 use reqwest::StatusCode;
 use serde_json::json;
+use shared::adapters::partners::{Fault, FaultKind};
+use shared::app::deposits::DepositAccounts;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn withdrawing_needs_level_two_and_a_second_factor_proved_in_the_last_fifteen_minutes() {
@@ -117,4 +119,63 @@ async fn a_payout_the_bank_fails_is_released_and_one_that_timed_out_is_instructe
         .filter(|c| c["event"]["type"] == "payout.settled" && c["event"]["reference"] == id.as_str())
         .count();
     assert_eq!(settled, 1, "the bank paid once");
+}
+
+/// The bank took the first instruction but its answer was lost, and it pays a few seconds
+/// later. The sweep's retry meets a `429`: the withdrawal must stay pending and held, or
+/// the investor could withdraw the same money again while the bank pays the first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payout_throttled_on_its_retry_keeps_its_hold_and_is_paid_once() {
+    let mut app = spawn_app().await;
+    let (_, token) = app.funded_investor("gus@example.sg", "100.00").await;
+    app.running.stop_workers().await;
+    let bank = app.platform.simulators.as_ref().unwrap().bank.clone();
+    let deposits = DepositAccounts::for_platform(&app.platform);
+
+    bank.faults.inject(Fault { kind: FaultKind::TimeoutAfterCommit, times: 1, delay_ms: 5_000 });
+    let (status, pending) = app.withdraw(&token, "slow", "25.00").await;
+    assert_eq!((status, pending["status"].as_str()), (StatusCode::ACCEPTED, Some("pending")), "{pending}");
+    let id = pending["id"].as_str().unwrap().to_owned();
+
+    bank.faults.inject(Fault { kind: FaultKind::Throttle, times: 1, delay_ms: 0 });
+    app.clock.advance(chrono::TimeDelta::seconds(31));
+    let retried = deposits.retry_pending(10).await.unwrap();
+    assert_eq!(retried.tried, 1);
+    assert!(retried.failed.iter().any(|(failed, why)| *failed == id && why.contains("throttling")), "{retried:?}");
+    let (_, now) = app.get_as(&format!("/v1/accounts/me/withdrawals/{id}"), &token).await;
+    assert_eq!(now["status"], "pending", "{now}");
+    assert_eq!(app.sgd(&token).await, ("100.00".into(), "75.00".into()), "still held");
+    let (status, again) = app.withdraw(&token, "again", "80.00").await;
+    assert_eq!((status, again["status"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, None), "{again}");
+
+    eventually("the first instruction paid", || async {
+        app.get_as(&format!("/v1/accounts/me/withdrawals/{id}"), &token).await.1["status"] == "settled"
+    })
+    .await;
+    assert_eq!(app.sgd(&token).await, ("75.00".into(), "75.00".into()), "paid once");
+}
+
+/// Only the bank's refusal releases a hold; a `409` (the reference is taken) is looked up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_payout_releases_its_hold_and_a_conflicting_retry_finds_the_first_instruction() {
+    let mut app = spawn_app().await;
+    let (_, token) = app.funded_investor("hal@example.sg", "100.00").await;
+    app.running.stop_workers().await;
+    let bank = app.platform.simulators.as_ref().unwrap().bank.clone();
+
+    bank.faults.inject(Fault { kind: FaultKind::Refuse, times: 1, delay_ms: 0 });
+    let (status, refused) = app.withdraw(&token, "closed", "40.00").await;
+    assert_eq!((status, refused["status"].as_str()), (StatusCode::ACCEPTED, Some("failed")), "{refused}");
+    assert_eq!(app.sgd(&token).await, ("100.00".into(), "100.00".into()), "released");
+
+    bank.faults.inject(Fault { kind: FaultKind::TimeoutAfterCommit, times: 1, delay_ms: 5_000 });
+    let (_, pending) = app.withdraw(&token, "lost", "10.00").await;
+    let id = pending["id"].as_str().unwrap().to_owned();
+    bank.faults.inject(Fault { kind: FaultKind::Conflict, times: 1, delay_ms: 0 });
+    app.clock.advance(chrono::TimeDelta::seconds(31));
+    let retried = DepositAccounts::for_platform(&app.platform).retry_pending(10).await.unwrap();
+    assert_eq!((retried.tried, retried.failed.len()), (1, 0), "{retried:?}");
+    let (_, now) = app.get_as(&format!("/v1/accounts/me/withdrawals/{id}"), &token).await;
+    assert_eq!(now["status"], "instructed", "{now}");
+    assert_eq!(app.sgd(&token).await, ("100.00".into(), "90.00".into()), "held until paid");
 }

@@ -167,6 +167,7 @@ fn deposit_error(e: DepositError) -> ApiError {
         DepositError::Ledger(LedgerError::Busy) => ApiError::unavailable("the account is busy; retry"),
         DepositError::Ledger(e) => ApiError::internal(&e),
         DepositError::Store(e) => ApiError::internal(&e),
+        DepositError::Partner(e) => ApiError::internal(&e),
     }
 }
 

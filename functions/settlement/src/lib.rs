@@ -155,13 +155,18 @@ impl Sweeper {
             Ok(n) => swept.expired = n,
             Err(e) => failures.push(e.to_string()),
         }
-        match self.deposits.retry_pending(RETRY_BATCH).await {
-            Ok(n) => swept.retried = n,
-            Err(e) => failures.push(e.to_string()),
-        }
-        match self.subscriptions.retry_pending(RETRY_BATCH).await {
-            Ok(n) => swept.retried += n,
-            Err(e) => failures.push(e.to_string()),
+        let retried = [
+            self.deposits.retry_pending(RETRY_BATCH).await.map_err(|e| e.to_string()),
+            self.subscriptions.retry_pending(RETRY_BATCH).await.map_err(|e| e.to_string()),
+        ];
+        for outcome in retried {
+            match outcome {
+                Ok(retried) => {
+                    swept.retried += retried.tried;
+                    failures.extend(retried.failed.into_iter().map(|(id, error)| format!("{id}: {error}")));
+                }
+                Err(e) => failures.push(e),
+            }
         }
         match self.deals.follow_windows().await {
             Ok(windows) => {

@@ -10,6 +10,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 use tokio::sync::OnceCell;
 
+use crate::app::Retried;
 use crate::app::ledger::{Ledger, LedgerError, sortable};
 use crate::domain::ledger::{Account, Amount, Kind, Refusal, SGD, Transfer, codes};
 use crate::domain::money::{self, MoneyError};
@@ -42,6 +43,9 @@ pub enum DepositError {
     Ledger(LedgerError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The bank did not take a payout instruction; the withdrawal stays pending and held.
+    #[error("the bank did not take the payout: {0}")]
+    Partner(PartnerError),
 }
 
 impl From<LedgerError> for DepositError {
@@ -306,7 +310,11 @@ impl DepositAccounts {
             updated_at: now,
         };
         match self.store.put(withdrawal_item(&fresh)?, Condition::NotExists).await {
-            Ok(()) => self.advance(fresh).await,
+            // Held but not taken by the bank: pending, instructed again by the sweep.
+            Ok(()) => match self.advance(fresh.clone()).await {
+                Err(DepositError::Partner(_)) => Ok(fresh),
+                other => other,
+            },
             Err(StoreError::ConditionFailed { .. }) => {
                 let first = self.withdrawal_by_id(&id).await?;
                 if first.amount != amount {
@@ -318,9 +326,11 @@ impl DepositAccounts {
         }
     }
 
-    /// Moves a pending withdrawal on: hold the amount, then instruct the bank. A bank
-    /// that does not answer leaves it pending (retried by [`Self::retry_pending`]): the
-    /// payout may have been taken, so the hold stays.
+    /// Moves a pending withdrawal on: hold the amount, then instruct the bank. Only the
+    /// bank's refusal (it will not pay) releases the hold. Any other failure leaves the
+    /// withdrawal pending and held, to be instructed again under the same reference by
+    /// [`Self::retry_pending`]: the bank may have taken an earlier instruction, and money
+    /// is never released while it may be paid.
     async fn advance(&self, w: Withdrawal) -> Result<Withdrawal, DepositError> {
         let hold = Self::withdrawal_hold(&w);
         match self.ledger.submit(&hold).await {
@@ -337,29 +347,42 @@ impl DepositAccounts {
             amount: money::format_cents(i128::from(w.amount)),
             currency: SGD.to_owned(),
         };
-        match self.bank.instruct_payout(&payout).await {
-            Ok(_) => self.set_status(&w.id, WithdrawalStatus::Instructed, None).await,
+        let error = match self.bank.instruct_payout(&payout).await {
+            Ok(_) => return self.set_status(&w.id, WithdrawalStatus::Instructed, None).await,
             Err(PartnerError::Refused(reason)) => {
                 self.settle(&Transfer::void(format!("{}:void", w.id), &hold)).await?;
-                self.set_status(&w.id, WithdrawalStatus::Failed, Some(reason)).await
+                return self.set_status(&w.id, WithdrawalStatus::Failed, Some(reason)).await;
             }
-            Err(e) => {
-                tracing::warn!(withdrawal = %w.id, error = %e, "payout instruction unanswered; will retry");
-                Ok(w)
-            }
+            // The reference is taken: an earlier attempt reached the bank.
+            Err(PartnerError::Conflict(_)) => match self.bank.find_payout(&w.id).await {
+                Ok(Some(_)) => return self.set_status(&w.id, WithdrawalStatus::Instructed, None).await,
+                Ok(None) => PartnerError::Conflict("the bank does not show the payout yet".into()),
+                Err(e) => e,
+            },
+            Err(e) => e,
+        };
+        if error.is_retryable() {
+            tracing::warn!(withdrawal = %w.id, %error, "payout instruction unanswered; will retry");
+        } else {
+            tracing::error!(withdrawal = %w.id, %error, "payout instruction not taken; held for an operator");
         }
+        Err(DepositError::Partner(error))
     }
 
-    /// Instructs again the withdrawals the bank did not answer; answers how many were tried.
-    /// Only those older than [`RETRY_AFTER`]: a younger one may still be in its request.
-    pub async fn retry_pending(&self, max: usize) -> Result<usize, DepositError> {
+    /// Instructs again the withdrawals the bank did not answer. Only those older than
+    /// [`RETRY_AFTER`]: a younger one may still be in its request. One failing does not
+    /// stop the others; each failure is reported.
+    pub async fn retry_pending(&self, max: usize) -> Result<Retried, DepositError> {
         let before = format!("{}#\u{10FFFF}", sortable(self.clock.now() - RETRY_AFTER));
         let query = Query::secondary(PENDING_WITHDRAWALS).range(Range::AtMost(before)).limit(max.clamp(1, 100));
         let page = self.store.query(&query).await?;
+        let mut retried = Retried::default();
         for item in &page.items {
-            self.advance(item.decode()?).await?;
+            let w: Withdrawal = item.decode()?;
+            let id = w.id.clone();
+            retried.record(id, self.advance(w).await);
         }
-        Ok(page.items.len())
+        Ok(retried)
     }
 
     /// Sets a withdrawal's status unless it already reached an end state; answers it as stored.

@@ -154,7 +154,8 @@ impl ChainMirror {
                 let delivered = match self.deliver(item).await {
                     Ok(delivered) => delivered,
                     Err(Failed::Store(e)) => return Err(e.into()),
-                    Err(Failed::Partner(transfer_id, PartnerError::Refused(reason))) => {
+                    Err(Failed::Partner(transfer_id, e)) if !e.is_retryable() => {
+                        let reason = e.to_string();
                         tracing::error!(transfer = %transfer_id, %reason, "a partner refused a mirrored transfer");
                         return Err(MirrorError::Refused { transfer_id, reason });
                     }

@@ -30,3 +30,21 @@ pub(crate) fn keyed_id(prefix: &str, owner: &str, key: &str) -> String {
     let hex: String = hash.as_ref().iter().map(|b| format!("{b:02x}")).collect();
     format!("{prefix}_{}", &hex[..32])
 }
+
+/// What a sweep over pending items did: how many it tried and, for each that failed, its id
+/// and why. A failing item does not stop the sweep.
+#[derive(Debug, Default)]
+pub struct Retried {
+    pub tried: usize,
+    pub failed: Vec<(String, String)>,
+}
+
+impl Retried {
+    /// Counts one item's outcome.
+    pub fn record<T, E: std::fmt::Display>(&mut self, id: String, outcome: Result<T, E>) {
+        self.tried += 1;
+        if let Err(e) = outcome {
+            self.failed.push((id, e.to_string()));
+        }
+    }
+}

@@ -482,10 +482,11 @@ impl Settlements {
         }
     }
 
-    /// A failed call: try again on the next advance, unless refused or past the deadline.
+    /// A failed call: try again on the next advance if the error is one to retry and the
+    /// deadline has not passed; otherwise the leg waits for an operator.
     async fn leg_failed(&self, leg: &Leg, error: &PartnerError) -> Result<Next, SettlementError> {
         let now = self.clock.now();
-        let stuck = matches!(error, PartnerError::Refused(_)) || leg.deadline <= now;
+        let stuck = !error.is_retryable() || leg.deadline <= now;
         let message = error.to_string();
         self.mark_leg(&leg.id, |l| {
             l.attempts += 1;
@@ -549,8 +550,16 @@ impl Settlements {
                     asset: SGD.to_owned(),
                     amount,
                 };
-                if let Err(e) = self.custody.transfer(&transfer).await {
-                    return self.leg_failed(&leg, &e).await;
+                match self.custody.transfer(&transfer).await {
+                    Ok(_) => {}
+                    // The reference is taken: booked by an attempt whose answer was lost,
+                    // or still in flight. Found, it is booked; not yet, it is retried.
+                    Err(PartnerError::Conflict(_)) => match self.custody.find_transfer(&leg.reference).await {
+                        Ok(Some(_)) => {}
+                        Ok(None) => return self.leg_failed(&leg, &PartnerError::Timeout).await,
+                        Err(e) => return self.leg_failed(&leg, &e).await,
+                    },
+                    Err(e) => return self.leg_failed(&leg, &e).await,
                 }
             }
             self.mark_leg(&leg.id, |l| {

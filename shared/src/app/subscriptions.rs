@@ -13,6 +13,7 @@ use std::sync::Arc;
 use chrono::{DateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::Retried;
 use super::deals::{Deal, deal_key};
 use super::deposits::DepositAccounts;
 use super::ledger::{Ledger, LedgerError, sortable};
@@ -337,18 +338,23 @@ impl Subscriptions {
         }
     }
 
-    /// Moves on subscriptions left pending longer than [`RETRY_AFTER`].
-    pub async fn retry_pending(&self, max: usize) -> Result<usize, SubscriptionError> {
+    /// Moves on subscriptions left pending longer than [`RETRY_AFTER`]; one failing does
+    /// not stop the others, and each failure is reported.
+    pub async fn retry_pending(&self, max: usize) -> Result<Retried, SubscriptionError> {
         let before = format!("{}#\u{10FFFF}", sortable(self.clock.now() - RETRY_AFTER));
         let query = Query::secondary(PENDING).range(Range::AtMost(before)).limit(max.clamp(1, 100));
         let page = self.store.query(&query).await?;
+        let mut retried = Retried::default();
         for item in &page.items {
             let id: String = item.decode()?;
-            if let Some(sub) = self.get(&id).await?.filter(|s| s.status == SubscriptionStatus::Pending) {
-                self.advance(sub).await?;
-            }
+            let outcome = match self.get(&id).await {
+                Ok(Some(sub)) if sub.status == SubscriptionStatus::Pending => self.advance(sub).await.map(|_| ()),
+                Ok(_) => Ok(()),
+                Err(e) => Err(SubscriptionError::from(e)),
+            };
+            retried.record(id, outcome);
         }
-        Ok(page.items.len())
+        Ok(retried)
     }
 
     /// The caller's subscriptions, newest first.

@@ -64,4 +64,8 @@ pub trait Bank: Send + Sync {
     /// Instructs a payout from the omnibus account. Sending the same reference again is
     /// harmless: the bank answers the first acceptance.
     async fn instruct_payout(&self, payout: &Payout) -> Result<PayoutAccepted, PartnerError>;
+
+    /// The payout the bank holds under `reference`, if any: asked after the bank answered
+    /// `409` (the reference is taken, perhaps by an attempt whose answer was lost).
+    async fn find_payout(&self, reference: &str) -> Result<Option<PayoutAccepted>, PartnerError>;
 }

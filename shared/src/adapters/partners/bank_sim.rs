@@ -135,10 +135,20 @@ impl BankSimulator {
 impl Bank for BankSimulator {
     async fn instruct_payout(&self, payout: &Payout) -> Result<PayoutAccepted, PartnerError> {
         let accepted = PayoutAccepted { reference: payout.reference.clone(), status: "accepted".into() };
+        let fault = self.faults.next();
+        match fault.map(|f| f.kind) {
+            Some(FaultKind::Throttle) => return Err(PartnerError::Throttled),
+            Some(FaultKind::Conflict) => {
+                return Err(PartnerError::Conflict(format!("payout {} is known", payout.reference)));
+            }
+            _ => {}
+        }
         if let Some(first) = self.payouts.lock().unwrap_or_else(|p| p.into_inner()).get(&payout.reference) {
             return Ok(first.clone());
         }
-        let fault = self.faults.next();
+        if fault.is_some_and(|f| f.kind == FaultKind::Refuse) {
+            return Err(PartnerError::Refused("the beneficiary account is closed".into()));
+        }
         if let Some(f) = fault.filter(|f| f.kind == FaultKind::Delay) {
             tokio::time::sleep(f.delay()).await;
         }
@@ -154,13 +164,22 @@ impl Bank for BankSimulator {
         // The outcome follows the acceptance, as a bank's would: after this call returns.
         let sender = self.sender.clone();
         let delivered = fault.filter(|f| f.kind == FaultKind::Duplicate);
+        // An answer lost on the way: the bank pays `delay_ms` later (a payout in progress).
+        let pays_after = match fault {
+            Some(f) if f.kind == FaultKind::TimeoutAfterCommit => f.delay(),
+            _ => std::time::Duration::ZERO,
+        };
         tokio::spawn(async move {
-            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            tokio::time::sleep(std::time::Duration::from_millis(5) + pays_after).await;
             sender.deliver(outcome, delivered).await;
         });
         match fault {
             Some(f) if f.kind == FaultKind::TimeoutAfterCommit => Err(PartnerError::Timeout),
             _ => Ok(accepted),
         }
+    }
+
+    async fn find_payout(&self, reference: &str) -> Result<Option<PayoutAccepted>, PartnerError> {
+        Ok(self.payouts.lock().unwrap_or_else(|p| p.into_inner()).get(reference).cloned())
     }
 }

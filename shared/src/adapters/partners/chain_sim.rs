@@ -102,7 +102,7 @@ impl ChainSimulator {
                 != (&transfer.debit, &transfer.credit, &transfer.asset, transfer.amount)
             {
                 book.log(&transfer.transfer_id, "refused: id reused");
-                return Err(PartnerError::Refused(format!(
+                return Err(PartnerError::Conflict(format!(
                     "transfer {} was recorded with other fields",
                     transfer.transfer_id
                 )));
@@ -136,7 +136,13 @@ impl Chain for ChainSimulator {
                     book.log(&transfer.transfer_id, "lost (injected)");
                     Ok(Receipt { height: book.blocks.len() as u64, duplicate: false })
                 }
-                FaultKind::Fail | FaultKind::Reject | FaultKind::ApproveLate | FaultKind::BookShort => {
+                FaultKind::Fail
+                | FaultKind::Reject
+                | FaultKind::ApproveLate
+                | FaultKind::BookShort
+                | FaultKind::Throttle
+                | FaultKind::Conflict
+                | FaultKind::Refuse => {
                     self.lock().log(&transfer.transfer_id, "failed (injected)");
                     Err(PartnerError::Unavailable("injected failure".into()))
                 }
@@ -229,7 +235,7 @@ mod tests {
         chain.faults.inject(Fault { kind: FaultKind::TimeoutAfterCommit, times: 1, delay_ms: 0 });
         assert_eq!(chain.record(&transfer("b", 50)).await, Err(PartnerError::Timeout));
         assert_eq!(chain.record(&transfer("b", 50)).await.unwrap(), Receipt { height: 2, duplicate: true });
-        assert!(matches!(chain.record(&transfer("b", 51)).await, Err(PartnerError::Refused(_))));
+        assert!(matches!(chain.record(&transfer("b", 51)).await, Err(PartnerError::Conflict(_))));
         drop(chain);
         let chain = ChainSimulator::open(&path).unwrap();
         assert_eq!(chain.balance("alice", "SGD", Some(1)).await.unwrap(), 100);

@@ -296,7 +296,7 @@ impl CustodySimulator {
         if let Some((first, receipt)) = books.transfers.get(&transfer.reference) {
             if first != transfer {
                 books.log("transfer", &transfer.reference, "refused: reference reused");
-                return Err(PartnerError::Refused(format!(
+                return Err(PartnerError::Conflict(format!(
                     "reference {} was booked with other fields",
                     transfer.reference
                 )));
@@ -375,7 +375,7 @@ impl Custody for CustodySimulator {
         let pending = books.distributions.entry(reference.to_owned()).or_default();
         if pending.submitted.is_some() {
             books.log("put_entries", reference, "refused: already submitted");
-            return Err(PartnerError::Refused("the distribution was submitted".into()));
+            return Err(PartnerError::Conflict("the distribution was submitted".into()));
         }
         books.commit(Entry::Page { reference: reference.to_owned(), page, entries: entries.to_vec() });
         books.log("put_entries", reference, &format!("page {page}: {} entries", entries.len()));
@@ -488,8 +488,8 @@ mod tests {
         assert_eq!((seen(&reopened, before).await, seen(&reopened, now).await), books, "as of any time");
         assert_eq!(reopened.find_transfer("t1").await.unwrap().map(|r| r.at), Some(first.at));
         assert!(reopened.transfer(&transfer("t1", 500)).await.unwrap().duplicate, "still booked once");
-        assert!(matches!(reopened.transfer(&transfer("t1", 501)).await, Err(PartnerError::Refused(_))));
+        assert!(matches!(reopened.transfer(&transfer("t1", 501)).await, Err(PartnerError::Conflict(_))));
         assert_eq!(reopened.decision("dist-1").await.unwrap(), Some(Decision::Approved));
-        assert!(matches!(reopened.put_entries("dist-1", 1, &[entry]).await, Err(PartnerError::Refused(_))));
+        assert!(matches!(reopened.put_entries("dist-1", 1, &[entry]).await, Err(PartnerError::Conflict(_))));
     }
 }

@@ -16,7 +16,8 @@ pub enum FaultKind {
     /// The effect is delivered twice (the chain receives the record twice; the bank sends
     /// its webhook twice).
     Duplicate,
-    /// The call takes effect but the caller hears a timeout.
+    /// The call takes effect but the caller hears a timeout (the bank's payout outcome
+    /// follows `delay_ms` later).
     TimeoutAfterCommit,
     /// The Custody only: it rejects the next distribution submitted.
     Reject,
@@ -27,6 +28,12 @@ pub enum FaultKind {
     Lose,
     /// The Custody only: it books the transfer one unit (one cent) short.
     BookShort,
+    /// The bank only: it answers `429` (slow down) and does nothing.
+    Throttle,
+    /// The bank only: it answers `409` (the reference is taken) whether or not it holds it.
+    Conflict,
+    /// The bank only: it refuses the payout for good (`422`) and pays nothing.
+    Refuse,
 }
 
 impl FaultKind {

@@ -52,19 +52,17 @@ impl Authorized {
     }
 }
 
-/// The request's outcome as the ports see it: 4xx is a refusal, 5xx or no answer can be retried.
+/// The request's outcome as the ports see it, classified by [`PartnerError::from_status`].
 async fn answer<T: serde::de::DeserializeOwned>(
     sent: Result<reqwest::Response, reqwest::Error>,
 ) -> Result<T, PartnerError> {
     let response = sent
         .map_err(|e| if e.is_timeout() { PartnerError::Timeout } else { PartnerError::Unavailable(e.to_string()) })?;
     let status = response.status();
-    if status.is_client_error() {
-        let detail = response.text().await.unwrap_or_default();
-        return Err(PartnerError::Refused(format!("{status}: {}", detail.chars().take(200).collect::<String>())));
-    }
     if !status.is_success() {
-        return Err(PartnerError::Unavailable(status.to_string()));
+        let detail = response.text().await.unwrap_or_default();
+        let detail = format!("{status}: {}", detail.chars().take(200).collect::<String>());
+        return Err(PartnerError::from_status(status.as_u16(), detail));
     }
     response.json().await.map_err(|e| PartnerError::Unavailable(format!("unreadable answer: {e}")))
 }
@@ -92,6 +90,21 @@ impl Bank for HttpBank {
             .await?;
         answer(sent).await
     }
+
+    async fn find_payout(&self, reference: &str) -> Result<Option<PayoutAccepted>, PartnerError> {
+        let sent = self.http.send(|c| c.get(format!("{}/v1/payouts/{}", self.base, urlencode(reference)))).await?;
+        found(sent).await
+    }
+}
+
+/// A lookup's answer: `None` on `404`.
+async fn found<T: serde::de::DeserializeOwned>(
+    sent: Result<reqwest::Response, reqwest::Error>,
+) -> Result<Option<T>, PartnerError> {
+    if sent.as_ref().is_ok_and(|r| r.status() == reqwest::StatusCode::NOT_FOUND) {
+        return Ok(None);
+    }
+    answer(sent).await.map(Some)
 }
 
 pub struct HttpChain {
@@ -195,11 +208,7 @@ impl HttpCustody {
 
     /// GET `path`: the answer, `None` on 404.
     async fn find<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<Option<T>, PartnerError> {
-        let sent = self.http.send(|c| c.get(format!("{}{path}", self.base))).await?;
-        if sent.as_ref().is_ok_and(|r| r.status() == reqwest::StatusCode::NOT_FOUND) {
-            return Ok(None);
-        }
-        answer(sent).await.map(Some)
+        found(self.http.send(|c| c.get(format!("{}{path}", self.base))).await?).await
     }
 }
 

@@ -19,17 +19,22 @@ use crate::ports::partner::PartnerError;
 use axum::Json;
 
 fn status_of(error: &PartnerError) -> StatusCode {
-    match error {
-        PartnerError::Refused(_) => StatusCode::CONFLICT,
-        PartnerError::Timeout => StatusCode::GATEWAY_TIMEOUT,
-        PartnerError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-    }
+    StatusCode::from_u16(error.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
 }
 
 fn answer<T: serde::Serialize>(result: Result<T, PartnerError>) -> Response {
     match result {
         Ok(value) => axum::Json(value).into_response(),
         Err(e) => (status_of(&e), e.to_string()).into_response(),
+    }
+}
+
+/// A lookup's answer: `404` when there is nothing.
+fn found<T: serde::Serialize>(result: Result<Option<T>, PartnerError>) -> Response {
+    match result {
+        Ok(None) => StatusCode::NOT_FOUND.into_response(),
+        Ok(Some(value)) => answer(Ok(value)),
+        Err(e) => answer::<T>(Err(e)),
     }
 }
 
@@ -110,7 +115,13 @@ pub fn bank_router(bank: Arc<BankSimulator>) -> Router {
         }
         answer(b.instruct_payout(&body.0).await)
     }
-    Router::new().route("/v1/payouts", post(payout)).with_state(bank)
+    async fn find_payout(State(b): State<Arc<BankSimulator>>, h: HeaderMap, Path(reference): Path<String>) -> Response {
+        if !authorised(&h) {
+            return StatusCode::UNAUTHORIZED.into_response();
+        }
+        found(b.find_payout(&reference).await)
+    }
+    Router::new().route("/v1/payouts", post(payout)).route("/v1/payouts/{reference}", get(find_payout)).with_state(bank)
 }
 
 /// `docs/partners/custody.md` over a [`CustodySimulator`].
@@ -122,13 +133,6 @@ pub fn custody_router(custody: Arc<CustodySimulator>) -> Router {
         as_of: chrono::DateTime<chrono::Utc>,
         after: Option<String>,
         limit: Option<usize>,
-    }
-    fn found<T: serde::Serialize>(result: Result<Option<T>, PartnerError>) -> Response {
-        match result {
-            Ok(None) => StatusCode::NOT_FOUND.into_response(),
-            Ok(Some(value)) => answer(Ok(value)),
-            Err(e) => answer::<T>(Err(e)),
-        }
     }
     async fn transfer(State(c): C, h: HeaderMap, body: axum::Json<CustodyTransfer>) -> Response {
         let key = h.get("idempotency-key").and_then(|v| v.to_str().ok());

@@ -105,7 +105,9 @@ impl TestApp {
         assert_eq!(status, reqwest::StatusCode::ACCEPTED);
         let text = self.mail().last().expect("a verification email").text.clone();
         let code = text.split(|c: char| !c.is_ascii_digit()).find(|w| w.len() == 6).expect("a code").to_owned();
-        let (status, _) = self.post("/v1/auth/email/verify", serde_json::json!({"email": email, "code": code})).await;
+        let (status, _) = self
+            .post("/v1/auth/email/verify", serde_json::json!({"email": email, "code": code, "password": password}))
+            .await;
         assert_eq!(status, reqwest::StatusCode::OK);
         self.login(email, password).await
     }

@@ -13,6 +13,7 @@ on_both_stores!(
     signing_up_again_answers_the_same_and_never_makes_a_second_account,
     a_code_dies_after_five_wrong_tries_and_after_fifteen_minutes,
     an_unknown_address_gets_the_same_answer_as_a_wrong_code,
+    whoever_signed_the_address_up_first_cannot_log_in_after_its_owner_verifies,
 );
 
 const EMAIL: &str = "Tan.Wei@Example.SG";
@@ -49,11 +50,14 @@ fn assert_field(status: StatusCode, body: &Value, field: &str) {
 async fn a_new_account_is_verified_with_the_emailed_code(app: TestApp) {
     let code = sign_up(&app).await;
     assert!(!verified(&app).await);
-    let (status, body) = app.post("/v1/auth/email/verify", json!({"email": "tan.wei@example.sg", "code": code})).await;
+    let (status, body) = app
+        .post("/v1/auth/email/verify", json!({"email": "tan.wei@example.sg", "code": code, "password": PASSWORD}))
+        .await;
     assert_eq!((status, body), (StatusCode::OK, json!({"status": "verified"})));
     assert!(verified(&app).await);
     // The code is spent.
-    let (status, body) = app.post("/v1/auth/email/verify", json!({"email": EMAIL, "code": code})).await;
+    let (status, body) =
+        app.post("/v1/auth/email/verify", json!({"email": EMAIL, "code": code, "password": PASSWORD})).await;
     assert_field(status, &body, "code");
 }
 
@@ -92,10 +96,12 @@ async fn signing_up_again_answers_the_same_and_never_makes_a_second_account(app:
     let first = sign_up(&app).await;
     // Not yet verified: a fresh code replaces the first.
     let second = sign_up(&app).await;
-    let (status, body) = app.post("/v1/auth/email/verify", json!({"email": EMAIL, "code": second})).await;
+    let (status, body) =
+        app.post("/v1/auth/email/verify", json!({"email": EMAIL, "code": second, "password": PASSWORD})).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     if first != second {
-        let (status, _) = app.post("/v1/auth/email/verify", json!({"email": EMAIL, "code": first})).await;
+        let (status, _) =
+            app.post("/v1/auth/email/verify", json!({"email": EMAIL, "code": first, "password": PASSWORD})).await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
     }
     // Verified: the same answer, and a notice to the owner instead of a code.
@@ -111,22 +117,51 @@ async fn a_code_dies_after_five_wrong_tries_and_after_fifteen_minutes(app: TestA
     let code = sign_up(&app).await;
     let wrong = if code == "000000" { "111111" } else { "000000" };
     for _ in 0..5 {
-        let (status, body) = app.post("/v1/auth/email/verify", json!({"email": EMAIL, "code": wrong})).await;
+        let (status, body) =
+            app.post("/v1/auth/email/verify", json!({"email": EMAIL, "code": wrong, "password": PASSWORD})).await;
         assert_field(status, &body, "code");
     }
-    let (status, body) = app.post("/v1/auth/email/verify", json!({"email": EMAIL, "code": code})).await;
+    // The fifth wrong code locked the address's verifications for a minute.
+    let (status, body) =
+        app.post("/v1/auth/email/verify", json!({"email": EMAIL, "code": code, "password": PASSWORD})).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    app.clock.advance(TimeDelta::minutes(1));
+    // And the code itself died.
+    let (status, body) =
+        app.post("/v1/auth/email/verify", json!({"email": EMAIL, "code": code, "password": PASSWORD})).await;
     assert_field(status, &body, "code");
     assert!(!verified(&app).await);
 
     let code = sign_up(&app).await;
     app.clock.advance(TimeDelta::minutes(15) + TimeDelta::seconds(1));
-    let (status, body) = app.post("/v1/auth/email/verify", json!({"email": EMAIL, "code": code})).await;
+    let (status, body) =
+        app.post("/v1/auth/email/verify", json!({"email": EMAIL, "code": code, "password": PASSWORD})).await;
     assert_field(status, &body, "code");
     assert!(!verified(&app).await);
 }
 
 async fn an_unknown_address_gets_the_same_answer_as_a_wrong_code(app: TestApp) {
-    let (status, body) =
-        app.post("/v1/auth/email/verify", json!({"email": "nobody@example.sg", "code": "123456"})).await;
+    let (status, body) = app
+        .post("/v1/auth/email/verify", json!({"email": "nobody@example.sg", "code": "123456", "password": PASSWORD}))
+        .await;
     assert_field(status, &body, "code");
+}
+
+/// Pre-account takeover: an attacker registers the victim's address first with a password
+/// of their own. The owner verifies with the mailed code and the password given with it:
+/// the attacker's password opens nothing.
+async fn whoever_signed_the_address_up_first_cannot_log_in_after_its_owner_verifies(app: TestApp) {
+    let attacker = "the attacker chose this";
+    let (status, _) = app.post("/v1/auth/signup", json!({"email": EMAIL, "password": attacker})).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let code = sign_up(&app).await;
+    let weak = app.post("/v1/auth/email/verify", json!({"email": EMAIL, "code": code, "password": "password"})).await;
+    assert_field(weak.0, &weak.1, "password");
+    assert!(!verified(&app).await, "a refused password changes nothing");
+    let (status, body) =
+        app.post("/v1/auth/email/verify", json!({"email": EMAIL, "code": code, "password": PASSWORD})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, _) = app.post("/v1/auth/login", json!({"email": EMAIL, "password": attacker})).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    app.login(EMAIL, PASSWORD).await;
 }

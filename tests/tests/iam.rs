@@ -95,8 +95,14 @@ async fn investor_through_auth(stack: &Stack, auth: &Platform, email: &str) -> S
     let mail = stack.mail_to(email).await;
     let text = &mail.last().expect("the verification email, sent through SES").text;
     let code = text.split(|c: char| !c.is_ascii_digit()).find(|w| w.len() == 6).expect("a code");
-    let (status, body) =
-        call(&app, "POST", "/v1/auth/email/verify", None, Some(json!({"email": email, "code": code}))).await;
+    let (status, body) = call(
+        &app,
+        "POST",
+        "/v1/auth/email/verify",
+        None,
+        Some(json!({"email": email, "code": code, "password": PASSWORD})),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let (status, tokens) =
         call(&app, "POST", "/v1/auth/login", None, Some(json!({"email": email, "password": PASSWORD}))).await;

@@ -43,8 +43,8 @@ async fn logs_never_contain_passwords_tokens_codes_or_secrets() {
     assert_eq!(status, StatusCode::ACCEPTED);
     let text = app.mail().last().unwrap().text.clone();
     let code = text.split(|c: char| !c.is_ascii_digit()).find(|w| w.len() == 6).unwrap().to_owned();
-    app.post("/v1/auth/email/verify", json!({"email": email, "code": "999999"})).await;
-    app.post("/v1/auth/email/verify", json!({"email": email, "code": code})).await;
+    app.post("/v1/auth/email/verify", json!({"email": email, "code": "999999", "password": password})).await;
+    app.post("/v1/auth/email/verify", json!({"email": email, "code": code, "password": password})).await;
     secrets.push(code);
 
     // A wrong password, then a login, a refresh, reuse of the spent token.

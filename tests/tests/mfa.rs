@@ -10,6 +10,8 @@ on_both_stores!(
     with_totp_enrolled_login_takes_a_code_and_reaches_level_two,
     a_used_code_cannot_log_in_again,
     a_challenge_dies_after_five_wrong_codes_or_five_minutes,
+    wrong_codes_count_across_challenges_and_lock_the_second_factor_until_a_growing_delay_passes,
+    fifty_parallel_wrong_codes_get_at_most_five_checks_and_then_429,
 );
 
 const EMAIL: &str = "operator@example.sg";
@@ -95,4 +97,77 @@ async fn a_challenge_dies_after_five_wrong_codes_or_five_minutes(app: TestApp) {
     let (status, _) =
         app.post("/v1/auth/login/mfa", json!({"challenge": second, "code": code(&app, &secret, 0)})).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
+
+/// A phished password gives any number of challenges; wrong codes count per account
+/// across them, and a correct password does not reset the count.
+async fn wrong_codes_count_across_challenges_and_lock_the_second_factor_until_a_growing_delay_passes(app: TestApp) {
+    let secret = enrolled(&app).await;
+    app.clock.advance(TimeDelta::seconds(30));
+    let right = code(&app, &secret, 0);
+    let wrong = if right == "123456" { "654321" } else { "123456" };
+    for _ in 0..5 {
+        let (status, _) =
+            app.post("/v1/auth/login/mfa", json!({"challenge": challenge(&app).await, "code": wrong})).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+    let response = app
+        .client
+        .post(app.url("/v1/auth/login/mfa"))
+        .json(&json!({"challenge": challenge(&app).await, "code": right}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS, "even the right code waits");
+    assert_eq!(response.headers()["retry-after"], "60");
+    let log = shared::app::audit::AuditLog::new(app.platform.store.clone(), app.platform.clock.clone());
+    let (entries, _) = log.page(20, None).await.unwrap();
+    let lockouts: Vec<_> = entries.iter().filter(|e| e.action == "mfa.lockout").collect();
+    assert_eq!(lockouts.len(), 1, "{entries:?}");
+    assert_eq!(lockouts[0].target, "second-factor");
+
+    // A minute on, one more wrong code locks for two; then the right code logs in.
+    app.clock.advance(TimeDelta::minutes(1));
+    let (status, _) = app.post("/v1/auth/login/mfa", json!({"challenge": challenge(&app).await, "code": wrong})).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _) = app.post("/v1/auth/login/mfa", json!({"challenge": challenge(&app).await, "code": right})).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    app.clock.advance(TimeDelta::minutes(2));
+    let right = code(&app, &secret, 0);
+    let (status, body) =
+        app.post("/v1/auth/login/mfa", json!({"challenge": challenge(&app).await, "code": right})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
+/// Every guess is reserved before its code is checked: a burst gets no more checks than
+/// the limit, however the requests interleave.
+async fn fifty_parallel_wrong_codes_get_at_most_five_checks_and_then_429(app: TestApp) {
+    let secret = enrolled(&app).await;
+    app.clock.advance(TimeDelta::seconds(30));
+    let right = code(&app, &secret, 0);
+    let wrong = if right == "123456" { "654321" } else { "123456" };
+    let mut challenges = Vec::new();
+    for _ in 0..5 {
+        challenges.push(challenge(&app).await);
+    }
+    let mut guesses = tokio::task::JoinSet::new();
+    for i in 0..50 {
+        let (client, url) = (app.client.clone(), app.url("/v1/auth/login/mfa"));
+        let body = json!({"challenge": challenges[i % 5], "code": wrong});
+        guesses.spawn(async move {
+            let response = client.post(url).json(&body).send().await.unwrap();
+            let status = response.status();
+            let problem: Value = response.json().await.unwrap();
+            (status, problem["detail"].as_str().unwrap_or_default().to_owned())
+        });
+    }
+    let answers = guesses.join_all().await;
+    let checked = answers.iter().filter(|(s, d)| *s == StatusCode::UNAUTHORIZED && d == "invalid code").count();
+    let refused = answers.iter().filter(|(s, _)| *s == StatusCode::TOO_MANY_REQUESTS).count();
+    assert!((1..=5).contains(&checked), "{checked} codes checked: {answers:?}");
+    assert!(refused >= 40, "{refused} refused: {answers:?}");
+    assert!(
+        answers.iter().all(|(s, _)| matches!(*s, StatusCode::UNAUTHORIZED | StatusCode::TOO_MANY_REQUESTS)),
+        "{answers:?}"
+    );
 }

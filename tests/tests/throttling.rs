@@ -80,3 +80,21 @@ async fn refresh_token_reuse_is_audited() {
     assert_eq!(entries[0].action, "session.reuse-detected");
     assert_eq!(log.verify().await.unwrap(), None);
 }
+
+/// Each attempt is reserved before the password is checked: a burst of parallel guesses
+/// gets no more checks than the free tries and the one that sets the lock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_parallel_guesses_gets_at_most_the_allowed_password_checks() {
+    let app = spawn_app().await;
+    app.logged_in(EMAIL, PASSWORD).await;
+    let mut guesses = tokio::task::JoinSet::new();
+    for i in 0..30 {
+        let (client, url) = (app.client.clone(), app.url("/v1/auth/login"));
+        let body = json!({"email": EMAIL, "password": format!("wrong guess number {i}")});
+        guesses.spawn(async move { client.post(url).json(&body).send().await.unwrap().status() });
+    }
+    let answers = guesses.join_all().await;
+    let checked = answers.iter().filter(|s| **s == StatusCode::UNAUTHORIZED).count();
+    let refused = answers.iter().filter(|s| **s == StatusCode::TOO_MANY_REQUESTS).count();
+    assert_eq!((checked, refused), (6, 24), "{answers:?}");
+}

@@ -18,7 +18,7 @@ use shared::app::audit::Event;
 use shared::app::mfa::{Enrollment, MfaError, SecondFactor};
 use shared::app::sessions::{SessionError, Sessions, Tokens};
 use shared::app::signing_keys::PublicKeys;
-use shared::app::throttle::{self, Throttle};
+use shared::app::throttle::{self, Attempt, Throttle};
 use shared::app::verifier::TokenVerifier;
 use shared::domain::session::{RevokedBecause, SessionPolicy};
 use shared::http::auth::{Authenticated, LazySessions, VerifierSource};
@@ -49,6 +49,24 @@ impl AuthState {
     async fn sessions(&self) -> Result<Arc<Sessions>, ApiError> {
         self.sessions.get().await
     }
+
+    /// Reserves a sign-up or verification attempt for `email` from `client`, or answers
+    /// 429; answers the address's scope.
+    async fn email_code_attempt(&self, what: &str, email: &str, client: &str) -> Result<[String; 2], ApiError> {
+        let scope = format!("{what}:{}", email.trim().to_lowercase());
+        let client = format!("{what}-client:{client}");
+        let attempt =
+            self.throttle.reserve(&[(&scope, &throttle::EMAIL_CODE), (&client, &throttle::CLIENT_SIGNUPS)]).await;
+        match attempt.map_err(|e| ApiError::internal(&e))? {
+            Attempt::Refused { until } => Err(self.wait_until(until)),
+            Attempt::Allowed { .. } => Ok([scope, client]),
+        }
+    }
+
+    /// 429 until a throttled scope unlocks.
+    fn wait_until(&self, until: DateTime<Utc>) -> ApiError {
+        ApiError::too_many_requests((until - self.platform.clock.now()).num_seconds().max(1) as u64)
+    }
 }
 
 /// `POST /v1/auth/signup`. No `Debug`: it holds a password.
@@ -60,13 +78,16 @@ pub struct SignUp {
     pub password: String,
 }
 
-/// `POST /v1/auth/email/verify`.
+/// `POST /v1/auth/email/verify`. No `Debug`: it holds a password.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VerifyEmail {
     pub email: String,
     /// The six digits from the email.
     pub code: String,
+    /// The account's password from now on (the rules of sign-up apply): only the holder of
+    /// the code chooses it, whoever signed the address up first.
+    pub password: String,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -165,8 +186,9 @@ fn api_error(error: AccountError) -> ApiError {
     }
 }
 
-fn mfa_error(error: MfaError) -> ApiError {
+fn mfa_error(state: &AuthState, error: MfaError) -> ApiError {
     match error {
+        MfaError::Locked { until } => state.wait_until(until),
         MfaError::AlreadyEnrolled => ApiError::conflict("a second factor is already enrolled"),
         MfaError::NotEnrolled => ApiError::conflict("start an enrolment first"),
         MfaError::InvalidCode => ApiError::validation(vec![FieldError::new("code", "invalid code")]),
@@ -185,28 +207,40 @@ pub(crate) fn session_error(error: SessionError) -> ApiError {
 }
 
 /// Registers an account and emails a verification code. The answer is the same whether or
-/// not the address was already registered.
+/// not the address was already registered. Throttled per address and per client.
 #[utoipa::path(post, path = "/v1/auth/signup", tag = "auth", request_body = SignUp,
     responses(
         (status = 202, description = "A code was emailed", body = Status),
         (status = 400, description = "Invalid email or password", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many sign-ups for the address or from the client: wait `Retry-After` seconds", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn sign_up(
     State(state): State<AuthState>,
+    ClientAddress(address): ClientAddress,
     Json(body): Json<SignUp>,
 ) -> Result<(StatusCode, Json<Status>), ApiError> {
+    state.email_code_attempt("signup", &body.email, &address).await?;
     state.accounts.sign_up(&body.email, &body.password).await.map_err(api_error)?;
     Ok((StatusCode::ACCEPTED, Json(Status { status: "verification_sent" })))
 }
 
-/// Verifies the address with the emailed code.
+/// Verifies the address with the emailed code and sets the account's password. Throttled
+/// per address and per client.
 #[utoipa::path(post, path = "/v1/auth/email/verify", tag = "auth", request_body = VerifyEmail,
     responses(
         (status = 200, description = "The address is verified", body = Status),
-        (status = 400, description = "Invalid or expired code", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Invalid or expired code, or a password the rules refuse", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many codes tried for the address or from the client: wait `Retry-After` seconds", body = Problem, content_type = "application/problem+json"),
     ))]
-async fn verify_email(State(state): State<AuthState>, Json(body): Json<VerifyEmail>) -> Result<Json<Status>, ApiError> {
-    state.accounts.verify_email(&body.email, &body.code).await.map_err(api_error)?;
+async fn verify_email(
+    State(state): State<AuthState>,
+    ClientAddress(address): ClientAddress,
+    Json(body): Json<VerifyEmail>,
+) -> Result<Json<Status>, ApiError> {
+    let [scope, client] = state.email_code_attempt("verify", &body.email, &address).await?;
+    state.accounts.verify_email(&body.email, &body.code, &body.password).await.map_err(api_error)?;
+    state.throttle.reset(&scope).await.map_err(|e| ApiError::internal(&e))?;
+    state.throttle.refund(&client).await.map_err(|e| ApiError::internal(&e))?;
     Ok(Json(Status { status: "verified" }))
 }
 
@@ -228,34 +262,24 @@ async fn login(
 ) -> Result<Json<LoginAnswer>, ApiError> {
     let account = format!("account:{}", body.email.trim().to_lowercase());
     let address = format!("address:{address}");
-    let now = state.platform.clock.now();
-    let locked = state.throttle.locked_until(&[&account, &address]).await.map_err(|e| ApiError::internal(&e))?;
-    if let Some(until) = locked {
-        return Err(ApiError::too_many_requests((until - now).num_seconds().max(1) as u64));
-    }
+    let attempt = state.throttle.reserve(&[(&account, &throttle::ACCOUNT), (&address, &throttle::ADDRESS)]).await;
+    let locks = match attempt.map_err(|e| ApiError::internal(&e))? {
+        Attempt::Refused { until } => return Err(state.wait_until(until)),
+        Attempt::Allowed { locks } => locks,
+    };
     let user = match state.accounts.check_password(&body.email, &body.password).await {
         Ok(user) => user,
         Err(AccountError::WrongCredentials) => {
-            for (scope, limits) in [(&account, &throttle::ACCOUNT), (&address, &throttle::ADDRESS)] {
-                let lock = state.throttle.failed(scope, limits).await.map_err(|e| ApiError::internal(&e))?;
-                if let Some(lock) = lock {
-                    let event = Event {
-                        actor: "system".into(),
-                        action: "login.lockout".into(),
-                        target: scope.split(':').next().unwrap_or("scope").into(),
-                        decision: format!("locked until {}", lock.until.to_rfc3339()),
-                        reason: format!("{} failed logins", lock.failures),
-                    };
-                    state.audit().append(event).await.map_err(|e| ApiError::internal(&e))?;
-                }
-            }
+            let audited = throttle::audit_locks(&state.audit(), "login.lockout", &locks).await;
+            audited.map_err(|e| ApiError::internal(&e))?;
             return Err(api_error(AccountError::WrongCredentials));
         }
         Err(other) => return Err(api_error(other)),
     };
     state.throttle.reset(&account).await.map_err(|e| ApiError::internal(&e))?;
-    if state.mfa.is_enrolled(&user.id).await.map_err(mfa_error)? {
-        let challenge = state.mfa.challenge(&user.id).await.map_err(mfa_error)?;
+    state.throttle.refund(&address).await.map_err(|e| ApiError::internal(&e))?;
+    if state.mfa.is_enrolled(&user.id).await.map_err(|e| mfa_error(&state, e))? {
+        let challenge = state.mfa.challenge(&user.id).await.map_err(|e| mfa_error(&state, e))?;
         return Ok(Json(LoginAnswer::MfaRequired(MfaRequired { mfa_required: true, challenge })));
     }
     let sessions = state.sessions().await?;
@@ -264,11 +288,15 @@ async fn login(
 
 /// Redeems a login challenge with a TOTP code; answers tokens.
 #[utoipa::path(post, path = "/v1/auth/login/mfa", tag = "auth", request_body = LoginMfa,
-    responses((status = 200, body = Tokens), (status = 401, body = Problem, content_type = PROBLEM)))]
+    responses(
+        (status = 200, body = Tokens),
+        (status = 401, description = "Wrong code, or an invalid or expired challenge", body = Problem, content_type = PROBLEM),
+        (status = 429, description = "Too many wrong codes for the account: wait `Retry-After` seconds", body = Problem, content_type = PROBLEM),
+    ))]
 async fn login_mfa(State(state): State<AuthState>, Json(body): Json<LoginMfa>) -> Result<Json<Tokens>, ApiError> {
     let user_id = state.mfa.redeem(&body.challenge, &body.code).await.map_err(|e| match e {
         MfaError::InvalidCode => ApiError::unauthorized("invalid code"),
-        other => mfa_error(other),
+        other => mfa_error(&state, other),
     })?;
     let user = state
         .accounts
@@ -297,7 +325,7 @@ async fn enroll_totp(
         .await
         .map_err(api_error)?
         .ok_or_else(|| ApiError::unauthorized("no such user"))?;
-    Ok((StatusCode::CREATED, Json(state.mfa.enroll(&user).await.map_err(mfa_error)?)))
+    Ok((StatusCode::CREATED, Json(state.mfa.enroll(&user).await.map_err(|e| mfa_error(&state, e))?)))
 }
 
 /// Confirms the enrolment with a first code; the account reaches level 2.
@@ -306,13 +334,14 @@ async fn enroll_totp(
         (status = 204),
         (status = 400, body = Problem, content_type = PROBLEM),
         (status = 409, body = Problem, content_type = PROBLEM),
+        (status = 429, description = "Too many wrong codes for the account: wait `Retry-After` seconds", body = Problem, content_type = PROBLEM),
     ))]
 async fn confirm_totp(
     State(state): State<AuthState>,
     Authenticated(me): Authenticated,
     Json(body): Json<ConfirmTotp>,
 ) -> Result<StatusCode, ApiError> {
-    state.mfa.confirm(&me.user_id, &body.code).await.map_err(mfa_error)?;
+    state.mfa.confirm(&me.user_id, &body.code).await.map_err(|e| mfa_error(&state, e))?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -14,7 +14,7 @@ use crate::Platform;
 use crate::domain::credentials::{EmailAddress, Password};
 use crate::http::FieldError;
 use crate::ports::mailer::{Email, MailError};
-use crate::ports::store::{Condition, Item, Key, StoreError, Write};
+use crate::ports::store::{Condition, Contention, Item, Key, StoreError, Write};
 use crate::ports::{Clock, Ids, Mailer, Store};
 
 /// How long an emailed code is valid.
@@ -122,6 +122,7 @@ impl Accounts {
         let password = Password::parse(password, &email).map_err(|e| AccountError::Invalid(vec![e]))?;
         // Hash first, whatever happens next, so every branch costs the same.
         let password_hash = passwords::hash(&password).await?;
+        let mut contention = Contention::default();
         loop {
             if let Some(owner) = self.store.get(&email_key(&email)).await? {
                 let owner: EmailOwner = owner.decode()?;
@@ -152,15 +153,19 @@ impl Accounts {
             match self.store.transact(writes).await {
                 Ok(()) => return self.issue_code(&user).await,
                 // The address was registered meanwhile: answer as for a known address.
-                Err(StoreError::ConditionFailed { .. }) => continue,
+                Err(StoreError::ConditionFailed { .. }) => contention.lost().await?,
                 Err(e) => return Err(e.into()),
             }
         }
     }
 
-    /// Marks the address verified if `code` is the one mailed for it.
-    pub async fn verify_email(&self, email: &str, code: &str) -> Result<(), AccountError> {
+    /// Marks the address verified if `code` is the one mailed for it, and sets the account's
+    /// password to `password`, given with the code. Whoever registered the address first
+    /// (perhaps not its owner) chose a password the owner never sees: only the one who
+    /// holds the mailed code chooses the password the account is opened with.
+    pub async fn verify_email(&self, email: &str, code: &str, password: &str) -> Result<(), AccountError> {
         let email = EmailAddress::parse(email).map_err(|e| AccountError::Invalid(vec![e]))?;
+        let password = Password::parse(password, &email).map_err(|e| AccountError::Invalid(vec![e]))?;
         let Some(owner) = self.store.get(&email_key(&email)).await? else { return Err(AccountError::InvalidCode) };
         let owner: EmailOwner = owner.decode()?;
         let Some(stored) = self.store.get(&code_key(&owner.user_id)).await? else {
@@ -172,28 +177,41 @@ impl Accounts {
         }
         let matches: bool = code_hash(&owner.user_id, code.trim()).as_bytes().ct_eq(record.code_hash.as_bytes()).into();
         if !matches {
-            let spent = EmailCode { attempts: record.attempts + 1, ..record };
-            let mut item = Item::new(code_key(&owner.user_id), &spent)?;
-            item.expires_at = stored.expires_at;
-            // A concurrent attempt may have counted first; either way this one failed.
-            match self.store.put(item, Condition::VersionIs(stored.version)).await {
-                Ok(()) | Err(StoreError::ConditionFailed { .. }) => return Err(AccountError::InvalidCode),
-                Err(e) => return Err(e.into()),
-            }
+            self.count_wrong_code(&owner.user_id).await?;
+            return Err(AccountError::InvalidCode);
         }
+        let password_hash = passwords::hash(&password).await?;
         let Some(profile) = self.store.get(&user_key(&owner.user_id)).await? else {
             return Err(AccountError::InvalidCode);
         };
         let mut user: User = profile.decode()?;
         user.email_verified = true;
+        user.password_hash = password_hash;
         let writes = vec![
             Write::put(user_item(&user)?, Condition::VersionIs(profile.version)),
-            Write::delete(code_key(&user.id), Condition::VersionIs(stored.version)),
+            Write::delete(code_key(&user.id), Condition::Exists),
         ];
         match self.store.transact(writes).await {
             Ok(()) => Ok(()),
             Err(StoreError::ConditionFailed { .. }) => Err(AccountError::InvalidCode),
             Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Counts a wrong code against the mailed code; every racer's count lands.
+    async fn count_wrong_code(&self, user_id: &str) -> Result<(), AccountError> {
+        let mut contention = Contention::default();
+        loop {
+            let Some(stored) = self.store.get(&code_key(user_id)).await? else { return Ok(()) };
+            let record: EmailCode = stored.decode()?;
+            let spent = EmailCode { attempts: record.attempts.saturating_add(1), ..record };
+            let mut item = Item::new(code_key(user_id), &spent)?;
+            item.expires_at = stored.expires_at;
+            match self.store.put(item, Condition::VersionIs(stored.version)).await {
+                Ok(()) => return Ok(()),
+                Err(StoreError::ConditionFailed { .. } | StoreError::Conflict) => contention.lost().await?,
+                Err(e) => return Err(e.into()),
+            }
         }
     }
 
@@ -255,6 +273,7 @@ impl Accounts {
 
     /// Replaces the password of `user_id` after checking the current one.
     pub async fn change_password(&self, user_id: &str, current: &str, new: &str) -> Result<(), AccountError> {
+        let mut contention = Contention::default();
         loop {
             let Some(item) = self.store.get(&user_key(user_id)).await? else {
                 return Err(AccountError::WrongCredentials);
@@ -270,7 +289,7 @@ impl Accounts {
             user.password_hash = passwords::hash(&new).await?;
             match self.store.put(user_item(&user)?, Condition::VersionIs(item.version)).await {
                 Ok(()) => return Ok(()),
-                Err(StoreError::ConditionFailed { .. }) => continue,
+                Err(StoreError::ConditionFailed { .. }) => contention.lost().await?,
                 Err(e) => return Err(e.into()),
             }
         }

@@ -29,7 +29,7 @@ use crate::domain::allocation::{Checksum, Totals, rank_key};
 use crate::domain::deal::{DealState, Step};
 use crate::domain::ledger::Amount;
 use crate::ports::queue::{QueueError, QueueName};
-use crate::ports::store::{Condition, Cursor, Index, Item, Key, Query, StoreError, Write};
+use crate::ports::store::{Condition, Contention, Cursor, Index, Item, Key, Query, StoreError, Write};
 use crate::ports::{Clock, Queue, Store};
 
 /// Subscriptions per batch message.
@@ -388,13 +388,14 @@ impl Allocator {
 
     /// Applies `change` to the run with a version-conditioned write; answers the run after.
     async fn update(&self, deal_id: &str, change: impl Fn(&mut Run)) -> Result<Run, AllocationError> {
+        let mut contention = Contention::default();
         loop {
             let (mut run, version) = self.run_versioned(deal_id).await?.ok_or(AllocationError::NoRun)?;
             change(&mut run);
             run.touched_at = self.clock.now();
             match self.store.put(run_item(&run)?, Condition::VersionIs(version)).await {
                 Ok(()) => return Ok(run),
-                Err(StoreError::ConditionFailed { .. } | StoreError::Conflict) => continue,
+                Err(StoreError::ConditionFailed { .. } | StoreError::Conflict) => contention.lost().await?,
                 Err(e) => return Err(e.into()),
             }
         }
@@ -440,6 +441,7 @@ impl Allocator {
         for a in &allocations {
             part.add(&a.subscription_id, a.floor);
         }
+        let mut contention = Contention::default();
         loop {
             let (mut run, version) = self.run_versioned(deal_id).await?.ok_or(AllocationError::NoRun)?;
             run.batches_done += 1;
@@ -460,7 +462,7 @@ impl Allocator {
                 Ok(()) => return Ok(()),
                 // A duplicate delivery counted it first.
                 Err(StoreError::ConditionFailed { index: 0, .. }) => return Ok(()),
-                Err(StoreError::ConditionFailed { .. } | StoreError::Conflict) => continue,
+                Err(StoreError::ConditionFailed { .. } | StoreError::Conflict) => contention.lost().await?,
                 Err(e) => return Err(e.into()),
             }
         }
@@ -502,6 +504,7 @@ impl Allocator {
     /// Gives the leftover units one each in remainder order, a page per transaction with
     /// the run's progress; hands over to a new message after a while.
     async fn leftover(&self, deal_id: &str) -> Result<(), AllocationError> {
+        let mut contention = Contention::default();
         for _ in 0..LEFTOVER_PAGES_PER_MESSAGE {
             let (mut run, version) = self.run_versioned(deal_id).await?.ok_or(AllocationError::NoRun)?;
             match run.state {
@@ -517,7 +520,10 @@ impl Allocator {
                 run.completed_at = Some(now);
                 match self.store.put(run_item(&run)?, Condition::VersionIs(version)).await {
                     Ok(()) => return self.complete(deal_id).await,
-                    Err(StoreError::ConditionFailed { .. } | StoreError::Conflict) => continue,
+                    Err(StoreError::ConditionFailed { .. } | StoreError::Conflict) => {
+                        contention.lost().await?;
+                        continue;
+                    }
                     Err(e) => return Err(e.into()),
                 }
             }
@@ -546,7 +552,7 @@ impl Allocator {
             match self.store.transact(writes).await {
                 Ok(()) => {}
                 // Another pass moved first: read the run again.
-                Err(StoreError::ConditionFailed { .. } | StoreError::Conflict) => continue,
+                Err(StoreError::ConditionFailed { .. } | StoreError::Conflict) => contention.lost().await?,
                 Err(e) => return Err(e.into()),
             }
         }

@@ -7,7 +7,7 @@ use aws_lc_rs::digest::{SHA256, digest};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::ports::store::{Condition, Cursor, Item, Key, Query, Range, StoreError, Write};
+use crate::ports::store::{Condition, Contention, Cursor, Item, Key, Query, Range, StoreError, Write};
 use crate::ports::{Clock, Store};
 
 const PARTITION: &str = "AUDIT";
@@ -135,9 +135,10 @@ impl AuditLog {
 
     /// Appends `event` on its own.
     pub async fn append(&self, event: Event) -> Result<(), StoreError> {
+        let mut contention = Contention::default();
         loop {
             match self.store.transact(self.prepare(&event).await?).await {
-                Err(StoreError::ConditionFailed { .. } | StoreError::Conflict) => continue,
+                Err(StoreError::ConditionFailed { .. } | StoreError::Conflict) => contention.lost().await?,
                 other => return other,
             }
         }

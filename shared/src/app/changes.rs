@@ -15,7 +15,7 @@ use super::reconcile::{BreakStatus, TrackedBreak, break_item, break_key, pair_na
 use crate::domain::access::{self, Action, LEVEL_ACCREDITED, Resource, Role, Subject};
 use crate::domain::deal::{DealState, Step};
 use crate::domain::reconcile::Pair;
-use crate::ports::store::{Condition, Cursor, Item, Key, Query, StoreError, Write};
+use crate::ports::store::{Condition, Contention, Cursor, Item, Key, Query, StoreError, Write};
 use crate::ports::{Clock, Ids, Store};
 
 /// A request not decided this long after it was proposed can no longer be approved.
@@ -307,6 +307,7 @@ impl ChangeRequests {
             note: None,
         };
         let lock = Item::new(pending_key(&request.change.subject()), &request.id)?.expiring_at(request.expires_at);
+        let mut contention = Contention::default();
         loop {
             let event = Event {
                 actor: actor.user_id.into(),
@@ -327,7 +328,7 @@ impl ChangeRequests {
                 Ok(()) => return Ok(request),
                 Err(StoreError::ConditionFailed { index: 0, .. }) => return Err(ChangeError::DuplicatePending),
                 // The audit head moved: prepare the entry again.
-                Err(StoreError::ConditionFailed { .. } | StoreError::Conflict) => continue,
+                Err(StoreError::ConditionFailed { .. } | StoreError::Conflict) => contention.lost().await?,
                 Err(e) => return Err(e.into()),
             }
         }
@@ -356,6 +357,7 @@ impl ChangeRequests {
         note: Option<String>,
     ) -> Result<ChangeRequest, ChangeError> {
         let verb = if approve { "approve" } else { "reject" };
+        let mut contention = Contention::default();
         loop {
             let item = self.store.get(&request_key(id)).await?.ok_or(ChangeError::NotFound)?;
             let mut request: ChangeRequest = item.decode()?;
@@ -400,7 +402,7 @@ impl ChangeRequests {
             writes.extend(self.audit.prepare(&event).await?);
             match self.store.transact(writes).await {
                 Ok(()) => return Ok(request),
-                Err(StoreError::ConditionFailed { .. } | StoreError::Conflict) => continue,
+                Err(StoreError::ConditionFailed { .. } | StoreError::Conflict) => contention.lost().await?,
                 Err(e) => return Err(e.into()),
             }
         }

@@ -14,7 +14,7 @@ use super::issuers::{IssuerStatus, StoredIssuer, issuer_key};
 use super::ledger::{Ledger, LedgerError, sortable};
 use crate::domain::deal::{self, BadTransition, Building, BuildingType, DealState, Step, Terms};
 use crate::domain::ledger::{Account, Amount, Kind, SGD};
-use crate::ports::store::{Condition, Cursor, Item, Key, Query, StoreError, Write};
+use crate::ports::store::{Condition, Contention, Cursor, Item, Key, Query, StoreError, Write};
 use crate::ports::{Clock, Ids, Store};
 
 const INDEX: &str = "DEALS";
@@ -167,6 +167,7 @@ impl Deals {
 
     /// Edits a deal as its state allows.
     pub async fn update(&self, actor: &str, id: &str, patch: &DealPatch) -> Result<Deal, DealError> {
+        let mut contention = Contention::default();
         loop {
             let (before, version) = self.load(id).await?;
             if !before.state.accepts_edits() {
@@ -175,7 +176,7 @@ impl Deals {
             let after = apply_patch(&before, patch, self.clock.now())?;
             match self.write(actor, "deal.update", Some((&before, version)), &after).await {
                 Ok(()) => return Ok(after),
-                Err(StoreError::ConditionFailed { .. } | StoreError::Conflict) => continue,
+                Err(StoreError::ConditionFailed { .. } | StoreError::Conflict) => contention.lost().await?,
                 Err(e) => return Err(e.into()),
             }
         }
@@ -184,6 +185,7 @@ impl Deals {
     /// Moves a deal by one step, exactly once: the write is conditioned on the version
     /// the step was decided on.
     pub async fn step(&self, actor: &str, id: &str, step: Step) -> Result<Deal, DealError> {
+        let mut contention = Contention::default();
         loop {
             let (before, version) = self.load(id).await?;
             let mut after = before.clone();
@@ -192,7 +194,7 @@ impl Deals {
             let action = format!("deal.{}", after.state.as_str());
             match self.write(actor, &action, Some((&before, version)), &after).await {
                 Ok(()) => return Ok(after),
-                Err(StoreError::ConditionFailed { .. } | StoreError::Conflict) => continue,
+                Err(StoreError::ConditionFailed { .. } | StoreError::Conflict) => contention.lost().await?,
                 Err(e) => return Err(e.into()),
             }
         }
@@ -267,13 +269,14 @@ impl Deals {
         let before_json = before.map(|(d, _)| json(d)).transpose()?.unwrap_or(Value::Null);
         let event =
             Event::applied(actor, action, &format!("deal:{}", after.id), differences(&before_json, &json(after)?));
+        let mut contention = Contention::default();
         loop {
             let condition = before.map_or(Condition::NotExists, |(_, version)| Condition::VersionIs(version));
             let mut writes = vec![Write::put(deal_item(after)?, condition)];
             writes.extend(self.audit.prepare(&event).await?);
             match self.store.transact(writes).await {
                 // The audit head moved, not the deal: prepare the entry again.
-                Err(StoreError::ConditionFailed { index, .. }) if index > 0 => continue,
+                Err(StoreError::ConditionFailed { index, .. }) if index > 0 => contention.lost().await?,
                 other => return other,
             }
         }

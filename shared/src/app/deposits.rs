@@ -16,7 +16,7 @@ use crate::domain::ledger::{Account, Amount, Kind, Refusal, SGD, Transfer, codes
 use crate::domain::money::{self, MoneyError};
 use crate::ports::bank::{BankEvent, Payout};
 use crate::ports::partner::PartnerError;
-use crate::ports::store::{Condition, Item, Key, Query, Range, StoreError};
+use crate::ports::store::{Condition, Contention, Item, Key, Query, Range, StoreError};
 use crate::ports::{Bank, Clock, Store};
 
 /// The bank's omnibus account owner.
@@ -171,6 +171,7 @@ impl DepositAccounts {
 
     /// The investor's deposit account, opened (with a new virtual account) on first use.
     pub async fn account_for(&self, user_id: &str) -> Result<DepositAccount, DepositError> {
+        let mut contention = Contention::default();
         loop {
             if let Some(item) = self.store.get(&user_va_key(user_id)).await? {
                 return Ok(item.decode()?);
@@ -190,7 +191,7 @@ impl DepositAccounts {
             match self.store.transact(writes).await {
                 Ok(()) => return Ok(opened),
                 // Opened by a concurrent request, or the number is taken: look again.
-                Err(StoreError::ConditionFailed { .. } | StoreError::Conflict) => continue,
+                Err(StoreError::ConditionFailed { .. } | StoreError::Conflict) => contention.lost().await?,
                 Err(e) => return Err(e.into()),
             }
         }
@@ -392,6 +393,7 @@ impl DepositAccounts {
         status: WithdrawalStatus,
         reason: Option<String>,
     ) -> Result<Withdrawal, DepositError> {
+        let mut contention = Contention::default();
         loop {
             let item = self
                 .store
@@ -409,7 +411,7 @@ impl DepositAccounts {
             w.updated_at = self.clock.now();
             match self.store.put(withdrawal_item(&w)?, Condition::VersionIs(item.version)).await {
                 Ok(()) => return Ok(w),
-                Err(StoreError::ConditionFailed { .. } | StoreError::Conflict) => continue,
+                Err(StoreError::ConditionFailed { .. } | StoreError::Conflict) => contention.lost().await?,
                 Err(e) => return Err(e.into()),
             }
         }

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::accounts::{User, user_item, user_key};
 use crate::ports::envelope::{EncryptionContext, Envelope};
 use crate::ports::keyring::KeyringError;
-use crate::ports::store::{Condition, Cursor, Item, Key, Query, StoreError, Write};
+use crate::ports::store::{Condition, Contention, Cursor, Item, Key, Query, StoreError, Write};
 use crate::ports::{Clock, Ids, Keyring, Store};
 
 const INDEX: &str = "ISSUERS";
@@ -247,6 +247,7 @@ impl Issuers {
             decided_at: None,
         };
         let stored = self.seal(&issuer).await?;
+        let mut contention = Contention::default();
         loop {
             let profile = self.store.get(&user_key(user_id)).await?.ok_or(IssuerError::NoUser)?;
             let mut user: User = profile.decode()?;
@@ -262,7 +263,7 @@ impl Issuers {
             match self.store.transact(writes).await {
                 Ok(()) => return Ok(issuer),
                 Err(StoreError::ConditionFailed { index: 0, .. }) => return Err(IssuerError::UenTaken),
-                Err(StoreError::ConditionFailed { .. } | StoreError::Conflict) => continue,
+                Err(StoreError::ConditionFailed { .. } | StoreError::Conflict) => contention.lost().await?,
                 Err(e) => return Err(e.into()),
             }
         }

@@ -9,7 +9,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use futures_util::StreamExt as _;
@@ -17,13 +16,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::ledger::{Account, Amount, Hold, Phase, Refusal, Transfer, apply, same_transfer};
 use crate::ports::chain::ChainTransfer;
-use crate::ports::store::{Condition, Cursor, Item, Key, Query, Range, StoreError, Write};
+use crate::ports::store::{Condition, Contention, Cursor, Item, Key, Query, Range, StoreError, Write};
 use crate::ports::{Clock, Store};
 
-/// Conflicting writers retry this many times (with growing, jittered pauses) before giving up.
-const ATTEMPTS: u32 = 50;
-/// The longest pause between two attempts.
-const MAX_PAUSE_MICROS: u64 = 20_000;
 /// Account lock stripes (see [`Ledger::submit_linked`]).
 const STRIPES: usize = 256;
 
@@ -41,13 +36,6 @@ fn stripe(account: &str) -> usize {
     (hasher.finish() % STRIPES as u64) as usize
 }
 
-/// A pause before attempt `attempt + 1`: exponential with full jitter, capped.
-fn pause(attempt: u32) -> Duration {
-    let ceiling = (200u64 << attempt.min(7)).min(MAX_PAUSE_MICROS);
-    let mut noise = [0u8; 8];
-    let _ = aws_lc_rs::rand::fill(&mut noise);
-    Duration::from_micros(u64::from_le_bytes(noise) % ceiling + 1)
-}
 /// Linked transfers per batch: each writes its record, two statement entries, at most two
 /// accounts, a hold and an outbox item, within one 100-operation store transaction (a full
 /// batch leaves room for two checks of the caller's).
@@ -431,14 +419,14 @@ impl Ledger {
         for index in stripes {
             _held.push(ACCOUNT_STRIPES[index].lock().await);
         }
-        for attempt in 0..ATTEMPTS {
+        for attempt in 0..Contention::ATTEMPTS {
             if let Some(amounts) = self.recorded(transfers).await? {
                 return Ok(amounts);
             }
             match self.try_apply(transfers, checks).await? {
                 Some(amounts) => return Ok(amounts),
                 // Another process wrote one of these items first: read again, decide again.
-                None => tokio::time::sleep(pause(attempt)).await,
+                None => tokio::time::sleep(Contention::pause(attempt)).await,
             }
         }
         Err(LedgerError::Busy)

@@ -5,15 +5,17 @@ use std::sync::Arc;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use chrono::TimeDelta;
+use chrono::{DateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::accounts::{User, user_item, user_key};
+use super::audit::AuditLog;
+use super::throttle::{self, Attempt, Throttle};
 use crate::Platform;
 use crate::domain::totp;
 use crate::ports::envelope::{EncryptionContext, Envelope, random_bytes};
 use crate::ports::keyring::KeyringError;
-use crate::ports::store::{Condition, Item, Key, StoreError, Write};
+use crate::ports::store::{Condition, Contention, Item, Key, StoreError, Write};
 use crate::ports::{Clock, Keyring, Store};
 
 /// How long a login challenge waits for its code.
@@ -52,6 +54,9 @@ pub enum MfaError {
     InvalidCode,
     #[error("invalid or expired challenge")]
     InvalidChallenge,
+    /// Too many wrong codes for this account: no code is checked until then.
+    #[error("too many wrong codes")]
+    Locked { until: DateTime<Utc> },
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -70,15 +75,27 @@ fn context(user_id: &str) -> EncryptionContext {
     EncryptionContext::from([("purpose".to_owned(), "totp".to_owned()), ("user".to_owned(), user_id.to_owned())])
 }
 
+fn throttle_scope(user_id: &str) -> String {
+    format!("second-factor:{user_id}")
+}
+
 pub struct SecondFactor {
     store: Arc<dyn Store>,
     keyring: Arc<dyn Keyring>,
     clock: Arc<dyn Clock>,
+    throttle: Throttle,
+    audit: AuditLog,
 }
 
 impl SecondFactor {
     pub fn new(platform: &Platform) -> Self {
-        Self { store: platform.store.clone(), keyring: platform.keyring.clone(), clock: platform.clock.clone() }
+        Self {
+            store: platform.store.clone(),
+            keyring: platform.keyring.clone(),
+            clock: platform.clock.clone(),
+            throttle: Throttle::new(platform.store.clone(), platform.clock.clone()),
+            audit: AuditLog::new(platform.store.clone(), platform.clock.clone()),
+        }
     }
 
     /// Starts (or restarts, while unconfirmed) a TOTP enrolment.
@@ -132,7 +149,7 @@ impl SecondFactor {
         if record.confirmed {
             return Err(MfaError::AlreadyEnrolled);
         }
-        let step = self.check(user_id, &record, code).await?;
+        let step = self.checked(user_id, &record, code).await?;
         let profile = self.store.get(&user_key(user_id)).await?.ok_or(MfaError::NotEnrolled)?;
         let mut user: User = profile.decode()?;
         user.level = user.level.max(2);
@@ -166,7 +183,9 @@ impl SecondFactor {
         Ok(id)
     }
 
-    /// Redeems a challenge with a code; answers the user id. A challenge is good once.
+    /// Redeems a challenge with a code; answers the user id. A challenge is good once and
+    /// dies after [`CHALLENGE_ATTEMPTS`] wrong codes; wrong codes also count against the
+    /// account across challenges (see [`Self::checked`]).
     pub async fn redeem(&self, challenge: &str, code: &str) -> Result<String, MfaError> {
         let item = self.store.get(&challenge_key(challenge)).await?.ok_or(MfaError::InvalidChallenge)?;
         let state: Challenge = item.decode()?;
@@ -175,12 +194,12 @@ impl SecondFactor {
         }
         let totp_item = self.store.get(&totp_key(&state.user_id)).await?.ok_or(MfaError::InvalidChallenge)?;
         let record: TotpRecord = totp_item.decode()?;
-        match self.check(&state.user_id, &record, code).await {
+        match self.checked(&state.user_id, &record, code).await {
             Ok(step) => {
                 let used = TotpRecord { last_step: Some(step), ..record };
                 self.store
                     .transact(vec![
-                        Write::delete(challenge_key(challenge), Condition::VersionIs(item.version)),
+                        Write::delete(challenge_key(challenge), Condition::Exists),
                         Write::put(
                             Item::new(totp_key(&state.user_id), &used)?,
                             Condition::VersionIs(totp_item.version),
@@ -194,15 +213,50 @@ impl SecondFactor {
                 Ok(state.user_id)
             }
             Err(MfaError::InvalidCode) => {
-                let mut counted =
-                    Item::new(challenge_key(challenge), &Challenge { attempts: state.attempts + 1, ..state })?;
-                counted.expires_at = item.expires_at;
-                match self.store.put(counted, Condition::VersionIs(item.version)).await {
-                    Ok(()) | Err(StoreError::ConditionFailed { .. }) => Err(MfaError::InvalidCode),
-                    Err(e) => Err(e.into()),
-                }
+                self.count_on_challenge(challenge).await?;
+                Err(MfaError::InvalidCode)
             }
             Err(e) => Err(e),
+        }
+    }
+
+    /// Counts a wrong code on its challenge; every racer's count lands.
+    async fn count_on_challenge(&self, challenge: &str) -> Result<(), MfaError> {
+        let mut contention = Contention::default();
+        loop {
+            let Some(item) = self.store.get(&challenge_key(challenge)).await? else { return Ok(()) };
+            let state: Challenge = item.decode()?;
+            let mut counted = Item::new(
+                challenge_key(challenge),
+                &Challenge { attempts: state.attempts.saturating_add(1), ..state },
+            )?;
+            counted.expires_at = item.expires_at;
+            match self.store.put(counted, Condition::VersionIs(item.version)).await {
+                Ok(()) => return Ok(()),
+                Err(StoreError::ConditionFailed { .. } | StoreError::Conflict) => contention.lost().await?,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Checks a code under the account's second-factor throttle: the attempt is reserved
+    /// first (refused while locked), a correct code resets the count, and a wrong one that
+    /// reached the threshold is audited as a lockout.
+    async fn checked(&self, user_id: &str, record: &TotpRecord, code: &str) -> Result<u64, MfaError> {
+        let scope = throttle_scope(user_id);
+        let locks = match self.throttle.reserve(&[(&scope, &throttle::SECOND_FACTOR)]).await? {
+            Attempt::Refused { until } => return Err(MfaError::Locked { until }),
+            Attempt::Allowed { locks } => locks,
+        };
+        match self.check(user_id, record, code).await {
+            Ok(step) => {
+                self.throttle.reset(&scope).await?;
+                Ok(step)
+            }
+            Err(e) => {
+                throttle::audit_locks(&self.audit, "mfa.lockout", &locks).await?;
+                Err(e)
+            }
         }
     }
 

@@ -13,7 +13,7 @@ use super::accounts::{User, user_key};
 use super::signing_keys::{PublicKeys, SigningKeyError, TokenKeys};
 use super::verifier::KEYS_FRESH_FOR;
 use crate::domain::session::{Family, Refresh, RevokedBecause, SessionPolicy, refresh};
-use crate::ports::store::{Condition, Item, Key, Query, StoreError, Write};
+use crate::ports::store::{Condition, Contention, Item, Key, Query, StoreError, Write};
 use crate::ports::{Clock, Ids, Keyring, Store};
 
 pub const ISSUER: &str = "dabs-platform";
@@ -216,6 +216,7 @@ impl Sessions {
     /// Rotates a refresh token (see [`crate::domain::session`]).
     pub async fn refresh(&self, token: &str) -> Result<Tokens, SessionError> {
         let (family_id, generation) = self.open_refresh_token(token).ok_or(SessionError::Unauthorized)?;
+        let mut contention = Contention::default();
         loop {
             let Some(item) = self.store.get(&family_key(&family_id)).await? else {
                 return Err(SessionError::Unauthorized);
@@ -247,7 +248,7 @@ impl Sessions {
             };
             match written {
                 // Someone else changed the family first: decide again on what they wrote.
-                StoreError::ConditionFailed { .. } | StoreError::Conflict => continue,
+                StoreError::ConditionFailed { .. } | StoreError::Conflict => contention.lost().await?,
                 other => return Err(other.into()),
             }
         }
@@ -255,6 +256,7 @@ impl Sessions {
 
     /// Ends one session; its access tokens are refused from now on.
     pub async fn revoke(&self, family_id: &str, because: RevokedBecause) -> Result<(), SessionError> {
+        let mut contention = Contention::default();
         loop {
             let Some(item) = self.store.get(&family_key(family_id)).await? else { return Ok(()) };
             let mut family: Family = item.decode()?;
@@ -264,7 +266,7 @@ impl Sessions {
             family.revoked = Some((self.clock.now(), because));
             match self.write_revocation(&family, item.version).await {
                 Ok(()) => return Ok(()),
-                Err(StoreError::ConditionFailed { .. } | StoreError::Conflict) => continue,
+                Err(StoreError::ConditionFailed { .. } | StoreError::Conflict) => contention.lost().await?,
                 Err(e) => return Err(e.into()),
             }
         }

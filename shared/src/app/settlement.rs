@@ -36,7 +36,7 @@ use crate::domain::ledger::{Account, Amount, Kind, SGD, Transfer, codes};
 use crate::ports::custody::{Custody, CustodyTransfer, Decision, Distribution, DistributionEntry};
 use crate::ports::partner::PartnerError;
 use crate::ports::queue::{QueueError, QueueName};
-use crate::ports::store::{Condition, Cursor, Item, Key, Query, StoreError, Write};
+use crate::ports::store::{Condition, Contention, Cursor, Item, Key, Query, StoreError, Write};
 use crate::ports::{Clock, Queue, Store};
 
 /// Allocations settled per page (per state write).
@@ -469,6 +469,7 @@ impl Settlements {
 
     /// Records what became of a leg's call.
     async fn mark_leg(&self, id: &str, change: impl Fn(&mut Leg)) -> Result<Leg, SettlementError> {
+        let mut contention = Contention::default();
         loop {
             let item = self.store.get(&leg_key(id)).await?.ok_or(SettlementError::NotFound)?;
             let mut leg: Leg = item.decode()?;
@@ -476,7 +477,7 @@ impl Settlements {
             leg.updated_at = self.clock.now();
             match self.store.put(leg_item(&leg)?, Condition::VersionIs(item.version)).await {
                 Ok(()) => return Ok(leg),
-                Err(StoreError::ConditionFailed { .. } | StoreError::Conflict) => continue,
+                Err(StoreError::ConditionFailed { .. } | StoreError::Conflict) => contention.lost().await?,
                 Err(e) => return Err(e.into()),
             }
         }

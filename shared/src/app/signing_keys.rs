@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::ports::envelope::{EncryptionContext, Envelope};
 use crate::ports::keyring::KeyringError;
-use crate::ports::store::{Condition, Item, Key, StoreError};
+use crate::ports::store::{Condition, Contention, Item, Key, StoreError};
 use crate::ports::{Clock, Ids, Keyring, Store};
 
 #[derive(Debug, thiserror::Error)]
@@ -186,6 +186,7 @@ impl TokenKeys {
         clock: &dyn Clock,
         ids: &dyn Ids,
     ) -> Result<Self, SigningKeyError> {
+        let mut contention = Contention::default();
         loop {
             if let Some(item) = store.get(&set_key()).await? {
                 return Self::unseal(item.decode::<StoredSet>()?, keyring).await;
@@ -198,7 +199,7 @@ impl TokenKeys {
             match store.put(Item::new(set_key(), &first)?, Condition::NotExists).await {
                 Ok(()) => return Self::unseal(first, keyring).await,
                 // Another instance created it first: load theirs.
-                Err(StoreError::ConditionFailed { .. }) => continue,
+                Err(StoreError::ConditionFailed { .. }) => contention.lost().await?,
                 Err(e) => return Err(e.into()),
             }
         }
@@ -215,6 +216,7 @@ impl TokenKeys {
         max_age: TimeDelta,
         overlap: TimeDelta,
     ) -> Result<Self, SigningKeyError> {
+        let mut contention = Contention::default();
         loop {
             let now = clock.now();
             let Some(item) = store.get(&set_key()).await? else {
@@ -232,7 +234,7 @@ impl TokenKeys {
             set.keys.insert(0, new_key(keyring, ids, now).await?);
             match store.put(Item::new(set_key(), &set)?, condition).await {
                 Ok(()) => return Self::unseal(set, keyring).await,
-                Err(StoreError::ConditionFailed { .. }) => continue,
+                Err(StoreError::ConditionFailed { .. }) => contention.lost().await?,
                 Err(e) => return Err(e.into()),
             }
         }

@@ -19,7 +19,7 @@ use super::deposits::DepositAccounts;
 use super::ledger::{Ledger, LedgerError, sortable};
 use crate::domain::deal::{DealState, UnitsRefusal, subscription_amount};
 use crate::domain::ledger::{Account, Amount, Kind, Refusal, SGD, Transfer, codes};
-use crate::ports::store::{Condition, Cursor, Item, Key, Query, Range, StoreError, Write};
+use crate::ports::store::{Condition, Contention, Cursor, Item, Key, Query, Range, StoreError, Write};
 use crate::ports::{Clock, Store};
 
 const PENDING: &str = "SUBSCRIPTIONS#PENDING";
@@ -313,6 +313,7 @@ impl Subscriptions {
         status: SubscriptionStatus,
         reason: Option<&str>,
     ) -> Result<Subscription, SubscriptionError> {
+        let mut contention = Contention::default();
         loop {
             let item = self.store.get(&sub_key(id)).await?.ok_or(SubscriptionError::NotFound)?;
             let mut sub: Subscription = item.decode()?;
@@ -332,7 +333,7 @@ impl Subscriptions {
             }
             match self.store.transact(writes).await {
                 Ok(()) => return Ok(sub),
-                Err(StoreError::ConditionFailed { .. } | StoreError::Conflict) => continue,
+                Err(StoreError::ConditionFailed { .. } | StoreError::Conflict) => contention.lost().await?,
                 Err(e) => return Err(e.into()),
             }
         }

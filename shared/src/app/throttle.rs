@@ -1,13 +1,16 @@
-//! Login throttling: failures are counted per account and per client address; past a
-//! threshold each further failure locks the scope for twice as long as the last, up to a
-//! cap. Counters forget after a quiet window.
+//! Throttling of guesses (passwords, second-factor codes, emailed codes): every attempt is
+//! reserved in its scopes before it is checked, by a conditional write that each racer
+//! retries until it lands, so parallel guesses are all counted and a locked scope lets none
+//! through. Past a threshold each attempt locks the scope for twice as long as the last, up
+//! to a cap. Counters forget after a quiet window.
 
 use std::sync::Arc;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::ports::store::{Condition, Item, Key, StoreError};
+use super::audit::{AuditLog, Event};
+use crate::ports::store::{Condition, Contention, Item, Key, StoreError};
 use crate::ports::{Clock, Store};
 
 /// What a scope tolerates before locking, and how long locks last.
@@ -34,6 +37,29 @@ pub const ADDRESS: Limits = Limits {
     max_lock: TimeDelta::minutes(15),
     window: TimeDelta::minutes(30),
 };
+/// Per client, for sign-ups and verifications: room for an office behind one address.
+pub const CLIENT_SIGNUPS: Limits = Limits {
+    free_failures: 50,
+    first_lock: TimeDelta::seconds(1),
+    max_lock: TimeDelta::minutes(15),
+    window: TimeDelta::hours(1),
+};
+/// Per account, across challenges and addresses: the fifth wrong second-factor code locks
+/// for a minute, then two, four... up to an hour; a correct code alone resets it.
+pub const SECOND_FACTOR: Limits = Limits {
+    free_failures: 4,
+    first_lock: TimeDelta::minutes(1),
+    max_lock: TimeDelta::hours(1),
+    window: TimeDelta::hours(24),
+};
+/// Per address being signed up or verified: a handful of codes mailed or tried, then
+/// growing pauses (an attacker cannot flood someone's mailbox or guess their code).
+pub const EMAIL_CODE: Limits = Limits {
+    free_failures: 4,
+    first_lock: TimeDelta::minutes(1),
+    max_lock: TimeDelta::hours(1),
+    window: TimeDelta::hours(24),
+};
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct Failures {
@@ -41,9 +67,20 @@ struct Failures {
     locked_until: Option<DateTime<Utc>>,
 }
 
-/// The lock a failure led to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What a reservation answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Attempt {
+    /// Go ahead and check; `locks` are those this attempt set for the next ones (to be
+    /// audited if it fails).
+    Allowed { locks: Vec<Locked> },
+    /// The scope is locked until then; nothing was counted.
+    Refused { until: DateTime<Utc> },
+}
+
+/// The lock an attempt led to.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Locked {
+    pub scope: String,
     pub until: DateTime<Utc>,
     /// The failure that caused this lock.
     pub failures: u32,
@@ -70,46 +107,91 @@ impl Throttle {
         Self { store, clock }
     }
 
-    /// When the first locked scope unlocks, if any is locked now.
-    pub async fn locked_until(&self, scopes: &[&str]) -> Result<Option<DateTime<Utc>>, StoreError> {
-        let now = self.clock.now();
-        let mut until = None;
-        for scope in scopes {
-            if let Some(item) = self.store.get(&key(scope)).await?
-                && let Some(at) = item.decode::<Failures>()?.locked_until
-                && at > now
-            {
-                until = until.max(Some(at));
+    /// Reserves one attempt in each scope in turn: refused at the first that is locked
+    /// (and not counted there), otherwise counted before the caller checks anything, so a
+    /// burst of parallel guesses gets no more checks than the limits allow. The attempt
+    /// that reaches a threshold locks the scope for the ones after it.
+    pub async fn reserve(&self, scopes: &[(&str, &Limits)]) -> Result<Attempt, StoreError> {
+        let mut locks = Vec::new();
+        for (scope, limits) in scopes {
+            match self.reserve_in(scope, limits).await? {
+                Ok(lock) => locks.extend(lock),
+                Err(until) => return Ok(Attempt::Refused { until }),
             }
         }
-        Ok(until)
+        Ok(Attempt::Allowed { locks })
     }
 
-    /// Counts a failure in `scope`; answers the lock it set, if it set one.
-    pub async fn failed(&self, scope: &str, limits: &Limits) -> Result<Option<Locked>, StoreError> {
+    /// One scope's reservation: the lock it set, or when the scope unlocks.
+    async fn reserve_in(
+        &self,
+        scope: &str,
+        limits: &Limits,
+    ) -> Result<Result<Option<Locked>, DateTime<Utc>>, StoreError> {
+        let mut contention = Contention::default();
         loop {
             let now = self.clock.now();
             let (mut failures, condition) = match self.store.get(&key(scope)).await? {
                 Some(item) => (item.decode::<Failures>()?, Condition::VersionIs(item.version)),
                 None => (Failures::default(), Condition::NotExists),
             };
+            if let Some(until) = failures.locked_until.filter(|until| *until > now) {
+                return Ok(Err(until));
+            }
             failures.count += 1;
-            let lock =
-                lock_for(failures.count, limits).map(|length| Locked { until: now + length, failures: failures.count });
-            failures.locked_until = lock.map(|l| l.until);
+            let lock = lock_for(failures.count, limits).map(|length| Locked {
+                scope: scope.to_owned(),
+                until: now + length,
+                failures: failures.count,
+            });
+            failures.locked_until = lock.as_ref().map(|l| l.until);
             let item = Item::new(key(scope), &failures)?.expiring_at(now + limits.window);
             match self.store.put(item, condition).await {
-                Ok(()) => return Ok(lock),
-                Err(StoreError::ConditionFailed { .. } | StoreError::Conflict) => continue,
+                Ok(()) => return Ok(Ok(lock)),
+                Err(StoreError::ConditionFailed { .. } | StoreError::Conflict) => contention.lost().await?,
                 Err(e) => return Err(e),
             }
         }
     }
 
-    /// Forgets the failures of `scope` (after a successful login).
+    /// Gives back an attempt that succeeded in a scope a success does not reset (a client
+    /// address many people share).
+    pub async fn refund(&self, scope: &str) -> Result<(), StoreError> {
+        let mut contention = Contention::default();
+        loop {
+            let Some(item) = self.store.get(&key(scope)).await? else { return Ok(()) };
+            let mut failures: Failures = item.decode()?;
+            failures.count = failures.count.saturating_sub(1);
+            let mut refunded = Item::new(key(scope), &failures)?;
+            refunded.expires_at = item.expires_at;
+            match self.store.put(refunded, Condition::VersionIs(item.version)).await {
+                Ok(()) => return Ok(()),
+                Err(StoreError::ConditionFailed { .. } | StoreError::Conflict) => contention.lost().await?,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Forgets the attempts of `scope` (after a success).
     pub async fn reset(&self, scope: &str) -> Result<(), StoreError> {
         self.store.delete(key(scope), Condition::None).await
     }
+}
+
+/// Audits the locks a failed attempt set, as `<action>` events naming the kind of scope
+/// (`account`, `address`...), never the address or email itself.
+pub async fn audit_locks(audit: &AuditLog, action: &str, locks: &[Locked]) -> Result<(), StoreError> {
+    for lock in locks {
+        let event = Event {
+            actor: "system".into(),
+            action: action.into(),
+            target: lock.scope.split(':').next().unwrap_or("scope").into(),
+            decision: format!("locked until {}", lock.until.to_rfc3339()),
+            reason: format!("{} attempts", lock.failures),
+        };
+        audit.append(event).await?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -331,6 +331,41 @@ impl StoreError {
     }
 }
 
+/// The budget of an optimistic read-decide-write loop. A caller that lost a race (its
+/// condition failed, or its transaction met another) calls [`Contention::lost`], which
+/// waits a jittered pause that grows with each attempt and answers
+/// [`StoreError::Conflict`] once [`Contention::ATTEMPTS`] are spent: a hot item slows its
+/// writers down, it never spins one for ever.
+#[derive(Debug, Default)]
+pub struct Contention {
+    attempt: u32,
+}
+
+impl Contention {
+    pub const ATTEMPTS: u32 = 50;
+    /// The longest pause between two attempts.
+    const MAX_PAUSE_MICROS: u64 = 20_000;
+
+    /// Waits before the next attempt, or answers the conflict when none is left.
+    pub async fn lost(&mut self) -> Result<(), StoreError> {
+        self.attempt += 1;
+        if self.attempt >= Self::ATTEMPTS {
+            return Err(StoreError::Conflict);
+        }
+        tokio::time::sleep(Self::pause(self.attempt)).await;
+        Ok(())
+    }
+
+    /// A random pause below a ceiling that doubles with each attempt, so writers that met
+    /// once do not meet again in step.
+    pub fn pause(attempt: u32) -> std::time::Duration {
+        let ceiling = (200u64 << attempt.min(7)).min(Self::MAX_PAUSE_MICROS);
+        let mut noise = [0u8; 8];
+        let _ = aws_lc_rs::rand::fill(&mut noise);
+        std::time::Duration::from_micros(u64::from_le_bytes(noise) % ceiling + 1)
+    }
+}
+
 /// Calls `f` on every item `query` finds, fetching a page of 1,000 at a time.
 pub async fn each(
     store: &dyn Store,

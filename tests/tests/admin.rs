@@ -10,6 +10,7 @@ use shared::ports::store::{Item, Key};
 on_both_stores!(
     a_role_is_granted_only_when_a_second_operator_approves,
     self_approval_is_refused_and_audited,
+    a_checker_cannot_approve_a_change_about_themselves,
     revoking_a_role_ends_the_holders_sessions_at_once,
     level_three_by_manual_review_needs_a_checker_and_expires_after_a_day,
     investors_and_operators_without_the_role_are_refused,
@@ -80,6 +81,28 @@ async fn self_approval_is_refused_and_audited(app: TestApp) {
     );
 }
 
+/// Granting oneself a role through a colleague's proposal: the colleague proposes, the
+/// subject of the change is the only checker who tries, and is refused.
+async fn a_checker_cannot_approve_a_change_about_themselves(app: TestApp) {
+    let (_, maker) = app.operator("admin@example.sg", &["super-admin"]).await;
+    let (checker_id, checker) = app.operator("checker@example.sg", &["co-operator"]).await;
+    let (_, request) = app
+        .post_json_as(
+            &format!("/v1/admin/users/{checker_id}/roles"),
+            &maker,
+            json!({"action": "grant", "role": "finance"}),
+        )
+        .await;
+    let id = request["id"].as_str().unwrap();
+    let (status, problem) =
+        app.post_json_as(&format!("/v1/admin/change-requests/{id}/approve"), &checker, json!({})).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{problem}");
+    assert!(problem["detail"].as_str().unwrap().contains("about themselves"), "{problem}");
+    let (_, other) = app.operator("other@example.sg", &["co-operator"]).await;
+    let (status, _) = app.post_json_as(&format!("/v1/admin/change-requests/{id}/approve"), &other, json!({})).await;
+    assert_eq!(status, StatusCode::OK);
+}
+
 async fn revoking_a_role_ends_the_holders_sessions_at_once(app: TestApp) {
     let (_, maker) = app.operator("admin@example.sg", &["super-admin"]).await;
     let (_, checker) = app.operator("checker@example.sg", &["co-operator"]).await;
@@ -101,9 +124,20 @@ async fn revoking_a_role_ends_the_holders_sessions_at_once(app: TestApp) {
 async fn level_three_by_manual_review_needs_a_checker_and_expires_after_a_day(app: TestApp) {
     let (_, maker) = app.operator("members@example.sg", &["member-management"]).await;
     let (_, checker) = app.operator("checker@example.sg", &["co-operator"]).await;
-    let investor = app.logged_in("someone@example.sg", "correct horse battery staple").await;
-    let (_, me) = app.get_as("/v1/me", investor["access_token"].as_str().unwrap()).await;
-    let target = me["user_id"].as_str().unwrap();
+    // Level 3 needs an enrolled second factor.
+    let unenrolled = app.logged_in("someone@example.sg", "correct horse battery staple").await;
+    let (_, me) = app.get_as("/v1/me", unenrolled["access_token"].as_str().unwrap()).await;
+    let (status, problem) = app
+        .post_json_as(
+            &format!("/v1/admin/users/{}/level", me["user_id"].as_str().unwrap()),
+            &maker,
+            json!({"level": 3}),
+        )
+        .await;
+    assert_eq!((status, problem["errors"][0]["field"].as_str()), (StatusCode::BAD_REQUEST, Some("level")));
+    assert!(problem["detail"].as_str().unwrap().contains("second factor"), "{problem}");
+
+    let (target, _) = app.operator("enrolled@example.sg", &[]).await;
     assert_eq!(app.post_as("/v1/admin/change-requests/chg_none/approve", &checker, None).await, StatusCode::NOT_FOUND);
     let level = format!("/v1/admin/users/{target}/level");
 

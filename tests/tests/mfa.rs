@@ -171,3 +171,69 @@ async fn fifty_parallel_wrong_codes_get_at_most_five_checks_and_then_429(app: Te
         "{answers:?}"
     );
 }
+
+/// Operators' second factor is the session's, read from the token: an operator whose
+/// session began before enrolment is refused until they log in with the code.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_session_that_began_before_enrolment_carries_no_second_factor() {
+    use shared::app::accounts::Accounts;
+    let app = platform_tests::spawn_app().await;
+    Accounts::new(&app.platform).create_verified(EMAIL, PASSWORD, &["super-admin"], 2).await.unwrap();
+    let tokens = app.login(EMAIL, PASSWORD).await;
+    let access = tokens["access_token"].as_str().unwrap();
+    assert_eq!(app.get_as("/v1/admin/users", access).await.0, StatusCode::FORBIDDEN, "level 2 alone is not enough");
+
+    let response = app.client.post(app.url("/v1/auth/mfa/totp")).bearer_auth(access).send().await.unwrap();
+    let secret = totp::from_base32(response.json::<Value>().await.unwrap()["secret"].as_str().unwrap()).unwrap();
+    let confirm = json!({"code": code(&app, &secret, 0)});
+    assert_eq!(app.post_as("/v1/auth/mfa/totp/confirm", access, Some(confirm)).await, StatusCode::NO_CONTENT);
+    let (status, refreshed) = app.post("/v1/auth/refresh", json!({"refresh_token": tokens["refresh_token"]})).await;
+    assert_eq!(status, StatusCode::OK);
+    let refreshed = refreshed["access_token"].as_str().unwrap();
+    assert_eq!(app.get_as("/v1/admin/users", refreshed).await.0, StatusCode::FORBIDDEN, "enrolled after login");
+
+    app.clock.advance(TimeDelta::seconds(30));
+    let (status, tokens) = app
+        .post("/v1/auth/login/mfa", json!({"challenge": challenge(&app).await, "code": code(&app, &secret, 0)}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{tokens}");
+    assert_eq!(app.get_as("/v1/admin/users", tokens["access_token"].as_str().unwrap()).await.0, StatusCode::OK);
+}
+
+/// A stolen access token alone cannot enrol the thief's authenticator: enrolment needs a
+/// login in the last 15 minutes, however often the session was refreshed since.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enrolling_a_second_factor_needs_a_recent_login() {
+    let app = platform_tests::spawn_app().await;
+    let tokens = app.logged_in(EMAIL, PASSWORD).await;
+    app.clock.advance(TimeDelta::minutes(9));
+    let (_, tokens) = app.post("/v1/auth/refresh", json!({"refresh_token": tokens["refresh_token"]})).await;
+    app.clock.advance(TimeDelta::minutes(7));
+    let (status, tokens) = app.post("/v1/auth/refresh", json!({"refresh_token": tokens["refresh_token"]})).await;
+    assert_eq!(status, StatusCode::OK, "{tokens}");
+    let stale = tokens["access_token"].as_str().unwrap();
+    let response = app.client.post(app.url("/v1/auth/mfa/totp")).bearer_auth(stale).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    let fresh = app.login(EMAIL, PASSWORD).await;
+    let response = app.client.post(app.url("/v1/auth/mfa/totp")).bearer_auth(fresh["access_token"].as_str().unwrap());
+    assert_eq!(response.send().await.unwrap().status(), StatusCode::CREATED);
+}
+
+/// The key URI carries any valid address: `+`, `'`, `%`, `&`, `/` and `?` are escaped, and
+/// the label decodes back to the address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_otpauth_uri_encodes_any_valid_address() {
+    let app = platform_tests::spawn_app().await;
+    let email = "o'brien+tag%1&x/y?z@example.sg";
+    let tokens = app.logged_in(email, PASSWORD).await;
+    let response = app.client.post(app.url("/v1/auth/mfa/totp")).bearer_auth(tokens["access_token"].as_str().unwrap());
+    let enrollment: Value = response.send().await.unwrap().json().await.unwrap();
+    let uri = enrollment["otpauth_uri"].as_str().unwrap();
+    let (label, query) = uri.strip_prefix("otpauth://totp/").unwrap().split_once('?').unwrap();
+    let (issuer, account) = label.split_once(':').unwrap();
+    assert_eq!(issuer, "DABS");
+    assert_eq!(shared::domain::uri::percent_decode(account).as_deref(), Some(email));
+    let params: Vec<&str> = query.split('&').collect();
+    assert_eq!(params.len(), 5, "no parameter broken up by the address: {uri}");
+    assert!(params.contains(&format!("secret={}", enrollment["secret"].as_str().unwrap()).as_str()));
+}

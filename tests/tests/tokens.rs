@@ -34,6 +34,7 @@ async fn forge() -> Forge {
         lvl: 1,
         org: None,
         mfa: None,
+        auth_time: Some(now),
         iat: now,
         exp: now + 600,
         jti: "at_forged".into(),

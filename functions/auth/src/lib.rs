@@ -308,17 +308,25 @@ async fn login_mfa(State(state): State<AuthState>, Json(body): Json<LoginMfa>) -
     Ok(Json(sessions.start_after_second_factor(&user).await.map_err(session_error)?))
 }
 
-/// Starts a TOTP enrolment: answers the secret and an `otpauth://` URI for an authenticator app.
+/// How recent a login must be to enrol a second factor (a stolen access token alone cannot).
+pub const STEP_UP: chrono::TimeDelta = chrono::TimeDelta::minutes(15);
+
+/// Starts a TOTP enrolment: answers the secret and an `otpauth://` URI for an authenticator
+/// app. Needs a login in the last 15 minutes.
 #[utoipa::path(post, path = "/v1/auth/mfa/totp", tag = "auth", security(("bearer" = [])),
     responses(
         (status = 201, body = Enrollment),
         (status = 401, body = Problem, content_type = PROBLEM),
+        (status = 403, description = "The session's login is older than 15 minutes: log in again", body = Problem, content_type = PROBLEM),
         (status = 409, description = "Already enrolled", body = Problem, content_type = PROBLEM),
     ))]
 async fn enroll_totp(
     State(state): State<AuthState>,
     Authenticated(me): Authenticated,
 ) -> Result<(StatusCode, Json<Enrollment>), ApiError> {
+    if !me.authenticated_within(STEP_UP, state.platform.clock.now()) {
+        return Err(ApiError::forbidden("enrolling a second factor needs a login in the last 15 minutes"));
+    }
     let user = state
         .accounts
         .user(&me.user_id)

@@ -86,6 +86,16 @@ impl Change {
         }
     }
 
+    /// The user the change is about, if it is about one.
+    fn user(&self) -> Option<&str> {
+        match self {
+            Self::GrantRole { user_id, .. } | Self::RevokeRole { user_id, .. } | Self::SetLevel { user_id, .. } => {
+                Some(user_id)
+            }
+            _ => None,
+        }
+    }
+
     fn action(&self) -> Action {
         match self {
             Self::GrantRole { .. } | Self::RevokeRole { .. } => Action::ProposeRoleChange,
@@ -293,6 +303,11 @@ impl ChangeRequests {
         let Some(target) = self.store.get(&change.target()).await? else {
             return Err(ChangeError::NotFound);
         };
+        if let Change::SetLevel { user_id, .. } = &change
+            && !super::mfa::enrolled(self.store.as_ref(), user_id).await?
+        {
+            return Err(ChangeError::Invalid("level 3 needs an enrolled second factor"));
+        }
         let proposed = change.on_propose(&target, self.clock.now())?;
         let now = self.clock.now();
         let request = ChangeRequest {
@@ -362,8 +377,8 @@ impl ChangeRequests {
             let item = self.store.get(&request_key(id)).await?.ok_or(ChangeError::NotFound)?;
             let mut request: ChangeRequest = item.decode()?;
             let action = format!("change-request.{verb}.{}", request.change.name());
-            let decision =
-                access::decide(actor, request.change.checker_action(), Resource::ProposedBy(&request.proposed_by));
+            let resource = Resource::Change { proposed_by: &request.proposed_by, about: request.change.user() };
+            let decision = access::decide(actor, request.change.checker_action(), resource);
             if !decision.is_allowed() {
                 return Err(self.refuse(actor, &action, &request.change.subject(), decision.reason()).await);
             }

@@ -75,6 +75,14 @@ fn context(user_id: &str) -> EncryptionContext {
     EncryptionContext::from([("purpose".to_owned(), "totp".to_owned()), ("user".to_owned(), user_id.to_owned())])
 }
 
+/// Whether the user has a confirmed second factor.
+pub async fn enrolled(store: &dyn Store, user_id: &str) -> Result<bool, StoreError> {
+    Ok(match store.get(&totp_key(user_id)).await? {
+        Some(item) => item.decode::<TotpRecord>()?.confirmed,
+        None => false,
+    })
+}
+
 fn throttle_scope(user_id: &str) -> String {
     format!("second-factor:{user_id}")
 }
@@ -119,10 +127,7 @@ impl SecondFactor {
             Err(e) => return Err(e.into()),
         }
         let secret = totp::base32(&secret);
-        let label = user.email.as_str().replace('@', "%40");
-        let otpauth_uri = format!(
-            "otpauth://totp/{ISSUER}:{label}?secret={secret}&issuer={ISSUER}&algorithm=SHA1&digits=6&period=30"
-        );
+        let otpauth_uri = totp::otpauth_uri(ISSUER, user.email.as_str(), &secret);
         Ok(Enrollment { secret, otpauth_uri })
     }
 
@@ -168,10 +173,7 @@ impl SecondFactor {
 
     /// Whether the user must give a code to log in.
     pub async fn is_enrolled(&self, user_id: &str) -> Result<bool, MfaError> {
-        Ok(match self.store.get(&totp_key(user_id)).await? {
-            Some(item) => item.decode::<TotpRecord>()?.confirmed,
-            None => false,
-        })
+        Ok(enrolled(self.store.as_ref(), user_id).await?)
     }
 
     /// A challenge for a user whose password was right.

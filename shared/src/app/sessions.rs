@@ -39,6 +39,9 @@ pub struct AccessClaims {
     /// When the session's login proved a second factor (Unix seconds).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mfa: Option<i64>,
+    /// When the session's login happened (Unix seconds, OpenID Connect's `auth_time`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_time: Option<i64>,
     pub iat: i64,
     pub exp: i64,
     pub jti: String,
@@ -54,12 +57,19 @@ pub struct Principal {
     pub issuer_id: Option<String>,
     /// When the session's login proved a second factor.
     pub second_factor_at: Option<DateTime<Utc>>,
+    /// When the session's login happened.
+    pub authenticated_at: Option<DateTime<Utc>>,
 }
 
 impl Principal {
     /// Whether the session proved a second factor no longer than `within` before `now`.
     pub fn second_factor_within(&self, within: chrono::TimeDelta, now: DateTime<Utc>) -> bool {
         self.second_factor_at.is_some_and(|at| now - at <= within)
+    }
+
+    /// Whether the session's login happened no longer than `within` before `now` (a step-up).
+    pub fn authenticated_within(&self, within: chrono::TimeDelta, now: DateTime<Utc>) -> bool {
+        self.authenticated_at.is_some_and(|at| now - at <= within)
     }
 
     /// The roles this principal holds that the platform knows.
@@ -74,6 +84,7 @@ impl Principal {
             roles,
             level: self.level,
             issuer_id: self.issuer_id.as_deref(),
+            second_factor: self.second_factor_at.is_some(),
         }
     }
 }
@@ -332,6 +343,7 @@ impl Sessions {
             lvl: user.level,
             org: user.issuer_id.clone(),
             mfa: family.second_factor_at.map(|at| at.timestamp()),
+            auth_time: Some(family.created_at.timestamp()),
             iat: now.timestamp(),
             exp: expires.timestamp(),
             jti: self.ids.new_id("at"),

@@ -108,6 +108,7 @@ impl TokenVerifier {
             level: claims.lvl,
             issuer_id: claims.org,
             second_factor_at: claims.mfa.and_then(|at| DateTime::from_timestamp(at, 0)),
+            authenticated_at: claims.auth_time.and_then(|at| DateTime::from_timestamp(at, 0)),
         })
     }
 }

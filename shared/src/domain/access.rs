@@ -80,8 +80,11 @@ pub enum Resource<'a> {
     None,
     /// Something owned by this user id.
     OwnedBy(&'a str),
-    /// A change request proposed by this user id.
-    ProposedBy(&'a str),
+    /// A change request: who proposed it, and the user it is about, if any.
+    Change {
+        proposed_by: &'a str,
+        about: Option<&'a str>,
+    },
     /// Something that belongs to this issuer.
     OfIssuer(&'a str),
 }
@@ -94,6 +97,9 @@ pub struct Subject<'a> {
     pub level: u8,
     /// The issuer an issuer user belongs to.
     pub issuer_id: Option<&'a str>,
+    /// The session's login proved a second factor (from the token, not the user's level:
+    /// a session that began before enrolment carries none).
+    pub second_factor: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -139,13 +145,20 @@ pub fn decide(subject: &Subject<'_>, action: Action, resource: Resource<'_>) -> 
             Resource::OwnedBy(owner) if owner == subject.user_id => Decision::Allow("it is the caller's own"),
             _ => Decision::Deny("it belongs to someone else"),
         },
-        Action::Subscribe if subject.level >= LEVEL_ACCREDITED => Decision::Allow("verified accredited investor"),
-        Action::Subscribe => Decision::Deny("subscribing needs verification level 3"),
-        Action::Withdraw if subject.level >= LEVEL_SECOND_FACTOR => Decision::Allow("second factor enrolled"),
-        Action::Withdraw => Decision::Deny("withdrawing needs a second factor (level 2)"),
+        Action::Subscribe if subject.level < LEVEL_ACCREDITED => {
+            Decision::Deny("subscribing needs verification level 3")
+        }
+        Action::Subscribe if !subject.second_factor => {
+            Decision::Deny("subscribing needs a login with the second factor")
+        }
+        Action::Subscribe => Decision::Allow("verified accredited investor"),
+        Action::Withdraw if subject.level >= LEVEL_SECOND_FACTOR && subject.second_factor => {
+            Decision::Allow("second factor proved at login")
+        }
+        Action::Withdraw => Decision::Deny("withdrawing needs a login with the second factor (level 2)"),
         Action::ActForIssuer => match (resource, subject.issuer_id) {
             _ if !subject.roles.contains(&Role::Issuer) => Decision::Deny("the caller is not an issuer user"),
-            _ if subject.level < LEVEL_SECOND_FACTOR => Decision::Deny("issuer users need a second factor"),
+            _ if !subject.second_factor => Decision::Deny("issuer users need a login with the second factor"),
             (Resource::OfIssuer(issuer), Some(own)) if issuer == own => Decision::Allow("the caller's own issuer"),
             _ => Decision::Deny("issuer users act only for their own issuer"),
         },
@@ -154,13 +167,16 @@ pub fn decide(subject: &Subject<'_>, action: Action, resource: Resource<'_>) -> 
             if !subject.roles.iter().any(|role| allowed.contains(role)) {
                 return Decision::Deny("the caller has no role for this action");
             }
-            if subject.level < LEVEL_SECOND_FACTOR {
-                return Decision::Deny("operators need a second factor");
+            if !subject.second_factor {
+                return Decision::Deny("operators need a login with the second factor");
             }
-            if let Resource::ProposedBy(proposer) = resource
-                && proposer == subject.user_id
-            {
-                return Decision::Deny("a change needs a second operator: no self-approval");
+            if let Resource::Change { proposed_by, about } = resource {
+                if proposed_by == subject.user_id {
+                    return Decision::Deny("a change needs a second operator: no self-approval");
+                }
+                if about == Some(subject.user_id) {
+                    return Decision::Deny("a checker may not approve a change about themselves");
+                }
             }
             Decision::Allow("the caller's role allows it")
         }
@@ -196,29 +212,33 @@ mod tests {
         ];
         // Columns in the order of `actions`: A allowed, - denied.
         // The issuer column asks about the caller's own issuer (`iss_1`).
-        let table: [(&str, &[Role], u8, &str); 13] = [
-            ("investor level 1", &[], 1, "A---------------"),
-            ("investor level 2", &[], 2, "A--A------------"),
-            ("investor level 3", &[], 3, "A-AA------------"),
-            ("super-admin", &[Role::SuperAdmin], 2, "A--AAAAAAAAAAAA-"),
-            ("super-admin without second factor", &[Role::SuperAdmin], 1, "A---------------"),
-            ("co-operator", &[Role::CoOperator], 2, "A--AA--AAA------"),
-            ("member-management", &[Role::MemberManagement], 2, "A--AAAA---------"),
-            ("deal", &[Role::Deal], 2, "A--A------AA----"),
-            ("finance", &[Role::Finance], 2, "A--A--------AAA-"),
-            ("issuer", &[Role::Issuer], 2, "A--A-----------A"),
-            ("issuer without second factor", &[Role::Issuer], 1, "A---------------"),
-            ("deal without second factor", &[Role::Deal], 1, "A---------------"),
-            ("finance and deal", &[Role::Finance, Role::Deal], 2, "A--A------AAAAA-"),
+        // (who, roles, level, second factor proved at login, expected).
+        let table: [(&str, &[Role], u8, bool, &str); 16] = [
+            ("investor level 1", &[], 1, false, "A---------------"),
+            ("investor level 2", &[], 2, true, "A--A------------"),
+            ("investor level 2, session before enrolment", &[], 2, false, "A---------------"),
+            ("investor level 3", &[], 3, true, "A-AA------------"),
+            ("investor level 3, no second factor", &[], 3, false, "A---------------"),
+            ("super-admin", &[Role::SuperAdmin], 2, true, "A--AAAAAAAAAAAA-"),
+            ("super-admin without second factor", &[Role::SuperAdmin], 1, false, "A---------------"),
+            ("super-admin at level 2, session before enrolment", &[Role::SuperAdmin], 2, false, "A---------------"),
+            ("co-operator", &[Role::CoOperator], 2, true, "A--AA--AAA------"),
+            ("member-management", &[Role::MemberManagement], 2, true, "A--AAAA---------"),
+            ("deal", &[Role::Deal], 2, true, "A--A------AA----"),
+            ("finance", &[Role::Finance], 2, true, "A--A--------AAA-"),
+            ("issuer", &[Role::Issuer], 2, true, "A--A-----------A"),
+            ("issuer without second factor", &[Role::Issuer], 2, false, "A---------------"),
+            ("deal without second factor", &[Role::Deal], 1, false, "A---------------"),
+            ("finance and deal", &[Role::Finance, Role::Deal], 2, true, "A--A------AAAAA-"),
         ];
-        for (who, roles, level, expected) in table {
-            let subject = Subject { user_id: "usr_me", roles, level, issuer_id: Some("iss_1") };
+        for (who, roles, level, second_factor, expected) in table {
+            let subject = Subject { user_id: "usr_me", roles, level, issuer_id: Some("iss_1"), second_factor };
             let got: String = actions
                 .iter()
                 .map(|action| {
                     let resource = match action {
                         ReadOwned => Resource::OwnedBy("usr_other"),
-                        DecideChangeRequest => Resource::ProposedBy("usr_other"),
+                        DecideChangeRequest => Resource::Change { proposed_by: "usr_other", about: Some("usr_third") },
                         ActForIssuer => Resource::OfIssuer("iss_1"),
                         _ => Resource::None,
                     };
@@ -231,15 +251,26 @@ mod tests {
 
     #[test]
     fn object_level_checks_use_the_same_function() {
-        let me = Subject { user_id: "usr_me", roles: &[], level: 3, issuer_id: None };
+        let me = Subject { user_id: "usr_me", roles: &[], level: 3, issuer_id: None, second_factor: true };
         assert!(decide(&me, ReadOwned, Resource::OwnedBy("usr_me")).is_allowed());
         assert_eq!(decide(&me, ReadOwned, Resource::OwnedBy("usr_x")), Decision::Deny("it belongs to someone else"));
-        let checker = Subject { user_id: "usr_me", roles: &[Role::CoOperator], level: 2, issuer_id: None };
+        let checker =
+            Subject { user_id: "usr_me", roles: &[Role::CoOperator], level: 2, issuer_id: None, second_factor: true };
         assert_eq!(
-            decide(&checker, DecideChangeRequest, Resource::ProposedBy("usr_me")),
+            decide(&checker, DecideChangeRequest, Resource::Change { proposed_by: "usr_me", about: None }),
             Decision::Deny("a change needs a second operator: no self-approval")
         );
-        let issuer = Subject { user_id: "usr_me", roles: &[Role::Issuer], level: 2, issuer_id: Some("iss_1") };
+        assert_eq!(
+            decide(&checker, DecideChangeRequest, Resource::Change { proposed_by: "usr_x", about: Some("usr_me") }),
+            Decision::Deny("a checker may not approve a change about themselves")
+        );
+        let issuer = Subject {
+            user_id: "usr_me",
+            roles: &[Role::Issuer],
+            level: 2,
+            issuer_id: Some("iss_1"),
+            second_factor: true,
+        };
         assert!(decide(&issuer, ActForIssuer, Resource::OfIssuer("iss_1")).is_allowed());
         assert_eq!(
             decide(&issuer, ActForIssuer, Resource::OfIssuer("iss_2")),

@@ -10,4 +10,5 @@ pub mod money;
 pub mod reconcile;
 pub mod session;
 pub mod totp;
+pub mod uri;
 pub mod webhook;

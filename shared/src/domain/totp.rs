@@ -41,6 +41,16 @@ pub fn verify(secret: &[u8], code: &str, now: i64, last_used: Option<u64>) -> Op
         })
 }
 
+/// The key URI an authenticator app scans: the label (`issuer:account`) and the issuer
+/// parameter percent-encoded, so any valid address (with `+`, `'`, `%`, `&`...) survives.
+pub fn otpauth_uri(issuer: &str, account: &str, secret_base32: &str) -> String {
+    use super::uri::percent_encode;
+    let (issuer, account) = (percent_encode(issuer), percent_encode(account));
+    format!(
+        "otpauth://totp/{issuer}:{account}?secret={secret_base32}&issuer={issuer}&algorithm=SHA1&digits=6&period=30"
+    )
+}
+
 /// RFC 4648 base32 without padding, as `otpauth://` URIs carry secrets.
 pub fn base32(bytes: &[u8]) -> String {
     const ALPHABET: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";

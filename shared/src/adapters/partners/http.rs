@@ -8,6 +8,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
+use crate::domain::uri::percent_encode;
 use crate::ports::bank::{Bank, Payout, PayoutAccepted};
 use crate::ports::chain::{Chain, ChainTransfer, Receipt};
 use crate::ports::custody::{
@@ -92,7 +93,7 @@ impl Bank for HttpBank {
     }
 
     async fn find_payout(&self, reference: &str) -> Result<Option<PayoutAccepted>, PartnerError> {
-        let sent = self.http.send(|c| c.get(format!("{}/v1/payouts/{}", self.base, urlencode(reference)))).await?;
+        let sent = self.http.send(|c| c.get(format!("{}/v1/payouts/{}", self.base, percent_encode(reference)))).await?;
         found(sent).await
     }
 }
@@ -142,7 +143,7 @@ impl Chain for HttpChain {
         query.extend(height.map(|h| ("height", h.to_string())));
         let sent = self
             .http
-            .send(|c| c.get(format!("{}/v1/accounts/{}/balance", self.base, urlencode(account))).query(&query))
+            .send(|c| c.get(format!("{}/v1/accounts/{}/balance", self.base, percent_encode(account))).query(&query))
             .await?;
         let answer: BalanceAnswer = answer(sent).await?;
         answer.balance.parse().map_err(|_| PartnerError::Unavailable("balance is not an integer".into()))
@@ -180,17 +181,6 @@ fn balance_lines(page: BalancesPage) -> Result<Vec<(String, i128)>, PartnerError
         .map(|line| match line.balance.parse() {
             Ok(balance) => Ok((line.account, balance)),
             Err(_) => Err(PartnerError::Unavailable("balance is not an integer".into())),
-        })
-        .collect()
-}
-
-/// Percent-encodes a path segment (account ids contain `:`).
-fn urlencode(segment: &str) -> String {
-    segment
-        .bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-            other => format!("%{other:02X}"),
         })
         .collect()
 }
@@ -244,14 +234,14 @@ impl Custody for HttpCustody {
     }
 
     async fn find_transfer(&self, reference: &str) -> Result<Option<CustodyReceipt>, PartnerError> {
-        self.find(&format!("/v1/transfers/{}", urlencode(reference))).await
+        self.find(&format!("/v1/transfers/{}", percent_encode(reference))).await
     }
 
     async fn put_entries(&self, reference: &str, page: u32, entries: &[DistributionEntry]) -> Result<(), PartnerError> {
         let sent = self
             .http
             .send(|c| {
-                c.put(format!("{}/v1/distributions/{}/pages/{page}", self.base, urlencode(reference)))
+                c.put(format!("{}/v1/distributions/{}/pages/{page}", self.base, percent_encode(reference)))
                     .json(&EntriesPage { entries: entries.to_vec() })
             })
             .await?;
@@ -262,7 +252,7 @@ impl Custody for HttpCustody {
         let sent = self
             .http
             .send(|c| {
-                c.post(format!("{}/v1/distributions/{}/submit", self.base, urlencode(&distribution.reference)))
+                c.post(format!("{}/v1/distributions/{}/submit", self.base, percent_encode(&distribution.reference)))
                     .json(distribution)
             })
             .await?;
@@ -270,7 +260,7 @@ impl Custody for HttpCustody {
     }
 
     async fn decision(&self, reference: &str) -> Result<Option<Decision>, PartnerError> {
-        self.find(&format!("/v1/distributions/{}", urlencode(reference))).await
+        self.find(&format!("/v1/distributions/{}", percent_encode(reference))).await
     }
 
     async fn balances(

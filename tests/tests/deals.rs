@@ -7,7 +7,10 @@ use platform_tests::{TestApp, eventually, on_both_stores};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-on_both_stores!(a_deal_goes_from_draft_through_publication_to_open_and_closed_by_its_window);
+on_both_stores!(
+    a_deal_goes_from_draft_through_publication_to_open_and_closed_by_its_window,
+    a_publication_is_not_approved_when_the_deal_no_longer_matches_what_was_proposed,
+);
 
 fn new_deal(issuer_id: &str, app: &TestApp) -> Value {
     let now = app.platform.clock.now();
@@ -75,6 +78,14 @@ async fn a_deal_goes_from_draft_through_publication_to_open_and_closed_by_its_wi
     let (status, request) = app.post_json_as(&format!("/v1/admin/deals/{id}/publish"), &s.maker, json!({})).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{request}");
     assert_eq!(state_of(&app, &id, &s.maker).await, "pending_approval");
+    assert_eq!(request["snapshot_sha256"].as_str().map(str::len), Some(64), "{request}");
+    // The checker approves exactly what was proposed: no edit while it waits.
+    let (status, problem) = app.patch_json_as(&format!("/v1/admin/deals/{id}"), &s.maker, json!({"supply": 1})).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{problem}");
+    assert_eq!(problem["type"], "/problems/conflict");
+    let (status, problem) =
+        app.patch_json_as(&format!("/v1/admin/deals/{id}"), &s.maker, json!({"documents": ["doc://other"]})).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{problem}");
     let approve = format!("/v1/admin/change-requests/{}/approve", request["id"].as_str().unwrap());
     assert_eq!(app.post_as(&approve, &s.maker, None).await, StatusCode::FORBIDDEN, "no self-approval");
     assert_eq!(app.post_as(&approve, &investor, None).await, StatusCode::FORBIDDEN);
@@ -139,4 +150,26 @@ async fn a_deal_goes_from_draft_through_publication_to_open_and_closed_by_its_wi
     assert_eq!(app.post_as(&format!("/v1/admin/deals/{third}/close"), &maker, None).await, StatusCode::FORBIDDEN);
     let (status, closed) = app.post_json_as(&format!("/v1/admin/deals/{third}/close"), &finance, json!({})).await;
     assert_eq!((status, closed["state"].as_str()), (StatusCode::OK, Some("closed")), "{closed}");
+}
+
+/// The request carries a digest of the terms it was proposed on: terms changed by any path
+/// (here straight in the table) make the approval fail rather than publish something the
+/// checker never saw.
+async fn a_publication_is_not_approved_when_the_deal_no_longer_matches_what_was_proposed(app: TestApp) {
+    use shared::ports::store::{Condition, Item, Key};
+    let s = app.approved_issuer("201912345K").await;
+    let (_, deal) = app.post_json_as("/v1/admin/deals", &s.maker, new_deal(&s.issuer_id, &app)).await;
+    let id = deal["id"].as_str().unwrap().to_owned();
+    let (_, request) = app.post_json_as(&format!("/v1/admin/deals/{id}/publish"), &s.maker, json!({})).await;
+    let key = Key::new(format!("DEAL#{id}"), "DEAL");
+    let item = app.platform.store.get(&key).await.unwrap().expect("the deal item");
+    let mut stored: Value = item.decode().unwrap();
+    stored["terms"]["unit_price"] = json!(1);
+    let mut tampered = Item::new(key, &stored).unwrap();
+    tampered.index = item.index.clone();
+    app.platform.store.put(tampered, Condition::VersionIs(item.version)).await.unwrap();
+    let approve = format!("/v1/admin/change-requests/{}/approve", request["id"].as_str().unwrap());
+    let (status, problem) = app.post_json_as(&approve, &s.checker, json!({})).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{problem}");
+    assert_eq!(state_of(&app, &id, &s.maker).await, "pending_approval");
 }

@@ -13,7 +13,7 @@ use shared::domain::session::RevokedBecause;
 use shared::http::auth::Authenticated;
 use shared::http::page::{PageOf, Paging};
 use shared::http::problem::Problem;
-use shared::http::{ApiError, FieldError, Json};
+use shared::http::{ApiError, FieldError, Json, change_error};
 use shared::ports::store::Query;
 use utoipa::ToSchema;
 
@@ -54,15 +54,12 @@ pub struct Rejection {
     pub note: Option<String>,
 }
 
-fn change_error(error: ChangeError) -> ApiError {
+/// A proposal's refusal: an invalid one names the field the change came from (the role
+/// or the level); every other error as every maker-checker route answers it.
+fn proposal_error(error: ChangeError) -> ApiError {
     match error {
-        ChangeError::Forbidden(reason) => ApiError::forbidden(reason),
-        ChangeError::NotFound => ApiError::not_found("no such user or change request"),
         ChangeError::Invalid(reason) => ApiError::validation(vec![FieldError::new("level", reason)]),
-        ChangeError::DuplicatePending => ApiError::conflict("a request for the same change is already pending"),
-        ChangeError::AlreadyDecided => ApiError::conflict("the request was already decided"),
-        ChangeError::Expired => ApiError::conflict("the request expired; propose it again"),
-        ChangeError::Store(e) => ApiError::internal(&e),
+        other => change_error(other),
     }
 }
 
@@ -109,7 +106,7 @@ async fn propose(
 ) -> Result<(StatusCode, Json<ChangeRequest>), ApiError> {
     let roles = me.known_roles();
     let subject = me.subject(&roles);
-    let request = state.changes().propose(&subject, change).await.map_err(change_error)?;
+    let request = state.changes().propose(&subject, change).await.map_err(proposal_error)?;
     Ok((StatusCode::ACCEPTED, Json(request)))
 }
 

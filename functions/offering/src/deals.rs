@@ -124,6 +124,9 @@ fn deal_error(e: DealError) -> ApiError {
         }
         DealError::Frozen(field) => ApiError::conflict(format!("{field} cannot change once the deal is published")),
         DealError::Closed => ApiError::conflict("nothing can change once the deal closed"),
+        DealError::AwaitingApproval => ApiError::conflict(
+            "the deal awaits approval for publication: have the request rejected (or let it lapse), then edit",
+        ),
         DealError::Transition(t) => ApiError::conflict(t.to_string()),
         DealError::Ledger(e) => ApiError::internal(&e),
         DealError::Store(e) => ApiError::internal(&e),

@@ -138,6 +138,21 @@ impl Change {
         deal_item(&deal).map(Some)
     }
 
+    /// A digest of what the checker is asked to approve, taken when the change is
+    /// proposed: for a deal, its terms (building, documents, economics, window). Approval
+    /// is refused if the target no longer matches.
+    fn snapshot(&self, target: &Item) -> Result<Option<String>, StoreError> {
+        match self {
+            Self::PublishDeal { .. } => {
+                let terms = serde_json::to_vec(&target.decode::<Deal>()?.terms)
+                    .map_err(|e| StoreError::Codec(e.to_string()))?;
+                let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &terms);
+                Ok(Some(digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()))
+            }
+            _ => Ok(None),
+        }
+    }
+
     /// What proposing changes on the target (a deal goes to pending approval); `Err` when
     /// the target is not in a state the change can apply to.
     fn on_propose(&self, target: &Item, now: DateTime<Utc>) -> Result<Option<Item>, ChangeError> {
@@ -235,6 +250,10 @@ pub struct ChangeRequest {
     pub decided_by: Option<String>,
     pub decided_at: Option<DateTime<Utc>>,
     pub note: Option<String>,
+    /// SHA-256 (hex) of what was proposed, where the change is about content (a deal's
+    /// terms): the checker approves exactly this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_sha256: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -309,6 +328,7 @@ impl ChangeRequests {
             return Err(ChangeError::Invalid("level 3 needs an enrolled second factor"));
         }
         let proposed = change.on_propose(&target, self.clock.now())?;
+        let snapshot_sha256 = change.snapshot(&target)?;
         let now = self.clock.now();
         let request = ChangeRequest {
             id: self.ids.new_id("chg"),
@@ -320,6 +340,7 @@ impl ChangeRequests {
             decided_by: None,
             decided_at: None,
             note: None,
+            snapshot_sha256,
         };
         let lock = Item::new(pending_key(&request.change.subject()), &request.id)?.expiring_at(request.expires_at);
         let mut contention = Contention::default();
@@ -399,6 +420,9 @@ impl ChangeRequests {
             ];
             let mut outcome = if approve { "approved" } else { "rejected" }.to_owned();
             let target = self.store.get(&request.change.target()).await?.ok_or(ChangeError::NotFound)?;
+            if approve && request.change.snapshot(&target)? != request.snapshot_sha256 {
+                return Err(ChangeError::Invalid("the target changed since the request was proposed; reject it"));
+            }
             if approve {
                 match request.change.apply(&target, now)? {
                     Some(changed) => writes.push(Write::put(changed, Condition::VersionIs(target.version))),

@@ -64,6 +64,9 @@ pub enum DealError {
     Frozen(&'static str),
     #[error("nothing can change once the deal closed")]
     Closed,
+    /// The checker approves exactly what was proposed: no edit while publication waits.
+    #[error("the deal awaits approval for publication")]
+    AwaitingApproval,
     #[error(transparent)]
     Transition(#[from] BadTransition),
     #[error(transparent)]
@@ -170,6 +173,9 @@ impl Deals {
         let mut contention = Contention::default();
         loop {
             let (before, version) = self.load(id).await?;
+            if before.state == DealState::PendingApproval {
+                return Err(DealError::AwaitingApproval);
+            }
             if !before.state.accepts_edits() {
                 return Err(DealError::Closed);
             }

@@ -71,7 +71,7 @@ impl DealState {
 
     /// Whether anything may still be edited (descriptions and documents until close).
     pub fn accepts_edits(self) -> bool {
-        matches!(self, Self::Draft | Self::PendingApproval | Self::Published | Self::Open)
+        matches!(self, Self::Draft | Self::Published | Self::Open)
     }
 
     /// Whether the economic terms are frozen.

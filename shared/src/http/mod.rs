@@ -21,7 +21,7 @@ pub fn change_error(e: crate::app::changes::ChangeError) -> ApiError {
     use crate::app::changes::ChangeError;
     match e {
         ChangeError::Forbidden(reason) => ApiError::forbidden(reason),
-        ChangeError::NotFound => ApiError::not_found("no such issuer, deal or change request"),
+        ChangeError::NotFound => ApiError::not_found("no such user, issuer, deal or change request"),
         ChangeError::Invalid(reason) => ApiError::conflict(reason),
         ChangeError::DuplicatePending => ApiError::conflict("a request for the same change is already pending"),
         ChangeError::AlreadyDecided => ApiError::conflict("the request was already decided"),

@@ -2,7 +2,7 @@
 //! finance operators' view of the ledger.
 
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use chrono::{DateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
@@ -17,6 +17,7 @@ use shared::http::idempotency::IdempotencyKey;
 use shared::http::page::{PageOf, Paging};
 use shared::http::problem::{PROBLEM_JSON, Problem};
 use shared::http::{ApiError, FieldError, Json};
+use shared::http::{Path, Query};
 use shared::ports::bank::BankEvent;
 use utoipa::ToSchema;
 

@@ -1,6 +1,6 @@
 //! Operator routes: users, role and level changes through maker-checker, the audit log.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -10,6 +10,7 @@ use shared::app::changes::{Change, ChangeError, ChangeRequest, ChangeRequests};
 use shared::app::sessions::Principal;
 use shared::domain::access::{Action, Resource, Role};
 use shared::domain::session::RevokedBecause;
+use shared::http::Path;
 use shared::http::auth::Authenticated;
 use shared::http::page::{PageOf, Paging};
 use shared::http::problem::Problem;

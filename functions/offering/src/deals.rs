@@ -1,6 +1,6 @@
 //! Deals: register, edit, publish (maker-checker), close early, cancel; public reads.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -14,6 +14,7 @@ use shared::http::auth::{Authenticated, authorize};
 use shared::http::page::{PageOf, Paging};
 use shared::http::problem::{PROBLEM_JSON, Problem};
 use shared::http::{ApiError, FieldError, Json};
+use shared::http::{Path, Query};
 use utoipa::ToSchema;
 
 use crate::OfferingState;

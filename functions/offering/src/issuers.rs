@@ -1,12 +1,13 @@
 //! Issuers: onboarding by an issuer user, review by deal operators (maker-checker).
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde::Deserialize;
 use shared::app::changes::{Change, ChangeRequest, ChangeRequests};
 use shared::app::issuers::{Issuer, IssuerError, Issuers, Onboarding};
 use shared::app::sessions::Principal;
 use shared::domain::access::{self, Action, LEVEL_SECOND_FACTOR, Resource, Role};
+use shared::http::Path;
 use shared::http::auth::{Authenticated, authorize};
 use shared::http::page::{PageOf, Paging};
 use shared::http::problem::{PROBLEM_JSON, Problem};

@@ -1,7 +1,7 @@
 //! Subscriptions: apply and cancel while a deal is open; the investor's own lists; the
 //! operators' book and totals.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -11,6 +11,7 @@ use shared::app::subscriptions::{Subscription, SubscriptionError, SubscriptionSt
 use shared::domain::access::{Action, Resource};
 use shared::domain::ledger::Kind;
 use shared::domain::money::format_cents;
+use shared::http::Path;
 use shared::http::auth::{Authenticated, authorize};
 use shared::http::idempotency::IdempotencyKey;
 use shared::http::page::{PageOf, Paging};

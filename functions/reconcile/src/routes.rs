@@ -1,7 +1,7 @@
 //! Finance operators' view of reconciliation: runs, their unmatched rows, a CSV report,
 //! and a run started for a chosen cut-off (audited).
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use chrono::{DateTime, Utc};
@@ -11,6 +11,7 @@ use shared::app::changes::{Change, ChangeRequest, ChangeRequests};
 use shared::app::reconcile::{Count, ReconRun, Reconciler, RunVerdict, StoredRow};
 use shared::domain::access::{Action, Resource};
 use shared::domain::reconcile::Pair;
+use shared::http::Path;
 use shared::http::auth::{Authenticated, authorize};
 use shared::http::page::{PageOf, Paging};
 use shared::http::problem::{PROBLEM_JSON, Problem};

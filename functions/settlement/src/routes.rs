@@ -1,7 +1,7 @@
 //! Finance's settlement routes and the Custody's callback.
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -12,6 +12,7 @@ use shared::app::settlement::{Leg, LegKind, LegStatus, Phase, SettlementError, S
 use shared::domain::access::{Action, Resource};
 use shared::domain::deal::DealState;
 use shared::domain::money::format_cents;
+use shared::http::Path;
 use shared::http::auth::{ApiState, Authenticated, authorize};
 use shared::http::problem::{PROBLEM_JSON, Problem};
 use shared::http::{ApiError, Json};

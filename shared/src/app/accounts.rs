@@ -60,7 +60,7 @@ pub enum AccountError {
     WrongCredentials,
     #[error("the email address is not verified yet")]
     EmailNotVerified,
-    #[error(transparent)]
+    #[error("{0}")]
     Store(#[from] StoreError),
     #[error(transparent)]
     Mail(#[from] MailError),

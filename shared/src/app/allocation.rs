@@ -163,7 +163,7 @@ pub enum AllocationError {
     Subscription(#[from] SubscriptionError),
     #[error(transparent)]
     Queue(#[from] QueueError),
-    #[error(transparent)]
+    #[error("{0}")]
     Store(#[from] StoreError),
 }
 

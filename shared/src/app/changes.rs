@@ -270,7 +270,7 @@ pub enum ChangeError {
     AlreadyDecided,
     #[error("the request expired before it was approved")]
     Expired,
-    #[error(transparent)]
+    #[error("{0}")]
     Store(#[from] StoreError),
 }
 

@@ -71,7 +71,7 @@ pub enum DealError {
     Transition(#[from] BadTransition),
     #[error(transparent)]
     Ledger(#[from] LedgerError),
-    #[error(transparent)]
+    #[error("{0}")]
     Store(#[from] StoreError),
 }
 

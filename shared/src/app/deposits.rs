@@ -41,7 +41,7 @@ pub enum DepositError {
     Contradicts(Refusal),
     #[error(transparent)]
     Ledger(LedgerError),
-    #[error(transparent)]
+    #[error("{0}")]
     Store(#[from] StoreError),
     /// The bank did not take a payout instruction; the withdrawal stays pending and held.
     #[error("the bank did not take the payout: {0}")]

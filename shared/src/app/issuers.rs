@@ -106,7 +106,7 @@ pub enum IssuerError {
     NoUser,
     #[error(transparent)]
     Keyring(#[from] KeyringError),
-    #[error(transparent)]
+    #[error("{0}")]
     Store(#[from] StoreError),
 }
 

@@ -54,7 +54,7 @@ pub enum LedgerError {
     Busy,
     #[error("invalid request: {0}")]
     Invalid(String),
-    #[error(transparent)]
+    #[error("{0}")]
     Store(#[from] StoreError),
 }
 

@@ -57,7 +57,7 @@ pub enum MfaError {
     /// Too many wrong codes for this account: no code is checked until then.
     #[error("too many wrong codes")]
     Locked { until: DateTime<Utc> },
-    #[error(transparent)]
+    #[error("{0}")]
     Store(#[from] StoreError),
     #[error(transparent)]
     Keyring(#[from] KeyringError),

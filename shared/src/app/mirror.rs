@@ -64,7 +64,7 @@ pub struct Drained {
 
 #[derive(Debug, thiserror::Error)]
 pub enum MirrorError {
-    #[error(transparent)]
+    #[error("{0}")]
     Store(#[from] StoreError),
     /// A partner refused a record for good: it needs an operator.
     #[error("the chain or the Custody refused transfer {transfer_id}: {reason}")]

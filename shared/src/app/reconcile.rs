@@ -186,7 +186,7 @@ pub(crate) fn break_item(b: &TrackedBreak) -> Result<Item, StoreError> {
 pub enum ReconcileError {
     #[error("a run of this cut-off is in progress")]
     AlreadyRunning,
-    #[error(transparent)]
+    #[error("{0}")]
     Store(#[from] StoreError),
 }
 

@@ -114,7 +114,7 @@ pub enum SessionError {
     /// A spent refresh token was presented; its family is now revoked.
     #[error("refresh token reuse detected; the session is revoked")]
     ReuseDetected { family_id: String, user_id: String },
-    #[error(transparent)]
+    #[error("{0}")]
     Store(#[from] StoreError),
     #[error(transparent)]
     Keys(#[from] SigningKeyError),

@@ -22,7 +22,7 @@ use crate::ports::{Clock, Ids, Keyring, Store};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SigningKeyError {
-    #[error(transparent)]
+    #[error("{0}")]
     Store(#[from] StoreError),
     #[error(transparent)]
     Keyring(#[from] KeyringError),

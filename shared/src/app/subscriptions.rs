@@ -99,7 +99,7 @@ pub enum SubscriptionError {
     Ledger(LedgerError),
     #[error(transparent)]
     Account(#[from] super::deposits::DepositError),
-    #[error(transparent)]
+    #[error("{0}")]
     Store(#[from] StoreError),
 }
 

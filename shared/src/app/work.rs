@@ -20,7 +20,7 @@ pub fn listed(item: Item, partition: &str, touched: DateTime<Utc>, deal_id: &str
 
 #[derive(Debug, thiserror::Error)]
 pub enum NudgeError {
-    #[error(transparent)]
+    #[error("{0}")]
     Store(#[from] StoreError),
     #[error(transparent)]
     Queue(#[from] QueueError),

@@ -4,6 +4,7 @@
 pub mod app;
 pub mod auth;
 pub mod client;
+pub mod extract;
 pub mod idempotency;
 pub mod json;
 pub mod openapi;
@@ -13,6 +14,7 @@ pub mod request_id;
 pub mod webhook;
 
 pub use app::{BODY_LIMIT, service};
+pub use extract::{Path, Query};
 pub use json::Json;
 pub use problem::{ApiError, FieldError, Problem};
 

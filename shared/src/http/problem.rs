@@ -125,14 +125,29 @@ impl ApiError {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "Service unavailable", detail)
     }
 
-    /// 500. The cause is logged here, once, with its source chain; the client sees none of it.
+    /// Answers 500 and logs the cause here, once, with its source chain; the client sees
+    /// none of it. Two store errors anywhere in the chain are the client's or the moment's, not ours: a
+    /// cursor given out for another query is a 400 naming `cursor`, and a write that lost
+    /// every race for a hot item is a 503 to retry.
     pub fn internal(cause: &(dyn std::error::Error + 'static)) -> Self {
         let mut chain = cause.to_string();
-        let mut source = cause.source();
-        while let Some(next) = source {
-            chain.push_str(": ");
-            chain.push_str(&next.to_string());
-            source = next.source();
+        let mut link = Some(cause);
+        while let Some(error) = link {
+            match error.downcast_ref::<crate::ports::store::StoreError>() {
+                Some(crate::ports::store::StoreError::ForeignCursor) => {
+                    return Self::validation(vec![FieldError::new("cursor", "not a cursor this list gave out")]);
+                }
+                Some(crate::ports::store::StoreError::Conflict) => {
+                    tracing::warn!(error = %chain, "contention outlasted the retries");
+                    return Self::unavailable("the item is busy; retry");
+                }
+                _ => {}
+            }
+            link = error.source();
+            if let Some(next) = link.map(ToString::to_string).filter(|next| !chain.ends_with(next.as_str())) {
+                chain.push_str(": ");
+                chain.push_str(&next);
+            }
         }
         tracing::error!(error = %chain, "internal error");
         Self::internal_without_cause()

@@ -239,6 +239,20 @@ impl Query {
     pub fn secondary(pk: impl Into<String>) -> Self {
         Self { index: Index::Secondary, ..Self::partition(pk) }
     }
+    /// Refuses a cursor that another query gave out (another partition, or another index):
+    /// cursors travel through clients, and a forged one must not reach the backend.
+    pub fn check_cursor(&self) -> Result<(), StoreError> {
+        let Some(cursor) = &self.cursor else { return Ok(()) };
+        let position = match self.index {
+            Index::Primary => Some(&cursor.key),
+            Index::Secondary => cursor.index.as_ref(),
+        };
+        let ours = position.is_some_and(|at| {
+            at.pk == self.pk && !matches!(&self.range, Range::Prefix(prefix) if !at.sk.starts_with(prefix.as_str()))
+        });
+        if ours { Ok(()) } else { Err(StoreError::ForeignCursor) }
+    }
+
     pub fn range(mut self, range: Range) -> Self {
         self.range = range;
         self
@@ -310,6 +324,9 @@ pub enum StoreError {
     /// Another transaction touched the same items at the same time; nothing was written.
     #[error("transaction conflict")]
     Conflict,
+    /// The query's cursor was given out for another query (a forged or mixed-up cursor).
+    #[error("the cursor belongs to another query")]
+    ForeignCursor,
     /// The request is malformed (too many operations, an item twice, a bad cursor...).
     #[error("invalid store request: {0}")]
     Invalid(String),

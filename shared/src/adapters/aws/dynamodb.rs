@@ -322,6 +322,7 @@ impl Store for DynamoStore {
             }
             None => "#pk = :pk".to_owned(),
         };
+        query.check_cursor()?;
         let mut start = query.cursor.as_ref().map(|cursor| {
             let mut key = Self::key_attributes(&cursor.key);
             if let (Index::Secondary, Some(index)) = (query.index, &cursor.index) {

@@ -214,18 +214,19 @@ fn bounds(query: &Query) -> Result<ByteRange, StoreError> {
         Range::AtLeast(lo) => (Bound::Included(with(&[lo.as_bytes()])), end),
         Range::AtMost(hi) => (Bound::Included(base.clone()), end_of(hi)),
     };
+    query.check_cursor()?;
     let Some(cursor) = &query.cursor else {
         return Ok((lower, upper));
     };
     let position = match query.index {
         Index::Primary => primary(&cursor.key),
         Index::Secondary => {
-            let index = cursor.index.as_ref().ok_or_else(|| StoreError::Invalid("malformed cursor".into()))?;
+            let index = cursor.index.as_ref().ok_or(StoreError::ForeignCursor)?;
             secondary(index, &cursor.key)
         }
     };
     if !position.starts_with(&base) {
-        return Err(StoreError::Invalid("the cursor belongs to another partition".into()));
+        return Err(StoreError::ForeignCursor);
     }
     Ok(match query.order {
         Order::Ascending => (Bound::Excluded(position), upper),

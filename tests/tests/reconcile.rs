@@ -87,10 +87,15 @@ async fn after_an_offering_the_books_agree_and_injected_differences_are_one_brea
         .await
         .unwrap();
     assert_eq!(csv.headers()["content-type"], "text/csv; charset=utf-8");
-    let csv = csv.text().await.unwrap();
-    assert_eq!(csv.lines().count(), 3, "a header and two rows: {csv}");
-    assert!(csv.contains(&format!("{ann},SGD,ledger_chain,deposit,")), "{csv}");
-    assert!(csv.lines().skip(1).all(|l| l.contains(",break,new,")), "{csv}");
+    let text = csv.text().await.unwrap();
+    assert!(text.lines().all(|l| l.starts_with('"') && l.ends_with('"')), "every field quoted: {text}");
+    let mut reader = ::csv::Reader::from_reader(text.as_bytes());
+    assert_eq!(reader.headers().unwrap().iter().take(4).collect::<Vec<_>>(), ["account", "asset", "pair", "class"]);
+    let rows: Vec<::csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+    assert_eq!(rows.len(), 2, "two rows: {text}");
+    let ann_row = rows.iter().find(|r| r[0] == *ann).expect("ann's row");
+    assert_eq!((&ann_row[1], &ann_row[2], &ann_row[3]), ("SGD", "ledger_chain", "deposit"), "{text}");
+    assert!(rows.iter().all(|r| (&r[7], &r[8]) == ("break", "new")), "{text}");
     let (_, deal_ops) = app.operator("deal-ops@example.sg", &["deal"]).await;
     assert_eq!(app.get_as("/v1/admin/reconciliation/runs", &deal_ops).await.0, StatusCode::FORBIDDEN);
     let future = (app.platform.clock.now() + chrono::TimeDelta::hours(1)).to_rfc3339();

@@ -152,7 +152,8 @@ pub async fn breaks(
     Ok(Json(PageOf::new(rows, next)))
 }
 
-/// Every row of a run that did not match, as CSV.
+/// Every row of a run that did not match, as CSV, streamed a page at a time: every field
+/// quoted, and text cells that a spreadsheet would read as a formula neutralised.
 #[utoipa::path(get, path = "/v1/admin/reconciliation/runs/{id}/report.csv", tag = "reconciliation",
     security(("bearer" = [])), params(("id" = String, Path)),
     responses((status = 200, content_type = "text/csv", body = String),
@@ -163,35 +164,71 @@ pub async fn report(
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
     authorize(&state.platform, &me, Action::ManageReconciliation, Resource::None, "reconciliation.report").await?;
-    let reconciler = Reconciler::for_platform(&state.platform);
+    let reconciler = std::sync::Arc::new(Reconciler::for_platform(&state.platform));
     let run = found(&reconciler, &id).await?;
-    let mut csv = String::from("account,asset,pair,class,ledger,other,difference,verdict,lifecycle,rules\n");
-    let mut cursor = None;
-    loop {
-        let (rows, next) = reconciler.rows(&id, 1_000, cursor).await.map_err(internal)?;
-        for r in rows {
-            let rules: Vec<String> = r.rules.iter().map(name).collect();
-            csv.push_str(&format!(
-                "{},{},{},{},{},{},{},{},{},{}\n",
-                r.account,
-                r.asset,
-                name(&r.pair),
-                name(&r.class),
-                r.ledger.unwrap_or_default(),
-                r.other.unwrap_or_default(),
-                r.difference,
-                r.verdict,
-                r.lifecycle.unwrap_or_default(),
-                rules.join(" ")
-            ));
+    // One page of rows per chunk; the header goes with the first. A store failure midway
+    // ends the body early (the status is sent by then), and is logged.
+    let pages = futures_util::stream::unfold(Some(None), move |cursor| {
+        let (reconciler, id) = (reconciler.clone(), id.clone());
+        async move {
+            let cursor = cursor?;
+            let first = cursor.is_none();
+            match reconciler.rows(&id, REPORT_PAGE, cursor).await {
+                Ok((rows, next)) => Some((report_chunk(first, &rows), next.map(Some))),
+                Err(error) => {
+                    tracing::error!(run = %id, %error, "the report stopped early");
+                    Some((Err(std::io::Error::other("the report could not be read")), None))
+                }
+            }
         }
-        match next {
-            Some(next) => cursor = Some(next),
-            None => break,
-        }
-    }
+    });
     let filename = format!("attachment; filename=\"reconciliation-{}.csv\"", run.cut_off.format("%Y%m%dT%H%M%SZ"));
-    Ok(([(header::CONTENT_TYPE, "text/csv; charset=utf-8".to_owned()), (header::CONTENT_DISPOSITION, filename)], csv))
+    let headers =
+        [(header::CONTENT_TYPE, "text/csv; charset=utf-8".to_owned()), (header::CONTENT_DISPOSITION, filename)];
+    Ok((headers, axum::body::Body::from_stream(pages)))
+}
+
+/// Rows per chunk of the CSV report.
+const REPORT_PAGE: usize = 500;
+const REPORT_HEADER: [&str; 10] =
+    ["account", "asset", "pair", "class", "ledger", "other", "difference", "verdict", "lifecycle", "rules"];
+
+/// One chunk of the report: the header first, then `rows`.
+fn report_chunk(header: bool, rows: &[StoredRow]) -> Result<Vec<u8>, std::io::Error> {
+    let mut writer = csv::WriterBuilder::new().quote_style(csv::QuoteStyle::Always).from_writer(Vec::new());
+    if header {
+        writer.write_record(REPORT_HEADER)?;
+    }
+    for r in rows {
+        let rules: Vec<String> = r.rules.iter().map(name).collect();
+        let cells = [
+            r.account.clone(),
+            r.asset.clone(),
+            name(&r.pair),
+            name(&r.class),
+            r.ledger.clone().unwrap_or_default(),
+            r.other.clone().unwrap_or_default(),
+            r.difference.clone(),
+            r.verdict.clone(),
+            r.lifecycle.clone().unwrap_or_default(),
+            rules.join(" "),
+        ];
+        writer.write_record(cells.iter().map(|cell| neutralised(cell).into_owned()))?;
+    }
+    writer.into_inner().map_err(|e| e.into_error())
+}
+
+/// A cell a spreadsheet would run as a formula (starting `=`, `+`, `-`, `@`, a tab or a
+/// carriage return) gets a leading `'`, so it shows as text. A plain number, negative
+/// ones included, stays a number.
+fn neutralised(cell: &str) -> std::borrow::Cow<'_, str> {
+    let number = cell.strip_prefix('-').unwrap_or(cell);
+    let is_number = !number.is_empty() && number.chars().all(|c| c.is_ascii_digit() || c == '.');
+    if cell.starts_with(['=', '+', '-', '@', '\t', '\r']) && !is_number {
+        std::borrow::Cow::Owned(format!("'{cell}"))
+    } else {
+        std::borrow::Cow::Borrowed(cell)
+    }
 }
 
 /// `POST /v1/admin/reconciliation/breaks/accept`.
@@ -235,4 +272,19 @@ pub async fn accept(
 /// The snake_case name a value serialises to.
 fn name<T: Serialize>(value: &T) -> String {
     serde_json::to_value(value).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod report_tests {
+    use super::neutralised;
+
+    #[test]
+    fn formulas_are_neutralised_and_numbers_are_not() {
+        for formula in ["=1+1", "+SUM(A1)", "-2+3", "@cmd", "\t=x", "\r=x", "=HYPERLINK(\"http://x\")"] {
+            assert_eq!(neutralised(formula), format!("'{formula}"), "{formula}");
+        }
+        for plain in ["-500", "1234", "12.50", "-0.01", "deposit:usr_1:SGD", "", "a=b"] {
+            assert_eq!(neutralised(plain), plain, "{plain}");
+        }
+    }
 }

@@ -101,20 +101,34 @@ async fn the_committed_openapi_document_is_the_one_the_routers_assemble() {
 }
 
 #[tokio::test]
-async fn the_first_super_admin_is_bootstrapped_once_and_can_log_in_with_totp() {
+async fn the_first_two_operators_are_bootstrapped_once_and_the_second_approves_the_firsts_change() {
     let app = spawn_app().await;
-    let admin = local::seed::bootstrap_admin(&app.platform, "root@example.sg").await.unwrap();
-    assert!(local::seed::bootstrap_admin(&app.platform, "second@example.sg").await.is_err(), "only the first");
-    let (status, challenge) = app
-        .post("/v1/auth/login", serde_json::json!({"email": "root@example.sg", "password": admin["password"]}))
-        .await;
-    assert_eq!((status, challenge["mfa_required"].as_bool()), (StatusCode::OK, Some(true)));
-    let secret = shared::domain::totp::from_base32(admin["totp_secret"].as_str().unwrap()).unwrap();
-    let now = shared::ports::Clock::now(app.platform.clock.as_ref()).timestamp();
-    let code = format!("{:06}", shared::domain::totp::code_for_step(&secret, shared::domain::totp::step_at(now)));
-    let (status, tokens) =
-        app.post("/v1/auth/login/mfa", serde_json::json!({"challenge": challenge["challenge"], "code": code})).await;
-    assert_eq!(status, StatusCode::OK);
-    let (status, _) = app.get_as("/v1/admin/audit", tokens["access_token"].as_str().unwrap()).await;
-    assert_eq!(status, StatusCode::OK);
+    let bootstrap = |a: &'static str, b: &'static str| local::seed::bootstrap_operators(&app.platform, a, b);
+    assert!(bootstrap("root@example.sg", "Root@Example.SG").await.is_err(), "two people");
+    let operators = bootstrap("root@example.sg", "colleague@example.sg").await.unwrap();
+    assert!(bootstrap("third@example.sg", "fourth@example.sg").await.is_err(), "only the first");
+    let mut tokens = Vec::new();
+    for who in ["super_admin", "co_operator"] {
+        let operator = &operators[who];
+        let login = serde_json::json!({"email": operator["email"], "password": operator["password"]});
+        let (status, challenge) = app.post("/v1/auth/login", login).await;
+        assert_eq!((status, challenge["mfa_required"].as_bool()), (StatusCode::OK, Some(true)));
+        let secret = shared::domain::totp::from_base32(operator["totp_secret"].as_str().unwrap()).unwrap();
+        let now = shared::ports::Clock::now(app.platform.clock.as_ref()).timestamp();
+        let code = format!("{:06}", shared::domain::totp::code_for_step(&secret, shared::domain::totp::step_at(now)));
+        let (status, answer) = app
+            .post("/v1/auth/login/mfa", serde_json::json!({"challenge": challenge["challenge"], "code": code}))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+        tokens.push(answer["access_token"].as_str().unwrap().to_owned());
+    }
+    // The super-admin proposes a finance role for a new colleague; the co-operator approves.
+    let newcomer = app.logged_in("newcomer@example.sg", "correct horse battery staple").await;
+    let (_, me) = app.get_as("/v1/me", newcomer["access_token"].as_str().unwrap()).await;
+    let grant = serde_json::json!({"action": "grant", "role": "finance"});
+    let path = format!("/v1/admin/users/{}/roles", me["user_id"].as_str().unwrap());
+    let (status, request) = app.post_json_as(&path, &tokens[0], grant).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{request}");
+    let approve = format!("/v1/admin/change-requests/{}/approve", request["id"].as_str().unwrap());
+    assert_eq!(app.post_as(&approve, &tokens[1], None).await, StatusCode::OK);
 }

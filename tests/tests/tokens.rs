@@ -275,3 +275,48 @@ async fn an_auth_process_signs_with_the_key_another_process_rotated_to_within_a_
     assert_eq!(kid(&tokens.access_token), rotated.current().kid);
     assert_eq!(f.app.get_as("/v1/me", &tokens.access_token).await.0, StatusCode::OK);
 }
+
+/// After a suspected leak a super-admin rotates at once: every access token the old keys
+/// signed is refused (by auth at once, by every function within a minute), every refresh
+/// token too, and the rotation is audited. A routine rotation keeps old tokens valid.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_emergency_rotation_refuses_what_the_old_keys_signed_and_is_audited() {
+    let app = spawn_app().await;
+    let password = "correct horse battery staple";
+    let investor = app.logged_in("investor@example.sg", password).await;
+    let access = investor["access_token"].as_str().unwrap();
+    let (_, admin) = app.operator("admin@example.sg", &["super-admin"]).await;
+    let (_, finance) = app.operator("finance@example.sg", &["finance"]).await;
+    let rotate = |token: &str, body: Value| {
+        let request = app.client.post(app.url("/v1/admin/keys/rotate")).bearer_auth(token).json(&body);
+        async move {
+            let response = request.send().await.unwrap();
+            (response.status(), response.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    assert_eq!(rotate(&finance, json!({"reason": "drill"})).await.0, StatusCode::FORBIDDEN);
+    let (status, problem) = rotate(&admin, json!({"reason": " "})).await;
+    assert_eq!((status, problem["errors"][0]["field"].as_str()), (StatusCode::BAD_REQUEST, Some("reason")));
+
+    let (status, routine) = rotate(&admin, json!({"reason": "scheduled drill"})).await;
+    assert_eq!((status, routine["retired_now"].as_bool()), (StatusCode::OK, Some(false)), "{routine}");
+    assert_eq!(app.get_as("/v1/me", access).await.0, StatusCode::OK, "a routine rotation keeps the overlap");
+
+    let body = json!({"retire_now": true, "rotate_refresh_secret": true, "reason": "signing key leaked"});
+    let (status, rotated) = rotate(&admin, body).await;
+    assert_eq!(status, StatusCode::OK, "{rotated}");
+    assert!(!rotated["retired"].as_array().unwrap().is_empty(), "{rotated}");
+    assert_eq!(app.get_as("/v1/me", access).await.0, StatusCode::UNAUTHORIZED, "auth refuses at once");
+    assert_eq!(app.get_as("/v1/me", &admin).await.0, StatusCode::UNAUTHORIZED, "the admin's own token too");
+    app.clock.advance(chrono::TimeDelta::seconds(61));
+    assert_eq!(app.get_as("/v1/me/subscriptions", access).await.0, StatusCode::UNAUTHORIZED, "so does offering");
+    let (status, _) = app.post("/v1/auth/refresh", json!({"refresh_token": investor["refresh_token"]})).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "the refresh secret was replaced");
+    let fresh = app.login("investor@example.sg", password).await;
+    assert_eq!(app.get_as("/v1/me", fresh["access_token"].as_str().unwrap()).await.0, StatusCode::OK);
+
+    let log = shared::app::audit::AuditLog::new(app.platform.store.clone(), app.platform.clock.clone());
+    let (entries, _) = log.page(10, None).await.unwrap();
+    let rotation = entries.iter().find(|e| e.action == "keys.rotate" && e.reason == "signing key leaked").unwrap();
+    assert!(rotation.decision.contains("at once") && rotation.decision.contains("refresh secret"), "{rotation:?}");
+}

@@ -5,9 +5,10 @@ use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use shared::app::accounts::{USERS_INDEX, User};
-use shared::app::audit::{AuditEntry, AuditLog};
+use shared::app::audit::{AuditEntry, AuditLog, Event};
 use shared::app::changes::{Change, ChangeError, ChangeRequest, ChangeRequests};
 use shared::app::sessions::Principal;
+use shared::app::signing_keys::Rotation;
 use shared::domain::access::{Action, Resource, Role};
 use shared::domain::session::RevokedBecause;
 use shared::http::Path;
@@ -223,6 +224,78 @@ pub async fn audit(
     authorize(&state, &me, Action::ReadAudit, "audit.read").await?;
     let (items, next) = state.audit().page(paging.limit, paging.cursor).await.map_err(|e| ApiError::internal(&e))?;
     Ok(Json(PageOf::new(items, next)))
+}
+
+/// `POST /v1/admin/keys/rotate`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KeyRotation {
+    /// An emergency: the keys in use stop verifying at once, so every access token they
+    /// signed is refused (other functions within a minute). Otherwise they verify until
+    /// the end of their overlap window.
+    #[serde(default)]
+    pub retire_now: bool,
+    /// Replace the refresh-token secret too: every session must log in again.
+    #[serde(default)]
+    pub rotate_refresh_secret: bool,
+    /// Why (1 to 500 characters), for the audit log.
+    pub reason: String,
+}
+
+/// What a rotation did.
+#[derive(Serialize, ToSchema)]
+pub struct Rotated {
+    /// The key that signs from now on.
+    pub kid: String,
+    /// The keys retired by this rotation.
+    pub retired: Vec<String>,
+    pub retired_now: bool,
+    pub refresh_secret_rotated: bool,
+}
+
+/// Rotates the token keys at once (super-admin; audited): after a suspected leak of a
+/// signing key or the refresh secret. Not a change request: it only takes access away.
+#[utoipa::path(post, path = "/v1/admin/keys/rotate", tag = "admin", request_body = KeyRotation,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, body = Rotated),
+        (status = 400, body = Problem, content_type = PROBLEM),
+        (status = 401, body = Problem, content_type = PROBLEM),
+        (status = 403, body = Problem, content_type = PROBLEM),
+    ))]
+pub async fn rotate_keys(
+    State(state): State<AuthState>,
+    Authenticated(me): Authenticated,
+    Json(body): Json<KeyRotation>,
+) -> Result<Json<Rotated>, ApiError> {
+    authorize(&state, &me, Action::RotateKeys, "keys.rotate").await?;
+    let reason = body.reason.trim();
+    if reason.is_empty() || reason.chars().count() > 500 {
+        return Err(ApiError::validation(vec![FieldError::new("reason", "1 to 500 characters")]));
+    }
+    let rotation = Rotation {
+        max_age: chrono::TimeDelta::zero(),
+        retire_now: body.retire_now,
+        new_refresh_secret: body.rotate_refresh_secret,
+    };
+    let sessions = state.sessions().await?;
+    let (kid, retired) = sessions.rotate_keys(rotation).await.map_err(session_error)?;
+    // This process refuses the retired keys at once; the others read the set within a minute.
+    state.verifier.forget();
+    let event = Event {
+        actor: me.user_id.clone(),
+        action: "keys.rotate".into(),
+        target: "token-keys".into(),
+        decision: format!(
+            "new key {kid}; retired {}{}{}",
+            retired.join(", "),
+            if body.retire_now { " at once" } else { " after the overlap window" },
+            if body.rotate_refresh_secret { "; refresh secret replaced" } else { "" }
+        ),
+        reason: reason.to_owned(),
+    };
+    state.audit().append(event).await.map_err(|e| ApiError::internal(&e))?;
+    Ok(Json(Rotated { kid, retired, retired_now: body.retire_now, refresh_secret_rotated: body.rotate_refresh_secret }))
 }
 
 impl AuthState {

@@ -466,10 +466,10 @@ async fn jwks(State(state): State<AuthState>) -> Result<Json<serde_json::Value>,
     paths(
         sign_up, verify_email, login, login_mfa, refresh, logout, logout_all, list_sessions, change_password, enroll_totp,
         confirm_totp, me, jwks, admin::list_users, admin::propose_role, admin::propose_level, admin::list_changes,
-        admin::approve, admin::reject, admin::audit
+        admin::approve, admin::reject, admin::audit, admin::rotate_keys
     ),
     components(schemas(SignUp, VerifyEmail, Status, Login, LoginAnswer, MfaRequired, LoginMfa, Enrollment, ConfirmTotp, RefreshRequest, ChangePassword, Tokens, SessionView, SessionList, Me,
-        admin::UserView, admin::RoleChange, admin::LevelChange, admin::Rejection)),
+        admin::UserView, admin::RoleChange, admin::LevelChange, admin::Rejection, admin::KeyRotation, admin::Rotated)),
     tags(
         (name = "auth", description = "Accounts, login, tokens and sessions"),
         (name = "admin", description = "Operator routes: users, maker-checker change requests, audit log")
@@ -508,6 +508,7 @@ pub fn routes(platform: &Platform) -> Router {
         .route("/v1/admin/change-requests/{id}/approve", post(admin::approve))
         .route("/v1/admin/change-requests/{id}/reject", post(admin::reject))
         .route("/v1/admin/audit", get(admin::audit))
+        .route("/v1/admin/keys/rotate", post(admin::rotate_keys))
         .with_state(state)
 }
 

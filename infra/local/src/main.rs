@@ -27,11 +27,17 @@ enum Command {
     },
     /// Print the whole API's OpenAPI document (committed as docs/openapi.json).
     Openapi,
-    /// Create the first super-admin in a deployed stack (AWS adapters, from the same
-    /// environment variables the functions get); prints the password and TOTP secret once.
-    BootstrapAdmin {
+    /// Create the first two operators in a deployed stack (AWS adapters, from the same
+    /// environment variables the functions get): a super-admin and a co-operator, so the
+    /// first change requests have a second operator to approve them. Prints each password
+    /// and TOTP secret once.
+    BootstrapOperators {
+        /// The super-admin's address.
         #[arg(long)]
         email: String,
+        /// The co-operator's address (another person).
+        #[arg(long)]
+        co_operator: String,
     },
 }
 
@@ -45,10 +51,10 @@ async fn main() -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&local::docs())?);
             return Ok(());
         }
-        Some(Command::BootstrapAdmin { email }) => {
+        Some(Command::BootstrapOperators { email, co_operator }) => {
             let platform = shared::Platform::aws().await?;
-            let admin = local::seed::bootstrap_admin(&platform, &email).await?;
-            println!("{}", serde_json::to_string_pretty(&admin)?);
+            let operators = local::seed::bootstrap_operators(&platform, &email, &co_operator).await?;
+            println!("{}", serde_json::to_string_pretty(&operators)?);
             return Ok(());
         }
         None => {}

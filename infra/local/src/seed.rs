@@ -53,18 +53,35 @@ pub async fn seed_once(platform: &Platform, data_dir: &Path) -> anyhow::Result<b
     Ok(true)
 }
 
-/// Creates a super-admin with a fresh password and TOTP secret, unless any user exists
-/// already (the first operator only; every later one goes through maker-checker).
-pub async fn bootstrap_admin(platform: &Platform, email: &str) -> anyhow::Result<serde_json::Value> {
+/// Creates the first two operators, each with a fresh password and TOTP secret, unless any
+/// user exists already: a super-admin and a co-operator, so the co-operator can approve the
+/// super-admin's first change requests (granting more roles) without anyone editing the
+/// table. Every later operator goes through maker-checker.
+pub async fn bootstrap_operators(
+    platform: &Platform,
+    admin_email: &str,
+    co_operator_email: &str,
+) -> anyhow::Result<serde_json::Value> {
+    anyhow::ensure!(
+        admin_email.trim().to_lowercase() != co_operator_email.trim().to_lowercase(),
+        "the two operators need two addresses"
+    );
     let anyone = platform
         .store
         .query(&shared::ports::store::Query::secondary(shared::app::accounts::USERS_INDEX).limit(1))
         .await?;
     anyhow::ensure!(anyone.items.is_empty(), "users exist already: grant roles through change requests instead");
-    let password = password();
-    let user = Accounts::new(platform).create_verified(email, &password, &[Role::SuperAdmin.as_str()], 2).await?;
-    let totp_secret = SecondFactor::new(platform).enroll_confirmed(&user.id).await?;
-    Ok(json!({ "user_id": user.id, "email": email, "password": password, "totp_secret": totp_secret }))
+    let mut operators = serde_json::Map::new();
+    for (name, email, role) in
+        [("super_admin", admin_email, Role::SuperAdmin), ("co_operator", co_operator_email, Role::CoOperator)]
+    {
+        let password = password();
+        let user = Accounts::new(platform).create_verified(email, &password, &[role.as_str()], 2).await?;
+        let totp_secret = SecondFactor::new(platform).enroll_confirmed(&user.id).await?;
+        let operator = json!({ "user_id": user.id, "email": email, "password": password, "totp_secret": totp_secret });
+        operators.insert(name.to_owned(), operator);
+    }
+    Ok(serde_json::Value::Object(operators))
 }
 
 fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {

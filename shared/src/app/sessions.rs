@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 
 use super::accounts::{User, user_key};
-use super::signing_keys::{PublicKeys, SigningKeyError, TokenKeys};
+use super::signing_keys::{PublicKeys, Rotation, SigningKeyError, TokenKeys};
 use super::verifier::KEYS_FRESH_FOR;
 use crate::domain::session::{Family, Refresh, RevokedBecause, SessionPolicy, refresh};
 use crate::ports::store::{Condition, Contention, Item, Key, Query, StoreError, Write};
@@ -173,6 +173,18 @@ impl Sessions {
         Self::load(p.store.clone(), p.token_keyring.clone(), p.clock.clone(), p.ids.clone(), policy).await
     }
 
+    /// Rotates the token keys as `rotation` says and signs with the new key from now on;
+    /// answers the new key's id and the ids of the keys retired.
+    pub async fn rotate_keys(&self, rotation: Rotation) -> Result<(String, Vec<String>), SessionError> {
+        let overlap = self.policy.key_overlap();
+        let (store, keyring, clock, ids) =
+            (self.store.as_ref(), self.keyring.as_ref(), self.clock.as_ref(), self.ids.as_ref());
+        let (keys, retired) = TokenKeys::rotate_with(store, keyring, clock, ids, overlap, rotation).await?;
+        let kid = keys.current().kid.clone();
+        *self.keys.write().unwrap_or_else(|p| p.into_inner()) = (Arc::new(keys), self.clock.now());
+        Ok((kid, retired))
+    }
+
     /// The keys as last unsealed.
     pub fn keys(&self) -> Arc<TokenKeys> {
         self.keys.read().unwrap_or_else(|p| p.into_inner()).0.clone()
@@ -226,6 +238,8 @@ impl Sessions {
 
     /// Rotates a refresh token (see [`crate::domain::session`]).
     pub async fn refresh(&self, token: &str) -> Result<Tokens, SessionError> {
+        // A refresh secret rotated by another auth process reaches this one within a minute.
+        self.signing_keys().await?;
         let (family_id, generation) = self.open_refresh_token(token).ok_or(SessionError::Unauthorized)?;
         let mut contention = Contention::default();
         loop {

@@ -118,6 +118,19 @@ impl PublicKeys {
     }
 }
 
+/// How to rotate the token keys.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Rotation {
+    /// Rotate only if the newest key is at least this old (zero: always).
+    pub max_age: TimeDelta,
+    /// An emergency: the keys in use stop verifying at once, not at the end of the overlap
+    /// window (every access token they signed is refused).
+    pub retire_now: bool,
+    /// Replace the refresh-token secret too: every refresh token is refused, and every
+    /// session must log in again.
+    pub new_refresh_secret: bool,
+}
+
 /// The key that signs: its id and private half.
 pub struct SigningKey {
     pub kid: String,
@@ -216,28 +229,8 @@ impl TokenKeys {
         max_age: TimeDelta,
         overlap: TimeDelta,
     ) -> Result<Self, SigningKeyError> {
-        let mut contention = Contention::default();
-        loop {
-            let now = clock.now();
-            let Some(item) = store.get(&set_key()).await? else {
-                // Nothing to rotate yet: the first load creates the set.
-                return Self::load(store, keyring, clock, ids).await;
-            };
-            let (mut set, condition) = (item.decode::<StoredSet>()?, Condition::VersionIs(item.version));
-            if set.keys.first().is_some_and(|newest| now - newest.created_at < max_age) {
-                return Self::unseal(set, keyring).await;
-            }
-            for key in &mut set.keys {
-                key.retired_at.get_or_insert(now);
-            }
-            set.keys.retain(|k| k.retired_at.is_none_or(|at| at + overlap > now));
-            set.keys.insert(0, new_key(keyring, ids, now).await?);
-            match store.put(Item::new(set_key(), &set)?, condition).await {
-                Ok(()) => return Self::unseal(set, keyring).await,
-                Err(StoreError::ConditionFailed { .. }) => contention.lost().await?,
-                Err(e) => return Err(e.into()),
-            }
-        }
+        let rotation = Rotation { max_age, ..Rotation::default() };
+        Ok(Self::rotate_with(store, keyring, clock, ids, overlap, rotation).await?.0)
     }
 
     /// Adds a new signing key now; keys retired more than `overlap` ago are dropped.
@@ -249,6 +242,50 @@ impl TokenKeys {
         overlap: TimeDelta,
     ) -> Result<Self, SigningKeyError> {
         Self::rotate_if_older(store, keyring, clock, ids, TimeDelta::zero(), overlap).await
+    }
+
+    /// Rotates as `rotation` says; answers the keys and the ids of the keys it retired
+    /// (empty when the newest key was young enough and nothing changed).
+    pub async fn rotate_with(
+        store: &dyn Store,
+        keyring: &dyn Keyring,
+        clock: &dyn Clock,
+        ids: &dyn Ids,
+        overlap: TimeDelta,
+        rotation: Rotation,
+    ) -> Result<(Self, Vec<String>), SigningKeyError> {
+        let mut contention = Contention::default();
+        loop {
+            let now = clock.now();
+            let Some(item) = store.get(&set_key()).await? else {
+                // Nothing to rotate yet: the first load creates the set.
+                return Ok((Self::load(store, keyring, clock, ids).await?, Vec::new()));
+            };
+            let (mut set, condition) = (item.decode::<StoredSet>()?, Condition::VersionIs(item.version));
+            if set.keys.first().is_some_and(|newest| now - newest.created_at < rotation.max_age) {
+                return Ok((Self::unseal(set, keyring).await?, Vec::new()));
+            }
+            let mut retired = Vec::new();
+            for key in &mut set.keys {
+                if key.retired_at.is_none() {
+                    retired.push(key.kid.clone());
+                }
+                // An emergency retires every key at once: its window is already over.
+                let at = if rotation.retire_now { now - overlap } else { now };
+                key.retired_at = Some(key.retired_at.map_or(at, |earlier| earlier.min(at)));
+            }
+            set.keys.retain(|k| k.retired_at.is_none_or(|at| at + overlap > now));
+            set.keys.insert(0, new_key(keyring, ids, now).await?);
+            if rotation.new_refresh_secret {
+                let secret = crate::ports::envelope::random_bytes::<32>()?;
+                set.refresh_secret = keyring.encrypt(&secret, &refresh_context()).await?;
+            }
+            match store.put(Item::new(set_key(), &set)?, condition).await {
+                Ok(()) => return Ok((Self::unseal(set, keyring).await?, retired)),
+                Err(StoreError::ConditionFailed { .. }) => contention.lost().await?,
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
 
     async fn unseal(set: StoredSet, keyring: &dyn Keyring) -> Result<Self, SigningKeyError> {

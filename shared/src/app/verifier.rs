@@ -41,6 +41,12 @@ impl TokenVerifier {
         Self::new(platform.store.clone(), platform.clock.clone(), policy)
     }
 
+    /// Drops the copy in memory: the next token reads the set again (after this process
+    /// rotated the keys in an emergency).
+    pub fn forget(&self) {
+        *self.keys.write().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
     /// The copy in memory, unless it is older than [`KEYS_FRESH_FOR`].
     fn cached(&self, now: DateTime<Utc>) -> Option<Arc<PublicKeys>> {
         let cached = self.keys.read().unwrap_or_else(|p| p.into_inner());

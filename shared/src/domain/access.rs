@@ -72,6 +72,8 @@ pub enum Action {
     ReadLedger,
     /// Act for an issuer: its onboarding, its deals' documents and reports.
     ActForIssuer,
+    /// Rotate the token keys at once (an emergency: a key or the refresh secret leaked).
+    RotateKeys,
 }
 
 /// What the action is about, for object-level checks.
@@ -129,6 +131,7 @@ fn operator_roles(action: Action) -> &'static [Role] {
         Action::ProposeAccreditation => &[SuperAdmin, MemberManagement],
         Action::DecideChangeRequest | Action::ListChangeRequests => &[SuperAdmin, CoOperator],
         Action::ReadAudit => &[SuperAdmin, CoOperator],
+        Action::RotateKeys => &[SuperAdmin],
         Action::ManageDeals | Action::ReviewIssuers => &[SuperAdmin, Deal],
         Action::ManageSettlement | Action::ManageReconciliation | Action::ReadLedger => &[SuperAdmin, Finance],
         Action::ManageOwnAccount | Action::ReadOwned | Action::Subscribe | Action::Withdraw | Action::ActForIssuer => {
@@ -209,27 +212,28 @@ mod tests {
             ManageReconciliation,
             ReadLedger,
             ActForIssuer,
+            RotateKeys,
         ];
         // Columns in the order of `actions`: A allowed, - denied.
         // The issuer column asks about the caller's own issuer (`iss_1`).
         // (who, roles, level, second factor proved at login, expected).
         let table: [(&str, &[Role], u8, bool, &str); 16] = [
-            ("investor level 1", &[], 1, false, "A---------------"),
-            ("investor level 2", &[], 2, true, "A--A------------"),
-            ("investor level 2, session before enrolment", &[], 2, false, "A---------------"),
-            ("investor level 3", &[], 3, true, "A-AA------------"),
-            ("investor level 3, no second factor", &[], 3, false, "A---------------"),
-            ("super-admin", &[Role::SuperAdmin], 2, true, "A--AAAAAAAAAAAA-"),
-            ("super-admin without second factor", &[Role::SuperAdmin], 1, false, "A---------------"),
-            ("super-admin at level 2, session before enrolment", &[Role::SuperAdmin], 2, false, "A---------------"),
-            ("co-operator", &[Role::CoOperator], 2, true, "A--AA--AAA------"),
-            ("member-management", &[Role::MemberManagement], 2, true, "A--AAAA---------"),
-            ("deal", &[Role::Deal], 2, true, "A--A------AA----"),
-            ("finance", &[Role::Finance], 2, true, "A--A--------AAA-"),
-            ("issuer", &[Role::Issuer], 2, true, "A--A-----------A"),
-            ("issuer without second factor", &[Role::Issuer], 2, false, "A---------------"),
-            ("deal without second factor", &[Role::Deal], 1, false, "A---------------"),
-            ("finance and deal", &[Role::Finance, Role::Deal], 2, true, "A--A------AAAAA-"),
+            ("investor level 1", &[], 1, false, "A----------------"),
+            ("investor level 2", &[], 2, true, "A--A-------------"),
+            ("investor level 2, session before enrolment", &[], 2, false, "A----------------"),
+            ("investor level 3", &[], 3, true, "A-AA-------------"),
+            ("investor level 3, no second factor", &[], 3, false, "A----------------"),
+            ("super-admin", &[Role::SuperAdmin], 2, true, "A--AAAAAAAAAAAA-A"),
+            ("super-admin without second factor", &[Role::SuperAdmin], 1, false, "A----------------"),
+            ("super-admin at level 2, session before enrolment", &[Role::SuperAdmin], 2, false, "A----------------"),
+            ("co-operator", &[Role::CoOperator], 2, true, "A--AA--AAA-------"),
+            ("member-management", &[Role::MemberManagement], 2, true, "A--AAAA----------"),
+            ("deal", &[Role::Deal], 2, true, "A--A------AA-----"),
+            ("finance", &[Role::Finance], 2, true, "A--A--------AAA--"),
+            ("issuer", &[Role::Issuer], 2, true, "A--A-----------A-"),
+            ("issuer without second factor", &[Role::Issuer], 2, false, "A----------------"),
+            ("deal without second factor", &[Role::Deal], 1, false, "A----------------"),
+            ("finance and deal", &[Role::Finance, Role::Deal], 2, true, "A--A------AAAAA--"),
         ];
         for (who, roles, level, second_factor, expected) in table {
             let subject = Subject { user_id: "usr_me", roles, level, issuer_id: Some("iss_1"), second_factor };

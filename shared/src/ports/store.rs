@@ -421,3 +421,26 @@ pub trait Store: Send + Sync {
         self.transact(vec![Write::delete(key, condition)]).await
     }
 }
+
+#[cfg(test)]
+mod contention_tests {
+    use super::{Contention, StoreError};
+
+    #[tokio::test]
+    async fn a_writer_that_keeps_losing_gives_up_with_a_conflict_after_its_attempts() {
+        let mut contention = Contention::default();
+        for _ in 1..Contention::ATTEMPTS {
+            contention.lost().await.unwrap();
+        }
+        assert!(matches!(contention.lost().await, Err(StoreError::Conflict)));
+    }
+
+    #[test]
+    fn pauses_grow_with_the_attempt_and_stay_under_the_cap() {
+        for attempt in 0..100 {
+            let pause = Contention::pause(attempt);
+            let ceiling = (200u64 << attempt.min(7)).min(20_000);
+            assert!(pause.as_micros() >= 1 && pause.as_micros() <= u128::from(ceiling), "{attempt}: {pause:?}");
+        }
+    }
+}

@@ -98,3 +98,32 @@ async fn a_burst_of_parallel_guesses_gets_at_most_the_allowed_password_checks() 
     let refused = answers.iter().filter(|s| **s == StatusCode::TOO_MANY_REQUESTS).count();
     assert_eq!((checked, refused), (6, 24), "{answers:?}");
 }
+
+/// A self-registered investor flooding admin routes: each refusal is audited until the
+/// caller's limit, then answered 429 with nothing written; operators' approvals go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_refused_admin_calls_is_throttled_and_does_not_flood_the_audit_log() {
+    let app = spawn_app().await;
+    let intruder = app.logged_in(EMAIL, PASSWORD).await;
+    let token = intruder["access_token"].as_str().unwrap();
+    let mut statuses = Vec::new();
+    for _ in 0..40 {
+        statuses.push(app.get_as("/v1/admin/users", token).await.0);
+    }
+    let refused = statuses.iter().filter(|s| **s == StatusCode::FORBIDDEN).count();
+    assert_eq!(refused, 21, "{statuses:?}");
+    assert!(statuses[21..].iter().all(|s| *s == StatusCode::TOO_MANY_REQUESTS), "{statuses:?}");
+    let log = AuditLog::new(app.platform.store.clone(), app.platform.clock.clone());
+    let (entries, _) = log.page(100, None).await.unwrap();
+    assert_eq!(entries.iter().filter(|e| e.action == "users.list" && e.decision == "denied").count(), 21);
+
+    let (_, maker) = app.operator("maker@example.sg", &["member-management"]).await;
+    let (_, checker) = app.operator("checker@example.sg", &["co-operator"]).await;
+    let (target, _) = app.operator("target@example.sg", &[]).await;
+    let grant = json!({"action": "grant", "role": "deal"});
+    let (status, request) = app.post_json_as(&format!("/v1/admin/users/{target}/roles"), &maker, grant).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{request}");
+    let approve = format!("/v1/admin/change-requests/{}/approve", request["id"].as_str().unwrap());
+    assert_eq!(app.post_as(&approve, &checker, None).await, StatusCode::OK);
+    assert_eq!(log.verify().await.unwrap(), None, "the chain is intact");
+}

@@ -37,6 +37,13 @@ pub const ADDRESS: Limits = Limits {
     max_lock: TimeDelta::minutes(15),
     window: TimeDelta::minutes(30),
 };
+/// Per caller, calls the access policy refused: 20 in ten minutes, then growing pauses.
+pub const REFUSED: Limits = Limits {
+    free_failures: 20,
+    first_lock: TimeDelta::seconds(1),
+    max_lock: TimeDelta::minutes(15),
+    window: TimeDelta::minutes(10),
+};
 /// Per client, for sign-ups and verifications: room for an office behind one address.
 pub const CLIENT_SIGNUPS: Limits = Limits {
     free_failures: 50,

@@ -101,7 +101,10 @@ impl<S: VerifierSource> FromRequestParts<S> for Authenticated {
 }
 
 /// Checks an action with the access policy; a refusal is written to the audit log and
-/// answered 403. `name` is the action as the audit log records it.
+/// answered 403. `name` is the action as the audit log records it. Refusals are throttled
+/// per caller ([`crate::app::throttle::REFUSED`]): past the limit the caller gets 429 and
+/// nothing is written, so a self-registered account flooding admin routes cannot flood
+/// the audit log or hold up the writes that share its chain.
 pub async fn authorize(
     platform: &crate::Platform,
     me: &Principal,
@@ -113,6 +116,12 @@ pub async fn authorize(
     let decision = crate::domain::access::decide(&me.subject(&roles), action, resource);
     if decision.is_allowed() {
         return Ok(());
+    }
+    let throttle = crate::app::throttle::Throttle::new(platform.store.clone(), platform.clock.clone());
+    let scope = format!("refused:{}", me.user_id);
+    let attempt = throttle.reserve(&[(&scope, &crate::app::throttle::REFUSED)]).await;
+    if let crate::app::throttle::Attempt::Refused { until } = attempt.map_err(|e| ApiError::internal(&e))? {
+        return Err(ApiError::too_many_requests((until - platform.clock.now()).num_seconds().max(1) as u64));
     }
     let event = crate::app::audit::Event::denied(&me.user_id, name, "-", decision.reason());
     let audit = crate::app::audit::AuditLog::new(platform.store.clone(), platform.clock.clone());

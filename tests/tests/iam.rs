@@ -463,3 +463,44 @@ async fn a_partner_secret_rotated_in_secrets_manager_is_picked_up_without_a_rede
     let (status, _) = signed(&app, "/v1/webhooks/bank", "bank", b"never a secret", &event("e-4")).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 }
+
+/// A message that fails for good (unreadable, or about a deal that does not exist) goes to
+/// the dead-letter queue at once, sent by the consumer under its own policy, instead of
+/// coming back until the queue's receive limit.
+#[tokio::test]
+async fn a_message_that_fails_for_good_is_dead_lettered_at_once_under_the_consumers_policy() {
+    let d = deployed().await;
+    let nowhere = format!("deal_nowhere_{}", ulid::Ulid::new().to_string().to_lowercase());
+    let allocation = d.stack.function("AllocationFunction").await;
+    let settlement = d.stack.function("SettlementFunction").await;
+    shared::app::allocation::request_start(d.admin.queue.as_ref(), &nowhere).await.unwrap();
+    shared::app::settlement::request_start(d.admin.queue.as_ref(), &nowhere).await.unwrap();
+    let unreadable = format!("not a message {nowhere}");
+    for queue in [QueueName::Allocation, QueueName::Settlement] {
+        d.admin.queue.send(queue, vec![unreadable.clone()]).await.unwrap();
+        let handler = match queue {
+            QueueName::Allocation => allocation::handler(&allocation),
+            _ => settlement::handler(&settlement),
+        };
+        let mut received = Vec::new();
+        while received.len() < 2 {
+            let batch = d.admin.queue.receive(queue, 10, Duration::from_secs(1)).await.unwrap();
+            assert!(!batch.is_empty(), "{queue:?}: the two messages arrive");
+            received.extend(batch.into_iter().filter(|r| r.message.body.contains(&nowhere)));
+        }
+        let messages: Vec<Message> = received.iter().map(|r| r.message.clone()).collect();
+        assert_eq!(handler.handle(&messages).await, Vec::<String>::new(), "{queue:?}: none is delivered again");
+        let receipts: Vec<String> = received.into_iter().map(|r| r.receipt).collect();
+        d.admin.queue.complete(queue, &receipts).await.unwrap();
+        let mut dead = Vec::new();
+        for _ in 0..10 {
+            let letters = d.admin.queue.dead_letters(queue, 10).await.unwrap();
+            dead.extend(letters.into_iter().map(|r| r.message.body).filter(|b| b.contains(&nowhere)));
+            if dead.len() >= 2 {
+                break;
+            }
+        }
+        assert!(dead.contains(&unreadable), "{queue:?}: {dead:?}");
+        assert_eq!(dead.len(), 2, "{queue:?}: the start for a missing deal too: {dead:?}");
+    }
+}

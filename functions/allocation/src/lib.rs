@@ -12,6 +12,7 @@ use async_trait::async_trait;
 use shared::Platform;
 use shared::app::allocation::{AllocationMessage, Allocator};
 use shared::app::consumer::{BatchHandler, each_message};
+use shared::ports::Queue;
 use shared::ports::queue::{Message, QueueName};
 
 /// The queue this function consumes.
@@ -19,16 +20,18 @@ pub const QUEUE: QueueName = QueueName::Allocation;
 
 pub struct Handler {
     allocator: Allocator,
+    queue: Arc<dyn Queue>,
 }
 
 #[async_trait]
 impl BatchHandler for Handler {
     async fn handle(&self, batch: &[Message]) -> Vec<String> {
-        each_message(QUEUE, batch, |message: AllocationMessage| self.allocator.handle(message)).await
+        each_message(self.queue.as_ref(), QUEUE, batch, |message: AllocationMessage| self.allocator.handle(message))
+            .await
     }
 }
 
 /// The batch handler, as Lambda and the local runner run it.
 pub fn handler(platform: &Platform) -> Arc<dyn BatchHandler> {
-    Arc::new(Handler { allocator: Allocator::for_platform(platform) })
+    Arc::new(Handler { allocator: Allocator::for_platform(platform), queue: platform.queue.clone() })
 }

@@ -30,18 +30,20 @@ pub const QUEUE: QueueName = QueueName::Settlement;
 
 pub struct Handler {
     settlements: Settlements,
+    queue: Arc<dyn Queue>,
 }
 
 #[async_trait]
 impl BatchHandler for Handler {
     async fn handle(&self, batch: &[Message]) -> Vec<String> {
-        each_message(QUEUE, batch, |message: SettlementMessage| self.settlements.handle(message)).await
+        each_message(self.queue.as_ref(), QUEUE, batch, |message: SettlementMessage| self.settlements.handle(message))
+            .await
     }
 }
 
 /// The batch handler, as Lambda and the local runner run it.
 pub fn handler(platform: &Platform) -> Arc<dyn BatchHandler> {
-    Arc::new(Handler { settlements: Settlements::for_platform(platform) })
+    Arc::new(Handler { settlements: Settlements::for_platform(platform), queue: platform.queue.clone() })
 }
 
 /// This function's routes: finance's settlement view and retries, the Custody's callback.

@@ -55,6 +55,10 @@ impl Queue for NoQueue {
         Err(QueueError::unavailable(Absent("queue")))
     }
 
+    async fn dead_letter(&self, _: QueueName, _: Vec<String>) -> Result<(), QueueError> {
+        Err(QueueError::unavailable(Absent("queue")))
+    }
+
     async fn dead_letters(&self, _: QueueName, _: usize) -> Result<Vec<Received>, QueueError> {
         Err(QueueError::unavailable(Absent("queue")))
     }

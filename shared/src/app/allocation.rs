@@ -167,6 +167,19 @@ pub enum AllocationError {
     Store(#[from] StoreError),
 }
 
+impl super::consumer::Permanence for AllocationError {
+    fn is_permanent(&self) -> bool {
+        match self {
+            Self::NotFound => true,
+            // A start message may still be on its way.
+            Self::NoRun | Self::Queue(_) => false,
+            Self::Deal(e) => e.is_permanent(),
+            Self::Subscription(e) => e.is_permanent(),
+            Self::Store(e) => e.is_permanent(),
+        }
+    }
+}
+
 impl From<NudgeError> for AllocationError {
     fn from(e: NudgeError) -> Self {
         match e {

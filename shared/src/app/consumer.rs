@@ -88,24 +88,62 @@ pub async fn handle_sqs_event(
     response
 }
 
+/// Whether a failure will come back however often the message is delivered again (a
+/// deal that does not exist, a message that does not parse), as opposed to one that may
+/// pass later (the store or a partner busy, a race lost).
+pub trait Permanence {
+    fn is_permanent(&self) -> bool;
+}
+
+impl Permanence for crate::ports::store::StoreError {
+    fn is_permanent(&self) -> bool {
+        matches!(self, Self::Codec(_) | Self::Invalid(_) | Self::ForeignCursor)
+    }
+}
+
+impl Permanence for super::ledger::LedgerError {
+    fn is_permanent(&self) -> bool {
+        use super::ledger::LedgerError;
+        match self {
+            LedgerError::Refused(_) | LedgerError::NoAccount(_) | LedgerError::Invalid(_) => true,
+            LedgerError::ContextChanged | LedgerError::Busy => false,
+            LedgerError::Store(e) => e.is_permanent(),
+        }
+    }
+}
+
 /// Handles a batch a message at a time: each body read as an `M` and given to `handle`.
-/// Answers the ids of the messages that were unreadable or failed, each logged.
-pub async fn each_message<M, F, Fut, E>(queue: QueueName, batch: &[Message], handle: F) -> Vec<String>
+/// A message that fails for good (unreadable, or a [`Permanence::is_permanent`] error)
+/// goes to the dead-letter queue at once; the ids of those to deliver again (and of any
+/// the dead-letter queue did not take) are answered. Every failure is logged.
+pub async fn each_message<M, F, Fut, E>(queue: &dyn Queue, name: QueueName, batch: &[Message], handle: F) -> Vec<String>
 where
     M: serde::de::DeserializeOwned,
     F: Fn(M) -> Fut,
     Fut: std::future::Future<Output = Result<(), E>>,
-    E: std::fmt::Display,
+    E: std::fmt::Display + Permanence,
 {
     let mut failed = Vec::new();
     for m in batch {
         let outcome = match serde_json::from_str::<M>(&m.body) {
-            Ok(message) => handle(message).await.map_err(|e| e.to_string()),
-            Err(e) => Err(format!("unreadable message: {e}")),
+            Ok(message) => handle(message).await.map_err(|e| (e.is_permanent(), e.to_string())),
+            Err(e) => Err((true, format!("unreadable message: {e}"))),
         };
-        if let Err(error) = outcome {
-            tracing::warn!(queue = %queue, message_id = %m.id, receive_count = m.receive_count, %error, "message failed");
+        let Err((permanent, error)) = outcome else { continue };
+        let (id, receives) = (&m.id, m.receive_count);
+        if !permanent {
+            tracing::warn!(queue = %name, message_id = %id, receive_count = receives, %error, "message failed; will retry");
             failed.push(m.id.clone());
+            continue;
+        }
+        match queue.dead_letter(name, vec![m.body.clone()]).await {
+            Ok(()) => {
+                tracing::error!(queue = %name, message_id = %id, %error, "message failed for good; dead-lettered");
+            }
+            Err(dlq) => {
+                tracing::error!(queue = %name, message_id = %id, %error, %dlq, "message failed for good; the dead-letter queue refused it");
+                failed.push(m.id.clone());
+            }
         }
     }
     failed

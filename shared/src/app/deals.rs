@@ -75,6 +75,17 @@ pub enum DealError {
     Store(#[from] StoreError),
 }
 
+impl super::consumer::Permanence for DealError {
+    fn is_permanent(&self) -> bool {
+        match self {
+            Self::Ledger(e) => e.is_permanent(),
+            Self::Store(e) => e.is_permanent(),
+            // The rest are about the deal itself: delivering the message again changes none.
+            _ => true,
+        }
+    }
+}
+
 /// What [`Deals::follow_windows`] did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Windows {

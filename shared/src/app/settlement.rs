@@ -177,6 +177,19 @@ pub enum SettlementError {
     Store(#[from] StoreError),
 }
 
+impl super::consumer::Permanence for SettlementError {
+    fn is_permanent(&self) -> bool {
+        match self {
+            Self::NotFound | Self::NotRetryable(_) => true,
+            // The allocation may complete yet; a queue is there again later.
+            Self::NotAllocated | Self::Queue(_) => false,
+            Self::Deal(e) => e.is_permanent(),
+            Self::Ledger(e) => e.is_permanent(),
+            Self::Store(e) => e.is_permanent(),
+        }
+    }
+}
+
 impl From<NudgeError> for SettlementError {
     fn from(e: NudgeError) -> Self {
         match e {

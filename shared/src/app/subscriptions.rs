@@ -112,6 +112,18 @@ impl From<LedgerError> for SubscriptionError {
     }
 }
 
+impl super::consumer::Permanence for SubscriptionError {
+    fn is_permanent(&self) -> bool {
+        match self {
+            Self::Ledger(e) => e.is_permanent(),
+            Self::Store(e) => e.is_permanent(),
+            // A deposit account's store may be busy; nothing else about it is final here.
+            Self::Account(_) => false,
+            _ => true,
+        }
+    }
+}
+
 fn sub_key(id: &str) -> Key {
     Key::new(format!("SUB#{id}"), "SUB")
 }

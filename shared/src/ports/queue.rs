@@ -88,6 +88,10 @@ pub trait Queue: Send + Sync {
     /// Makes failed messages visible again at once; their next receive counts.
     async fn release(&self, queue: QueueName, receipts: &[String]) -> Result<(), QueueError>;
 
+    /// Puts bodies straight on the queue's dead-letter queue: messages that failed for a
+    /// reason no redelivery can change, kept for operators without waiting for the retries.
+    async fn dead_letter(&self, queue: QueueName, bodies: Vec<String>) -> Result<(), QueueError>;
+
     /// Up to `max` messages from the queue's dead-letter queue (for operators and tests).
     async fn dead_letters(&self, queue: QueueName, max: usize) -> Result<Vec<Received>, QueueError>;
 }

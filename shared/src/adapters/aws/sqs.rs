@@ -119,15 +119,9 @@ impl SqsQueue {
     }
 }
 
-fn batch_failed(what: &str, failed: usize) -> Result<(), QueueError> {
-    if failed == 0 { Ok(()) } else { Err(QueueError::Unavailable(format!("{failed} {what} entries failed").into())) }
-}
-
-#[async_trait]
-impl Queue for SqsQueue {
-    #[instrument(skip_all, fields(%queue, count = bodies.len()))]
-    async fn send(&self, queue: QueueName, bodies: Vec<String>) -> Result<Vec<String>, QueueError> {
-        let url = &self.urls(queue)?.url;
+impl SqsQueue {
+    /// Sends bodies to the queue at `url`, ten a request; answers the message ids in order.
+    async fn send_to(&self, url: &str, bodies: Vec<String>) -> Result<Vec<String>, QueueError> {
         let mut ids = Vec::with_capacity(bodies.len());
         for chunk in bodies.chunks(SEND_BATCH) {
             let entries = chunk
@@ -151,6 +145,23 @@ impl Queue for SqsQueue {
             ids.extend(sent.into_iter().map(|(_, id)| id));
         }
         Ok(ids)
+    }
+}
+
+fn batch_failed(what: &str, failed: usize) -> Result<(), QueueError> {
+    if failed == 0 { Ok(()) } else { Err(QueueError::Unavailable(format!("{failed} {what} entries failed").into())) }
+}
+
+#[async_trait]
+impl Queue for SqsQueue {
+    #[instrument(skip_all, fields(%queue, count = bodies.len()))]
+    async fn send(&self, queue: QueueName, bodies: Vec<String>) -> Result<Vec<String>, QueueError> {
+        self.send_to(&self.urls(queue)?.url, bodies).await
+    }
+
+    #[instrument(skip_all, fields(%queue, count = bodies.len()))]
+    async fn dead_letter(&self, queue: QueueName, bodies: Vec<String>) -> Result<(), QueueError> {
+        self.send_to(&self.urls(queue)?.dead_letter_url, bodies).await.map(|_| ())
     }
 
     #[instrument(skip_all, fields(%queue))]

@@ -140,6 +140,15 @@ impl Queue for MemoryQueue {
         Ok(())
     }
 
+    async fn dead_letter(&self, queue: QueueName, bodies: Vec<String>) -> Result<(), QueueError> {
+        let mut lanes = self.lanes();
+        let lane = lanes.entry(queue).or_default();
+        for body in bodies {
+            lane.dead.push_back(Message { id: self.next("msg"), body, receive_count: 0 });
+        }
+        Ok(())
+    }
+
     async fn dead_letters(&self, queue: QueueName, max: usize) -> Result<Vec<Received>, QueueError> {
         let lanes = self.lanes();
         Ok(lanes

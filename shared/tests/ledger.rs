@@ -308,12 +308,13 @@ mod features {
         l.submit(&hold).await.unwrap();
         let early = Transfer::pending("early", "inv", "bank", 100, "SGD", codes::WITHDRAWAL).with_timeout(600);
         l.submit(&early).await.unwrap();
-        assert_eq!(l.expire_due(10).await.unwrap(), 0, "nothing is due yet");
+        assert_eq!(l.expire_due(10).await.unwrap().tried, 0, "nothing is due yet");
         clock.advance(chrono::TimeDelta::seconds(61));
         let late = l.submit(&Transfer::post("post", &hold, 200)).await.unwrap_err();
         assert!(matches!(late, LedgerError::Refused(Refusal::Expired)), "{late:?}");
-        assert_eq!(l.expire_due(10).await.unwrap(), 1);
-        assert_eq!(l.expire_due(10).await.unwrap(), 0, "voided once");
+        let expired = l.expire_due(10).await.unwrap();
+        assert_eq!((expired.tried, expired.failed.len()), (1, 0));
+        assert_eq!(l.expire_due(10).await.unwrap().tried, 0, "voided once");
         let inv = l.account("inv").await.unwrap().unwrap();
         assert_eq!((inv.available(), inv.debits_pending), (400, 100), "the expired hold released, the other kept");
         // A timeout belongs to holds only.

@@ -154,7 +154,10 @@ impl Sweeper {
             Err(e) => failures.push(e.to_string()),
         }
         match self.ledger.expire_due(EXPIRY_BATCH).await {
-            Ok(n) => swept.expired = n,
+            Ok(expired) => {
+                swept.expired = expired.tried - expired.failed.len();
+                failures.extend(expired.into_failures());
+            }
             Err(e) => failures.push(e.to_string()),
         }
         let retried = [
@@ -165,7 +168,7 @@ impl Sweeper {
             match outcome {
                 Ok(retried) => {
                     swept.retried += retried.tried;
-                    failures.extend(retried.failed.into_iter().map(|(id, error)| format!("{id}: {error}")));
+                    failures.extend(retried.into_failures());
                 }
                 Err(e) => failures.push(e),
             }

@@ -371,22 +371,24 @@ impl Ledger {
         }
     }
 
-    /// Voids up to `max` holds whose timeout has passed; answers how many were voided.
-    pub async fn expire_due(&self, max: usize) -> Result<usize, LedgerError> {
+    /// Voids up to `max` holds whose timeout has passed; answers how many it tried and
+    /// which failed (one failing does not stop the others).
+    pub async fn expire_due(&self, max: usize) -> Result<super::Retried, LedgerError> {
         let now = self.clock.now();
         let query = Query::secondary(EXPIRING).range(Range::AtMost(format!("{}#\u{10FFFF}", sortable(now))));
         let page = self.store.query(&query.limit(max.clamp(1, 100))).await?;
-        let mut voided = 0;
+        let mut expired = super::Retried::default();
         for item in &page.items {
             let record: Record = item.decode()?;
-            match self.submit(&Transfer::void(format!("{}:expired", record.transfer.id), &record.transfer)).await {
-                Ok(_) => voided += 1,
+            let void = Transfer::void(format!("{}:expired", record.transfer.id), &record.transfer);
+            let outcome = match self.submit(&void).await {
                 // Posted or voided by someone else meanwhile.
-                Err(LedgerError::Refused(Refusal::AlreadyResolved(_))) => {}
-                Err(e) => return Err(e),
-            }
+                Ok(_) | Err(LedgerError::Refused(Refusal::AlreadyResolved(_))) => Ok(()),
+                Err(e) => Err(e),
+            };
+            expired.record(record.transfer.id, outcome);
         }
-        Ok(voided)
+        Ok(expired)
     }
 
     /// Applies a transfer once; answers the amount that moved.

@@ -40,6 +40,11 @@ pub struct Retried {
 }
 
 impl Retried {
+    /// Each failure as `id: why`, for a sweep's report.
+    pub fn into_failures(self) -> impl Iterator<Item = String> {
+        self.failed.into_iter().map(|(id, error)| format!("{id}: {error}"))
+    }
+
     /// Counts one item's outcome.
     pub fn record<T, E: std::fmt::Display>(&mut self, id: String, outcome: Result<T, E>) {
         self.tried += 1;

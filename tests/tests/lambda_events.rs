@@ -3,6 +3,8 @@
 
 use std::sync::Arc;
 
+use shared::ports::queue::QueueName;
+
 use shared::Platform;
 use shared::adapters::clock::SystemClock;
 use tower::ServiceExt;
@@ -29,15 +31,17 @@ async fn an_api_gateway_request_reaches_the_router_and_answers_health() {
 }
 
 #[tokio::test]
-async fn an_sqs_event_reports_only_the_failed_messages() {
+async fn an_sqs_event_dead_letters_what_fails_for_good_and_reports_no_retry_for_it() {
     let (platform, _dir) = platform();
     draft_deal(&platform, "deal_fixture").await;
     let event: aws_lambda_events::event::sqs::SqsEvent = serde_json::from_str(&fixture("allocation-sqs.json")).unwrap();
-    let ids: Vec<String> = event.records.iter().filter_map(|r| r.message_id.clone()).collect();
+    let first = event.records[0].body.clone().unwrap();
     let response = shared::app::consumer::handle_sqs_event(allocation::handler(&platform).as_ref(), event).await;
-    let failed: Vec<String> = response.batch_item_failures.into_iter().map(|f| f.item_identifier).collect();
-    // A message of unknown kind fails; starting the allocation of a deal not closed does nothing.
-    assert_eq!(failed, ids[..1]);
+    // A message of unknown kind fails for good: dead-lettered at once, not delivered again;
+    // starting the allocation of a deal not closed does nothing.
+    assert!(response.batch_item_failures.is_empty());
+    let dead = platform.queue.dead_letters(QueueName::Allocation, 10).await.unwrap();
+    assert_eq!(dead.iter().map(|d| d.message.body.clone()).collect::<Vec<_>>(), [first]);
 }
 
 /// A draft deal, written to the store.
@@ -137,8 +141,9 @@ async fn settlement_sends_sqs_to_its_handler_a_stream_batch_to_the_drain_and_the
 
     let sqs: serde_json::Value = serde_json::from_str(&fixture("allocation-sqs.json")).unwrap();
     let answer = shared::lambda::dispatch(handler.as_ref(), &wake, sqs).await.unwrap();
-    // Neither is a settlement message it can act on (no settlement of that deal).
-    assert_eq!(answer["batchItemFailures"].as_array().map(Vec::len), Some(2), "{answer}");
+    // Neither is a settlement message: both go to the dead-letter queue at once.
+    assert_eq!(answer["batchItemFailures"].as_array().map(Vec::len), Some(0), "{answer}");
+    assert_eq!(platform.queue.dead_letters(QueueName::Settlement, 10).await.unwrap().len(), 2);
     assert_eq!(platform.chain.height().await.unwrap(), 0, "an SQS batch does not sweep");
 
     // A deal whose window has closed: only the whole sweep closes it.

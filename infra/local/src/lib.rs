@@ -45,7 +45,7 @@ pub fn docs() -> serde_json::Value {
         reconcile::openapi(),
         myinfo::openapi(),
     ]);
-    serde_json::to_value(document).unwrap_or_default()
+    shared::http::openapi::complete(serde_json::to_value(document).unwrap_or_default())
 }
 
 /// The queue consumers, as Lambda's event sources would run them.

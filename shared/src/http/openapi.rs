@@ -28,7 +28,111 @@ pub fn document(parts: impl IntoIterator<Item = Document>) -> Document {
     doc
 }
 
+/// The statuses and constraints every route shares, added to each operation of `doc` (the
+/// merged document, as JSON) so the contract says what the server enforces:
+/// - a JSON body: `400` (malformed or invalid), `413` (over the body limit), `415` (not JSON);
+/// - path or query parameters: `400` (a value that does not decode, a forged cursor);
+/// - a path parameter: `404` (nothing under that id);
+/// - a bearer token: `401`, and `403` and `429` (the access policy refuses, and refusals are
+///   throttled per caller);
+/// - paging: `limit` 1 to [`super::page::MAX_LIMIT`], `cursor` not empty;
+/// - `Idempotency-Key`: 1 to 100 of letters, digits, `-`, `_`, `.`, `:`.
+pub fn complete(mut doc: serde_json::Value) -> serde_json::Value {
+    use serde_json::json;
+    let problem = |description: &str| {
+        json!({"description": description,
+               "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}})
+    };
+    let Some(paths) = doc.get_mut("paths").and_then(|p| p.as_object_mut()) else { return doc };
+    for (path, item) in paths.iter_mut() {
+        let Some(item) = item.as_object_mut() else { continue };
+        for (method, op) in item.iter_mut() {
+            if !["get", "post", "put", "patch", "delete"].contains(&method.as_str()) {
+                continue;
+            }
+            let has_body = op.get("requestBody").is_some();
+            let secured = op.get("security").and_then(|s| s.as_array()).is_some_and(|s| !s.is_empty());
+            let params = op.get_mut("parameters").and_then(|p| p.as_array_mut());
+            let mut has_params = path.contains('{');
+            for param in params.into_iter().flatten() {
+                has_params = true;
+                let name = param.get("name").and_then(|n| n.as_str()).unwrap_or_default().to_owned();
+                let Some(schema) = param.get_mut("schema").and_then(|s| s.as_object_mut()) else { continue };
+                match name.as_str() {
+                    "limit" => {
+                        schema.insert("minimum".into(), json!(1));
+                        schema.insert("maximum".into(), json!(super::page::MAX_LIMIT));
+                    }
+                    "cursor" => {
+                        schema.insert("minLength".into(), json!(1));
+                    }
+                    "Idempotency-Key" => {
+                        schema.insert("minLength".into(), json!(1));
+                        schema.insert("maxLength".into(), json!(100));
+                        schema.insert("pattern".into(), json!("^[A-Za-z0-9_.:-]+$"));
+                    }
+                    _ => {}
+                }
+            }
+            let Some(responses) = op.get_mut("responses").and_then(|r| r.as_object_mut()) else { continue };
+            let mut add = |status: &str, description: &str| {
+                responses.entry(status).or_insert_with(|| problem(description));
+            };
+            if has_body {
+                add("400", "Malformed JSON, or a field that breaks a rule (named in `errors`)");
+                add("413", "The body is over the limit");
+                add("415", "The body is not `application/json`");
+            }
+            if has_params {
+                add("400", "A parameter that does not decode or breaks a rule (named in `errors`)");
+            }
+            if path.contains('{') {
+                add("404", "Nothing under that id, or nothing the caller may see");
+            }
+            if secured {
+                add("401", "No valid access token");
+                add("403", "The access policy refuses the caller");
+                add("429", "Too many refused calls: wait `Retry-After` seconds");
+            }
+        }
+    }
+    doc
+}
+
 /// The committed document of the whole API, as the Lambda functions serve it.
 pub fn published() -> serde_json::Value {
     serde_json::from_str(include_str!("../../../docs/openapi.json")).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    #[test]
+    fn every_operation_gets_the_statuses_and_constraints_its_inputs_imply() {
+        let doc = json!({"paths": {
+            "/v1/things/{id}": {"post": {
+                "parameters": [{"in": "header", "name": "Idempotency-Key", "schema": {"type": "string"}}],
+                "requestBody": {}, "security": [{"bearer": []}],
+                "responses": {"201": {"description": "made"}, "400": {"description": "kept"}}
+            }},
+            "/v1/things": {"get": {
+                "parameters": [{"in": "query", "name": "limit", "schema": {"type": "integer", "minimum": 0}}],
+                "responses": {"200": {"description": "listed"}}
+            }},
+            "/health": {"get": {"responses": {"200": {"description": "up"}}}}
+        }});
+        let doc = super::complete(doc);
+        let statuses = |path: &str, method: &str| -> Vec<String> {
+            doc["paths"][path][method]["responses"].as_object().unwrap().keys().cloned().collect()
+        };
+        assert_eq!(statuses("/v1/things/{id}", "post"), ["201", "400", "401", "403", "404", "413", "415", "429"]);
+        assert_eq!(doc["paths"]["/v1/things/{id}"]["post"]["responses"]["400"]["description"], "kept");
+        assert_eq!(statuses("/v1/things", "get"), ["200", "400"]);
+        assert_eq!(statuses("/health", "get"), ["200"]);
+        let limit = &doc["paths"]["/v1/things"]["get"]["parameters"][0]["schema"];
+        assert_eq!((limit["minimum"].as_u64(), limit["maximum"].as_u64()), (Some(1), Some(200)));
+        let key = &doc["paths"]["/v1/things/{id}"]["post"]["parameters"][0]["schema"];
+        assert_eq!((key["minLength"].as_u64(), key["maxLength"].as_u64()), (Some(1), Some(100)));
+    }
 }

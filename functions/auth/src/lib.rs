@@ -65,7 +65,7 @@ impl AuthState {
 
     /// 429 until a throttled scope unlocks.
     fn wait_until(&self, until: DateTime<Utc>) -> ApiError {
-        ApiError::too_many_requests((until - self.platform.clock.now()).num_seconds().max(1) as u64)
+        ApiError::too_many_requests(until, self.platform.clock.now())
     }
 }
 

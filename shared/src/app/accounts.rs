@@ -200,19 +200,9 @@ impl Accounts {
 
     /// Counts a wrong code against the mailed code; every racer's count lands.
     async fn count_wrong_code(&self, user_id: &str) -> Result<(), AccountError> {
-        let mut contention = Contention::default();
-        loop {
-            let Some(stored) = self.store.get(&code_key(user_id)).await? else { return Ok(()) };
-            let record: EmailCode = stored.decode()?;
-            let spent = EmailCode { attempts: record.attempts.saturating_add(1), ..record };
-            let mut item = Item::new(code_key(user_id), &spent)?;
-            item.expires_at = stored.expires_at;
-            match self.store.put(item, Condition::VersionIs(stored.version)).await {
-                Ok(()) => return Ok(()),
-                Err(StoreError::ConditionFailed { .. } | StoreError::Conflict) => contention.lost().await?,
-                Err(e) => return Err(e.into()),
-            }
-        }
+        let spent = |c: &mut EmailCode| c.attempts = c.attempts.saturating_add(1);
+        crate::ports::store::update(self.store.as_ref(), &code_key(user_id), spent).await?;
+        Ok(())
     }
 
     /// Creates a verified account directly, for bootstrap and demo data (no email round

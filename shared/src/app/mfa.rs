@@ -15,7 +15,7 @@ use crate::Platform;
 use crate::domain::totp;
 use crate::ports::envelope::{EncryptionContext, Envelope, random_bytes};
 use crate::ports::keyring::KeyringError;
-use crate::ports::store::{Condition, Contention, Item, Key, StoreError, Write};
+use crate::ports::store::{Condition, Item, Key, StoreError, Write};
 use crate::ports::{Clock, Keyring, Store};
 
 /// How long a login challenge waits for its code.
@@ -224,21 +224,9 @@ impl SecondFactor {
 
     /// Counts a wrong code on its challenge; every racer's count lands.
     async fn count_on_challenge(&self, challenge: &str) -> Result<(), MfaError> {
-        let mut contention = Contention::default();
-        loop {
-            let Some(item) = self.store.get(&challenge_key(challenge)).await? else { return Ok(()) };
-            let state: Challenge = item.decode()?;
-            let mut counted = Item::new(
-                challenge_key(challenge),
-                &Challenge { attempts: state.attempts.saturating_add(1), ..state },
-            )?;
-            counted.expires_at = item.expires_at;
-            match self.store.put(counted, Condition::VersionIs(item.version)).await {
-                Ok(()) => return Ok(()),
-                Err(StoreError::ConditionFailed { .. } | StoreError::Conflict) => contention.lost().await?,
-                Err(e) => return Err(e.into()),
-            }
-        }
+        let counted = |c: &mut Challenge| c.attempts = c.attempts.saturating_add(1);
+        crate::ports::store::update(self.store.as_ref(), &challenge_key(challenge), counted).await?;
+        Ok(())
     }
 
     /// Checks a code under the account's second-factor throttle: the attempt is reserved

@@ -164,19 +164,8 @@ impl Throttle {
     /// Gives back an attempt that succeeded in a scope a success does not reset (a client
     /// address many people share).
     pub async fn refund(&self, scope: &str) -> Result<(), StoreError> {
-        let mut contention = Contention::default();
-        loop {
-            let Some(item) = self.store.get(&key(scope)).await? else { return Ok(()) };
-            let mut failures: Failures = item.decode()?;
-            failures.count = failures.count.saturating_sub(1);
-            let mut refunded = Item::new(key(scope), &failures)?;
-            refunded.expires_at = item.expires_at;
-            match self.store.put(refunded, Condition::VersionIs(item.version)).await {
-                Ok(()) => return Ok(()),
-                Err(StoreError::ConditionFailed { .. } | StoreError::Conflict) => contention.lost().await?,
-                Err(e) => return Err(e),
-            }
-        }
+        let refunded = |f: &mut Failures| f.count = f.count.saturating_sub(1);
+        crate::ports::store::update(self.store.as_ref(), &key(scope), refunded).await.map(|_| ())
     }
 
     /// Forgets the attempts of `scope` (after a success).

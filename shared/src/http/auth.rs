@@ -121,7 +121,7 @@ pub async fn authorize(
     let scope = format!("refused:{}", me.user_id);
     let attempt = throttle.reserve(&[(&scope, &crate::app::throttle::REFUSED)]).await;
     if let crate::app::throttle::Attempt::Refused { until } = attempt.map_err(|e| ApiError::internal(&e))? {
-        return Err(ApiError::too_many_requests((until - platform.clock.now()).num_seconds().max(1) as u64));
+        return Err(ApiError::too_many_requests(until, platform.clock.now()));
     }
     let event = crate::app::audit::Event::denied(&me.user_id, name, "-", decision.reason());
     let audit = crate::app::audit::AuditLog::new(platform.store.clone(), platform.clock.clone());

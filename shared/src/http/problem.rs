@@ -50,8 +50,10 @@ impl ApiError {
         Self { status, slug, title, detail: detail.into(), errors: Vec::new(), retry_after: None }
     }
 
-    /// 429, with `Retry-After` in seconds.
-    pub fn too_many_requests(retry_after: u64) -> Self {
+    /// 429 until a throttled scope unlocks at `until`, with `Retry-After` the whole seconds
+    /// from `now` (at least one).
+    pub fn too_many_requests(until: chrono::DateTime<chrono::Utc>, now: chrono::DateTime<chrono::Utc>) -> Self {
+        let retry_after = (until - now).num_seconds().max(1) as u64;
         Self {
             retry_after: Some(retry_after),
             ..Self::new(
@@ -192,5 +194,30 @@ impl IntoResponse for ApiError {
             response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ApiError;
+    use crate::app::ledger::LedgerError;
+    use crate::ports::store::StoreError;
+    use axum::http::StatusCode;
+
+    #[test]
+    fn store_errors_that_are_not_ours_keep_their_meaning_through_wrappers() {
+        let forged = ApiError::internal(&LedgerError::Store(StoreError::ForeignCursor));
+        assert_eq!((forged.status, forged.errors[0].field.as_str()), (StatusCode::BAD_REQUEST, "cursor"));
+        let busy = ApiError::internal(&LedgerError::Store(StoreError::Conflict));
+        assert_eq!(busy.status, StatusCode::SERVICE_UNAVAILABLE);
+        let broken = ApiError::internal(&LedgerError::Store(StoreError::Codec("bad".into())));
+        assert_eq!(broken.status, StatusCode::INTERNAL_SERVER_ERROR);
+    }
+
+    #[test]
+    fn retry_after_counts_whole_seconds_and_never_zero() {
+        let now = chrono::Utc::now();
+        assert_eq!(ApiError::too_many_requests(now + chrono::TimeDelta::seconds(90), now).retry_after, Some(90));
+        assert_eq!(ApiError::too_many_requests(now, now).retry_after, Some(1));
     }
 }

@@ -383,6 +383,29 @@ impl Contention {
     }
 }
 
+/// Changes the item under `key` in place with `change`, keeping its index and expiry: read,
+/// change, write on the version read, again after a lost race (within [`Contention`]), so
+/// every concurrent change lands. Answers `false` when there is no such item.
+pub async fn update<T, F>(store: &dyn Store, key: &Key, change: F) -> Result<bool, StoreError>
+where
+    T: Serialize + DeserializeOwned,
+    F: Fn(&mut T),
+{
+    let mut contention = Contention::default();
+    loop {
+        let Some(item) = store.get(key).await? else { return Ok(false) };
+        let mut value: T = item.decode()?;
+        change(&mut value);
+        let changed =
+            Item { index: item.index.clone(), expires_at: item.expires_at, ..Item::new(key.clone(), &value)? };
+        match store.put(changed, Condition::VersionIs(item.version)).await {
+            Ok(()) => return Ok(true),
+            Err(StoreError::ConditionFailed { .. } | StoreError::Conflict) => contention.lost().await?,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// Calls `f` on every item `query` finds, fetching a page of 1,000 at a time.
 pub async fn each(
     store: &dyn Store,

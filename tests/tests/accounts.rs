@@ -14,6 +14,7 @@ on_both_stores!(
     a_code_dies_after_five_wrong_tries_and_after_fifteen_minutes,
     an_unknown_address_gets_the_same_answer_as_a_wrong_code,
     whoever_signed_the_address_up_first_cannot_log_in_after_its_owner_verifies,
+    parallel_wrong_codes_all_count_and_get_at_most_five_checks,
 );
 
 const EMAIL: &str = "Tan.Wei@Example.SG";
@@ -164,4 +165,26 @@ async fn whoever_signed_the_address_up_first_cannot_log_in_after_its_owner_verif
     let (status, _) = app.post("/v1/auth/login", json!({"email": EMAIL, "password": attacker})).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     app.login(EMAIL, PASSWORD).await;
+}
+
+/// Every verification is reserved before its code is checked: twenty wrong codes at once
+/// get no more than the address's five checks, the rest 429, and the code is dead after.
+async fn parallel_wrong_codes_all_count_and_get_at_most_five_checks(app: TestApp) {
+    let code = sign_up(&app).await;
+    let wrong = if code == "000000" { "111111" } else { "000000" };
+    let mut guesses = tokio::task::JoinSet::new();
+    for _ in 0..20 {
+        let (client, url) = (app.client.clone(), app.url("/v1/auth/email/verify"));
+        let body = json!({"email": EMAIL, "code": wrong, "password": PASSWORD});
+        guesses.spawn(async move { client.post(url).json(&body).send().await.unwrap().status() });
+    }
+    let answers = guesses.join_all().await;
+    let checked = answers.iter().filter(|s| **s == StatusCode::BAD_REQUEST).count();
+    let refused = answers.iter().filter(|s| **s == StatusCode::TOO_MANY_REQUESTS).count();
+    assert_eq!((checked, refused), (5, 15), "{answers:?}");
+    app.clock.advance(TimeDelta::minutes(1));
+    let (status, body) =
+        app.post("/v1/auth/email/verify", json!({"email": EMAIL, "code": code, "password": PASSWORD})).await;
+    assert_field(status, &body, "code");
+    assert!(!verified(&app).await, "five wrong codes counted: the code is dead");
 }

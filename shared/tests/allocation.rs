@@ -60,6 +60,7 @@ async fn closed_deal_at(
         created_by: "ops".into(),
         created_at: start(),
         updated_at: start(),
+        holds_released: false,
     };
     platform.store.put(deal_item(&deal).unwrap(), Condition::NotExists).await.unwrap();
     let mut book = Vec::new();

@@ -363,6 +363,35 @@ impl TestApp {
         id
     }
 
+    /// Proposes the change at `path` as `maker` (202) and has a second operator with
+    /// `checker_roles` approve it; answers the approved request.
+    pub async fn proposed_and_approved(
+        &self,
+        path: &str,
+        maker: &str,
+        checker_roles: &[&str],
+        body: serde_json::Value,
+    ) -> serde_json::Value {
+        use reqwest::StatusCode;
+        let response = self.client.post(self.url(path)).bearer_auth(maker).json(&body).send().await.unwrap();
+        let status = response.status();
+        let request: serde_json::Value = response.json().await.unwrap_or_default();
+        assert_eq!(status, StatusCode::ACCEPTED, "{request}");
+        let id = request["id"].as_str().unwrap();
+        let (_, checker) = self.operator(&format!("checker-{id}@example.sg").to_lowercase(), checker_roles).await;
+        let (status, approved) = self
+            .post_json_as(&format!("/v1/admin/change-requests/{id}/approve"), &checker, serde_json::json!({}))
+            .await;
+        assert_eq!((status, approved["status"].as_str()), (StatusCode::OK, Some("approved")), "{approved}");
+        approved
+    }
+
+    /// Closes an open deal early: `finance` proposes, a second finance operator approves.
+    pub async fn close_early(&self, deal: &str, finance: &str) {
+        let path = format!("/v1/admin/deals/{deal}/close");
+        self.proposed_and_approved(&path, finance, &["finance"], serde_json::json!({})).await;
+    }
+
     /// POSTs a subscription with an idempotency key.
     pub async fn subscribe(
         &self,

@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 on_both_stores!(
     a_deal_goes_from_draft_through_publication_to_open_and_closed_by_its_window,
     a_publication_is_not_approved_when_the_deal_no_longer_matches_what_was_proposed,
+    a_published_deal_is_not_edited_cancelled_or_closed_early_by_one_operator,
 );
 
 fn new_deal(issuer_id: &str, app: &TestApp) -> Value {
@@ -92,14 +93,25 @@ async fn a_deal_goes_from_draft_through_publication_to_open_and_closed_by_its_wi
     assert_eq!(app.post_as(&approve, &s.checker, None).await, StatusCode::OK);
     assert_eq!(state_of(&app, &id, &investor).await, "published");
 
-    // Published: nothing economic changes; descriptions and documents still may.
+    // Published: nothing economic changes; descriptions and documents still may, with a
+    // second deal operator's approval.
     let (status, problem) =
         app.patch_json_as(&format!("/v1/admin/deals/{id}"), &s.maker, json!({"unit_price": "99.00"})).await;
     assert_eq!(status, StatusCode::CONFLICT, "{problem}");
     assert!(problem["detail"].as_str().unwrap().contains("unit_price"));
     let docs = json!({"documents": ["doc://prospectus", "doc://valuation-2026"]});
-    assert_eq!(app.patch_json_as(&format!("/v1/admin/deals/{id}"), &s.maker, docs).await.0, StatusCode::OK);
-    // The audit log records the edit with the field's old and new value.
+    let (status, edit) = app.patch_json_as(&format!("/v1/admin/deals/{id}"), &s.maker, docs).await;
+    assert_eq!((status, edit["change"]["kind"].as_str()), (StatusCode::ACCEPTED, Some("edit_deal")), "{edit}");
+    let (_, unchanged) = app.get_as(&format!("/v1/deals/{id}"), &investor).await;
+    assert_eq!(unchanged["documents"], json!(["doc://prospectus"]), "nothing changes before approval");
+    let again = json!({"building_name": "Harbour Point II"});
+    assert_eq!(app.patch_json_as(&format!("/v1/admin/deals/{id}"), &s.maker, again).await.0, StatusCode::CONFLICT);
+    let approve_edit = format!("/v1/admin/change-requests/{}/approve", edit["id"].as_str().unwrap());
+    assert_eq!(app.post_as(&approve_edit, &s.maker, None).await, StatusCode::FORBIDDEN, "no self-approval");
+    assert_eq!(app.post_as(&approve_edit, &s.checker, None).await, StatusCode::OK);
+    let (_, edited) = app.get_as(&format!("/v1/deals/{id}"), &investor).await;
+    assert_eq!(edited["documents"], json!(["doc://prospectus", "doc://valuation-2026"]), "{edited}");
+    // The audit log records the approved edit with the field's old and new value.
     let (_, auditor) = app.operator("auditor@example.sg", &["co-operator"]).await;
     let (status, audit) = app.get_as("/v1/admin/audit?limit=200", &auditor).await;
     assert_eq!(status, StatusCode::OK, "{audit}");
@@ -107,7 +119,10 @@ async fn a_deal_goes_from_draft_through_publication_to_open_and_closed_by_its_wi
         .as_array()
         .unwrap()
         .iter()
-        .find(|e| e["action"] == "deal.update" && e["reason"].as_str().unwrap().contains("valuation-2026"))
+        .find(|e| {
+            e["action"] == "change-request.approve.edit-deal"
+                && e["reason"].as_str().unwrap().contains("valuation-2026")
+        })
         .expect("the documents edit is audited");
     assert!(edit["reason"].as_str().unwrap().contains("terms.documents: [\"doc://prospectus\"] -> "), "{edit}");
 
@@ -148,8 +163,16 @@ async fn a_deal_goes_from_draft_through_publication_to_open_and_closed_by_its_wi
     let (_, finance) = app.operator("finance-3@example.sg", &["finance"]).await;
     let (_, maker) = app.operator("maker-3@example.sg", &["deal"]).await;
     assert_eq!(app.post_as(&format!("/v1/admin/deals/{third}/close"), &maker, None).await, StatusCode::FORBIDDEN);
-    let (status, closed) = app.post_json_as(&format!("/v1/admin/deals/{third}/close"), &finance, json!({})).await;
-    assert_eq!((status, closed["state"].as_str()), (StatusCode::OK, Some("closed")), "{closed}");
+    let (status, request) = app.post_json_as(&format!("/v1/admin/deals/{third}/close"), &finance, json!({})).await;
+    assert_eq!((status, request["change"]["kind"].as_str()), (StatusCode::ACCEPTED, Some("close_deal")), "{request}");
+    assert_eq!(state_of(&app, &third, &maker).await, "open", "open until a second finance operator approves");
+    let approve = format!("/v1/admin/change-requests/{}/approve", request["id"].as_str().unwrap());
+    assert_eq!(app.post_as(&approve, &finance, None).await, StatusCode::FORBIDDEN, "no self-approval");
+    assert_eq!(app.post_as(&approve, &maker, None).await, StatusCode::FORBIDDEN, "a deal operator may not close");
+    let (_, second_finance) = app.operator("finance-4@example.sg", &["finance"]).await;
+    assert_eq!(app.post_as(&approve, &second_finance, None).await, StatusCode::OK);
+    // Closed early, and its allocation follows (nothing subscribed: it ends issued).
+    eventually("the third deal closed and settled", || async { public_state(&app, &third).await == "issued" }).await;
 }
 
 /// The request carries a digest of the terms it was proposed on: terms changed by any path
@@ -172,4 +195,50 @@ async fn a_publication_is_not_approved_when_the_deal_no_longer_matches_what_was_
     let (status, problem) = app.post_json_as(&approve, &s.checker, json!({})).await;
     assert_eq!(status, StatusCode::CONFLICT, "{problem}");
     assert_eq!(state_of(&app, &id, &s.maker).await, "pending_approval");
+}
+
+/// After publication, what investors read and whether the deal goes on are maker-checker
+/// changes: one operator's edit, cancellation or early close changes nothing until a
+/// second approves, and an approval on a deal that moved on since is refused.
+async fn a_published_deal_is_not_edited_cancelled_or_closed_early_by_one_operator(app: TestApp) {
+    let deal = app.open_deal("201912345K").await;
+    let (_, maker) = app.operator("maker@example.sg", &["deal"]).await;
+    let (_, checker) = app.operator("checker@example.sg", &["deal"]).await;
+    let (_, finance) = app.operator("finance@example.sg", &["finance"]).await;
+    let approve = |request: &Value| format!("/v1/admin/change-requests/{}/approve", request["id"].as_str().unwrap());
+
+    // A cancellation waits for a second deal operator; its maker cannot approve it.
+    let (status, cancel) = app.post_json_as(&format!("/v1/admin/deals/{deal}/cancel"), &maker, json!({})).await;
+    assert_eq!((status, cancel["change"]["kind"].as_str()), (StatusCode::ACCEPTED, Some("cancel_deal")), "{cancel}");
+    assert_eq!(app.post_as(&approve(&cancel), &maker, None).await, StatusCode::FORBIDDEN);
+    assert_eq!(public_state(&app, &deal).await, "open");
+    // One pending request may end the deal: an early close waits for the cancellation.
+    let (status, problem) = app.post_json_as(&format!("/v1/admin/deals/{deal}/close"), &finance, json!({})).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{problem}");
+
+    // An edit approved meanwhile changes what the cancellation was proposed on: the
+    // checker would approve something the maker never saw, so the approval is refused.
+    let (status, edit) = app
+        .patch_json_as(&format!("/v1/admin/deals/{deal}"), &maker, json!({"building_name": "Harbour Point II"}))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{edit}");
+    assert_eq!(app.post_as(&approve(&edit), &checker, None).await, StatusCode::OK);
+    let (status, problem) = app.post_json_as(&approve(&cancel), &checker, json!({})).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{problem}");
+    assert_eq!(public_state(&app, &deal).await, "open");
+    let reject = format!("/v1/admin/change-requests/{}/reject", cancel["id"].as_str().unwrap());
+    assert_eq!(app.post_json_as(&reject, &checker, json!({"note": "stale"})).await.0, StatusCode::OK);
+
+    // An early close proposed an hour before the window ends is refused once the window
+    // closed the deal.
+    app.clock.advance(TimeDelta::hours(6 * 24 + 22));
+    let (_, finance) = app.operator("finance-2@example.sg", &["finance"]).await;
+    let (status, close) = app.post_json_as(&format!("/v1/admin/deals/{deal}/close"), &finance, json!({})).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{close}");
+    app.clock.advance(TimeDelta::hours(2));
+    eventually("the window closed the deal", || async { public_state(&app, &deal).await != "open" }).await;
+    let (_, finance_checker) = app.operator("finance-checker@example.sg", &["finance"]).await;
+    let (status, problem) = app.post_json_as(&approve(&close), &finance_checker, json!({})).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{problem}");
+    assert!(problem["detail"].as_str().unwrap().contains("cannot close"), "{problem}");
 }

@@ -229,9 +229,10 @@ async fn accounts_serves_deposits_from_a_signed_webhook_and_pays_out_at_the_bank
     assert_eq!(payouts.len(), 1, "the bank received the payout once");
 }
 
-/// The whole offering after the window: finance closes the deal (offering), allocation
-/// works its queue (allocation), settlement moves the money and issues through the
-/// Custody and the chain (settlement), each under its own policy.
+/// The whole offering after an early close: one finance operator proposes it (offering),
+/// a second approves it (auth), the sweep starts the allocation, allocation works its
+/// queue (allocation), settlement moves the money and issues through the Custody and the
+/// chain (settlement), each under its own policy.
 #[tokio::test]
 async fn an_offering_closes_allocates_settles_and_issues_with_each_step_under_its_functions_policy() {
     use shared::app::deals::Deals;
@@ -247,10 +248,14 @@ async fn an_offering_closes_allocates_settles_and_issues_with_each_step_under_it
     let auth = d.stack.function("AuthFunction").await;
     let (_, finance) = with_second_factor(&d, &auth, "finance@example.sg", &["finance"], 2).await;
     let offering = d.stack.function("OfferingFunction").await;
-    let (status, closed) =
+    let (status, request) =
         call(&offering::app(&offering), "POST", &format!("/v1/admin/deals/{}/close", deal.id), Some(&finance), None)
             .await;
-    assert_eq!(status, StatusCode::OK, "{closed}");
+    assert_eq!(status, StatusCode::ACCEPTED, "{request}");
+    let (_, checker) = with_second_factor(&d, &auth, "finance-2@example.sg", &["finance"], 2).await;
+    let approve = format!("/v1/admin/change-requests/{}/approve", request["id"].as_str().unwrap());
+    let (status, approved) = call(&auth::app(&auth), "POST", &approve, Some(&checker), None).await;
+    assert_eq!(status, StatusCode::OK, "{approved}");
 
     let allocation = d.stack.function("AllocationFunction").await;
     let settlement = d.stack.function("SettlementFunction").await;

@@ -32,7 +32,7 @@ async fn after_an_offering_the_books_agree_and_injected_differences_are_one_brea
     let deal = app.open_deal("201912345K").await;
     let investors = subscribed_investors(&app.platform, &deal, 0..12).await;
     let (_, finance) = app.operator("fin@example.sg", &["finance"]).await;
-    assert_eq!(app.post_as(&format!("/v1/admin/deals/{deal}/close"), &finance, None).await, StatusCode::OK);
+    app.close_early(&deal, &finance).await;
     wait_for_state(&app.platform, &deal, "issued", 300).await;
     wait_for_chain(&app.platform).await;
     let reconciler = Reconciler::for_platform(&app.platform);
@@ -230,7 +230,7 @@ async fn in_flight_items_are_timing_differences_until_their_grace_runs_out(mut a
     let deal = app.open_deal("201912345K").await;
     let investors = subscribed_investors(&app.platform, &deal, 0..4).await;
     let (_, finance) = app.operator("fin@example.sg", &["finance"]).await;
-    assert_eq!(app.post_as(&format!("/v1/admin/deals/{deal}/close"), &finance, None).await, StatusCode::OK);
+    app.close_early(&deal, &finance).await;
     wait_for_state(&app.platform, &deal, "issued", 300).await;
     wait_for_chain(&app.platform).await;
     app.running.stop_workers().await;
@@ -360,7 +360,9 @@ async fn units_the_custody_approved_are_pending_until_the_ledger_issues_them() {
     // The Custody answers "pending", then approves and calls back a moment later.
     sims.custody.inject(Fault { kind: FaultKind::ApproveLate, times: 1, delay_ms: 50 });
     let (_, finance) = app.operator("fin@example.sg", &["finance"]).await;
-    assert_eq!(app.post_as(&format!("/v1/admin/deals/{deal}/close"), &finance, None).await, StatusCode::OK);
+    app.close_early(&deal, &finance).await;
+    // The sweep would start the allocation; with the workers stopped, the test does.
+    shared::app::allocation::request_start(app.platform.queue.as_ref(), &deal).await.unwrap();
     let settlements = Settlements::for_platform(&app.platform);
     let phase = async || settlements.state(&deal).await.unwrap().map(|s| s.phase);
     work_queues_until(&app, "the distribution's approval", async || phase().await == Some(Phase::Issuing)).await;

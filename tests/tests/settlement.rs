@@ -29,7 +29,7 @@ async fn investors_see_their_allocations_and_finance_sees_the_settlement(app: Te
     let (status, nothing_yet) = app.get_as("/v1/me/allocations", ann_token).await;
     assert_eq!((status, nothing_yet["items"].as_array().map(Vec::len)), (StatusCode::OK, Some(0)));
 
-    assert_eq!(app.post_as(&format!("/v1/admin/deals/{deal}/close"), &finance, None).await, StatusCode::OK);
+    app.close_early(&deal, &finance).await;
     wait_for_state(&app.platform, &deal, "issued", 60).await;
     let ids: Vec<String> = investors.iter().map(|(id, _, _)| id.clone()).collect();
     let settled = assert_settled(&app.platform, &deal, &ids).await;
@@ -84,7 +84,7 @@ async fn a_deal_of_thousands_of_subscriptions_closes_allocates_settles_and_issue
     let requested: u64 = (0..2_500).map(units_for).sum();
     assert!(requested > 10_000, "oversubscribed");
     let (_, finance) = app.operator("fin@example.sg", &["finance"]).await;
-    assert_eq!(app.post_as(&format!("/v1/admin/deals/{deal}/close"), &finance, None).await, StatusCode::OK);
+    app.close_early(&deal, &finance).await;
     wait_for_state(&app.platform, &deal, "issued", 240).await;
     let settled = assert_settled(&app.platform, &deal, &investors).await;
     assert_eq!(settled.units, 10_000, "oversubscribed: the whole supply");
@@ -103,7 +103,7 @@ async fn closed_deal(app: &TestApp, n: usize) -> (String, Vec<String>, String) {
     let deal = app.open_deal("201912345K").await;
     let investors = subscribed_investors(&app.platform, &deal, 0..n).await;
     let (_, finance) = app.operator("fin@example.sg", &["finance"]).await;
-    assert_eq!(app.post_as(&format!("/v1/admin/deals/{deal}/close"), &finance, None).await, StatusCode::OK);
+    app.close_early(&deal, &finance).await;
     (deal, investors, finance)
 }
 

@@ -8,7 +8,6 @@ use platform_tests::settle::{
     Dice, Settled, assert_issued_after_approval, assert_settled, drive, subscribed_investors,
 };
 use platform_tests::spawn_app;
-use reqwest::StatusCode;
 use shared::adapters::partners::{Fault, FaultKind};
 use shared::app::mirror::ChainMirror;
 
@@ -46,7 +45,7 @@ async fn settle(seed: Option<u64>) -> (Settled, usize) {
         }
     }
     let (_, finance) = app.operator("fin@example.sg", &["finance"]).await;
-    assert_eq!(app.post_as(&format!("/v1/admin/deals/{deal}/close"), &finance, None).await, StatusCode::OK);
+    app.close_early(&deal, &finance).await;
     let mut dice = Dice::new(seed.unwrap_or(1));
     let kills =
         drive(&app.platform, &app.clock, &deal, &["issued"], if seed.is_some() { 50 } else { 0 }, &mut dice).await;

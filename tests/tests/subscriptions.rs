@@ -2,9 +2,9 @@
 //! exactly, every refusal changes nothing, one live subscription per investor, and under
 //! 500 concurrent requests escrow holds exactly what the live subscriptions say.
 
-use platform_tests::{TestApp, on_both_stores, spawn_app};
+use platform_tests::{TestApp, eventually, on_both_stores, spawn_app};
 use reqwest::StatusCode;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 on_both_stores!(subscribing_and_cancelling_move_the_available_balance_exactly);
 
@@ -77,7 +77,7 @@ async fn subscribing_and_cancelling_move_the_available_balance_exactly(app: Test
     // Closed: no subscribing, no cancelling; settlement then charges exactly what was held
     // (the deal is undersubscribed).
     let (_, finance) = app.operator("fin@example.sg", &["finance"]).await;
-    assert_eq!(app.post_as(&format!("/v1/admin/deals/{deal}/close"), &finance, None).await, StatusCode::OK);
+    app.close_early(&deal, &finance).await;
     assert_eq!(app.subscribe(&ben, &deal, "b4", 10).await.0, StatusCode::CONFLICT);
     let cancel = format!("/v1/subscriptions/{}/cancel", resub["id"].as_str().unwrap());
     assert_eq!(app.post_as(&cancel, &ann, None).await, StatusCode::CONFLICT);
@@ -159,9 +159,19 @@ async fn cancelling_a_deal_releases_every_hold() {
         investors.push(token);
     }
     let (_, ops) = app.operator("ops@example.sg", &["deal"]).await;
-    assert_eq!(app.post_as(&format!("/v1/admin/deals/{deal}/cancel"), &ops, None).await, StatusCode::OK);
+    // A published deal is cancelled only with a second deal operator's approval; until
+    // then every hold stays.
+    let (status, request) = app.post_json_as(&format!("/v1/admin/deals/{deal}/cancel"), &ops, json!({})).await;
+    assert_eq!((status, request["status"].as_str()), (StatusCode::ACCEPTED, Some("pending")), "{request}");
+    assert_eq!(app.sgd(&investors[0]).await, ("2000.00".into(), "1000.00".into()), "held until approved");
+    let approve = format!("/v1/admin/change-requests/{}/approve", request["id"].as_str().unwrap());
+    assert_eq!(app.post_as(&approve, &ops, None).await, StatusCode::FORBIDDEN, "not by its maker");
+    let (_, checker) = app.operator("checker@example.sg", &["deal"]).await;
+    assert_eq!(app.post_as(&approve, &checker, None).await, StatusCode::OK);
+    // The sweep releases the holds.
     for token in &investors {
-        assert_eq!(app.sgd(token).await, ("2000.00".into(), "2000.00".into()), "the hold was released");
+        eventually("the hold was released", || async { app.sgd(token).await == ("2000.00".into(), "2000.00".into()) })
+            .await;
         let (_, mine) = app.get_as("/v1/me/subscriptions", token).await;
         assert_eq!(mine["items"][0]["status"], "cancelled");
     }

@@ -2,6 +2,7 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use shared::app::changes::{Change, ChangeRequest, ChangeRequests};
@@ -18,7 +19,7 @@ use shared::http::{Path, Query};
 use utoipa::ToSchema;
 
 use crate::OfferingState;
-use shared::http::change_error;
+use shared::http::{change_error, deal_error};
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -116,24 +117,6 @@ fn cents(field: &str, text: &str) -> Result<u64, ApiError> {
     parse_cents(text).map_err(|e| ApiError::validation(vec![FieldError::new(field, e.to_string())]))
 }
 
-fn deal_error(e: DealError) -> ApiError {
-    match e {
-        DealError::Invalid(problems) => ApiError::invalid_fields(problems),
-        DealError::NotFound => ApiError::not_found("no such deal"),
-        DealError::IssuerNotApproved => {
-            ApiError::validation(vec![FieldError::new("issuer_id", "no approved issuer has this id")])
-        }
-        DealError::Frozen(field) => ApiError::conflict(format!("{field} cannot change once the deal is published")),
-        DealError::Closed => ApiError::conflict("nothing can change once the deal closed"),
-        DealError::AwaitingApproval => ApiError::conflict(
-            "the deal awaits approval for publication: have the request rejected (or let it lapse), then edit",
-        ),
-        DealError::Transition(t) => ApiError::conflict(t.to_string()),
-        DealError::Ledger(e) => ApiError::internal(&e),
-        DealError::Store(e) => ApiError::internal(&e),
-    }
-}
-
 /// Whether `me` may see a deal that is not public: deal operators, and its issuer's users.
 fn may_see_unpublished(me: &Principal, deal: &Deal) -> bool {
     let roles = me.known_roles();
@@ -172,18 +155,25 @@ pub async fn register(
     Ok((StatusCode::CREATED, Json(deal.into())))
 }
 
-/// Edits a deal: descriptions and documents until it closes, economic terms only before
-/// publication. The audit log records every changed field with its old and new value.
+/// Edits a deal. A draft changes at once (200). A published or open deal's descriptions
+/// and documents change only with a second deal operator's approval: the edit becomes a
+/// change request (202) approved at `POST /v1/admin/change-requests/{id}/approve`.
+/// Economic terms never change once published. The audit log records every changed
+/// field with its old and new value.
 #[utoipa::path(patch, path = "/v1/admin/deals/{id}", tag = "deals", security(("bearer" = [])),
     params(("id" = String, Path)), request_body = EditDeal,
-    responses((status = 200, body = DealView), (status = 400, body = Problem, content_type = PROBLEM_JSON),
-        (status = 409, description = "The state does not allow the change", body = Problem, content_type = PROBLEM_JSON)))]
+    responses((status = 200, description = "The draft as edited", body = DealView),
+        (status = 202, description = "A published deal's edit, awaiting approval", body = ChangeRequest),
+        (status = 400, body = Problem, content_type = PROBLEM_JSON),
+        (status = 403, body = Problem, content_type = PROBLEM_JSON),
+        (status = 404, body = Problem, content_type = PROBLEM_JSON),
+        (status = 409, description = "The state does not allow the change, or the same change is pending", body = Problem, content_type = PROBLEM_JSON)))]
 pub async fn edit(
     State(state): State<OfferingState>,
     Authenticated(me): Authenticated,
     Path(id): Path<String>,
     Json(body): Json<EditDeal>,
-) -> Result<Json<DealView>, ApiError> {
+) -> Result<Response, ApiError> {
     authorize(&state.platform, &me, Action::ManageDeals, Resource::None, "deal.update").await?;
     let patch = DealPatch {
         building_name: body.building_name,
@@ -198,8 +188,20 @@ pub async fn edit(
         opens_at: body.opens_at,
         closes_at: body.closes_at,
     };
-    let deal = Deals::for_platform(&state.platform).update(&me.user_id, &id, &patch).await.map_err(deal_error)?;
-    Ok(Json(deal.into()))
+    match Deals::for_platform(&state.platform).update(&me.user_id, &id, &patch).await {
+        Ok(deal) => Ok(Json(DealView::from(deal)).into_response()),
+        Err(DealError::NeedsApproval) => propose(&state, &me, Change::EditDeal { deal_id: id, patch }).await,
+        Err(e) => Err(deal_error(e)),
+    }
+}
+
+/// Proposes a change to a deal; answers the request, 202.
+async fn propose(state: &OfferingState, me: &Principal, change: Change) -> Result<Response, ApiError> {
+    let p = &state.platform;
+    let roles = me.known_roles();
+    let changes = ChangeRequests::new(p.store.clone(), p.clock.clone(), p.ids.clone());
+    let request = changes.propose(&me.subject(&roles), change).await.map_err(change_error)?;
+    Ok((StatusCode::ACCEPTED, Json(request)).into_response())
 }
 
 /// Proposes publishing a draft deal (it goes to pending approval); another deal operator
@@ -207,52 +209,54 @@ pub async fn edit(
 #[utoipa::path(post, path = "/v1/admin/deals/{id}/publish", tag = "deals", security(("bearer" = [])),
     params(("id" = String, Path)),
     responses((status = 202, body = ChangeRequest), (status = 403, body = Problem, content_type = PROBLEM_JSON),
+        (status = 404, body = Problem, content_type = PROBLEM_JSON),
         (status = 409, body = Problem, content_type = PROBLEM_JSON)))]
 pub async fn publish(
     State(state): State<OfferingState>,
     Authenticated(me): Authenticated,
     Path(id): Path<String>,
-) -> Result<(StatusCode, Json<ChangeRequest>), ApiError> {
-    let p = &state.platform;
-    let roles = me.known_roles();
-    let changes = ChangeRequests::new(p.store.clone(), p.clock.clone(), p.ids.clone());
-    let request =
-        changes.propose(&me.subject(&roles), Change::PublishDeal { deal_id: id }).await.map_err(change_error)?;
-    Ok((StatusCode::ACCEPTED, Json(request)))
+) -> Result<Response, ApiError> {
+    propose(&state, &me, Change::PublishDeal { deal_id: id }).await
 }
 
-/// Closes an open deal before its window ends (finance operators); exactly once.
+/// Proposes closing an open deal before its window ends (finance operators); another
+/// finance operator approves it at `POST /v1/admin/change-requests/{id}/approve`, and
+/// the allocation starts on the next sweep.
 #[utoipa::path(post, path = "/v1/admin/deals/{id}/close", tag = "deals", security(("bearer" = [])),
     params(("id" = String, Path)),
-    responses((status = 200, body = DealView), (status = 409, body = Problem, content_type = PROBLEM_JSON)))]
+    responses((status = 202, body = ChangeRequest), (status = 403, body = Problem, content_type = PROBLEM_JSON),
+        (status = 404, body = Problem, content_type = PROBLEM_JSON),
+        (status = 409, description = "The deal is not open, or its end is already proposed", body = Problem, content_type = PROBLEM_JSON)))]
 pub async fn close(
     State(state): State<OfferingState>,
     Authenticated(me): Authenticated,
     Path(id): Path<String>,
-) -> Result<Json<DealView>, ApiError> {
-    authorize(&state.platform, &me, Action::ManageSettlement, Resource::None, "deal.close").await?;
-    let deal = Deals::for_platform(&state.platform).step(&me.user_id, &id, Step::Close).await.map_err(deal_error)?;
-    // The allocation starts now; if this message is lost, the sweep sends it again.
-    if let Err(error) = shared::app::allocation::request_start(state.platform.queue.as_ref(), &id).await {
-        tracing::warn!(deal = %id, %error, "allocation start not sent; the sweep will");
-    }
-    Ok(Json(deal.into()))
+) -> Result<Response, ApiError> {
+    propose(&state, &me, Change::CloseDeal { deal_id: id }).await
 }
 
-/// Cancels a deal before it closes (deal operators); every subscription's hold is released.
+/// Cancels a deal before it closes (deal operators). A draft is cancelled at once (200).
+/// A published or open deal is cancelled only with a second deal operator's approval
+/// (202, a change request); the sweep then releases every subscription's hold.
 /// Cancelling a cancelled deal again answers it and finishes any release left undone.
 #[utoipa::path(post, path = "/v1/admin/deals/{id}/cancel", tag = "deals", security(("bearer" = [])),
     params(("id" = String, Path)),
-    responses((status = 200, body = DealView), (status = 409, body = Problem, content_type = PROBLEM_JSON)))]
+    responses((status = 200, description = "Cancelled", body = DealView),
+        (status = 202, description = "A published deal's cancellation, awaiting approval", body = ChangeRequest),
+        (status = 403, body = Problem, content_type = PROBLEM_JSON),
+        (status = 404, body = Problem, content_type = PROBLEM_JSON),
+        (status = 409, body = Problem, content_type = PROBLEM_JSON),
+        (status = 503, description = "Cancelled; releasing the holds failed: cancel again", body = Problem, content_type = PROBLEM_JSON)))]
 pub async fn cancel(
     State(state): State<OfferingState>,
     Authenticated(me): Authenticated,
     Path(id): Path<String>,
-) -> Result<Json<DealView>, ApiError> {
+) -> Result<Response, ApiError> {
     authorize(&state.platform, &me, Action::ManageDeals, Resource::None, "deal.cancel").await?;
     let deals = Deals::for_platform(&state.platform);
     let deal = match deals.step(&me.user_id, &id, Step::Cancel).await {
         Ok(deal) => deal,
+        Err(DealError::NeedsApproval) => return propose(&state, &me, Change::CancelDeal { deal_id: id }).await,
         // Cancelling again finishes releasing the holds (if a first attempt died half way).
         Err(DealError::Transition(t)) if t.from == DealState::Cancelled => deals
             .get(&id)
@@ -264,7 +268,7 @@ pub async fn cancel(
     let released = state.subscriptions.release_cancelled(&id).await;
     released
         .map_err(|e| ApiError::unavailable(format!("cancelled; releasing the holds failed ({e}): cancel again")))?;
-    Ok(Json(deal.into()))
+    Ok(Json(DealView::from(deal)).into_response())
 }
 
 #[derive(Debug, Deserialize)]

@@ -105,6 +105,8 @@ pub struct Swept {
     /// Deals opened and closed by their window.
     pub opened: usize,
     pub closed: usize,
+    /// Subscriptions of cancelled deals whose holds were released.
+    pub released: usize,
     /// Allocation runs started or nudged, and settlements nudged.
     pub allocations: usize,
     pub settlements: usize,
@@ -180,6 +182,12 @@ impl Sweeper {
                     match allocation::request_start(self.queue.as_ref(), deal).await {
                         Ok(()) => swept.allocations += 1,
                         Err(e) => failures.push(e.to_string()),
+                    }
+                }
+                for deal in &windows.to_release {
+                    match self.subscriptions.release_cancelled(deal).await {
+                        Ok(n) => swept.released += n,
+                        Err(e) => failures.push(format!("deal {deal}: {e}")),
                     }
                 }
             }

@@ -638,6 +638,7 @@ pub async fn write_deal(
         created_by: "bench".into(),
         created_at: now,
         updated_at: now,
+        holds_released: false,
     };
     Ledger::for_platform(platform).open(escrow).await?;
     platform.store.put(deal_item(&deal)?, Condition::NotExists).await?;

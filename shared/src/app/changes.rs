@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::accounts::{User, user_item, user_key};
 use super::audit::{AuditLog, Event};
-use super::deals::{Deal, deal_item, deal_key};
+use super::deals::{Deal, DealPatch, apply_patch, deal_item, deal_key, differences};
 use super::issuers::{IssuerStatus, StoredIssuer, issuer_item, issuer_key};
 use super::reconcile::{BreakStatus, TrackedBreak, break_item, break_key, pair_name};
 use crate::domain::access::{self, Action, LEVEL_ACCREDITED, Resource, Role, Subject};
@@ -48,6 +48,19 @@ pub enum Change {
     PublishDeal {
         deal_id: String,
     },
+    /// Edits a published deal's descriptions or documents (what investors read).
+    EditDeal {
+        deal_id: String,
+        patch: DealPatch,
+    },
+    /// Closes an open deal before its window ends; its allocation follows.
+    CloseDeal {
+        deal_id: String,
+    },
+    /// Cancels a published deal; every subscription's hold is released.
+    CancelDeal {
+        deal_id: String,
+    },
     /// Accepts a reconciliation break as explained: later runs that find the same
     /// difference report it as accepted, not as a break.
     AcceptBreak {
@@ -66,7 +79,10 @@ impl Change {
                 user_key(user_id)
             }
             Self::DecideIssuer { issuer_id, .. } => issuer_key(issuer_id),
-            Self::PublishDeal { deal_id } => deal_key(deal_id),
+            Self::PublishDeal { deal_id }
+            | Self::EditDeal { deal_id, .. }
+            | Self::CloseDeal { deal_id }
+            | Self::CancelDeal { deal_id } => deal_key(deal_id),
             Self::AcceptBreak { pair, account, asset, .. } => break_key(*pair, account, asset),
         }
     }
@@ -80,6 +96,9 @@ impl Change {
             Self::SetLevel { user_id, .. } => format!("user:{user_id}:level"),
             Self::DecideIssuer { issuer_id, .. } => format!("issuer:{issuer_id}:decision"),
             Self::PublishDeal { deal_id } => format!("deal:{deal_id}:publish"),
+            Self::EditDeal { deal_id, .. } => format!("deal:{deal_id}:edit"),
+            // One pending request may end the deal, by either road.
+            Self::CloseDeal { deal_id } | Self::CancelDeal { deal_id } => format!("deal:{deal_id}:end"),
             Self::AcceptBreak { pair, account, asset, .. } => {
                 format!("reconciliation:{}:{account}:{asset}:accept", pair_name(*pair))
             }
@@ -101,7 +120,8 @@ impl Change {
             Self::GrantRole { .. } | Self::RevokeRole { .. } => Action::ProposeRoleChange,
             Self::SetLevel { .. } => Action::ProposeAccreditation,
             Self::DecideIssuer { .. } => Action::ReviewIssuers,
-            Self::PublishDeal { .. } => Action::ManageDeals,
+            Self::PublishDeal { .. } | Self::EditDeal { .. } | Self::CancelDeal { .. } => Action::ManageDeals,
+            Self::CloseDeal { .. } => Action::ManageSettlement,
             Self::AcceptBreak { .. } => Action::ManageReconciliation,
         }
     }
@@ -111,7 +131,8 @@ impl Change {
     fn checker_action(&self) -> Action {
         match self {
             Self::DecideIssuer { .. } => Action::ReviewIssuers,
-            Self::PublishDeal { .. } => Action::ManageDeals,
+            Self::PublishDeal { .. } | Self::EditDeal { .. } | Self::CancelDeal { .. } => Action::ManageDeals,
+            Self::CloseDeal { .. } => Action::ManageSettlement,
             Self::AcceptBreak { .. } => Action::ManageReconciliation,
             _ => Action::DecideChangeRequest,
         }
@@ -125,25 +146,37 @@ impl Change {
             Self::DecideIssuer { approve: true, .. } => "approve-issuer",
             Self::DecideIssuer { approve: false, .. } => "reject-issuer",
             Self::PublishDeal { .. } => "publish-deal",
+            Self::EditDeal { .. } => "edit-deal",
+            Self::CloseDeal { .. } => "close-deal",
+            Self::CancelDeal { .. } => "cancel-deal",
             Self::AcceptBreak { .. } => "accept-break",
         }
     }
 
-    /// A deal moved by `step`, as an item; `None` when the step does not apply.
-    fn step_deal(target: &Item, step: Step, now: DateTime<Utc>) -> Result<Option<Item>, StoreError> {
+    /// A deal moved by `step`, as an item; `Err` when the step does not apply.
+    fn step_deal(target: &Item, step: Step, now: DateTime<Utc>) -> Result<Item, ChangeError> {
         let mut deal: Deal = target.decode()?;
-        let Ok(state) = crate::domain::deal::next(deal.state, step) else { return Ok(None) };
-        deal.state = state;
+        deal.state = crate::domain::deal::next(deal.state, step).map_err(|t| ChangeError::Deal(t.into()))?;
         deal.updated_at = now;
-        deal_item(&deal).map(Some)
+        Ok(deal_item(&deal)?)
+    }
+
+    /// A publication's step, where a deal that moved on meanwhile is left as it is.
+    fn step_if_applies(target: &Item, step: Step, now: DateTime<Utc>) -> Result<Option<Item>, ChangeError> {
+        match Self::step_deal(target, step, now) {
+            Ok(item) => Ok(Some(item)),
+            Err(ChangeError::Deal(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// A digest of what the checker is asked to approve, taken when the change is
-    /// proposed: for a deal, its terms (building, documents, economics, window). Approval
-    /// is refused if the target no longer matches.
+    /// proposed: for a deal, its terms (building, documents, economics, window), so an
+    /// edit, close or cancel is approved on the deal the maker saw. Approval is refused if
+    /// the target no longer matches.
     fn snapshot(&self, target: &Item) -> Result<Option<String>, StoreError> {
         match self {
-            Self::PublishDeal { .. } => {
+            Self::PublishDeal { .. } | Self::EditDeal { .. } | Self::CloseDeal { .. } | Self::CancelDeal { .. } => {
                 let terms = serde_json::to_vec(&target.decode::<Deal>()?.terms)
                     .map_err(|e| StoreError::Codec(e.to_string()))?;
                 let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &terms);
@@ -161,11 +194,30 @@ impl Change {
                 Err(ChangeError::Invalid("the issuer was already decided"))
             }
             Self::PublishDeal { .. } => match target.decode::<Deal>()?.state {
-                DealState::Draft => Ok(Self::step_deal(target, Step::SubmitForApproval, now)?),
+                DealState::Draft => Ok(Some(Self::step_deal(target, Step::SubmitForApproval, now)?)),
                 // A request that expired left it pending: proposing again is allowed.
                 DealState::PendingApproval => Ok(None),
                 _ => Err(ChangeError::Invalid("only a draft deal can be proposed for publication")),
             },
+            Self::EditDeal { patch, .. } => {
+                let deal: Deal = target.decode()?;
+                if !matches!(deal.state, DealState::Published | DealState::Open) {
+                    return Err(ChangeError::Invalid("only a published or open deal's edits need approval"));
+                }
+                match apply_patch(&deal, patch, now) {
+                    Ok(after) if after.terms == deal.terms => Err(ChangeError::Invalid("the edit changes nothing")),
+                    Ok(_) => Ok(None),
+                    Err(e) => Err(ChangeError::Deal(e)),
+                }
+            }
+            Self::CloseDeal { .. } if target.decode::<Deal>()?.state != DealState::Open => {
+                Err(ChangeError::Invalid("only an open deal can be closed early"))
+            }
+            Self::CancelDeal { .. }
+                if !matches!(target.decode::<Deal>()?.state, DealState::Published | DealState::Open) =>
+            {
+                Err(ChangeError::Invalid("only a published or open deal's cancellation needs approval"))
+            }
             Self::AcceptBreak { note, .. } if note.trim().is_empty() => {
                 Err(ChangeError::Invalid("accepting a break needs a note"))
             }
@@ -177,17 +229,26 @@ impl Change {
     }
 
     /// What rejecting changes on the target (a deal returns to draft).
-    fn on_reject(&self, target: &Item, now: DateTime<Utc>) -> Result<Option<Item>, StoreError> {
+    fn on_reject(&self, target: &Item, now: DateTime<Utc>) -> Result<Option<Item>, ChangeError> {
         match self {
-            Self::PublishDeal { .. } => Self::step_deal(target, Step::ReturnToDraft, now),
+            Self::PublishDeal { .. } => Self::step_if_applies(target, Step::ReturnToDraft, now),
             _ => Ok(None),
         }
     }
 
-    /// The target as the change leaves it; `None` when it would change nothing.
-    fn apply(&self, target: &Item, now: DateTime<Utc>) -> Result<Option<Item>, StoreError> {
-        if let Self::PublishDeal { .. } = self {
-            return Self::step_deal(target, Step::Publish, now);
+    /// The target as the change leaves it; `None` when it would change nothing, `Err` when
+    /// the target moved on so that the change no longer applies (the deal closed before
+    /// its cancellation was approved).
+    fn apply(&self, target: &Item, now: DateTime<Utc>) -> Result<Option<Item>, ChangeError> {
+        match self {
+            Self::PublishDeal { .. } => return Self::step_if_applies(target, Step::Publish, now),
+            Self::EditDeal { patch, .. } => {
+                let after = apply_patch(&target.decode()?, patch, now).map_err(ChangeError::Deal)?;
+                return Ok(Some(deal_item(&after)?));
+            }
+            Self::CloseDeal { .. } => return Self::step_deal(target, Step::Close, now).map(Some),
+            Self::CancelDeal { .. } => return Self::step_deal(target, Step::Cancel, now).map(Some),
+            _ => {}
         }
         if let Self::AcceptBreak { note, .. } = self {
             let mut tracked: TrackedBreak = target.decode()?;
@@ -196,7 +257,7 @@ impl Change {
             }
             tracked.status = BreakStatus::Accepted;
             tracked.note = Some(note.clone());
-            return break_item(&tracked).map(Some);
+            return Ok(Some(break_item(&tracked)?));
         }
         if let Self::DecideIssuer { approve, .. } = self {
             let mut issuer: StoredIssuer = target.decode()?;
@@ -205,10 +266,10 @@ impl Change {
             }
             issuer.status = if *approve { IssuerStatus::Approved } else { IssuerStatus::Rejected };
             issuer.decided_at = Some(now);
-            return issuer_item(&issuer).map(Some);
+            return Ok(Some(issuer_item(&issuer)?));
         }
         let mut user: User = target.decode()?;
-        if self.apply_to_user(&mut user) { user_item(&user).map(Some) } else { Ok(None) }
+        if self.apply_to_user(&mut user) { Ok(Some(user_item(&user)?)) } else { Ok(None) }
     }
 
     /// Applies a user change; `false` when it would change nothing.
@@ -270,6 +331,9 @@ pub enum ChangeError {
     AlreadyDecided,
     #[error("the request expired before it was approved")]
     Expired,
+    /// The deal refuses the change (a frozen field, a state it cannot leave that way).
+    #[error(transparent)]
+    Deal(super::deals::DealError),
     #[error("{0}")]
     Store(#[from] StoreError),
 }
@@ -423,9 +487,17 @@ impl ChangeRequests {
             if approve && request.change.snapshot(&target)? != request.snapshot_sha256 {
                 return Err(ChangeError::Invalid("the target changed since the request was proposed; reject it"));
             }
+            let mut reason = format!("request {} proposed by {}", request.id, request.proposed_by);
             if approve {
                 match request.change.apply(&target, now)? {
-                    Some(changed) => writes.push(Write::put(changed, Condition::VersionIs(target.version))),
+                    Some(changed) => {
+                        // An edit's entry names each changed field with its old and new value.
+                        if let Change::EditDeal { .. } = request.change {
+                            let (before, after) = (target.decode()?, changed.decode()?);
+                            reason = format!("{reason}: {}", differences(&before, &after));
+                        }
+                        writes.push(Write::put(changed, Condition::VersionIs(target.version)));
+                    }
                     None => outcome = "approved; nothing to change".into(),
                 }
             } else if let Some(changed) = request.change.on_reject(&target, now)? {
@@ -436,7 +508,7 @@ impl ChangeRequests {
                 action,
                 target: request.change.subject(),
                 decision: outcome,
-                reason: format!("request {} proposed by {}", request.id, request.proposed_by),
+                reason,
             };
             writes.extend(self.audit.prepare(&event).await?);
             match self.store.transact(writes).await {

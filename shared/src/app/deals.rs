@@ -32,6 +32,9 @@ pub struct Deal {
     pub created_by: String,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// A cancelled deal whose every hold was released: the sweep has nothing left to do.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub holds_released: bool,
 }
 
 /// What an edit may change; absent fields stay as they are.
@@ -67,6 +70,9 @@ pub enum DealError {
     /// The checker approves exactly what was proposed: no edit while publication waits.
     #[error("the deal awaits approval for publication")]
     AwaitingApproval,
+    /// A published deal is edited or cancelled only through an approved change request.
+    #[error("a published deal changes only with a second operator's approval")]
+    NeedsApproval,
     #[error(transparent)]
     Transition(#[from] BadTransition),
     #[error(transparent)]
@@ -93,6 +99,8 @@ pub struct Windows {
     pub closed: usize,
     /// Closed deals whose allocation should start.
     pub to_allocate: Vec<String>,
+    /// Cancelled deals whose holds are not all released yet.
+    pub to_release: Vec<String>,
 }
 
 pub fn deal_key(id: &str) -> Key {
@@ -173,13 +181,14 @@ impl Deals {
             created_by: actor.to_owned(),
             created_at: now,
             updated_at: now,
+            holds_released: false,
         };
         self.ledger.open(escrow).await?;
         self.write(actor, "deal.register", None, &deal).await?;
         Ok(deal)
     }
 
-    /// Edits a deal as its state allows.
+    /// Edits a draft deal; a published one's edits go through [`crate::app::changes`].
     pub async fn update(&self, actor: &str, id: &str, patch: &DealPatch) -> Result<Deal, DealError> {
         let mut contention = Contention::default();
         loop {
@@ -189,6 +198,9 @@ impl Deals {
             }
             if !before.state.accepts_edits() {
                 return Err(DealError::Closed);
+            }
+            if before.state.is_public() {
+                return Err(DealError::NeedsApproval);
             }
             let after = apply_patch(&before, patch, self.clock.now())?;
             match self.write(actor, "deal.update", Some((&before, version)), &after).await {
@@ -200,13 +212,18 @@ impl Deals {
     }
 
     /// Moves a deal by one step, exactly once: the write is conditioned on the version
-    /// the step was decided on.
+    /// the step was decided on. Cancelling a published deal is refused here: it needs a
+    /// change request (which closing early needs too, and no caller closes through here
+    /// but the window).
     pub async fn step(&self, actor: &str, id: &str, step: Step) -> Result<Deal, DealError> {
         let mut contention = Contention::default();
         loop {
             let (before, version) = self.load(id).await?;
             let mut after = before.clone();
             after.state = deal::next(before.state, step)?;
+            if step == Step::Cancel && before.state.is_public() {
+                return Err(DealError::NeedsApproval);
+            }
             after.updated_at = self.clock.now();
             let action = format!("deal.{}", after.state.as_str());
             match self.write(actor, &action, Some((&before, version)), &after).await {
@@ -217,9 +234,9 @@ impl Deals {
         }
     }
 
-    /// Opens and closes the deals whose window says so; answers how many, and the deals
-    /// waiting for their allocation to start: closed just now, or a while ago with no run
-    /// started since (its start message was lost).
+    /// Opens and closes the deals whose window says so; answers how many, the closed deals
+    /// whose allocation has not started (closed by the window just now, or early with
+    /// approval, or a start message lost) and the cancelled deals with holds to release.
     pub async fn follow_windows(&self) -> Result<Windows, DealError> {
         let now = self.clock.now();
         let mut windows = Windows::default();
@@ -231,8 +248,15 @@ impl Deals {
                 let due = match d.state {
                     DealState::Published if d.terms.opens_at <= now => Some(Step::Open),
                     DealState::Open if d.terms.closes_at <= now => Some(Step::Close),
-                    DealState::Closed if d.updated_at <= now - super::work::NUDGE_AFTER => {
+                    // Closed early with approval, or its start message was lost: the
+                    // allocation's start is idempotent, and moves the deal on at once.
+                    DealState::Closed => {
                         windows.to_allocate.push(d.id.clone());
+                        None
+                    }
+                    // Cancelled with approval: the holds follow here.
+                    DealState::Cancelled if !d.holds_released => {
+                        windows.to_release.push(d.id.clone());
                         None
                     }
                     _ => None,
@@ -301,7 +325,7 @@ impl Deals {
 }
 
 /// The deal as the patch leaves it, or the first field the state or the rules refuse.
-fn apply_patch(deal: &Deal, patch: &DealPatch, now: DateTime<Utc>) -> Result<Deal, DealError> {
+pub(crate) fn apply_patch(deal: &Deal, patch: &DealPatch, now: DateTime<Utc>) -> Result<Deal, DealError> {
     let frozen = deal.state.terms_frozen();
     let economic = [
         ("valuation", patch.valuation.is_some()),

@@ -19,7 +19,7 @@ use super::deposits::DepositAccounts;
 use super::ledger::{Ledger, LedgerError, sortable};
 use crate::domain::deal::{DealState, UnitsRefusal, subscription_amount};
 use crate::domain::ledger::{Account, Amount, Kind, Refusal, SGD, Transfer, codes};
-use crate::ports::store::{Condition, Contention, Cursor, Item, Key, Query, Range, StoreError, Write};
+use crate::ports::store::{self, Condition, Contention, Cursor, Item, Key, Query, Range, StoreError, Write};
 use crate::ports::{Clock, Store};
 
 const PENDING: &str = "SUBSCRIPTIONS#PENDING";
@@ -312,9 +312,12 @@ impl Subscriptions {
             }
             match next {
                 Some(next) => cursor = Some(next),
-                None => return Ok(released),
+                None => break,
             }
         }
+        // No subscription can join a cancelled deal (each is conditioned on its version).
+        store::update(self.store.as_ref(), &deal_key(deal_id), |deal: &mut Deal| deal.holds_released = true).await?;
+        Ok(released)
     }
 
     /// Sets a pending or live subscription's outcome; releases the investor's lock when it

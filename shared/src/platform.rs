@@ -69,6 +69,9 @@ pub struct Platform {
     /// Wraps the access-token signing keys (a separate key, so each can be rotated and
     /// granted on its own).
     pub token_keyring: Arc<dyn Keyring>,
+    /// Seals the audit log's daily anchors (granted to the function that checks the log,
+    /// not to the table's administrators).
+    pub audit_keyring: Arc<dyn Keyring>,
     pub mailer: Arc<dyn Mailer>,
     pub bank: Arc<dyn Bank>,
     pub chain: Arc<dyn Chain>,
@@ -212,7 +215,8 @@ impl Platform {
 
     /// The AWS platform over `sdk`, configured by `env`: `TABLE_NAME` always; each of the
     /// rest only where the function uses it, as `template.yaml` gives it: `DATA_KEY_ID`
-    /// (personal data), `TOKEN_KEY_ID` (the auth function alone), `MAIL_FROM`, for each
+    /// (personal data), `TOKEN_KEY_ID` (the auth function alone), `AUDIT_KEY_ID` (the
+    /// audit log's anchors), `MAIL_FROM`, for each
     /// queue `<QUEUE>_QUEUE_URL` and `<QUEUE>_DLQ_URL`, and per partner (`BANK`, `CHAIN`,
     /// `CUSTODY`) `<P>_API_URL` and `<P>_SECRET_ARN` (or, run by hand, `<P>_API_KEY` and
     /// `<P>_WEBHOOK_SECRET`). A port the environment names nothing for is absent: every
@@ -234,6 +238,7 @@ impl Platform {
             queue: queues(sdk, env)?,
             keyring: keyring(sdk, env, "DATA_KEY_ID")?,
             token_keyring: keyring(sdk, env, "TOKEN_KEY_ID")?,
+            audit_keyring: keyring(sdk, env, "AUDIT_KEY_ID")?,
             mailer: mailer(sdk, env, &clock, &ids)?,
             bank: Arc::new(HttpBank::new(partner("BANK_API_URL"), bank_keys.clone())),
             chain: Arc::new(HttpChain::new(partner("CHAIN_API_URL"), chain_keys)),
@@ -246,7 +251,8 @@ impl Platform {
     }
 
     #[cfg(feature = "embedded")]
-    /// Everything under `dir`: `store.redb`, `keyring.json`, `token-keyring.json`, `mail/`,
+    /// Everything under `dir`: `store.redb`, `keyring.json`, `token-keyring.json`,
+    /// `audit-keyring.json`, `mail/`,
     /// and the partner simulators' `chain.jsonl`, `custody.jsonl`, `bank-webhook.key` and
     /// `custody-webhook.key`.
     pub fn embedded(dir: &Path) -> Result<Self, PlatformError> {
@@ -256,14 +262,12 @@ impl Platform {
         let store = EmbeddedStore::open(&dir.join("store.redb"), clock.clone())?;
         let keyring = LocalKeyring::open(&dir.join("keyring.json"))?;
         let token_keyring = LocalKeyring::open(&dir.join("token-keyring.json"))?;
+        let audit_keyring = LocalKeyring::open(&dir.join("audit-keyring.json"))?;
         let secrets = (kept_secret(&dir.join("bank-webhook.key"))?, kept_secret(&dir.join("custody-webhook.key"))?);
         let chain = ChainSimulator::open(&dir.join("chain.jsonl"))?;
         let custody = CustodySimulator::open(&dir.join("custody.jsonl"), secrets.1.clone(), clock.clone())?;
-        let parts = (
-            Arc::new(store) as Arc<dyn Store>,
-            Arc::new(keyring) as Arc<dyn Keyring>,
-            Arc::new(token_keyring) as Arc<dyn Keyring>,
-        );
+        let keyrings: [Arc<dyn Keyring>; 3] = [Arc::new(keyring), Arc::new(token_keyring), Arc::new(audit_keyring)];
+        let parts = (Arc::new(store) as Arc<dyn Store>, keyrings);
         Ok(Self::assemble(parts, dir, clock, secrets, (chain, custody)))
     }
 
@@ -272,12 +276,12 @@ impl Platform {
     /// given clock: for tests.
     pub fn ephemeral(dir: &Path, clock: Arc<dyn Clock>) -> Result<Self, PlatformError> {
         let store = EmbeddedStore::in_memory(clock.clone())?;
-        let (keyring, token_keyring) = (LocalKeyring::ephemeral()?, LocalKeyring::ephemeral()?);
-        let parts = (
-            Arc::new(store) as Arc<dyn Store>,
-            Arc::new(keyring) as Arc<dyn Keyring>,
-            Arc::new(token_keyring) as Arc<dyn Keyring>,
-        );
+        let keyrings: [Arc<dyn Keyring>; 3] = [
+            Arc::new(LocalKeyring::ephemeral()?),
+            Arc::new(LocalKeyring::ephemeral()?),
+            Arc::new(LocalKeyring::ephemeral()?),
+        ];
+        let parts = (Arc::new(store) as Arc<dyn Store>, keyrings);
         let secrets = (random_secret(), random_secret());
         let custody = CustodySimulator::new(secrets.1.clone(), clock.clone());
         Ok(Self::assemble(parts, dir, clock, secrets, (ChainSimulator::in_memory(), custody)))
@@ -285,7 +289,7 @@ impl Platform {
 
     #[cfg(feature = "embedded")]
     fn assemble(
-        (store, keyring, token_keyring): (Arc<dyn Store>, Arc<dyn Keyring>, Arc<dyn Keyring>),
+        (store, [keyring, token_keyring, audit_keyring]): (Arc<dyn Store>, [Arc<dyn Keyring>; 3]),
         dir: &Path,
         clock: Arc<dyn Clock>,
         (bank_webhook_secret, custody_webhook_secret): (Vec<u8>, Vec<u8>),
@@ -303,6 +307,7 @@ impl Platform {
             queue: Arc::new(MemoryQueue::new(MAX_RECEIVES, Duration::from_secs(30))),
             keyring,
             token_keyring,
+            audit_keyring,
             mailer: Arc::new(FolderMailer::new(dir.join("mail"), clock.clone(), ids.clone())),
             bank: simulators.bank.clone(),
             chain: simulators.chain.clone(),

@@ -201,7 +201,7 @@ async fn users_list_in_pages_for_member_management(app: TestApp) {
 }
 
 async fn the_audit_chain_detects_an_edited_entry(app: TestApp) {
-    let (_, maker) = app.operator("admin@example.sg", &["super-admin"]).await;
+    let (maker_id, maker) = app.operator("admin@example.sg", &["super-admin"]).await;
     let (target, _) = app.operator("x@example.sg", &[]).await;
     for role in ["deal", "finance", "issuer"] {
         let (status, _) = app
@@ -210,12 +210,17 @@ async fn the_audit_chain_detects_an_edited_entry(app: TestApp) {
         assert_eq!(status, StatusCode::ACCEPTED);
     }
     let log = AuditLog::new(app.platform.store.clone(), app.platform.clock.clone());
-    assert_eq!(log.verify().await.unwrap(), None);
+    let keyring = app.platform.audit_keyring.as_ref();
+    let today = app.platform.clock.now().date_naive();
+    assert_eq!(log.verify_day(keyring, today).await.unwrap(), Vec::<String>::new());
 
-    // Someone with database access rewrites entry 2.
-    let key = Key::new("AUDIT", format!("E#{:020}", 2));
-    let mut entry: Value = app.platform.store.get(&key).await.unwrap().unwrap().decode().unwrap();
+    // Someone with database access rewrites the maker's second entry of the day.
+    let key = Key::new(format!("AUDIT#{today}#{maker_id}"), format!("E#{:020}", 2));
+    let item = app.platform.store.get(&key).await.unwrap().expect("the maker's second entry");
+    let mut entry: Value = item.decode().unwrap();
     entry["actor"] = json!("usr_innocent");
-    app.platform.store.put(Item::new(key, &entry).unwrap(), shared::ports::store::Condition::Exists).await.unwrap();
-    assert_eq!(log.verify().await.unwrap(), Some(2));
+    let edited = Item { index: item.index.clone(), ..Item::new(key, &entry).unwrap() };
+    app.platform.store.put(edited, shared::ports::store::Condition::Exists).await.unwrap();
+    let breaks = log.verify_day(keyring, today).await.unwrap();
+    assert_eq!(breaks, vec![format!("{today}: {maker_id}'s entry 2 does not match its chain")]);
 }

@@ -509,3 +509,26 @@ async fn a_message_that_fails_for_good_is_dead_lettered_at_once_under_the_consum
         assert_eq!(dead.len(), 2, "{queue:?}: the start for a missing deal too: {dead:?}");
     }
 }
+
+/// The audit log's check runs in the reconcile function: it anchors a settled day under
+/// the audit key its policy grants, and cannot without that grant.
+#[tokio::test]
+async fn the_audit_log_is_anchored_under_the_reconcile_functions_policy() {
+    use shared::adapters::clock::ManualClock;
+    use shared::app::audit::{AuditLog, Event};
+
+    let d = deployed().await;
+    // A moment of the latest settled day, whatever the time of day now.
+    let yesterday = d.admin.clock.now() - chrono::TimeDelta::days(1) - shared::app::audit::SETTLED_AFTER;
+    let then = AuditLog::new(d.admin.store.clone(), Arc::new(ManualClock::at(yesterday)));
+    then.append(Event::applied("usr_iam", "iam.test", "-", "an entry of yesterday")).await.unwrap();
+
+    let policy = without(d.stack.policy_of("ReconcileFunction").unwrap(), "kms:GenerateDataKey");
+    let unsealed = d.stack.function_with("ReconcileFunction", Some(policy)).await;
+    assert!(reconcile::check_audit(&unsealed).await.is_err(), "no anchor without the audit key");
+
+    let function = d.stack.function("ReconcileFunction").await;
+    let checked = reconcile::check_audit(&function).await.unwrap();
+    assert_eq!(checked.anchored, vec![yesterday.date_naive()], "{checked:?}");
+    assert!(checked.breaks.is_empty(), "{checked:?}");
+}

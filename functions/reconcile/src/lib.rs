@@ -13,6 +13,7 @@ use chrono::{DateTime, Days, NaiveTime, TimeZone, Utc};
 use chrono_tz::Asia::Singapore;
 use serde::{Deserialize, Serialize};
 use shared::Platform;
+use shared::app::audit::{AuditError, AuditLog, Checked};
 use shared::app::consumer::BatchHandler;
 use shared::app::reconcile::{ReconRun, ReconcileError, Reconciler, Requested, RunVerdict};
 use shared::ports::queue::{Message, QueueName};
@@ -110,13 +111,30 @@ impl BatchHandler for Handler {
     }
 }
 
-/// The schedule's event (a [`Trigger`]): runs and answers the run's id.
+/// The schedules' events: `{"check_audit": true}` checks the audit log and answers what
+/// it found; anything else is a [`Trigger`]: runs and answers the run's id.
 pub async fn scheduled(
     platform: &Platform,
     payload: serde_json::Value,
 ) -> Result<serde_json::Value, shared::lambda::Error> {
+    if payload.get("check_audit").is_some() {
+        return Ok(serde_json::to_value(check_audit(platform).await?)?);
+    }
     let run = run(platform, serde_json::from_value(payload)?).await?;
     Ok(serde_json::to_value(run.id)?)
+}
+
+/// Anchors the audit log's settled days and verifies it: every break is logged and
+/// counted in the `AuditChainBreaks` metric, which alarms.
+pub async fn check_audit(platform: &Platform) -> Result<Checked, AuditError> {
+    let log = AuditLog::new(platform.store.clone(), platform.clock.clone());
+    let checked = log.check(platform.audit_keyring.as_ref()).await?;
+    for found in &checked.breaks {
+        tracing::error!(%found, "the audit log is broken");
+    }
+    tracing::info!(anchored = checked.anchored.len(), verified = checked.verified, "audit log checked");
+    shared::telemetry::metrics(&[("AuditChainBreaks", checked.breaks.len() as u64)], platform.clock.now());
+    Ok(checked)
 }
 
 /// Finance's reconciliation routes.

@@ -130,6 +130,24 @@ pub async fn start(platform: Platform, addr: SocketAddr) -> std::io::Result<Runn
         }
     });
 
+    let mut until = stopped.clone();
+    let audited = platform.clone();
+    tasks.spawn(async move {
+        loop {
+            let now = audited.clock.now();
+            let next = next_audit_check_after(now);
+            let wait = (next - now).to_std().unwrap_or_default();
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {
+                    if let Err(error) = reconcile::check_audit(&audited).await {
+                        tracing::error!(%error, "the audit log check failed");
+                    }
+                }
+                _ = stop_requested(&mut until) => return,
+            }
+        }
+    });
+
     let mut until = stopped;
     let scheduled = platform.clone();
     tasks.spawn(async move {
@@ -149,4 +167,10 @@ pub async fn start(platform: Platform, addr: SocketAddr) -> std::io::Result<Runn
     });
 
     Ok(Running { addr, stop, stop_workers, workers, tasks })
+}
+
+/// The audit log's check, daily at 00:30 UTC as the schedule in `template.yaml` runs it.
+fn next_audit_check_after(now: chrono::DateTime<chrono::Utc>) -> chrono::DateTime<chrono::Utc> {
+    let today = now.date_naive().and_hms_opt(0, 30, 0).unwrap_or_default().and_utc();
+    if today > now { today } else { today + chrono::TimeDelta::days(1) }
 }

@@ -1,17 +1,39 @@
-//! The append-only audit log: every operator action and security event, each entry
-//! hash-chained to the one before, so an edited or removed entry shows.
+//! The append-only audit log: every operator action and security event, hash-chained so
+//! an edited or removed entry shows.
+//!
+//! One chain per actor per UTC day: an append conditions on its own chain's head only, so
+//! one caller's flood of (throttled) refusals never contends with another operator's
+//! approval, and a writer that keeps losing gives up within [`Contention`]. Every entry is
+//! also on the secondary index by time, to read the log newest first.
+//!
+//! Once a day has ended, [`AuditLog::anchor`] seals the digest of that day's chain heads
+//! under the audit key (a KMS key the table's administrators are not granted): rewriting a
+//! chain, or removing one, then needs the key too. An anchored day takes no more entries
+//! (each append checks that its day has no anchor). [`AuditLog::check`], run on a schedule,
+//! anchors the days that ended and verifies recent days against their anchors.
 
 use std::sync::Arc;
 
 use aws_lc_rs::digest::{SHA256, digest};
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Days, NaiveDate, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::ports::store::{Condition, Contention, Cursor, Item, Key, Query, Range, StoreError, Write};
-use crate::ports::{Clock, Store};
+use super::ledger::sortable;
+use crate::ports::envelope::{EncryptionContext, Envelope};
+use crate::ports::keyring::KeyringError;
+use crate::ports::store::{self, Condition, Contention, Cursor, Item, Key, Query, Range, StoreError, Write};
+use crate::ports::{Clock, Keyring, Store};
 
-const PARTITION: &str = "AUDIT";
+/// The secondary-index partition of every entry, by time.
+const LOG: &str = "AUDIT";
+const ANCHORS: &str = "AUDIT-ANCHOR";
 const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+/// How many settled days [`AuditLog::check`] verifies entry by entry (older ones: their
+/// anchor's seal).
+pub const VERIFIED_DAYS: u64 = 7;
+/// How long after its end a day is anchored: longer than any function runs (Lambda stops
+/// one at 15 minutes), so no append prepared within the day is still in flight.
+pub const SETTLED_AFTER: TimeDelta = TimeDelta::minutes(16);
 
 /// What happened, before it is chained.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,6 +76,7 @@ impl Event {
 /// One entry as stored and read.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AuditEntry {
+    /// Position in its chain (the actor's entries of the UTC day of `at`), from 1.
     pub seq: u64,
     pub at: DateTime<Utc>,
     pub actor: String,
@@ -61,24 +84,76 @@ pub struct AuditEntry {
     pub target: String,
     pub decision: String,
     pub reason: String,
-    /// Hash of the entry before (64 zeros for the first).
+    /// Hash of the entry before in the chain (64 zeros for the first).
     pub prev_hash: String,
     /// SHA-256 over `prev_hash` and this entry's fields.
     pub hash: String,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct Head {
+    actor: String,
     seq: u64,
     hash: String,
 }
 
-fn head_key() -> Key {
-    Key::new(PARTITION, "HEAD")
+/// A day's chain heads sealed under the audit key.
+#[derive(Debug, Serialize, Deserialize)]
+struct Anchor {
+    day: NaiveDate,
+    chains: usize,
+    /// The SHA-256 of the day's heads, sealed (authenticated encryption) with the day as
+    /// its context: only the audit key's holder can make one that opens.
+    sealed: Envelope,
+    anchored_at: DateTime<Utc>,
 }
 
-fn entry_key(seq: u64) -> Key {
-    Key::new(PARTITION, format!("E#{seq:020}"))
+/// What a check of the log found.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Checked {
+    /// Days anchored by this check.
+    pub anchored: Vec<NaiveDate>,
+    /// Days verified entry by entry.
+    pub verified: usize,
+    /// Every break: the day and what does not hold. Empty when the log is intact.
+    pub breaks: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Keyring(#[from] KeyringError),
+}
+
+fn chain_partition(day: NaiveDate, actor: &str) -> String {
+    format!("AUDIT#{day}#{actor}")
+}
+
+fn head_key(day: NaiveDate, actor: &str) -> Key {
+    Key::new(chain_partition(day, actor), "HEAD")
+}
+
+fn entry_key(day: NaiveDate, actor: &str, seq: u64) -> Key {
+    Key::new(chain_partition(day, actor), format!("E#{seq:020}"))
+}
+
+/// The secondary-index partition listing a day's chain heads.
+fn heads_of(day: NaiveDate) -> String {
+    format!("AUDIT-HEADS#{day}")
+}
+
+fn anchor_key(day: NaiveDate) -> Key {
+    Key::new(ANCHORS, day.to_string())
+}
+
+fn anchor_context(day: NaiveDate) -> EncryptionContext {
+    EncryptionContext::from([("purpose".to_owned(), "audit-anchor".to_owned()), ("day".to_owned(), day.to_string())])
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The chained hash of an entry's content.
@@ -93,7 +168,13 @@ fn chain_hash(prev_hash: &str, seq: u64, at: &DateTime<Utc>, event: &Event) -> S
         event.decision,
         event.reason
     ]);
-    digest(&SHA256, content.to_string().as_bytes()).as_ref().iter().map(|b| format!("{b:02x}")).collect()
+    hex(digest(&SHA256, content.to_string().as_bytes()).as_ref())
+}
+
+/// The digest an anchor seals: every chain head of the day, in actor order.
+fn heads_digest(day: NaiveDate, heads: &[Head]) -> Result<Vec<u8>, StoreError> {
+    let content = serde_json::to_vec(&(day, heads)).map_err(|e| StoreError::Codec(e.to_string()))?;
+    Ok(digest(&SHA256, &content).as_ref().to_vec())
 }
 
 pub struct AuditLog {
@@ -109,12 +190,13 @@ impl AuditLog {
     /// The writes that append `event`: include them in the transaction of the change they
     /// record, and retry the whole transaction if it fails on a condition.
     pub async fn prepare(&self, event: &Event) -> Result<Vec<Write>, StoreError> {
-        let (head, condition) = match self.store.get(&head_key()).await? {
+        let at = self.clock.now();
+        let day = at.date_naive();
+        let (head, condition) = match self.store.get(&head_key(day, &event.actor)).await? {
             Some(item) => (item.decode::<Head>()?, Condition::VersionIs(item.version)),
-            None => (Head { seq: 0, hash: GENESIS.to_owned() }, Condition::NotExists),
+            None => (Head { actor: event.actor.clone(), seq: 0, hash: GENESIS.to_owned() }, Condition::NotExists),
         };
         let seq = head.seq + 1;
-        let at = self.clock.now();
         let hash = chain_hash(&head.hash, seq, &at, event);
         let entry = AuditEntry {
             seq,
@@ -127,9 +209,19 @@ impl AuditLog {
             prev_hash: head.hash,
             hash: hash.clone(),
         };
+        let by_time = format!("{}#{}#{seq:020}", sortable(at), event.actor);
+        let head = Head { actor: event.actor.clone(), seq, hash };
         Ok(vec![
-            Write::put(Item::new(head_key(), &Head { seq, hash })?, condition),
-            Write::put(Item::new(entry_key(seq), &entry)?, Condition::NotExists),
+            Write::put(
+                Item::new(head_key(day, &event.actor), &head)?.with_index(heads_of(day), &event.actor),
+                condition,
+            ),
+            Write::put(
+                Item::new(entry_key(day, &event.actor, seq), &entry)?.with_index(LOG, by_time),
+                Condition::NotExists,
+            ),
+            // An anchored day is closed.
+            Write::check(anchor_key(day), Condition::NotExists),
         ])
     }
 
@@ -150,50 +242,165 @@ impl AuditLog {
         limit: usize,
         cursor: Option<Cursor>,
     ) -> Result<(Vec<AuditEntry>, Option<Cursor>), StoreError> {
-        let query =
-            Query::partition(PARTITION).range(Range::Prefix("E#".into())).descending().limit(limit).after(cursor);
-        let page = self.store.query(&query).await?;
+        let page = self.store.query(&Query::secondary(LOG).descending().limit(limit).after(cursor)).await?;
         let entries = page.items.iter().map(Item::decode).collect::<Result<Vec<AuditEntry>, _>>()?;
         Ok((entries, page.next))
     }
 
-    /// Walks the whole chain; answers the sequence number of the first entry that does not
-    /// match its hash or its predecessor, or `None` if the chain is intact.
-    pub async fn verify(&self) -> Result<Option<u64>, StoreError> {
+    /// The day's chain heads, in actor order.
+    async fn heads(&self, day: NaiveDate) -> Result<Vec<Head>, StoreError> {
+        let mut heads = Vec::new();
+        store::each(self.store.as_ref(), &Query::secondary(heads_of(day)), |item| {
+            heads.push(item.decode()?);
+            Ok(())
+        })
+        .await?;
+        Ok(heads)
+    }
+
+    /// Walks one chain; answers what does not hold, if anything.
+    async fn verify_chain(&self, day: NaiveDate, head: &Head) -> Result<Option<String>, StoreError> {
         let mut prev_hash = GENESIS.to_owned();
         let mut expected_seq = 1;
-        let mut cursor = None;
-        loop {
-            let query = Query::partition(PARTITION).range(Range::Prefix("E#".into())).limit(500).after(cursor);
-            let page = self.store.query(&query).await?;
-            for item in &page.items {
-                let entry: AuditEntry = item.decode()?;
-                let event = Event {
-                    actor: entry.actor.clone(),
-                    action: entry.action.clone(),
-                    target: entry.target.clone(),
-                    decision: entry.decision.clone(),
-                    reason: entry.reason.clone(),
-                };
-                let intact = entry.seq == expected_seq
-                    && entry.prev_hash == prev_hash
-                    && entry.hash == chain_hash(&prev_hash, entry.seq, &entry.at, &event);
-                if !intact {
-                    return Ok(Some(expected_seq));
-                }
-                prev_hash = entry.hash;
-                expected_seq += 1;
+        let mut broken = None;
+        let query = Query::partition(chain_partition(day, &head.actor)).range(Range::Prefix("E#".into()));
+        store::each(self.store.as_ref(), &query, |item| {
+            let entry: AuditEntry = item.decode()?;
+            let event = Event {
+                actor: entry.actor.clone(),
+                action: entry.action.clone(),
+                target: entry.target.clone(),
+                decision: entry.decision.clone(),
+                reason: entry.reason.clone(),
+            };
+            let intact = entry.seq == expected_seq
+                && entry.actor == head.actor
+                && entry.at.date_naive() == day
+                && entry.prev_hash == prev_hash
+                && entry.hash == chain_hash(&prev_hash, entry.seq, &entry.at, &event);
+            if !intact && broken.is_none() {
+                broken = Some(expected_seq);
             }
-            match page.next {
-                Some(next) => cursor = Some(next),
-                None => break,
+            prev_hash = entry.hash;
+            expected_seq += 1;
+            Ok(())
+        })
+        .await?;
+        let actor = &head.actor;
+        Ok(match broken {
+            Some(seq) => Some(format!("{day}: {actor}'s entry {seq} does not match its chain")),
+            // The head must point at the last entry: removing the newest entries shows too.
+            None if head.seq != expected_seq - 1 || head.hash != prev_hash => {
+                Some(format!("{day}: {actor}'s chain does not end at its head"))
             }
+            None => None,
+        })
+    }
+
+    /// Verifies every chain of `day` entry by entry, and its anchor if it has one; answers
+    /// the breaks found (none: intact).
+    pub async fn verify_day(&self, keyring: &dyn Keyring, day: NaiveDate) -> Result<Vec<String>, AuditError> {
+        let heads = self.heads(day).await?;
+        let mut breaks = Vec::new();
+        for head in &heads {
+            breaks.extend(self.verify_chain(day, head).await?);
         }
-        // The head must point at the last entry: removing the newest entries shows too.
-        let head = self.store.get(&head_key()).await?.map(|item| item.decode::<Head>()).transpose()?;
-        match head {
-            Some(head) if head.seq != expected_seq - 1 || head.hash != prev_hash => Ok(Some(expected_seq)),
-            _ => Ok(None),
+        if let Some(item) = self.store.get(&anchor_key(day)).await? {
+            breaks.extend(self.verify_anchor(keyring, &item.decode()?, &heads).await?);
+        }
+        Ok(breaks)
+    }
+
+    /// Whether the anchor opens under the audit key and seals these heads.
+    async fn verify_anchor(
+        &self,
+        keyring: &dyn Keyring,
+        anchor: &Anchor,
+        heads: &[Head],
+    ) -> Result<Option<String>, AuditError> {
+        let day = anchor.day;
+        let sealed = match keyring.decrypt(&anchor.sealed, &anchor_context(day)).await {
+            Ok(digest) => digest,
+            Err(KeyringError::Decrypt) => return Ok(Some(format!("{day}: the anchor's seal does not open"))),
+            Err(e) => return Err(e.into()),
+        };
+        Ok((sealed != heads_digest(day, heads)?).then(|| format!("{day}: the chain heads differ from the anchor")))
+    }
+
+    /// Seals the heads of `day`; answers `false` if it already was. Call it once the day
+    /// has settled (see [`SETTLED_AFTER`]); from then on the day takes no entry.
+    pub async fn anchor(&self, keyring: &dyn Keyring, day: NaiveDate) -> Result<bool, AuditError> {
+        if self.store.get(&anchor_key(day)).await?.is_some() {
+            return Ok(false);
+        }
+        let heads = self.heads(day).await?;
+        let sealed = keyring.encrypt(&heads_digest(day, &heads)?, &anchor_context(day)).await?;
+        let anchor = Anchor { day, chains: heads.len(), sealed, anchored_at: self.clock.now() };
+        match self.store.put(Item::new(anchor_key(day), &anchor)?, Condition::NotExists).await {
+            Ok(()) => Ok(true),
+            Err(StoreError::ConditionFailed { .. }) => Ok(false),
+            Err(e) => Err(e.into()),
         }
     }
+
+    /// The first day with an entry.
+    async fn first_day(&self) -> Result<Option<NaiveDate>, StoreError> {
+        let page = self.store.query(&Query::secondary(LOG).limit(1)).await?;
+        Ok(page.items.first().map(Item::decode::<AuditEntry>).transpose()?.map(|e| e.at.date_naive()))
+    }
+
+    /// The scheduled check: anchors the settled days after the last anchor (only the
+    /// latest settled day when there is none yet), then verifies every anchor's seal, the
+    /// last [`VERIFIED_DAYS`] settled days entry by entry, and that no day since the log's
+    /// first lacks an anchor. A day whose anchor went missing is reported, never anchored
+    /// again: that would seal whatever its chains were rewritten to.
+    pub async fn check(&self, keyring: &dyn Keyring) -> Result<Checked, AuditError> {
+        let mut checked = Checked::default();
+        // Anchors sort by their day (ISO dates).
+        let mut anchors = Vec::new();
+        store::each(self.store.as_ref(), &Query::partition(ANCHORS), |item| {
+            anchors.push(item.decode::<Anchor>()?);
+            Ok(())
+        })
+        .await?;
+        let first_entry = self.first_day().await?;
+        let Some(first) = anchors.first().map(|a| a.day).into_iter().chain(first_entry).min() else {
+            return Ok(checked);
+        };
+        // Days before `settled` have ended and settled.
+        let settled = (self.clock.now() - SETTLED_AFTER).date_naive();
+        let next = match anchors.last() {
+            Some(last) => last.day.succ_opt(),
+            None => settled.pred_opt().map(|latest| latest.max(first)),
+        };
+        for day in days(next, settled) {
+            if self.anchor(keyring, day).await? {
+                checked.anchored.push(day);
+            }
+        }
+        let anchored: std::collections::BTreeSet<NaiveDate> =
+            anchors.iter().map(|a| a.day).chain(checked.anchored.iter().copied()).collect();
+        for day in days(Some(first), settled) {
+            if !anchored.contains(&day) {
+                checked.breaks.push(format!("{day}: the day ended and has no anchor"));
+            }
+        }
+        let recent = settled.checked_sub_days(Days::new(VERIFIED_DAYS)).unwrap_or(first).max(first);
+        for anchor in &anchors {
+            if anchor.day < recent {
+                let heads = self.heads(anchor.day).await?;
+                checked.breaks.extend(self.verify_anchor(keyring, anchor, &heads).await?);
+            }
+        }
+        for day in days(Some(recent), settled) {
+            checked.breaks.extend(self.verify_day(keyring, day).await?);
+            checked.verified += 1;
+        }
+        Ok(checked)
+    }
+}
+
+/// The days from `from` (none: no day) up to, not including, `until`.
+fn days(from: Option<NaiveDate>, until: NaiveDate) -> Vec<NaiveDate> {
+    from.map(|from| from.iter_days().take_while(|day| *day < until).collect()).unwrap_or_default()
 }

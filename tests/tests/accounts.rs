@@ -4,6 +4,7 @@ use chrono::TimeDelta;
 use platform_tests::{TestApp, on_both_stores};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use shared::app::accounts::Accounts;
 use shared::ports::store::{Key, Query};
 
 on_both_stores!(
@@ -15,6 +16,7 @@ on_both_stores!(
     an_unknown_address_gets_the_same_answer_as_a_wrong_code,
     whoever_signed_the_address_up_first_cannot_log_in_after_its_owner_verifies,
     parallel_wrong_codes_all_count_and_get_at_most_five_checks,
+    no_item_key_holds_an_address_and_the_user_item_holds_it_sealed,
 );
 
 const EMAIL: &str = "Tan.Wei@Example.SG";
@@ -33,8 +35,13 @@ async fn sign_up(app: &TestApp) -> String {
     code_in(&last.text)
 }
 
+/// Where the owner of `address` is found: under its blind index.
+async fn owner_partition(app: &TestApp, address: &str) -> String {
+    format!("EMAIL#{}", Accounts::new(&app.platform).blind(address).await.unwrap())
+}
+
 async fn verified(app: &TestApp) -> bool {
-    let owner = app.platform.store.get(&Key::new("EMAIL#tan.wei@example.sg", "USER")).await.unwrap().unwrap();
+    let owner = app.platform.store.get(&Key::new(owner_partition(app, EMAIL).await, "USER")).await.unwrap().unwrap();
     let user_id = owner.decode::<Value>().unwrap()["user_id"].as_str().unwrap().to_owned();
     let user = app.platform.store.get(&Key::new(format!("USER#{user_id}"), "PROFILE")).await.unwrap().unwrap();
     let user: Value = user.decode().unwrap();
@@ -76,7 +83,8 @@ async fn a_malformed_body_is_a_400_problem_and_changes_nothing(app: TestApp) {
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["type"], "/problems/malformed-request");
     assert!(app.mail().is_empty());
-    assert!(app.platform.store.query(&Query::partition("EMAIL#a@b.sg")).await.unwrap().items.is_empty());
+    let owner = owner_partition(&app, "a@b.sg").await;
+    assert!(app.platform.store.query(&Query::partition(owner)).await.unwrap().items.is_empty());
 }
 
 async fn bad_input_names_the_field_and_creates_nothing(app: TestApp) {
@@ -110,7 +118,7 @@ async fn signing_up_again_answers_the_same_and_never_makes_a_second_account(app:
         app.post("/v1/auth/signup", json!({"email": EMAIL, "password": "another fine passphrase"})).await;
     assert_eq!((status, body), (StatusCode::ACCEPTED, json!({"status": "verification_sent"})));
     assert_eq!(app.mail().last().unwrap().subject, "Someone tried to sign up with your address");
-    let users = app.platform.store.query(&Query::partition("EMAIL#tan.wei@example.sg")).await.unwrap();
+    let users = app.platform.store.query(&Query::partition(owner_partition(&app, EMAIL).await)).await.unwrap();
     assert_eq!(users.items.len(), 1);
 }
 
@@ -187,4 +195,41 @@ async fn parallel_wrong_codes_all_count_and_get_at_most_five_checks(app: TestApp
         app.post("/v1/auth/email/verify", json!({"email": EMAIL, "code": code, "password": PASSWORD})).await;
     assert_field(status, &body, "code");
     assert!(!verified(&app).await, "five wrong codes counted: the code is dead");
+}
+
+/// A copy of the table alone does not tell whether an address is registered, nor whose it
+/// is: the owner item's key is a keyed blind index (the same for any spelling of the
+/// address), the throttles' keys too, and the user item holds the address sealed.
+async fn no_item_key_holds_an_address_and_the_user_item_holds_it_sealed(app: TestApp) {
+    let code = sign_up(&app).await;
+    let wrong = if code == "000000" { "111111" } else { "000000" };
+    let (status, _) =
+        app.post("/v1/auth/email/verify", json!({"email": EMAIL, "code": wrong, "password": PASSWORD})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, _) = app.post("/v1/auth/login", json!({"email": EMAIL, "password": "not the password"})).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "a wrong password, counted against the account");
+    let store = &app.platform.store;
+    for plain in ["tan.wei@example.sg", "Tan.Wei@Example.SG"] {
+        assert!(store.get(&Key::new(format!("EMAIL#{plain}"), "USER")).await.unwrap().is_none());
+        for scope in ["signup", "verify", "account"] {
+            let key = Key::new(format!("THROTTLE#{scope}:{plain}"), "FAILURES");
+            assert!(store.get(&key).await.unwrap().is_none(), "{scope}");
+        }
+    }
+    let accounts = Accounts::new(&app.platform);
+    let blind = accounts.blind(EMAIL).await.unwrap();
+    assert_eq!(blind, accounts.blind(" tan.wei@example.sg ").await.unwrap(), "one index for every spelling");
+    assert_eq!(blind.len(), 64);
+    for scope in ["signup", "verify", "account"] {
+        let key = Key::new(format!("THROTTLE#{scope}:{blind}"), "FAILURES");
+        assert!(store.get(&key).await.unwrap().is_some(), "the {scope} throttle counts under the blind index");
+    }
+
+    let owner = store.get(&Key::new(format!("EMAIL#{blind}"), "USER")).await.unwrap().expect("found by the index");
+    let user_id = owner.decode::<Value>().unwrap()["user_id"].as_str().unwrap().to_owned();
+    let item = store.get(&Key::new(format!("USER#{user_id}"), "PROFILE")).await.unwrap().unwrap();
+    let body = String::from_utf8(item.body.clone()).unwrap().to_lowercase();
+    assert!(!body.contains("tan.wei") && !body.contains("example.sg"), "the address is sealed: {body}");
+    let user: shared::app::accounts::User = item.decode().unwrap();
+    assert_eq!(accounts.email_of(&user).await.unwrap().as_str(), "tan.wei@example.sg");
 }

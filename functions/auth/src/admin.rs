@@ -89,9 +89,10 @@ pub async fn list_users(
     let mut items = Vec::with_capacity(page.items.len());
     for item in &page.items {
         let user: User = item.decode().map_err(|e| ApiError::internal(&e))?;
+        let email = state.accounts.email_of(&user).await.map_err(|e| ApiError::internal(&e))?;
         items.push(UserView {
             id: user.id,
-            email: user.email.as_str().to_owned(),
+            email: email.as_str().to_owned(),
             roles: user.roles,
             level: user.level,
             email_verified: user.email_verified,

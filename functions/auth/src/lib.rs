@@ -53,7 +53,7 @@ impl AuthState {
     /// Reserves a sign-up or verification attempt for `email` from `client`, or answers
     /// 429; answers the address's scope.
     async fn email_code_attempt(&self, what: &str, email: &str, client: &str) -> Result<[String; 2], ApiError> {
-        let scope = format!("{what}:{}", email.trim().to_lowercase());
+        let scope = format!("{what}:{}", self.accounts.blind(email).await.map_err(api_error)?);
         let client = format!("{what}-client:{client}");
         let attempt =
             self.throttle.reserve(&[(&scope, &throttle::EMAIL_CODE), (&client, &throttle::CLIENT_SIGNUPS)]).await;
@@ -260,7 +260,7 @@ async fn login(
     ClientAddress(address): ClientAddress,
     Json(body): Json<Login>,
 ) -> Result<Json<LoginAnswer>, ApiError> {
-    let account = format!("account:{}", body.email.trim().to_lowercase());
+    let account = format!("account:{}", state.accounts.blind(&body.email).await.map_err(api_error)?);
     let address = format!("address:{address}");
     let attempt = state.throttle.reserve(&[(&account, &throttle::ACCOUNT), (&address, &throttle::ADDRESS)]).await;
     let locks = match attempt.map_err(|e| ApiError::internal(&e))? {

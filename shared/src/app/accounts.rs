@@ -1,5 +1,9 @@
 //! Accounts: sign-up with email and password, and email verification by a code sent
 //! through the `Mailer`. Answers never reveal whether an address is registered.
+//!
+//! No item key holds an address: a user is found by a keyed blind index of it
+//! ([`EmailIndex`], HMAC-SHA256 under a key sealed by the data key), and the address itself
+//! is sealed in the user item like other personal data.
 
 use std::sync::Arc;
 
@@ -13,9 +17,11 @@ use super::passwords;
 use crate::Platform;
 use crate::domain::credentials::{EmailAddress, Password};
 use crate::http::FieldError;
+use crate::ports::envelope::{EncryptionContext, Envelope, random_bytes};
+use crate::ports::keyring::KeyringError;
 use crate::ports::mailer::{Email, MailError};
 use crate::ports::store::{Condition, Contention, Item, Key, StoreError, Write};
-use crate::ports::{Clock, Ids, Mailer, Store};
+use crate::ports::{Clock, Ids, Keyring, Mailer, Store};
 
 /// How long an emailed code is valid.
 pub const CODE_LIFETIME: TimeDelta = TimeDelta::minutes(15);
@@ -26,7 +32,8 @@ pub const CODE_ATTEMPTS: u8 = 5;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct User {
     pub id: String,
-    pub email: EmailAddress,
+    /// The address, sealed by the data key ([`email_of`] opens it).
+    pub email: Envelope,
     pub password_hash: String,
     pub email_verified: bool,
     /// Investor verification level: 1 registered, 2 second factor, 3 accredited.
@@ -66,6 +73,8 @@ pub enum AccountError {
     Mail(#[from] MailError),
     #[error(transparent)]
     Hash(#[from] passwords::HashError),
+    #[error(transparent)]
+    Keyring(#[from] KeyringError),
 }
 
 pub fn user_key(id: &str) -> Key {
@@ -81,8 +90,74 @@ pub fn user_item(user: &User) -> Result<Item, StoreError> {
         .with_index(USERS_INDEX, format!("{}#{}", user.created_at.to_rfc3339(), user.id)))
 }
 
-fn email_key(email: &EmailAddress) -> Key {
-    Key::new(format!("EMAIL#{}", email.as_str()), "USER")
+/// Where the owner of an address is found: by its blind index, never the address.
+fn email_key(blind: &str) -> Key {
+    Key::new(format!("EMAIL#{blind}"), "USER")
+}
+
+fn email_context(user_id: &str) -> EncryptionContext {
+    EncryptionContext::from([("purpose".to_owned(), "user-email".to_owned()), ("user".to_owned(), user_id.to_owned())])
+}
+
+/// `email` sealed for the user `user_id`.
+async fn seal_email(keyring: &dyn Keyring, user_id: &str, email: &EmailAddress) -> Result<Envelope, KeyringError> {
+    keyring.encrypt(email.as_str().as_bytes(), &email_context(user_id)).await
+}
+
+/// The user's address, unsealed.
+pub async fn email_of(keyring: &dyn Keyring, user: &User) -> Result<EmailAddress, KeyringError> {
+    let bytes = keyring.decrypt(&user.email, &email_context(&user.id)).await?;
+    let text = String::from_utf8(bytes).map_err(|_| KeyringError::Crypto("a sealed address is not UTF-8".into()))?;
+    EmailAddress::parse(&text).map_err(|_| KeyringError::Crypto("a sealed address does not parse".into()))
+}
+
+/// The keyed blind index of email addresses: HMAC-SHA256 of the trimmed, lower-cased
+/// address under a random key kept in the table sealed by the data key, so that neither
+/// item keys nor throttle scopes carry an address, and a copy of the table alone does
+/// not tell whether an address is registered.
+pub struct EmailIndex {
+    key: aws_lc_rs::hmac::Key,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredIndexKey {
+    sealed: Envelope,
+}
+
+fn index_key_key() -> Key {
+    Key::new("EMAIL-INDEX", "KEY")
+}
+
+fn index_key_context() -> EncryptionContext {
+    EncryptionContext::from([("purpose".to_owned(), "email-index".to_owned())])
+}
+
+impl EmailIndex {
+    /// Unseals the index key, making it on first use (the first writer wins a race).
+    pub async fn load(store: &dyn Store, keyring: &dyn Keyring) -> Result<Self, AccountError> {
+        let stored = match store.get(&index_key_key()).await? {
+            Some(item) => item.decode::<StoredIndexKey>()?,
+            None => {
+                let made =
+                    StoredIndexKey { sealed: keyring.encrypt(&random_bytes::<32>()?, &index_key_context()).await? };
+                match store.put(Item::new(index_key_key(), &made)?, Condition::NotExists).await {
+                    Ok(()) => made,
+                    Err(StoreError::ConditionFailed { .. }) => {
+                        store.get(&index_key_key()).await?.ok_or(StoreError::Conflict)?.decode()?
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        };
+        let secret = keyring.decrypt(&stored.sealed, &index_key_context()).await?;
+        Ok(Self { key: aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &secret) })
+    }
+
+    /// The blind index of `address` (hex).
+    pub fn blind(&self, address: &str) -> String {
+        let tag = aws_lc_rs::hmac::sign(&self.key, address.trim().to_lowercase().as_bytes());
+        tag.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+    }
 }
 
 fn code_key(user_id: &str) -> Key {
@@ -97,6 +172,8 @@ fn code_hash(user_id: &str, code: &str) -> String {
 /// The account use cases, over the ports they need.
 pub struct Accounts {
     store: Arc<dyn Store>,
+    keyring: Arc<dyn Keyring>,
+    index: tokio::sync::OnceCell<EmailIndex>,
     mailer: Arc<dyn Mailer>,
     clock: Arc<dyn Clock>,
     ids: Arc<dyn Ids>,
@@ -107,11 +184,36 @@ impl Accounts {
     pub fn new(platform: &Platform) -> Self {
         Self {
             store: platform.store.clone(),
+            keyring: platform.keyring.clone(),
+            index: tokio::sync::OnceCell::new(),
             mailer: platform.mailer.clone(),
             clock: platform.clock.clone(),
             ids: platform.ids.clone(),
             mail_from: platform.config.mail_from.clone(),
         }
+    }
+
+    /// The blind index of `address`, for item keys and throttle scopes.
+    pub async fn blind(&self, address: &str) -> Result<String, AccountError> {
+        let index = self.index.get_or_try_init(|| EmailIndex::load(self.store.as_ref(), self.keyring.as_ref())).await?;
+        Ok(index.blind(address))
+    }
+
+    /// The owner of `email`, if registered.
+    async fn owner(&self, email: &EmailAddress) -> Result<Option<EmailOwner>, AccountError> {
+        let key = email_key(&self.blind(email.as_str()).await?);
+        Ok(self.store.get(&key).await?.map(|item| item.decode()).transpose()?)
+    }
+
+    /// The user's address, unsealed.
+    pub async fn email_of(&self, user: &User) -> Result<EmailAddress, AccountError> {
+        Ok(email_of(self.keyring.as_ref(), user).await?)
+    }
+
+    /// A new user's item and the index item that finds it by address, both to be created.
+    async fn new_user_writes(&self, user: &User, email: &EmailAddress) -> Result<Vec<Write>, AccountError> {
+        let owner = Item::new(email_key(&self.blind(email.as_str()).await?), &EmailOwner { user_id: user.id.clone() })?;
+        Ok(vec![Write::put(user_item(user)?, Condition::NotExists), Write::put(owner, Condition::NotExists)])
     }
 
     /// Registers `email` with `password` and mails a verification code. For an address
@@ -124,18 +226,18 @@ impl Accounts {
         let password_hash = passwords::hash(&password).await?;
         let mut contention = Contention::default();
         loop {
-            if let Some(owner) = self.store.get(&email_key(&email)).await? {
-                let owner: EmailOwner = owner.decode()?;
+            if let Some(owner) = self.owner(&email).await? {
                 let user = self.user(&owner.user_id).await?;
                 return match user {
                     Some(user) if user.email_verified => self.mail_already_registered(&email).await,
-                    Some(user) => self.issue_code(&user).await,
+                    Some(user) => self.issue_code(&user, &email).await,
                     None => Err(StoreError::Codec("email index points to no user".into()).into()),
                 };
             }
+            let id = self.ids.new_id("usr");
             let user = User {
-                id: self.ids.new_id("usr"),
-                email: email.clone(),
+                email: seal_email(self.keyring.as_ref(), &id, &email).await?,
+                id,
                 password_hash: password_hash.clone(),
                 email_verified: false,
                 level: 1,
@@ -143,15 +245,8 @@ impl Accounts {
                 issuer_id: None,
                 created_at: self.clock.now(),
             };
-            let writes = vec![
-                Write::put(user_item(&user)?, Condition::NotExists),
-                Write::put(
-                    Item::new(email_key(&email), &EmailOwner { user_id: user.id.clone() })?,
-                    Condition::NotExists,
-                ),
-            ];
-            match self.store.transact(writes).await {
-                Ok(()) => return self.issue_code(&user).await,
+            match self.store.transact(self.new_user_writes(&user, &email).await?).await {
+                Ok(()) => return self.issue_code(&user, &email).await,
                 // The address was registered meanwhile: answer as for a known address.
                 Err(StoreError::ConditionFailed { .. }) => contention.lost().await?,
                 Err(e) => return Err(e.into()),
@@ -166,8 +261,7 @@ impl Accounts {
     pub async fn verify_email(&self, email: &str, code: &str, password: &str) -> Result<(), AccountError> {
         let email = EmailAddress::parse(email).map_err(|e| AccountError::Invalid(vec![e]))?;
         let password = Password::parse(password, &email).map_err(|e| AccountError::Invalid(vec![e]))?;
-        let Some(owner) = self.store.get(&email_key(&email)).await? else { return Err(AccountError::InvalidCode) };
-        let owner: EmailOwner = owner.decode()?;
+        let Some(owner) = self.owner(&email).await? else { return Err(AccountError::InvalidCode) };
         let Some(stored) = self.store.get(&code_key(&owner.user_id)).await? else {
             return Err(AccountError::InvalidCode);
         };
@@ -216,9 +310,10 @@ impl Accounts {
     ) -> Result<User, AccountError> {
         let email = EmailAddress::parse(email).map_err(|e| AccountError::Invalid(vec![e]))?;
         let password = Password::parse(password, &email).map_err(|e| AccountError::Invalid(vec![e]))?;
+        let id = self.ids.new_id("usr");
         let user = User {
-            id: self.ids.new_id("usr"),
-            email: email.clone(),
+            email: seal_email(self.keyring.as_ref(), &id, &email).await?,
+            id,
             password_hash: passwords::hash(&password).await?,
             email_verified: true,
             level,
@@ -226,11 +321,7 @@ impl Accounts {
             issuer_id: None,
             created_at: self.clock.now(),
         };
-        let writes = vec![
-            Write::put(user_item(&user)?, Condition::NotExists),
-            Write::put(Item::new(email_key(&email), &EmailOwner { user_id: user.id.clone() })?, Condition::NotExists),
-        ];
-        self.store.transact(writes).await.map_err(|e| match e {
+        self.store.transact(self.new_user_writes(&user, &email).await?).await.map_err(|e| match e {
             StoreError::ConditionFailed { .. } => {
                 AccountError::Invalid(vec![FieldError::new("email", "already registered")])
             }
@@ -245,11 +336,11 @@ impl Accounts {
         // Two reads either way: an unknown address reads a user that cannot exist, so the
         // store's latency does not tell the two apart.
         let owner = match EmailAddress::parse(email) {
-            Ok(email) => self.store.get(&email_key(&email)).await?,
+            Ok(email) => self.owner(&email).await?,
             Err(_) => None,
         };
         let user = match owner {
-            Some(owner) => self.user(&owner.decode::<EmailOwner>()?.user_id).await?,
+            Some(owner) => self.user(&owner.user_id).await?,
             None => self.user("none").await?.filter(|_| false),
         };
         let matches =
@@ -272,7 +363,7 @@ impl Accounts {
             if !passwords::verify(&Password::attempt(current), Some(user.password_hash.clone())).await {
                 return Err(AccountError::Invalid(vec![FieldError::new("current_password", "is not your password")]));
             }
-            let new = Password::parse(new, &user.email).map_err(|mut e| {
+            let new = Password::parse(new, &self.email_of(&user).await?).map_err(|mut e| {
                 e.field = "new_password".into();
                 AccountError::Invalid(vec![e])
             })?;
@@ -289,7 +380,7 @@ impl Accounts {
         Ok(self.store.get(&user_key(id)).await?.map(|item| item.decode()).transpose()?)
     }
 
-    async fn issue_code(&self, user: &User) -> Result<(), AccountError> {
+    async fn issue_code(&self, user: &User, email: &EmailAddress) -> Result<(), AccountError> {
         let mut digits = [0u8; 4];
         SystemRandom::new().fill(&mut digits).map_err(|_| StoreError::Codec("no randomness".into()))?;
         let code = format!("{:06}", u32::from_le_bytes(digits) % 1_000_000);
@@ -298,7 +389,7 @@ impl Accounts {
         self.store.put(item, Condition::None).await?;
         let email = Email {
             from: self.mail_from.clone(),
-            to: vec![user.email.as_str().to_owned()],
+            to: vec![email.as_str().to_owned()],
             subject: "Your verification code".into(),
             text: format!(
                 "Your verification code is {code}.\n\nIt expires in {} minutes. If you did not sign up, ignore this email.\n",

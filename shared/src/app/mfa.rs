@@ -127,7 +127,8 @@ impl SecondFactor {
             Err(e) => return Err(e.into()),
         }
         let secret = totp::base32(&secret);
-        let otpauth_uri = totp::otpauth_uri(ISSUER, user.email.as_str(), &secret);
+        let email = super::accounts::email_of(self.keyring.as_ref(), user).await?;
+        let otpauth_uri = totp::otpauth_uri(ISSUER, email.as_str(), &secret);
         Ok(Enrollment { secret, otpauth_uri })
     }
 

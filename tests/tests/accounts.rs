@@ -49,9 +49,18 @@ async fn verified(app: &TestApp) -> bool {
     user["email_verified"].as_bool().unwrap()
 }
 
+/// A field that breaks the schema: 400 naming it.
 fn assert_field(status: StatusCode, body: &Value, field: &str) {
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert_eq!(body["type"], "/problems/validation");
+    assert_eq!(body["errors"][0]["field"], field, "{body}");
+}
+
+/// A field that meets the schema and a rule refuses (a wrong code, a weak password): 422
+/// naming it.
+fn assert_refused(status: StatusCode, body: &Value, field: &str) {
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["type"], "/problems/refused");
     assert_eq!(body["errors"][0]["field"], field, "{body}");
 }
 
@@ -66,7 +75,7 @@ async fn a_new_account_is_verified_with_the_emailed_code(app: TestApp) {
     // The code is spent.
     let (status, body) =
         app.post("/v1/auth/email/verify", json!({"email": EMAIL, "code": code, "password": PASSWORD})).await;
-    assert_field(status, &body, "code");
+    assert_refused(status, &body, "code");
 }
 
 async fn a_malformed_body_is_a_400_problem_and_changes_nothing(app: TestApp) {
@@ -90,8 +99,10 @@ async fn a_malformed_body_is_a_400_problem_and_changes_nothing(app: TestApp) {
 async fn bad_input_names_the_field_and_creates_nothing(app: TestApp) {
     let (status, body) = app.post("/v1/auth/signup", json!({"email": "not-an-address", "password": PASSWORD})).await;
     assert_field(status, &body, "email");
-    let (status, body) = app.post("/v1/auth/signup", json!({"email": EMAIL, "password": "Password1234!"})).await;
+    let (status, body) = app.post("/v1/auth/signup", json!({"email": EMAIL, "password": "short"})).await;
     assert_field(status, &body, "password");
+    let (status, body) = app.post("/v1/auth/signup", json!({"email": EMAIL, "password": "Password1234!"})).await;
+    assert_refused(status, &body, "password");
     assert!(body["errors"][0]["message"].as_str().unwrap().contains("breached"));
     let (status, body) = app.post("/v1/auth/signup", json!({"email": EMAIL})).await;
     assert_field(status, &body, "password");
@@ -111,7 +122,7 @@ async fn signing_up_again_answers_the_same_and_never_makes_a_second_account(app:
     if first != second {
         let (status, _) =
             app.post("/v1/auth/email/verify", json!({"email": EMAIL, "code": first, "password": PASSWORD})).await;
-        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     }
     // Verified: the same answer, and a notice to the owner instead of a code.
     let (status, body) =
@@ -128,7 +139,7 @@ async fn a_code_dies_after_five_wrong_tries_and_after_fifteen_minutes(app: TestA
     for _ in 0..5 {
         let (status, body) =
             app.post("/v1/auth/email/verify", json!({"email": EMAIL, "code": wrong, "password": PASSWORD})).await;
-        assert_field(status, &body, "code");
+        assert_refused(status, &body, "code");
     }
     // The fifth wrong code locked the address's verifications for a minute.
     let (status, body) =
@@ -138,14 +149,14 @@ async fn a_code_dies_after_five_wrong_tries_and_after_fifteen_minutes(app: TestA
     // And the code itself died.
     let (status, body) =
         app.post("/v1/auth/email/verify", json!({"email": EMAIL, "code": code, "password": PASSWORD})).await;
-    assert_field(status, &body, "code");
+    assert_refused(status, &body, "code");
     assert!(!verified(&app).await);
 
     let code = sign_up(&app).await;
     app.clock.advance(TimeDelta::minutes(15) + TimeDelta::seconds(1));
     let (status, body) =
         app.post("/v1/auth/email/verify", json!({"email": EMAIL, "code": code, "password": PASSWORD})).await;
-    assert_field(status, &body, "code");
+    assert_refused(status, &body, "code");
     assert!(!verified(&app).await);
 }
 
@@ -153,7 +164,7 @@ async fn an_unknown_address_gets_the_same_answer_as_a_wrong_code(app: TestApp) {
     let (status, body) = app
         .post("/v1/auth/email/verify", json!({"email": "nobody@example.sg", "code": "123456", "password": PASSWORD}))
         .await;
-    assert_field(status, &body, "code");
+    assert_refused(status, &body, "code");
 }
 
 /// Pre-account takeover: an attacker registers the victim's address first with a password
@@ -164,8 +175,11 @@ async fn whoever_signed_the_address_up_first_cannot_log_in_after_its_owner_verif
     let (status, _) = app.post("/v1/auth/signup", json!({"email": EMAIL, "password": attacker})).await;
     assert_eq!(status, StatusCode::ACCEPTED);
     let code = sign_up(&app).await;
-    let weak = app.post("/v1/auth/email/verify", json!({"email": EMAIL, "code": code, "password": "password"})).await;
-    assert_field(weak.0, &weak.1, "password");
+    let short = app.post("/v1/auth/email/verify", json!({"email": EMAIL, "code": code, "password": "password"})).await;
+    assert_field(short.0, &short.1, "password");
+    let weak = json!({"email": EMAIL, "code": code, "password": "password12345"});
+    let weak = app.post("/v1/auth/email/verify", weak).await;
+    assert_refused(weak.0, &weak.1, "password");
     assert!(!verified(&app).await, "a refused password changes nothing");
     let (status, body) =
         app.post("/v1/auth/email/verify", json!({"email": EMAIL, "code": code, "password": PASSWORD})).await;
@@ -187,13 +201,13 @@ async fn parallel_wrong_codes_all_count_and_get_at_most_five_checks(app: TestApp
         guesses.spawn(async move { client.post(url).json(&body).send().await.unwrap().status() });
     }
     let answers = guesses.join_all().await;
-    let checked = answers.iter().filter(|s| **s == StatusCode::BAD_REQUEST).count();
+    let checked = answers.iter().filter(|s| **s == StatusCode::UNPROCESSABLE_ENTITY).count();
     let refused = answers.iter().filter(|s| **s == StatusCode::TOO_MANY_REQUESTS).count();
     assert_eq!((checked, refused), (5, 15), "{answers:?}");
     app.clock.advance(TimeDelta::minutes(1));
     let (status, body) =
         app.post("/v1/auth/email/verify", json!({"email": EMAIL, "code": code, "password": PASSWORD})).await;
-    assert_field(status, &body, "code");
+    assert_refused(status, &body, "code");
     assert!(!verified(&app).await, "five wrong codes counted: the code is dead");
 }
 
@@ -205,7 +219,7 @@ async fn no_item_key_holds_an_address_and_the_user_item_holds_it_sealed(app: Tes
     let wrong = if code == "000000" { "111111" } else { "000000" };
     let (status, _) =
         app.post("/v1/auth/email/verify", json!({"email": EMAIL, "code": wrong, "password": PASSWORD})).await;
-    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     let (status, _) = app.post("/v1/auth/login", json!({"email": EMAIL, "password": "not the password"})).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "a wrong password, counted against the account");
     let store = &app.platform.store;

@@ -134,7 +134,7 @@ async fn level_three_by_manual_review_needs_a_checker_and_expires_after_a_day(ap
             json!({"level": 3}),
         )
         .await;
-    assert_eq!((status, problem["errors"][0]["field"].as_str()), (StatusCode::BAD_REQUEST, Some("level")));
+    assert_eq!((status, problem["errors"][0]["field"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("level")));
     assert!(problem["detail"].as_str().unwrap().contains("second factor"), "{problem}");
 
     let (target, _) = app.operator("enrolled@example.sg", &[]).await;

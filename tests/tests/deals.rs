@@ -50,11 +50,11 @@ async fn a_deal_goes_from_draft_through_publication_to_open_and_closed_by_its_wi
     let (status, problem) = app.post_json_as("/v1/admin/deals", &s.maker, bad).await;
     assert_eq!(
         (status, problem["errors"][0]["field"].as_str()),
-        (StatusCode::BAD_REQUEST, Some("max_units")),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("max_units")),
         "{problem}"
     );
     let (status, problem) = app.post_json_as("/v1/admin/deals", &s.maker, new_deal("iss_nobody", &app)).await;
-    assert_eq!((status, problem["errors"][0]["field"].as_str()), (StatusCode::BAD_REQUEST, Some("issuer_id")));
+    assert_eq!((status, problem["errors"][0]["field"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("issuer_id")));
     let (status, deal) = app.post_json_as("/v1/admin/deals", &s.maker, new_deal(&s.issuer_id, &app)).await;
     assert_eq!((status, deal["state"].as_str()), (StatusCode::CREATED, Some("draft")), "{deal}");
     let id = deal["id"].as_str().unwrap().to_owned();

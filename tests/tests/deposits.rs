@@ -115,7 +115,7 @@ async fn webhooks_badly_signed_stale_replayed_duplicated_or_for_nobody_credit_no
     // For a virtual account nobody has: refused by field name.
     let nobody = deposit_event("deposit.confirmed", "evt-b", "dep-b", "880100000000", "100.00");
     let (status, problem) = webhook(&app, &nobody, 0).await;
-    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(problem["errors"][0]["field"], "virtual_account");
     let (status, problem) = webhook(&app, &json!({"type": "deposit.confirmed", "event_id": "x"}), 0).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{problem}");

@@ -25,7 +25,11 @@ async fn an_issuer_is_onboarded_and_approved_by_a_second_deal_operator(app: Test
     let (_, tokens) = app.operator_tokens("owner@marina.example.sg", &["issuer"]).await;
     let owner = tokens["access_token"].as_str().unwrap();
     let (status, problem) = app.post_json_as("/v1/issuers", owner, onboarding("2019-12345")).await;
-    assert_eq!((status, problem["errors"][0]["field"].as_str()), (StatusCode::BAD_REQUEST, Some("uen")), "{problem}");
+    assert_eq!(
+        (status, problem["errors"][0]["field"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("uen")),
+        "{problem}"
+    );
     let (status, issuer) = app.post_json_as("/v1/issuers", owner, onboarding("201912345K")).await;
     assert_eq!((status, issuer["status"].as_str()), (StatusCode::CREATED, Some("pending_review")), "{issuer}");
     let id = issuer["id"].as_str().unwrap();

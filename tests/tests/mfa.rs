@@ -38,7 +38,10 @@ async fn enrolled(app: &TestApp) -> Vec<u8> {
     let wrong = json!({"code": "000000"});
     let confirm = json!({"code": code(app, &secret, 0)});
     if wrong["code"] != confirm["code"] {
-        assert_eq!(app.post_as("/v1/auth/mfa/totp/confirm", access, Some(wrong)).await, StatusCode::BAD_REQUEST);
+        assert_eq!(
+            app.post_as("/v1/auth/mfa/totp/confirm", access, Some(wrong)).await,
+            StatusCode::UNPROCESSABLE_ENTITY
+        );
     }
     assert_eq!(app.post_as("/v1/auth/mfa/totp/confirm", access, Some(confirm)).await, StatusCode::NO_CONTENT);
     let again = app.client.post(app.url("/v1/auth/mfa/totp")).bearer_auth(access).send().await.unwrap();

@@ -101,7 +101,7 @@ async fn after_an_offering_the_books_agree_and_injected_differences_are_one_brea
     let future = (app.platform.clock.now() + chrono::TimeDelta::hours(1)).to_rfc3339();
     let (status, problem) =
         app.post_json_as("/v1/admin/reconciliation/runs", &finance, serde_json::json!({"cut_off": future})).await;
-    assert_eq!((status, problem["errors"][0]["field"].as_str()), (StatusCode::BAD_REQUEST, Some("cut_off")));
+    assert_eq!((status, problem["errors"][0]["field"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("cut_off")));
     let again = serde_json::json!({"cut_off": broken.cut_off.to_rfc3339()});
     let (status, queued) = app.post_json_as("/v1/admin/reconciliation/runs", &finance, again).await;
     assert_eq!((status, queued["status"].as_str()), (StatusCode::ACCEPTED, Some("queued")), "{queued}");

@@ -157,7 +157,7 @@ async fn changing_the_password_revokes_every_session(app: TestApp) {
     let one = app.logged_in(EMAIL, PASSWORD).await;
     let two = app.login(EMAIL, PASSWORD).await;
     let wrong = json!({"current_password": "not it at all", "new_password": "a brand new passphrase"});
-    assert_eq!(app.post_as("/v1/auth/password", access(&one), Some(wrong)).await, StatusCode::BAD_REQUEST);
+    assert_eq!(app.post_as("/v1/auth/password", access(&one), Some(wrong)).await, StatusCode::UNPROCESSABLE_ENTITY);
     let change = json!({"current_password": PASSWORD, "new_password": "a brand new passphrase"});
     assert_eq!(app.post_as("/v1/auth/password", access(&one), Some(change)).await, StatusCode::NO_CONTENT);
     for session in [&one, &two] {

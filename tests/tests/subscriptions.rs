@@ -17,8 +17,8 @@ async fn subscribing_and_cancelling_move_the_available_balance_exactly(app: Test
 
     // Refusals by field, and without a key; nothing held.
     let (status, problem) = app.subscribe(&ann, &deal, "k0", 5).await;
-    assert_eq!((status, problem["errors"][0]["field"].as_str()), (StatusCode::BAD_REQUEST, Some("units")));
-    assert_eq!(app.subscribe(&ann, &deal, "k0", 1001).await.0, StatusCode::BAD_REQUEST);
+    assert_eq!((status, problem["errors"][0]["field"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("units")));
+    assert_eq!(app.subscribe(&ann, &deal, "k0", 1001).await.0, StatusCode::UNPROCESSABLE_ENTITY);
     let no_key = app
         .client
         .post(app.url(&format!("/v1/deals/{deal}/subscriptions")))

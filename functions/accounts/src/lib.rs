@@ -54,7 +54,7 @@ pub fn routes(platform: &Platform) -> Router {
         routes::admin_account, routes::admin_statement, routes::ledger_totals
     ),
     components(schemas(routes::BalanceView, routes::MyAccounts, routes::EntryView, routes::WithdrawalRequest,
-        routes::WithdrawalView, routes::WebhookAnswer, routes::TotalsView, shared::app::deposits::WithdrawalStatus)),
+        routes::WithdrawalView, routes::WebhookAnswer, routes::LedgerTotalsView, shared::app::deposits::WithdrawalStatus)),
     tags(
         (name = "accounts", description = "Deposit accounts: balances, statements, withdrawals"),
         (name = "webhooks", description = "Partner callbacks, signed"),

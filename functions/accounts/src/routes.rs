@@ -14,6 +14,7 @@ use shared::domain::ledger::{Account, Kind, Phase, SGD};
 use shared::domain::money::{self, format_cents};
 use shared::http::auth::{Authenticated, authorize};
 use shared::http::idempotency::IdempotencyKey;
+use shared::http::openapi::DecimalAmount;
 use shared::http::page::{PageOf, Paging};
 use shared::http::problem::{PROBLEM_JSON, Problem};
 use shared::http::{ApiError, FieldError, Json};
@@ -121,6 +122,7 @@ pub struct StatementQuery {
 #[serde(deny_unknown_fields)]
 pub struct WithdrawalRequest {
     /// SGD as a decimal string, like `"100.00"`.
+    #[schema(value_type = DecimalAmount)]
     pub amount: String,
 }
 
@@ -157,12 +159,12 @@ pub struct WebhookAnswer {
 fn deposit_error(e: DepositError) -> ApiError {
     match e {
         DepositError::UnknownVirtualAccount(_) => {
-            ApiError::validation(vec![FieldError::new("virtual_account", "no investor has this virtual account")])
+            ApiError::validation(vec![FieldError::refused("virtual_account", "no investor has this virtual account")])
         }
         DepositError::UnknownWithdrawal(_) => {
-            ApiError::validation(vec![FieldError::new("reference", "no withdrawal has this reference")])
+            ApiError::validation(vec![FieldError::refused("reference", "no withdrawal has this reference")])
         }
-        DepositError::Amount(e) => ApiError::validation(vec![FieldError::new("amount", e.to_string())]),
+        DepositError::Amount(e) => ApiError::validation(vec![FieldError::amount("amount", &e)]),
         DepositError::KeyReused => ApiError::unprocessable("the Idempotency-Key was used before with another amount"),
         DepositError::Contradicts(refusal) => ApiError::conflict(format!("contradicts the ledger: {refusal}")),
         DepositError::Ledger(LedgerError::Busy) => ApiError::unavailable("the account is busy; retry"),
@@ -235,8 +237,8 @@ pub async fn withdraw(
 ) -> Result<(StatusCode, Json<WithdrawalView>), ApiError> {
     authorize(&state.platform, &me, Action::Withdraw, Resource::OwnedBy(&me.user_id), "accounts.withdraw").await?;
     require_recent_second_factor(&state, &me)?;
-    let amount = money::parse_cents(&body.amount)
-        .map_err(|e| ApiError::validation(vec![FieldError::new("amount", e.to_string())]))?;
+    let amount =
+        money::parse_cents(&body.amount).map_err(|e| ApiError::validation(vec![FieldError::amount("amount", &e)]))?;
     let w = state.deposits.withdraw(&me.user_id, &key, amount).await.map_err(deposit_error)?;
     if w.status == WithdrawalStatus::Rejected {
         return Err(ApiError::unprocessable("the amount is more than the available balance"));
@@ -321,7 +323,7 @@ pub async fn admin_statement(
 /// Per asset, the sums of debits and credits over every account (posted and pending):
 /// debits equal credits when the books balance.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct TotalsView {
+pub struct LedgerTotalsView {
     pub asset: String,
     pub accounts: u64,
     pub debits_posted: String,
@@ -331,7 +333,7 @@ pub struct TotalsView {
     pub balanced: bool,
 }
 
-impl From<Totals> for TotalsView {
+impl From<Totals> for LedgerTotalsView {
     fn from(t: Totals) -> Self {
         let text = |v: u128| amount_text(&t.asset, v as i128);
         Self {
@@ -347,12 +349,12 @@ impl From<Totals> for TotalsView {
 }
 
 #[utoipa::path(get, path = "/v1/admin/ledger/totals", tag = "ledger", security(("bearer" = [])),
-    responses((status = 200, body = [TotalsView]), (status = 403, body = Problem, content_type = PROBLEM_JSON)))]
+    responses((status = 200, body = [LedgerTotalsView]), (status = 403, body = Problem, content_type = PROBLEM_JSON)))]
 pub async fn ledger_totals(
     State(state): State<AccountsState>,
     Authenticated(me): Authenticated,
-) -> Result<Json<Vec<TotalsView>>, ApiError> {
+) -> Result<Json<Vec<LedgerTotalsView>>, ApiError> {
     authorize(&state.platform, &me, Action::ReadLedger, Resource::None, "ledger.totals").await?;
     let totals = state.deposits.ledger().totals().await.map_err(ledger_error)?;
-    Ok(Json(totals.into_iter().map(TotalsView::from).collect()))
+    Ok(Json(totals.into_iter().map(LedgerTotalsView::from).collect()))
 }

@@ -37,7 +37,9 @@ pub struct UserView {
 #[serde(deny_unknown_fields)]
 pub struct RoleChange {
     /// `grant` or `revoke`.
+    #[schema(pattern = "^(grant|revoke)$")]
     pub action: String,
+    #[schema(value_type = Role)]
     pub role: String,
 }
 
@@ -46,6 +48,7 @@ pub struct RoleChange {
 #[serde(deny_unknown_fields)]
 pub struct LevelChange {
     /// Only 3 (verified accredited investor, after manual review).
+    #[schema(minimum = 3, maximum = 3)]
     pub level: u8,
 }
 
@@ -60,7 +63,7 @@ pub struct Rejection {
 /// or the level); every other error as every maker-checker route answers it.
 fn proposal_error(error: ChangeError) -> ApiError {
     match error {
-        ChangeError::Invalid(reason) => ApiError::validation(vec![FieldError::new("level", reason)]),
+        ChangeError::Invalid(reason) => ApiError::validation(vec![FieldError::refused("level", reason)]),
         other => change_error(other),
     }
 }
@@ -153,6 +156,10 @@ pub async fn propose_level(
     Path(user_id): Path<String>,
     Json(body): Json<LevelChange>,
 ) -> Result<(StatusCode, Json<ChangeRequest>), ApiError> {
+    // The schema's bound: only level 3 is set by review.
+    if body.level != shared::domain::access::LEVEL_ACCREDITED {
+        return Err(ApiError::validation(vec![FieldError::new("level", "only level 3 is set by manual review")]));
+    }
     propose(&state, &me, Change::SetLevel { user_id, level: body.level }).await
 }
 
@@ -239,7 +246,8 @@ pub struct KeyRotation {
     /// Replace the refresh-token secret too: every session must log in again.
     #[serde(default)]
     pub rotate_refresh_secret: bool,
-    /// Why (1 to 500 characters), for the audit log.
+    /// Why (1 to 500 characters, not only spaces), for the audit log.
+    #[schema(pattern = r"\S", max_length = 500)]
     pub reason: String,
 }
 

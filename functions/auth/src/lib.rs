@@ -73,8 +73,10 @@ impl AuthState {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SignUp {
+    #[schema(pattern = r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]{1,64}@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$", max_length = 254)]
     pub email: String,
     /// 12 to 128 characters, not a known breached password, not containing the address.
+    #[schema(min_length = 12, max_length = 128)]
     pub password: String,
 }
 
@@ -82,16 +84,18 @@ pub struct SignUp {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VerifyEmail {
+    #[schema(pattern = r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]{1,64}@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$", max_length = 254)]
     pub email: String,
     /// The six digits from the email.
     pub code: String,
     /// The account's password from now on (the rules of sign-up apply): only the holder of
     /// the code chooses it, whoever signed the address up first.
+    #[schema(min_length = 12, max_length = 128)]
     pub password: String,
 }
 
 #[derive(Serialize, ToSchema)]
-pub struct Status {
+pub struct SignUpAnswer {
     pub status: &'static str,
 }
 
@@ -146,6 +150,8 @@ pub struct RefreshRequest {
 #[serde(deny_unknown_fields)]
 pub struct ChangePassword {
     pub current_password: String,
+    /// The rules of sign-up apply.
+    #[schema(min_length = 12, max_length = 128)]
     pub new_password: String,
 }
 
@@ -179,7 +185,7 @@ pub struct Me {
 fn api_error(error: AccountError) -> ApiError {
     match error {
         AccountError::Invalid(errors) => ApiError::validation(errors),
-        AccountError::InvalidCode => ApiError::validation(vec![FieldError::new("code", "invalid or expired code")]),
+        AccountError::InvalidCode => ApiError::validation(vec![FieldError::refused("code", "invalid or expired code")]),
         AccountError::WrongCredentials => ApiError::unauthorized("wrong email or password"),
         AccountError::EmailNotVerified => ApiError::forbidden("verify your email address first"),
         other => ApiError::internal(&other),
@@ -191,7 +197,7 @@ fn mfa_error(state: &AuthState, error: MfaError) -> ApiError {
         MfaError::Locked { until } => state.wait_until(until),
         MfaError::AlreadyEnrolled => ApiError::conflict("a second factor is already enrolled"),
         MfaError::NotEnrolled => ApiError::conflict("start an enrolment first"),
-        MfaError::InvalidCode => ApiError::validation(vec![FieldError::new("code", "invalid code")]),
+        MfaError::InvalidCode => ApiError::validation(vec![FieldError::refused("code", "invalid code")]),
         MfaError::InvalidChallenge => ApiError::unauthorized("invalid or expired challenge"),
         other => ApiError::internal(&other),
     }
@@ -210,7 +216,7 @@ pub(crate) fn session_error(error: SessionError) -> ApiError {
 /// not the address was already registered. Throttled per address and per client.
 #[utoipa::path(post, path = "/v1/auth/signup", tag = "auth", request_body = SignUp,
     responses(
-        (status = 202, description = "A code was emailed", body = Status),
+        (status = 202, description = "A code was emailed", body = SignUpAnswer),
         (status = 400, description = "Invalid email or password", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "Too many sign-ups for the address or from the client: wait `Retry-After` seconds", body = Problem, content_type = "application/problem+json"),
     ))]
@@ -218,17 +224,17 @@ async fn sign_up(
     State(state): State<AuthState>,
     ClientAddress(address): ClientAddress,
     Json(body): Json<SignUp>,
-) -> Result<(StatusCode, Json<Status>), ApiError> {
+) -> Result<(StatusCode, Json<SignUpAnswer>), ApiError> {
     state.email_code_attempt("signup", &body.email, &address).await?;
     state.accounts.sign_up(&body.email, &body.password).await.map_err(api_error)?;
-    Ok((StatusCode::ACCEPTED, Json(Status { status: "verification_sent" })))
+    Ok((StatusCode::ACCEPTED, Json(SignUpAnswer { status: "verification_sent" })))
 }
 
 /// Verifies the address with the emailed code and sets the account's password. Throttled
 /// per address and per client.
 #[utoipa::path(post, path = "/v1/auth/email/verify", tag = "auth", request_body = VerifyEmail,
     responses(
-        (status = 200, description = "The address is verified", body = Status),
+        (status = 200, description = "The address is verified", body = SignUpAnswer),
         (status = 400, description = "Invalid or expired code, or a password the rules refuse", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "Too many codes tried for the address or from the client: wait `Retry-After` seconds", body = Problem, content_type = "application/problem+json"),
     ))]
@@ -236,12 +242,12 @@ async fn verify_email(
     State(state): State<AuthState>,
     ClientAddress(address): ClientAddress,
     Json(body): Json<VerifyEmail>,
-) -> Result<Json<Status>, ApiError> {
+) -> Result<Json<SignUpAnswer>, ApiError> {
     let [scope, client] = state.email_code_attempt("verify", &body.email, &address).await?;
     state.accounts.verify_email(&body.email, &body.code, &body.password).await.map_err(api_error)?;
     state.throttle.reset(&scope).await.map_err(|e| ApiError::internal(&e))?;
     state.throttle.refund(&client).await.map_err(|e| ApiError::internal(&e))?;
-    Ok(Json(Status { status: "verified" }))
+    Ok(Json(SignUpAnswer { status: "verified" }))
 }
 
 pub(crate) const PROBLEM: &str = "application/problem+json";
@@ -468,7 +474,7 @@ async fn jwks(State(state): State<AuthState>) -> Result<Json<serde_json::Value>,
         confirm_totp, me, jwks, admin::list_users, admin::propose_role, admin::propose_level, admin::list_changes,
         admin::approve, admin::reject, admin::audit, admin::rotate_keys
     ),
-    components(schemas(SignUp, VerifyEmail, Status, Login, LoginAnswer, MfaRequired, LoginMfa, Enrollment, ConfirmTotp, RefreshRequest, ChangePassword, Tokens, SessionView, SessionList, Me,
+    components(schemas(SignUp, VerifyEmail, SignUpAnswer, Login, LoginAnswer, MfaRequired, LoginMfa, Enrollment, ConfirmTotp, RefreshRequest, ChangePassword, Tokens, SessionView, SessionList, Me,
         admin::UserView, admin::RoleChange, admin::LevelChange, admin::Rejection, admin::KeyRotation, admin::Rotated)),
     tags(
         (name = "auth", description = "Accounts, login, tokens and sessions"),

@@ -12,6 +12,7 @@ use shared::domain::access::{self, Action, Resource};
 use shared::domain::deal::{Building, BuildingType, DealState, Step, Terms};
 use shared::domain::money::{format_cents, parse_cents};
 use shared::http::auth::{Authenticated, authorize};
+use shared::http::openapi::DecimalAmount;
 use shared::http::page::{PageOf, Paging};
 use shared::http::problem::{PROBLEM_JSON, Problem};
 use shared::http::{ApiError, FieldError, Json};
@@ -29,6 +30,7 @@ pub struct BuildingView {
     #[serde(rename = "type")]
     pub kind: BuildingType,
     /// SGD, a decimal string.
+    #[schema(value_type = DecimalAmount)]
     pub valuation: String,
 }
 
@@ -41,6 +43,7 @@ pub struct NewDeal {
     /// Whole DABS units on offer.
     pub supply: u64,
     /// SGD per unit, a decimal string.
+    #[schema(value_type = DecimalAmount)]
     pub unit_price: String,
     pub min_units: u64,
     pub max_units: u64,
@@ -58,8 +61,10 @@ pub struct EditDeal {
     pub building_address: Option<String>,
     pub building_type: Option<BuildingType>,
     pub documents: Option<Vec<String>>,
+    #[schema(value_type = Option<DecimalAmount>)]
     pub valuation: Option<String>,
     pub supply: Option<u64>,
+    #[schema(value_type = Option<DecimalAmount>)]
     pub unit_price: Option<String>,
     pub min_units: Option<u64>,
     pub max_units: Option<u64>,
@@ -114,7 +119,7 @@ impl From<Deal> for DealView {
 }
 
 fn cents(field: &str, text: &str) -> Result<u64, ApiError> {
-    parse_cents(text).map_err(|e| ApiError::validation(vec![FieldError::new(field, e.to_string())]))
+    parse_cents(text).map_err(|e| ApiError::validation(vec![FieldError::amount(field, &e)]))
 }
 
 /// Whether `me` may see a deal that is not public: deal operators, and its issuer's users.
@@ -308,7 +313,8 @@ pub async fn list_public(
 
 /// One deal: public once published; before that, for deal operators and its issuer's users.
 #[utoipa::path(get, path = "/v1/deals/{id}", tag = "deals", params(("id" = String, Path)),
-    responses((status = 200, body = DealView), (status = 404, body = Problem, content_type = PROBLEM_JSON)))]
+    responses((status = 200, body = DealView), (status = 404, body = Problem, content_type = PROBLEM_JSON),
+        (status = 401, description = "A bearer token was given, and it is invalid or expired", body = Problem, content_type = PROBLEM_JSON)))]
 pub async fn get(
     State(state): State<OfferingState>,
     caller: Option<Authenticated>,

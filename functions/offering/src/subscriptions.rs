@@ -83,7 +83,9 @@ fn subscription_error(e: SubscriptionError) -> ApiError {
     match e {
         SubscriptionError::NotFound => ApiError::not_found("no such deal or subscription"),
         SubscriptionError::NotOpen => ApiError::conflict("the deal is not open for subscriptions"),
-        SubscriptionError::Units(refusal) => ApiError::validation(vec![FieldError::new("units", refusal.to_string())]),
+        SubscriptionError::Units(refusal) => {
+            ApiError::validation(vec![FieldError::refused("units", refusal.to_string())])
+        }
         SubscriptionError::AlreadySubscribed => {
             ApiError::conflict("you already have a live subscription to this deal: cancel it to apply again")
         }

@@ -152,7 +152,7 @@ pub fn routes(platform: &Platform) -> axum::Router {
 #[derive(utoipa::OpenApi)]
 #[openapi(
     paths(routes::list, routes::start, routes::get, routes::breaks, routes::report, routes::accept),
-    components(schemas(routes::RunRequest, routes::RunView, routes::AcceptRequest, routes::RunQueued,
+    components(schemas(routes::RunRequest, routes::ReconRunView, routes::AcceptRequest, routes::RunQueued,
         shared::app::reconcile::StoredRow, shared::app::reconcile::RunVerdict, shared::app::reconcile::Count,
         shared::domain::reconcile::Pair, shared::domain::reconcile::Class, shared::domain::reconcile::RuleId)),
     tags((name = "reconciliation", description = "Ledger vs chain vs Custody as of a cut-off: runs, unmatched rows, CSV"))

@@ -30,7 +30,7 @@ pub struct RunRequest {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
-pub struct RunView {
+pub struct ReconRunView {
     pub id: String,
     pub cut_off: DateTime<Utc>,
     pub previous: Option<String>,
@@ -46,7 +46,7 @@ pub struct RunView {
     pub finished_at: DateTime<Utc>,
 }
 
-impl From<ReconRun> for RunView {
+impl From<ReconRun> for ReconRunView {
     fn from(r: ReconRun) -> Self {
         Self {
             id: r.id,
@@ -76,16 +76,16 @@ async fn found(reconciler: &Reconciler, id: &str) -> Result<ReconRun, ApiError> 
 /// Reconciliation runs, the latest cut-off first (finance operators).
 #[utoipa::path(get, path = "/v1/admin/reconciliation/runs", tag = "reconciliation", security(("bearer" = [])),
     params(("limit" = Option<usize>, Query), ("cursor" = Option<String>, Query)),
-    responses((status = 200, body = PageOf<RunView>), (status = 403, body = Problem, content_type = PROBLEM_JSON)))]
+    responses((status = 200, body = PageOf<ReconRunView>), (status = 403, body = Problem, content_type = PROBLEM_JSON)))]
 pub async fn list(
     State(state): State<ApiState>,
     Authenticated(me): Authenticated,
     paging: Paging,
-) -> Result<Json<PageOf<RunView>>, ApiError> {
+) -> Result<Json<PageOf<ReconRunView>>, ApiError> {
     authorize(&state.platform, &me, Action::ManageReconciliation, Resource::None, "reconciliation.list").await?;
     let (runs, next) =
         Reconciler::for_platform(&state.platform).list(paging.limit, paging.cursor).await.map_err(internal)?;
-    Ok(Json(PageOf::new(runs.into_iter().map(RunView::from).collect(), next)))
+    Ok(Json(PageOf::new(runs.into_iter().map(ReconRunView::from).collect(), next)))
 }
 
 /// `202` for `POST /v1/admin/reconciliation/runs`.
@@ -111,7 +111,7 @@ pub async fn start(
 ) -> Result<(StatusCode, Json<RunQueued>), ApiError> {
     authorize(&state.platform, &me, Action::ManageReconciliation, Resource::None, "reconciliation.run").await?;
     if body.cut_off > state.platform.clock.now() {
-        return Err(ApiError::validation(vec![FieldError::new("cut_off", "must not be in the future")]));
+        return Err(ApiError::validation(vec![FieldError::refused("cut_off", "must not be in the future")]));
     }
     let reason = format!("cut-off {}", body.cut_off.to_rfc3339());
     let event = Event::applied(&me.user_id, "reconciliation.request", "reconciliation", reason);
@@ -125,12 +125,12 @@ pub async fn start(
 /// One run (finance operators).
 #[utoipa::path(get, path = "/v1/admin/reconciliation/runs/{id}", tag = "reconciliation", security(("bearer" = [])),
     params(("id" = String, Path)),
-    responses((status = 200, body = RunView), (status = 404, body = Problem, content_type = PROBLEM_JSON)))]
+    responses((status = 200, body = ReconRunView), (status = 404, body = Problem, content_type = PROBLEM_JSON)))]
 pub async fn get(
     State(state): State<ApiState>,
     Authenticated(me): Authenticated,
     Path(id): Path<String>,
-) -> Result<Json<RunView>, ApiError> {
+) -> Result<Json<ReconRunView>, ApiError> {
     authorize(&state.platform, &me, Action::ManageReconciliation, Resource::None, "reconciliation.get").await?;
     Ok(Json(found(&Reconciler::for_platform(&state.platform), &id).await?.into()))
 }
@@ -238,7 +238,9 @@ pub struct AcceptRequest {
     pub pair: Pair,
     pub account: String,
     pub asset: String,
-    /// Why the difference is accepted (kept with the break and in the audit log).
+    /// Why the difference is accepted (kept with the break and in the audit log): 1 to
+    /// 1,000 characters, not only spaces.
+    #[schema(pattern = r"\S", max_length = 1000)]
     pub note: String,
 }
 

@@ -323,7 +323,7 @@ impl Accounts {
         };
         self.store.transact(self.new_user_writes(&user, &email).await?).await.map_err(|e| match e {
             StoreError::ConditionFailed { .. } => {
-                AccountError::Invalid(vec![FieldError::new("email", "already registered")])
+                AccountError::Invalid(vec![FieldError::refused("email", "already registered")])
             }
             e => e.into(),
         })?;
@@ -361,7 +361,10 @@ impl Accounts {
             };
             let mut user: User = item.decode()?;
             if !passwords::verify(&Password::attempt(current), Some(user.password_hash.clone())).await {
-                return Err(AccountError::Invalid(vec![FieldError::new("current_password", "is not your password")]));
+                return Err(AccountError::Invalid(vec![FieldError::refused(
+                    "current_password",
+                    "is not your password",
+                )]));
             }
             let new = Password::parse(new, &self.email_of(&user).await?).map_err(|mut e| {
                 e.field = "new_password".into();

@@ -294,6 +294,7 @@ impl Change {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
+#[schema(as = ChangeStatus)]
 pub enum Status {
     Pending,
     Approved,

@@ -73,14 +73,15 @@ impl Password {
         let lower = raw.to_lowercase();
         let local = email.as_str().split('@').next().unwrap_or_default();
         if local.len() >= 3 && lower.contains(local) {
-            return Err(refuse("must not contain your email address"));
+            return Err(FieldError::refused("password", "must not contain your email address"));
         }
         // zxcvbn estimates the guesses an attacker with dictionaries of breached passwords,
         // names and keyboard patterns needs; 3 ("safely unguessable") is 10^8 or more.
         let strength = zxcvbn::zxcvbn(raw, &[email.as_str(), local, "dabs", "singapore"]);
         if strength.score() < zxcvbn::Score::Three {
             let hint = strength.feedback().and_then(|f| f.warning()).map(|w| format!(": {w}")).unwrap_or_default();
-            return Err(refuse(&format!("too easy to guess, like passwords in breached lists{hint}")));
+            let message = format!("too easy to guess, like passwords in breached lists{hint}");
+            return Err(FieldError::refused("password", message));
         }
         Ok(Self(raw.to_owned()))
     }

@@ -47,10 +47,30 @@ where
     }
 }
 
+/// A whole number written with a fraction of zero (`10.0`) as the integer it is: JSON
+/// Schema's `integer` admits both, so the API does too.
+fn whole_numbers(value: &mut serde_json::Value) {
+    use serde_json::Value;
+    match value {
+        Value::Number(n) if !n.is_u64() && !n.is_i64() => {
+            if let Some(f) = n.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15) {
+                // Below 2^53, a whole f64 converts exactly.
+                *value = if f < 0.0 { Value::from(f as i64) } else { Value::from(f as u64) };
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(whole_numbers),
+        Value::Object(fields) => fields.values_mut().for_each(whole_numbers),
+        _ => {}
+    }
+}
+
 /// Parses a JSON document, naming the field at fault.
 pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    let deserializer = &mut serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(deserializer).map_err(|error| {
+    let mut value: serde_json::Value = serde_json::from_slice(bytes).map_err(|inner| {
+        ApiError::malformed(format!("the body is not valid JSON (line {}, column {})", inner.line(), inner.column()))
+    })?;
+    whole_numbers(&mut value);
+    serde_path_to_error::deserialize(value).map_err(|error| {
         let path = error.path().to_string();
         let inner = error.into_inner();
         match inner.classify() {
@@ -66,11 +86,7 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
                 };
                 ApiError::validation(vec![FieldError::new(field, message)])
             }
-            _ => ApiError::malformed(format!(
-                "the body is not valid JSON (line {}, column {})",
-                inner.line(),
-                inner.column()
-            )),
+            _ => ApiError::malformed(format!("the body does not decode: {inner}")),
         }
     })
 }
@@ -78,5 +94,26 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
 impl<T: Serialize> IntoResponse for Json<T> {
     fn into_response(self) -> Response {
         axum::Json(self.0).into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde::Deserialize;
+
+    #[derive(Debug, Deserialize, PartialEq)]
+    #[serde(deny_unknown_fields)]
+    struct Body {
+        units: u64,
+    }
+
+    #[test]
+    fn a_whole_number_with_a_zero_fraction_is_the_integer_and_a_fraction_is_refused() {
+        assert_eq!(super::parse::<Body>(br#"{"units": 330960176731.0}"#).unwrap(), Body { units: 330_960_176_731 });
+        assert_eq!(super::parse::<Body>(br#"{"units": 10}"#).unwrap(), Body { units: 10 });
+        let fraction = super::parse::<Body>(br#"{"units": 10.5}"#).unwrap_err().problem();
+        assert_eq!((fraction.status, fraction.errors[0].field.as_str()), (400, "units"));
+        assert_eq!(super::parse::<Body>(br#"{"units": -1.0}"#).unwrap_err().problem().status, 400);
+        assert_eq!(super::parse::<Body>(b"{").unwrap_err().problem().kind, "/problems/malformed-request");
     }
 }

@@ -40,7 +40,7 @@ pub fn deal_error(e: crate::app::deals::DealError) -> ApiError {
         DealError::Invalid(problems) => ApiError::invalid_fields(problems),
         DealError::NotFound => ApiError::not_found("no such deal"),
         DealError::IssuerNotApproved => {
-            ApiError::validation(vec![FieldError::new("issuer_id", "no approved issuer has this id")])
+            ApiError::validation(vec![FieldError::refused("issuer_id", "no approved issuer has this id")])
         }
         DealError::Frozen(field) => ApiError::conflict(format!("{field} cannot change once the deal is published")),
         DealError::Closed => ApiError::conflict("nothing can change once the deal closed"),

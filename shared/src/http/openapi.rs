@@ -9,6 +9,24 @@ use utoipa::openapi::OpenApi as Document;
 use super::app::Health;
 use super::problem::{FieldError, Problem};
 
+/// An amount of SGD as the API reads it: a decimal string with at most 13 digits before
+/// the point and two after (`"100"`, `"100.5"`, `"100.50"`), as `parse_cents` reads it.
+/// Zero and amounts over the platform's maximum meet the schema and are refused with 422.
+pub struct DecimalAmount;
+
+impl utoipa::PartialSchema for DecimalAmount {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .pattern(Some(super::problem::AMOUNT_PATTERN))
+            .description(Some("SGD, a decimal string with at most two decimals, like \"100.00\""))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for DecimalAmount {}
+
 #[derive(OpenApi)]
 #[openapi(
     info(title = "DABS platform API", description = "Fractional real-estate investment: digital asset-backed securities, subscriptions, allocation, settlement and reconciliation."),
@@ -23,6 +41,14 @@ pub fn document(parts: impl IntoIterator<Item = Document>) -> Document {
     let mut doc = Shared::openapi();
     doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
     for part in parts {
+        // Two functions naming different schemas alike would make one route's answer be
+        // documented with the other's schema.
+        if let (Some(have), Some(adding)) = (&doc.components, &part.components) {
+            for (name, schema) in &adding.schemas {
+                let same = have.schemas.get(name).is_none_or(|known| known == schema);
+                assert!(same, "two schemas are named {name}: rename one (its struct, or `#[schema(as = ...)]`)");
+            }
+        }
         doc.merge(part);
     }
     doc
@@ -30,7 +56,8 @@ pub fn document(parts: impl IntoIterator<Item = Document>) -> Document {
 
 /// The statuses and constraints every route shares, added to each operation of `doc` (the
 /// merged document, as JSON) so the contract says what the server enforces:
-/// - a JSON body: `400` (malformed or invalid), `413` (over the body limit), `415` (not JSON);
+/// - a JSON body: `400` (malformed, or breaking the schema), `413` (over the body limit),
+///   `415` (not JSON), `422` (meeting the schema, refused by a rule of content);
 /// - path or query parameters: `400` (a value that does not decode, a forged cursor);
 /// - a path parameter: `404` (nothing under that id);
 /// - a bearer token: `401`, and `403` and `429` (the access policy refuses, and refusals are
@@ -79,9 +106,10 @@ pub fn complete(mut doc: serde_json::Value) -> serde_json::Value {
                 responses.entry(status).or_insert_with(|| problem(description));
             };
             if has_body {
-                add("400", "Malformed JSON, or a field that breaks a rule (named in `errors`)");
+                add("400", "Malformed JSON, or a field that breaks the schema (named in `errors`)");
                 add("413", "The body is over the limit");
                 add("415", "The body is not `application/json`");
+                add("422", "A field meets the schema and a rule of content refuses it (named in `errors`)");
             }
             if has_params {
                 add("400", "A parameter that does not decode or breaks a rule (named in `errors`)");
@@ -126,7 +154,10 @@ mod tests {
         let statuses = |path: &str, method: &str| -> Vec<String> {
             doc["paths"][path][method]["responses"].as_object().unwrap().keys().cloned().collect()
         };
-        assert_eq!(statuses("/v1/things/{id}", "post"), ["201", "400", "401", "403", "404", "413", "415", "429"]);
+        assert_eq!(
+            statuses("/v1/things/{id}", "post"),
+            ["201", "400", "401", "403", "404", "413", "415", "422", "429"]
+        );
         assert_eq!(doc["paths"]["/v1/things/{id}"]["post"]["responses"]["400"]["description"], "kept");
         assert_eq!(statuses("/v1/things", "get"), ["200", "400"]);
         assert_eq!(statuses("/health", "get"), ["200"]);

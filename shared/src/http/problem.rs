@@ -8,16 +8,38 @@ use utoipa::ToSchema;
 
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
+/// What the schema says of an amount (a decimal string of SGD), as `parse_cents` reads it.
+pub const AMOUNT_PATTERN: &str = r"^[0-9]{1,13}(\.[0-9]{1,2})?$";
+
 /// One invalid input, named by its JSON path (`amount`, `items[2].units`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct FieldError {
     pub field: String,
     pub message: String,
+    /// A rule of content the schema cannot state (a password too easy to guess, a code
+    /// that is not the one mailed): answered 422, where a break of the schema is a 400.
+    #[serde(skip)]
+    pub refused: bool,
 }
 
 impl FieldError {
+    /// The value breaks the documented schema (a type, a length, a pattern, an enum).
     pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { field: field.into(), message: message.into() }
+        Self { field: field.into(), message: message.into(), refused: false }
+    }
+
+    /// The value meets the schema, and a rule of content refuses it.
+    pub fn refused(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self { refused: true, ..Self::new(field, message) }
+    }
+
+    /// An amount's refusal: a malformed one breaks the schema's pattern ([`AMOUNT_PATTERN`]);
+    /// zero or too large, a rule.
+    pub fn amount(field: impl Into<String>, error: &crate::domain::money::MoneyError) -> Self {
+        match error {
+            crate::domain::money::MoneyError::Format => Self::new(field, error.to_string()),
+            _ => Self::refused(field, error.to_string()),
+        }
     }
 }
 
@@ -70,14 +92,21 @@ impl ApiError {
         Self::new(StatusCode::BAD_REQUEST, "malformed-request", "Malformed request", detail)
     }
 
-    /// 400 from the (field, message) pairs a domain check answers.
+    /// 422 from the (field, message) pairs a domain check answers (rules of content).
     pub fn invalid_fields<F: Into<String>>(problems: impl IntoIterator<Item = (F, String)>) -> Self {
-        Self::validation(problems.into_iter().map(|(field, message)| FieldError::new(field, message)).collect())
+        Self::validation(problems.into_iter().map(|(field, message)| FieldError::refused(field, message)).collect())
     }
 
-    /// 400 with the offending fields named.
+    /// The offending fields named: 400 when one breaks the schema, 422 when each meets it
+    /// and a rule of content refuses it.
     pub fn validation(errors: Vec<FieldError>) -> Self {
         let detail = errors.iter().map(|e| format!("{}: {}", e.field, e.message)).collect::<Vec<_>>().join("; ");
+        if !errors.is_empty() && errors.iter().all(|e| e.refused) {
+            return Self {
+                errors,
+                ..Self::new(StatusCode::UNPROCESSABLE_ENTITY, "refused", "Refused by a rule of content", detail)
+            };
+        }
         Self { errors, ..Self::new(StatusCode::BAD_REQUEST, "validation", "Invalid request", detail) }
     }
 
@@ -219,5 +248,33 @@ mod tests {
         let now = chrono::Utc::now();
         assert_eq!(ApiError::too_many_requests(now + chrono::TimeDelta::seconds(90), now).retry_after, Some(90));
         assert_eq!(ApiError::too_many_requests(now, now).retry_after, Some(1));
+    }
+
+    #[test]
+    fn a_break_of_the_schema_is_a_400_and_a_refusal_by_a_rule_alone_a_422() {
+        use super::FieldError;
+        use crate::domain::money::{MoneyError, parse_cents};
+        let refused = ApiError::validation(vec![FieldError::refused("password", "too easy to guess")]);
+        assert_eq!((refused.status, refused.slug), (StatusCode::UNPROCESSABLE_ENTITY, "refused"));
+        let mixed = vec![FieldError::refused("password", "weak"), FieldError::new("email", "not an address")];
+        assert_eq!(ApiError::validation(mixed).status, StatusCode::BAD_REQUEST);
+        // An amount's pattern is the schema's; zero meets it and is a rule's refusal.
+        let pattern = amount_pattern_matcher(super::AMOUNT_PATTERN);
+        for (text, status) in [("abc", 400), ("1.001", 400), ("0", 422), ("100.50", 0)] {
+            let error = parse_cents(text).err();
+            assert_eq!(pattern(text), !matches!(error, Some(MoneyError::Format)), "{text}");
+            let answered = error.map_or(0, |e| ApiError::validation(vec![FieldError::amount("a", &e)]).status.as_u16());
+            assert_eq!(answered, status, "{text}");
+        }
+    }
+
+    /// `^[0-9]{1,13}(\.[0-9]{1,2})?$` by hand (no regex engine among the dependencies).
+    fn amount_pattern_matcher(pattern: &str) -> impl Fn(&str) -> bool {
+        assert_eq!(pattern, r"^[0-9]{1,13}(\.[0-9]{1,2})?$", "update this matcher with the pattern");
+        |text: &str| {
+            let (whole, fraction) = text.split_once('.').map_or((text, None), |(w, f)| (w, Some(f)));
+            let digits = |s: &str, max: usize| (1..=max).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit());
+            digits(whole, 13) && fraction.is_none_or(|f| digits(f, 2))
+        }
     }
 }

@@ -101,6 +101,9 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "cargo clippy: functions without AWS clients (shared with no features)"
 cargo clippy --locked -p myinfo -p notify -- -D warnings
 
+step "no import loop among the files of shared/src"
+python3 "$ROOT/infra/check_cycles.py"
+
 step "cargo machete (unused dependencies)"
 "$TOOLS/bin/cargo-machete"
 

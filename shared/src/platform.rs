@@ -282,7 +282,7 @@ impl Platform {
             Arc::new(LocalKeyring::ephemeral()?),
         ];
         let parts = (Arc::new(store) as Arc<dyn Store>, keyrings);
-        let secrets = (random_secret(), random_secret());
+        let secrets = (random_secret()?, random_secret()?);
         let custody = CustodySimulator::new(secrets.1.clone(), clock.clone());
         Ok(Self::assemble(parts, dir, clock, secrets, (ChainSimulator::in_memory(), custody)))
     }
@@ -337,7 +337,7 @@ fn kept_secret(file: &Path) -> Result<Vec<u8>, PlatformError> {
     match std::fs::read(file) {
         Ok(secret) => Ok(secret),
         Err(_) => {
-            let secret = random_secret();
+            let secret = random_secret()?;
             std::fs::write(file, &secret)?;
             Ok(secret)
         }
@@ -346,8 +346,7 @@ fn kept_secret(file: &Path) -> Result<Vec<u8>, PlatformError> {
 
 #[cfg(feature = "embedded")]
 /// 32 random bytes, hex-encoded (a webhook secret a person can paste).
-fn random_secret() -> Vec<u8> {
-    let mut bytes = [0u8; 32];
-    aws_lc_rs::rand::fill(&mut bytes).expect("the system random source works");
-    bytes.iter().map(|b| format!("{b:02x}")).collect::<String>().into_bytes()
+fn random_secret() -> Result<Vec<u8>, PlatformError> {
+    let bytes = crate::ports::envelope::random_bytes::<32>()?;
+    Ok(data_encoding::HEXLOWER.encode(&bytes).into_bytes())
 }

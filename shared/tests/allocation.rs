@@ -2,6 +2,8 @@
 //! the order its batch messages arrive in and with every one of them delivered twice,
 //! some at the same time.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::sync::Arc;
 
 use chrono::{DateTime, TimeDelta, Utc};

@@ -1,6 +1,8 @@
 //! The `Keyring` contract, run against the local key file and KMS; token signing keys on
 //! top of each.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::sync::Arc;
@@ -11,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use shared::adapters::clock::{ManualClock, UlidIds};
 use shared::adapters::embedded::EmbeddedStore;
 use shared::app::signing_keys::{PublicKeys, TokenKeys};
-use shared::ports::envelope::EncryptionContext;
+use shared::ports::envelope::{EncryptionContext, Sealing};
 use shared::ports::keyring::KeyringError;
 use shared::ports::{Clock, Keyring, Store};
 

@@ -1,6 +1,8 @@
 //! The `Mailer` contract, run against the mail folder and SES v2; each fixture reads back
 //! what was really sent (the `.eml` files, or the emulator's record of sent mail).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::path::PathBuf;

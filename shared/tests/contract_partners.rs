@@ -1,6 +1,8 @@
 //! The partner ports' contract, on the simulators in process and on the HTTP adapters
 //! talking to the simulators behind the documented HTTP contracts (`docs/partners/`).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::sync::Arc;

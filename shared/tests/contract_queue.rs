@@ -1,5 +1,7 @@
 //! The `Queue` contract, run against the in-process queue and SQS.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::collections::HashMap;

@@ -1,5 +1,7 @@
 //! The `Store` contract, run against the embedded (redb) and DynamoDB adapters.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::sync::Arc;

@@ -1,6 +1,8 @@
 //! The shared HTTP layer, through `shared::http::service` exactly as every function and
 //! the local runner serve it: problems, the JSON extractor, limits, request ids.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::sync::Arc;
 
 use axum::Router;

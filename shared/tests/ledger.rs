@@ -1,6 +1,8 @@
 //! The ledger on the store, on both adapters: holds, exactly-once retries, and
 //! concurrent transfers that conserve money and never overdraw.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::collections::HashMap;

@@ -1,6 +1,8 @@
 //! The embedded store against a model: after any sequence of conditional writes, every
 //! read, range query and paged walk answers what a sorted map of the same writes answers.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 

@@ -4,6 +4,7 @@ use chrono::TimeDelta;
 use platform_tests::{TestApp, on_both_stores};
 use serde_json::json;
 use shared::app::audit::{AuditLog, Event, SETTLED_AFTER};
+use shared::ports::envelope::Sealing;
 use shared::ports::store::{Condition, Key, Query, Range, StoreError, Write};
 
 on_both_stores!(

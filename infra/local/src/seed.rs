@@ -26,7 +26,7 @@ const PEOPLE: &[(&str, &[Role], u8, bool)] = &[
 /// A password that passes the policy, unguessable, and readable in the seed file.
 fn password() -> String {
     let bytes = shared::ports::envelope::random_bytes::<12>().unwrap_or_default();
-    format!("demo-{}", bytes.iter().map(|b| format!("{b:02x}")).collect::<String>())
+    format!("demo-{}", data_encoding::HEXLOWER.encode(&bytes))
 }
 
 /// Creates the demo people unless `seed.json` exists; returns whether it seeded.

@@ -1,6 +1,8 @@
 //! `cargo run -p local` as a newcomer runs it: it prints where it listens, serves, keeps
 //! its data in the data directory, and shuts down cleanly on Ctrl-C.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;

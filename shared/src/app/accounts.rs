@@ -17,7 +17,7 @@ use super::passwords;
 use crate::Platform;
 use crate::domain::credentials::{EmailAddress, Password};
 use crate::http::FieldError;
-use crate::ports::envelope::{EncryptionContext, Envelope, random_bytes};
+use crate::ports::envelope::{EncryptionContext, Envelope, Sealing, random_bytes};
 use crate::ports::keyring::KeyringError;
 use crate::ports::mailer::{Email, MailError};
 use crate::ports::store::{Condition, Contention, Item, Key, StoreError, Write};
@@ -156,7 +156,7 @@ impl EmailIndex {
     /// The blind index of `address` (hex).
     pub fn blind(&self, address: &str) -> String {
         let tag = aws_lc_rs::hmac::sign(&self.key, address.trim().to_lowercase().as_bytes());
-        tag.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+        data_encoding::HEXLOWER.encode(tag.as_ref())
     }
 }
 
@@ -166,7 +166,7 @@ fn code_key(user_id: &str) -> Key {
 
 fn code_hash(user_id: &str, code: &str) -> String {
     let bytes = digest(&SHA256, format!("{user_id}:{code}").as_bytes());
-    bytes.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+    data_encoding::HEXLOWER.encode(bytes.as_ref())
 }
 
 /// The account use cases, over the ports they need.

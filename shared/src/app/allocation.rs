@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use super::deals::{Deal, DealError, Deals};
 use super::deposits::DepositAccounts;
 use super::ledger::sortable;
+pub use super::messages::{AllocationMessage, request_allocation_start as request_start};
 use super::subscriptions::{SubscriptionError, SubscriptionStatus, Subscriptions, book_partition};
 use super::work::{self, NudgeError};
 use crate::domain::allocation::{Checksum, Totals, rank_key};
@@ -130,27 +131,6 @@ impl Allocation {
     }
 }
 
-/// What the allocation queue carries.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum AllocationMessage {
-    /// Start the run of a closed deal (or carry on with it).
-    Start { deal_id: String },
-    /// Resume a run that stood still: as `start`, and batches are sent again (those done
-    /// already count once).
-    Resume { deal_id: String },
-    /// The `BATCH` live subscriptions after `after` in the deal's book.
-    Batch { deal_id: String, index: u64, after: Option<Cursor> },
-    /// Continue the leftover pass.
-    Leftover { deal_id: String },
-}
-
-impl AllocationMessage {
-    pub fn body(&self) -> String {
-        serde_json::to_string(self).unwrap_or_default()
-    }
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum AllocationError {
     #[error("no such deal")]
@@ -214,12 +194,6 @@ fn run_item(run: &Run) -> Result<Item, StoreError> {
 fn allocation_item(a: &Allocation) -> Result<Item, StoreError> {
     let rank = rank_key(a.remainder, &sortable(a.created_at), &a.subscription_id);
     Ok(Item::new(allocation_key(&a.subscription_id), a)?.with_index(ranked_partition(&a.deal_id), rank))
-}
-
-/// Sends a deal's allocation `start` (the close routes and the sweep do).
-pub async fn request_start(queue: &dyn Queue, deal_id: &str) -> Result<(), QueueError> {
-    let start = AllocationMessage::Start { deal_id: deal_id.to_owned() };
-    queue.send(QueueName::Allocation, vec![start.body()]).await.map(|_| ())
 }
 
 pub struct Allocator {
@@ -577,7 +551,7 @@ impl Allocator {
     /// The run is complete: the deal is allocated and settlement starts.
     async fn complete(&self, deal_id: &str) -> Result<(), AllocationError> {
         self.step(deal_id, Step::FinishAllocation).await?;
-        super::settlement::request_start(self.queue.as_ref(), deal_id).await?;
+        super::messages::request_settlement_start(self.queue.as_ref(), deal_id).await?;
         self.update(deal_id, |run| run.handed_over = true).await?;
         Ok(())
     }

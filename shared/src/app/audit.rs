@@ -19,7 +19,7 @@ use chrono::{DateTime, Days, NaiveDate, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::ledger::sortable;
-use crate::ports::envelope::{EncryptionContext, Envelope};
+use crate::ports::envelope::{EncryptionContext, Envelope, Sealing};
 use crate::ports::keyring::KeyringError;
 use crate::ports::store::{self, Condition, Contention, Cursor, Item, Key, Query, Range, StoreError, Write};
 use crate::ports::{Clock, Keyring, Store};
@@ -153,7 +153,7 @@ fn anchor_context(day: NaiveDate) -> EncryptionContext {
 }
 
 fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    data_encoding::HEXLOWER.encode(bytes)
 }
 
 /// The chained hash of an entry's content.

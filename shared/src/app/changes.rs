@@ -180,7 +180,7 @@ impl Change {
                 let terms = serde_json::to_vec(&target.decode::<Deal>()?.terms)
                     .map_err(|e| StoreError::Codec(e.to_string()))?;
                 let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &terms);
-                Ok(Some(digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()))
+                Ok(Some(data_encoding::HEXLOWER.encode(digest.as_ref())))
             }
             _ => Ok(None),
         }

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::accounts::{User, user_item, user_key};
-use crate::ports::envelope::{EncryptionContext, Envelope};
+use crate::ports::envelope::{EncryptionContext, Envelope, Sealing};
 use crate::ports::keyring::KeyringError;
 use crate::ports::store::{Condition, Contention, Cursor, Item, Key, Query, StoreError, Write};
 use crate::ports::{Clock, Ids, Keyring, Store};

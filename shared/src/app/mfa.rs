@@ -13,7 +13,7 @@ use super::audit::AuditLog;
 use super::throttle::{self, Attempt, Throttle};
 use crate::Platform;
 use crate::domain::totp;
-use crate::ports::envelope::{EncryptionContext, Envelope, random_bytes};
+use crate::ports::envelope::{EncryptionContext, Envelope, Sealing, random_bytes};
 use crate::ports::keyring::KeyringError;
 use crate::ports::store::{Condition, Item, Key, StoreError, Write};
 use crate::ports::{Clock, Keyring, Store};

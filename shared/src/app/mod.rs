@@ -9,6 +9,7 @@ pub mod deals;
 pub mod deposits;
 pub mod issuers;
 pub mod ledger;
+pub mod messages;
 pub mod mfa;
 pub mod mirror;
 pub mod notices;
@@ -27,7 +28,7 @@ pub mod work;
 /// SHA-256 over the owner and the key, so a retry finds the first one.
 pub(crate) fn keyed_id(prefix: &str, owner: &str, key: &str) -> String {
     let hash = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, format!("{owner}\0{key}").as_bytes());
-    let hex: String = hash.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    let hex = data_encoding::HEXLOWER.encode(hash.as_ref());
     format!("{prefix}_{}", &hex[..32])
 }
 

@@ -5,7 +5,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::reconcile::RunVerdict;
+use crate::domain::reconcile::RunVerdict;
 use crate::ports::Store;
 use crate::ports::store::{Item, Key, Query, StoreError};
 

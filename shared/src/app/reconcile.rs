@@ -20,6 +20,7 @@ use super::notices;
 use super::orders::OrderLocks;
 use super::settlement::{ISSUANCES, Issuance, issue_transfer_id};
 use crate::domain::ledger::{Account, Kind, SGD};
+pub use crate::domain::reconcile::RunVerdict;
 use crate::domain::reconcile::{
     Class, Line, Merge, MergeError, Pair, Pending, Position, Row, RuleId, Verdict, custody_rule,
 };
@@ -34,17 +35,6 @@ const PAGE: usize = 1_000;
 /// How long a cut-off stays locked by a run that died without finishing.
 const LOCK_FOR: TimeDelta = TimeDelta::minutes(30);
 const RUNS: &str = "RECON#RUNS";
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum RunVerdict {
-    Reconciled,
-    /// Nothing but timing differences and accepted breaks.
-    ReconciledWithPending,
-    Breaks,
-    /// A source failed: nothing may be concluded; the run is retried.
-    Incomplete,
-}
 
 /// How many rows of a pair and class got a verdict of a kind.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]

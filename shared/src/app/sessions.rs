@@ -10,8 +10,7 @@ use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 
 use super::accounts::{User, user_key};
-use super::signing_keys::{PublicKeys, Rotation, SigningKeyError, TokenKeys};
-use super::verifier::KEYS_FRESH_FOR;
+use super::signing_keys::{KEYS_FRESH_FOR, PublicKeys, Rotation, SigningKeyError, TokenKeys};
 use crate::domain::session::{Family, Refresh, RevokedBecause, SessionPolicy, refresh};
 use crate::ports::store::{Condition, Contention, Item, Key, Query, StoreError, Write};
 use crate::ports::{Clock, Ids, Keyring, Store};

@@ -29,6 +29,8 @@ use super::allocation::{Allocation, Allocator, RunState};
 use super::audit::{AuditLog, Event};
 use super::deals::{DealError, Deals};
 use super::ledger::{Ledger, LedgerError, MAX_LINKED, sortable};
+use super::messages::request_settlement_advance;
+pub use super::messages::{SettlementMessage, request_settlement_start as request_start};
 use super::subscriptions::hold_of;
 use super::work::{self, NudgeError};
 use crate::domain::deal::Step;
@@ -143,22 +145,6 @@ pub struct Leg {
     pub updated_at: DateTime<Utc>,
 }
 
-/// What the settlement queue carries.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum SettlementMessage {
-    /// Start the settlement of an allocated deal.
-    Start { deal_id: String },
-    /// Do the next steps of a deal's settlement.
-    Advance { deal_id: String },
-}
-
-impl SettlementMessage {
-    pub fn body(&self) -> String {
-        serde_json::to_string(self).unwrap_or_default()
-    }
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum SettlementError {
     #[error("no such deal, settlement or leg")]
@@ -197,17 +183,6 @@ impl From<NudgeError> for SettlementError {
             NudgeError::Queue(e) => Self::Queue(e),
         }
     }
-}
-
-/// Sends a deal's settlement `start`.
-pub async fn request_start(queue: &dyn Queue, deal_id: &str) -> Result<(), QueueError> {
-    let start = SettlementMessage::Start { deal_id: deal_id.to_owned() };
-    queue.send(QueueName::Settlement, vec![start.body()]).await.map(|_| ())
-}
-
-async fn request_advance(queue: &dyn Queue, deal_id: &str) -> Result<(), QueueError> {
-    let advance = SettlementMessage::Advance { deal_id: deal_id.to_owned() };
-    queue.send(QueueName::Settlement, vec![advance.body()]).await.map(|_| ())
 }
 
 fn state_key(deal_id: &str) -> Key {
@@ -412,7 +387,7 @@ impl Settlements {
                 return Ok(());
             }
         }
-        request_advance(self.queue.as_ref(), deal_id).await?;
+        request_settlement_advance(self.queue.as_ref(), deal_id).await?;
         Ok(())
     }
 
@@ -750,7 +725,7 @@ impl Settlements {
         let (state, version) = self.state_versioned(deal_id).await?.ok_or(SettlementError::NotFound)?;
         if matches!(state.phase, Phase::Distribution | Phase::AwaitingApproval) && decision != Decision::Pending {
             self.decided(state, version, decision).await?;
-            request_advance(self.queue.as_ref(), deal_id).await?;
+            request_settlement_advance(self.queue.as_ref(), deal_id).await?;
         }
         Ok(())
     }
@@ -774,7 +749,7 @@ impl Settlements {
             format!("attempts so far {}; last error: {}", leg.attempts, leg.last_error.as_deref().unwrap_or("-"));
         let event = Event::applied(actor, "settlement.leg.retry", &format!("leg:{leg_id}"), reason);
         self.audit.append(event).await?;
-        request_advance(self.queue.as_ref(), &leg.deal_id).await?;
+        request_settlement_advance(self.queue.as_ref(), &leg.deal_id).await?;
         Ok(leg)
     }
 

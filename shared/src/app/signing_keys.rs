@@ -15,11 +15,15 @@ use chrono::{DateTime, TimeDelta, Utc};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header};
 use serde::{Deserialize, Serialize};
 
-use crate::ports::envelope::{EncryptionContext, Envelope};
+use crate::ports::envelope::{EncryptionContext, Envelope, Sealing};
 use crate::ports::keyring::KeyringError;
 use crate::ports::store::{Condition, Contention, Item, Key, StoreError};
 use crate::ports::{Clock, Ids, Keyring, Store};
 
+/// How long a copy of the set is used before it is read again: a retirement reaches every
+/// verifier this soon, well inside the overlap window (minutes), so a retired key stops
+/// verifying everywhere when its window ends.
+pub const KEYS_FRESH_FOR: TimeDelta = TimeDelta::seconds(60);
 #[derive(Debug, thiserror::Error)]
 pub enum SigningKeyError {
     #[error("{0}")]

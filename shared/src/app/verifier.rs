@@ -5,21 +5,16 @@
 
 use std::sync::{Arc, Mutex, RwLock};
 
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, Utc};
 use jsonwebtoken::{Algorithm, Validation};
 
 use super::sessions::{ACCESS_TYP, AUDIENCE, AccessClaims, ISSUER, Principal, SessionError, deny_key};
-use super::signing_keys::PublicKeys;
+use super::signing_keys::{KEYS_FRESH_FOR, PublicKeys};
 use crate::domain::session::SessionPolicy;
 use crate::ports::{Clock, Store};
 
 /// How often an unknown `kid` may make this process reload the key set.
 const RELOAD_AT_MOST_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
-
-/// How long a copy of the set is used before it is read again: a retirement reaches every
-/// verifier this soon, well inside the overlap window (minutes), so a retired key stops
-/// verifying everywhere when its window ends.
-pub const KEYS_FRESH_FOR: TimeDelta = TimeDelta::seconds(60);
 
 pub struct TokenVerifier {
     store: Arc<dyn Store>,

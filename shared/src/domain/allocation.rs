@@ -79,8 +79,9 @@ pub fn digest(subscription_id: &str, units: u64) -> u128 {
     hash.update(subscription_id.as_bytes());
     hash.update(&[0]);
     hash.update(&units.to_be_bytes());
-    let out = hash.finish();
-    u128::from_be_bytes(out.as_ref()[..16].try_into().expect("a SHA-256 digest has 32 bytes"))
+    let mut first = [0u8; 16];
+    first.copy_from_slice(&hash.finish().as_ref()[..16]);
+    u128::from_be_bytes(first)
 }
 
 /// A result's checksum: the wrapping sum of every subscription's [`digest`], so batches

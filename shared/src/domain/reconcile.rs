@@ -15,6 +15,18 @@ use std::iter::Peekable;
 use chrono::{DateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 
+/// What a whole run concluded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RunVerdict {
+    Reconciled,
+    /// Nothing but timing differences and accepted breaks.
+    ReconciledWithPending,
+    Breaks,
+    /// A source failed: nothing may be concluded; the run is retried.
+    Incomplete,
+}
+
 /// Where a balance is held.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Position {
@@ -136,6 +148,7 @@ pub fn custody_rule(code: u16) -> RuleId {
     }
 }
 
+#[expect(clippy::expect_used, reason = "RULES lists every RuleId; `every_rule_id_has_a_rule` holds it")]
 pub fn rule(id: RuleId) -> Rule {
     RULES.into_iter().find(|r| r.id == id).expect("every rule id is in RULES")
 }
@@ -295,6 +308,23 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+
+    #[test]
+    fn every_rule_id_has_a_rule() {
+        use RuleId::*;
+        for id in
+            [DepositNotYetAtCustody, DabsLockedInOrder, SettlementLegPending, CustodyBookingPending, ChainRecordPending]
+        {
+            // A new id without a rule fails the match below to compile, then this lookup.
+            match id {
+                DepositNotYetAtCustody
+                | DabsLockedInOrder
+                | SettlementLegPending
+                | CustodyBookingPending
+                | ChainRecordPending => assert_eq!(rule(id).id, id),
+            }
+        }
+    }
 
     fn cut_off() -> DateTime<Utc> {
         "2026-11-25T14:00:00Z".parse().unwrap()

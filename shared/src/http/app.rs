@@ -12,13 +12,11 @@ use serde::Serialize;
 use tower_http::catch_panic::CatchPanicLayer;
 use utoipa::ToSchema;
 
+use super::json::BODY_LIMIT;
 use super::problem::ApiError;
 use super::{Json, request_id};
 use crate::Platform;
 use crate::ports::store::Key;
-
-/// Largest request body accepted, in bytes.
-pub const BODY_LIMIT: usize = 256 * 1024;
 
 /// The health answer.
 #[derive(Debug, Serialize, ToSchema)]

@@ -11,6 +11,9 @@ use serde::de::DeserializeOwned;
 
 use super::problem::{ApiError, FieldError};
 
+/// Largest request body accepted, in bytes.
+pub const BODY_LIMIT: usize = 256 * 1024;
+
 /// Extracts a JSON body, or answers a JSON response.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Json<T>(pub T);
@@ -38,7 +41,7 @@ where
         }
         let bytes = Bytes::from_request(request, state).await.map_err(|rejection| {
             if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::payload_too_large(super::BODY_LIMIT)
+                ApiError::payload_too_large(BODY_LIMIT)
             } else {
                 ApiError::malformed("the body could not be read")
             }

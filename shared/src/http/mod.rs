@@ -13,8 +13,9 @@ pub mod problem;
 pub mod request_id;
 pub mod webhook;
 
-pub use app::{BODY_LIMIT, service};
+pub use app::service;
 pub use extract::{Path, Query};
+pub use json::BODY_LIMIT;
 pub use json::Json;
 pub use problem::{ApiError, FieldError, Problem};
 

@@ -1,8 +1,7 @@
-//! The envelope format of the `Keyring` port and the AEAD every keyring uses: a fresh
-//! 256-bit data key per message encrypts the plaintext with AES-256-GCM, the encryption
-//! context is the associated data, and the keyring wraps the data key under its master key.
-
-use std::collections::BTreeMap;
+//! Sealing and opening above the `Keyring` port: a fresh 256-bit data key from the keyring
+//! per message encrypts the plaintext with AES-256-GCM, the encryption context is the
+//! associated data, and the keyring wraps the data key under its master key. The keyring
+//! itself only makes and unwraps data keys.
 
 use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
@@ -10,10 +9,8 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use serde::{Deserialize, Serialize};
 
-use crate::ports::keyring::KeyringError;
-
-/// Who and what a ciphertext is for; decryption needs exactly the same map.
-pub type EncryptionContext = BTreeMap<String, String>;
+pub use crate::ports::keyring::EncryptionContext;
+use crate::ports::keyring::{Keyring, KeyringError};
 
 /// A ciphertext and the wrapped key that opens it. Serialises to JSON with base64 fields.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -26,6 +23,30 @@ pub struct Envelope {
     pub nonce: Vec<u8>,
     #[serde(with = "b64")]
     pub ciphertext: Vec<u8>,
+}
+
+/// Sealing and opening with any keyring: `keyring.encrypt(..)` with this in scope.
+#[async_trait::async_trait]
+pub trait Sealing {
+    /// Encrypts `plaintext` under a fresh data key.
+    async fn encrypt(&self, plaintext: &[u8], context: &EncryptionContext) -> Result<Envelope, KeyringError>;
+
+    /// Decrypts an envelope made by [`Sealing::encrypt`] with the same context.
+    async fn decrypt(&self, sealed: &Envelope, context: &EncryptionContext) -> Result<Vec<u8>, KeyringError>;
+}
+
+#[async_trait::async_trait]
+impl<K: Keyring + ?Sized> Sealing for K {
+    async fn encrypt(&self, plaintext: &[u8], context: &EncryptionContext) -> Result<Envelope, KeyringError> {
+        let key = self.generate_data_key(context).await?;
+        let (nonce, ciphertext) = seal(&key.plaintext, &canonical_context(context), plaintext)?;
+        Ok(Envelope { key_id: key.key_id, wrapped_key: key.wrapped, nonce, ciphertext })
+    }
+
+    async fn decrypt(&self, sealed: &Envelope, context: &EncryptionContext) -> Result<Vec<u8>, KeyringError> {
+        let key = self.unwrap_data_key(&sealed.key_id, &sealed.wrapped_key, context).await?;
+        open(&key, &canonical_context(context), &sealed.nonce, &sealed.ciphertext)
+    }
 }
 
 /// The context in one canonical byte form, bound as associated data.

@@ -1,9 +1,11 @@
-//! The `Keyring` port: envelope encryption under a master key that never leaves the
-//! keyring, with rotation that keeps old ciphertexts readable.
+//! The `Keyring` port: data keys wrapped under a master key that never leaves the keyring,
+//! with rotation that keeps old data keys unwrappable. Sealing and opening with them is
+//! [`crate::ports::envelope::Sealing`].
 
 use async_trait::async_trait;
 
-use crate::ports::envelope::{self, EncryptionContext, Envelope, canonical_context};
+/// Who and what a ciphertext is for; decryption needs exactly the same map.
+pub type EncryptionContext = std::collections::BTreeMap<String, String>;
 
 /// A data key in the clear and wrapped by the keyring's current master key.
 pub struct DataKey {
@@ -50,17 +52,4 @@ pub trait Keyring: Send + Sync {
 
     /// Starts using new master key material; ciphertexts made before stay readable.
     async fn rotate(&self) -> Result<(), KeyringError>;
-
-    /// Encrypts `plaintext` under a fresh data key.
-    async fn encrypt(&self, plaintext: &[u8], context: &EncryptionContext) -> Result<Envelope, KeyringError> {
-        let key = self.generate_data_key(context).await?;
-        let (nonce, ciphertext) = envelope::seal(&key.plaintext, &canonical_context(context), plaintext)?;
-        Ok(Envelope { key_id: key.key_id, wrapped_key: key.wrapped, nonce, ciphertext })
-    }
-
-    /// Decrypts an envelope made by [`Keyring::encrypt`] with the same context.
-    async fn decrypt(&self, sealed: &Envelope, context: &EncryptionContext) -> Result<Vec<u8>, KeyringError> {
-        let key = self.unwrap_data_key(&sealed.key_id, &sealed.wrapped_key, context).await?;
-        envelope::open(&key, &canonical_context(context), &sealed.nonce, &sealed.ciphertext)
-    }
 }

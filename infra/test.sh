@@ -88,6 +88,8 @@ export AWS_ENDPOINT_URL="$DABS_AWS_ENDPOINT"
 export AWS_REGION="ap-southeast-1" AWS_DEFAULT_REGION="ap-southeast-1"
 export AWS_ACCESS_KEY_ID="testing" AWS_SECRET_ACCESS_KEY="testing" AWS_SESSION_TOKEN="testing"
 export AWS_EC2_METADATA_DISABLED="true" SAM_CLI_TELEMETRY=0
+# A plain `cargo test` skips the suites that need an emulator; here none may be skipped.
+export DABS_REQUIRE_EMULATOR=1
 unset AWS_PROFILE
 
 step "cargo fmt --check"

@@ -169,24 +169,20 @@ pub struct Stack {
     pub resolved: Resolved,
 }
 
-/// The IAM-enforcing emulator's endpoint and admin key. The IAM tests fail, never skip,
-/// without them.
-fn iam_emulator() -> (String, String, String) {
-    let var = |name: &str| {
-        std::env::var(name).unwrap_or_else(|_| {
-            panic!("{name} is not set: run ./infra/test.sh, which starts the IAM-enforcing emulator and sets it")
-        })
-    };
-    let key = var("DABS_IAM_ADMIN_KEY");
+/// The IAM-enforcing emulator's endpoint and admin key; `None` (the test is skipped) in a
+/// plain `cargo test` without one, a failure under `./infra/test.sh`.
+fn iam_emulator(test: &str) -> Option<(String, String, String)> {
+    let endpoint = shared::adapters::aws::emulator_endpoint("DABS_IAM_ENDPOINT", test)?;
+    let key = std::env::var("DABS_IAM_ADMIN_KEY").expect("DABS_IAM_ADMIN_KEY is set with DABS_IAM_ENDPOINT");
     let (id, secret) = key.split_once(':').expect("DABS_IAM_ADMIN_KEY is <id>:<secret>");
-    (var("DABS_IAM_ENDPOINT"), id.to_owned(), secret.to_owned())
+    Some((endpoint, id.to_owned(), secret.to_owned()))
 }
 
 impl Stack {
     /// Makes every table, queue, key and secret the template declares (fresh names), and
-    /// the mail identity, as the admin.
-    pub async fn up() -> Self {
-        let (endpoint, id, secret) = iam_emulator();
+    /// the mail identity, as the admin; `None` when `test` runs without the emulator.
+    pub async fn up(test: &str) -> Option<Self> {
+        let (endpoint, id, secret) = iam_emulator(test)?;
         let admin = emulator_config_as(&endpoint, &id, &secret).await.expect("loopback endpoint");
         let template = Template::load();
         let suffix = ulid::Ulid::new().to_string().to_lowercase();
@@ -237,7 +233,7 @@ impl Stack {
         let domain = resolved.reference("MailDomain");
         let ses = aws_sdk_sesv2::Client::new(&admin);
         ses.create_email_identity().email_identity(&domain).send().await.expect("mail identity");
-        Self { endpoint, admin, template, resolved }
+        Some(Self { endpoint, admin, template, resolved })
     }
 
     /// Points a partner's URL parameter (`BankApiUrl`, `ChainApiUrl`, `CustodyApiUrl`) at

@@ -64,9 +64,11 @@ struct Deployed {
     _dir: tempfile::TempDir,
 }
 
-async fn deployed() -> Deployed {
+/// The stack for the calling test; `None` (the test is skipped) without the emulator.
+async fn deployed() -> Option<Deployed> {
     use shared::adapters::partners::{bank_router, chain_router, custody_router};
-    let mut stack = Stack::up().await;
+    let test = std::thread::current().name().unwrap_or("an IAM test").to_owned();
+    let mut stack = Stack::up(&test).await?;
     let dir = tempfile::tempdir().unwrap();
     let simulated = Platform::ephemeral(dir.path(), Arc::new(SystemClock)).unwrap();
     let simulators = simulated.simulators.clone().unwrap();
@@ -80,7 +82,7 @@ async fn deployed() -> Deployed {
     stack.partner("ChainApiUrl", base.clone());
     stack.partner("CustodyApiUrl", format!("{base}/custody"));
     let admin = stack.admin_platform().await;
-    Deployed { stack, admin, simulators, _dir: dir }
+    Some(Deployed { stack, admin, simulators, _dir: dir })
 }
 
 const PASSWORD: &str = "correct horse battery staple";
@@ -149,7 +151,7 @@ async fn work(admin: &Platform, queue: QueueName, handler: &dyn BatchHandler) ->
 
 #[tokio::test]
 async fn auth_signs_up_verifies_logs_in_with_a_second_factor_and_publishes_its_keys_under_its_own_policy() {
-    let d = deployed().await;
+    let Some(d) = deployed().await else { return };
     let auth = d.stack.function("AuthFunction").await;
     let app = auth::app(&auth);
     let token = investor_through_auth(&d.stack, &auth, "first@example.sg").await;
@@ -170,7 +172,7 @@ async fn auth_signs_up_verifies_logs_in_with_a_second_factor_and_publishes_its_k
 #[tokio::test]
 async fn offering_answers_an_authenticated_route_under_its_own_policy_with_no_token_key() {
     // GIVEN a token the auth function issued
-    let d = deployed().await;
+    let Some(d) = deployed().await else { return };
     let auth = d.stack.function("AuthFunction").await;
     let token = investor_through_auth(&d.stack, &auth, "investor@example.sg").await;
     // WHEN the offering function checks it: its role may not use the token key
@@ -190,7 +192,7 @@ async fn offering_answers_an_authenticated_route_under_its_own_policy_with_no_to
 
 #[tokio::test]
 async fn accounts_serves_deposits_from_a_signed_webhook_and_pays_out_at_the_bank_under_its_own_policy() {
-    let d = deployed().await;
+    let Some(d) = deployed().await else { return };
     let auth = d.stack.function("AuthFunction").await;
     let (_, token) = with_second_factor(&d, &auth, "saver@example.sg", &[], 2).await;
     let accounts = d.stack.function("AccountsFunction").await;
@@ -237,7 +239,7 @@ async fn accounts_serves_deposits_from_a_signed_webhook_and_pays_out_at_the_bank
 async fn an_offering_closes_allocates_settles_and_issues_with_each_step_under_its_functions_policy() {
     use shared::app::deals::Deals;
 
-    let d = deployed().await;
+    let Some(d) = deployed().await else { return };
     let deal = local::bench::write_deal(&d.admin, "iam-deal", DealState::Open, 500, 100).await.unwrap();
     let investors = platform_tests::settle::subscribed_investors(&d.admin, &deal.id, 0..3).await;
     assert_eq!(investors.len(), 3);
@@ -315,7 +317,7 @@ async fn pending_subscription(admin: &Platform, deal: &str, investor: &str) -> S
 
 #[tokio::test]
 async fn the_custody_callback_verifies_with_the_secret_from_secrets_manager_under_the_settlement_policy() {
-    let d = deployed().await;
+    let Some(d) = deployed().await else { return };
     let settlement = d.stack.function("SettlementFunction").await;
     let app = settlement::app(&settlement);
     let event = json!({"type": "distribution_decided", "event_id": "ev-1", "reference": "no-such-distribution",
@@ -330,7 +332,7 @@ async fn the_custody_callback_verifies_with_the_secret_from_secrets_manager_unde
 
 #[tokio::test]
 async fn finance_asks_for_a_reconciliation_and_the_reconcile_function_runs_it_under_its_own_policy() {
-    let d = deployed().await;
+    let Some(d) = deployed().await else { return };
     let auth = d.stack.function("AuthFunction").await;
     let (_, finance) = with_second_factor(&d, &auth, "recon@example.sg", &["finance"], 2).await;
     let reconcile = d.stack.function("ReconcileFunction").await;
@@ -350,7 +352,7 @@ async fn finance_asks_for_a_reconciliation_and_the_reconcile_function_runs_it_un
 
 #[tokio::test]
 async fn the_functions_without_aws_work_yet_hold_no_permission_and_still_start() {
-    let d = deployed().await;
+    let Some(d) = deployed().await else { return };
     for function in ["MyinfoFunction", "NotifyFunction"] {
         assert!(d.stack.policy_of(function).is_none(), "{function} makes no AWS call: its role grants none");
     }
@@ -380,7 +382,7 @@ fn without(mut policy: Value, action: &str) -> Value {
 /// emulator lets anything through: with one needed action taken out, the same path fails.
 #[tokio::test]
 async fn a_function_missing_one_needed_action_fails_under_iam() {
-    let d = deployed().await;
+    let Some(d) = deployed().await else { return };
     let auth = d.stack.function("AuthFunction").await;
     let token = investor_through_auth(&d.stack, &auth, "control@example.sg").await;
 
@@ -432,7 +434,7 @@ async fn a_partner_secret_rotated_in_secrets_manager_is_picked_up_without_a_rede
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, strict).await.unwrap() });
 
-    let mut d = deployed().await;
+    let Some(mut d) = deployed().await else { return };
     d.stack.partner("ChainApiUrl", base);
     let settlement = d.stack.function("SettlementFunction").await;
     assert_eq!(settlement.chain.height().await.unwrap(), 7, "the key read at first use");
@@ -474,7 +476,7 @@ async fn a_partner_secret_rotated_in_secrets_manager_is_picked_up_without_a_rede
 /// coming back until the queue's receive limit.
 #[tokio::test]
 async fn a_message_that_fails_for_good_is_dead_lettered_at_once_under_the_consumers_policy() {
-    let d = deployed().await;
+    let Some(d) = deployed().await else { return };
     let nowhere = format!("deal_nowhere_{}", ulid::Ulid::new().to_string().to_lowercase());
     let allocation = d.stack.function("AllocationFunction").await;
     let settlement = d.stack.function("SettlementFunction").await;
@@ -517,7 +519,7 @@ async fn the_audit_log_is_anchored_under_the_reconcile_functions_policy() {
     use shared::adapters::clock::ManualClock;
     use shared::app::audit::{AuditLog, Event};
 
-    let d = deployed().await;
+    let Some(d) = deployed().await else { return };
     // A moment of the latest settled day, whatever the time of day now.
     let yesterday = d.admin.clock.now() - chrono::TimeDelta::days(1) - shared::app::audit::SETTLED_AFTER;
     let then = AuditLog::new(d.admin.store.clone(), Arc::new(ManualClock::at(yesterday)));

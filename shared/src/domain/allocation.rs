@@ -192,6 +192,22 @@ mod tests {
         assert_ne!(one.hex(), Checksum::default().hex());
     }
 
+    /// A checksum that did not tell allocations apart would let a wrong result settle.
+    #[test]
+    fn a_different_allocation_has_a_different_checksum() {
+        let checksum = |parts: &[(&str, u64)]| {
+            let mut sum = Checksum::default();
+            parts.iter().for_each(|(id, units)| sum.add(id, *units));
+            sum
+        };
+        let result = checksum(&[("a", 3), ("b", 4)]);
+        assert_ne!(result, checksum(&[("a", 4), ("b", 3)]), "units moved between subscriptions");
+        assert_ne!(result, checksum(&[("a", 3), ("b", 5)]), "one unit more");
+        assert_ne!(result, checksum(&[("a", 3), ("c", 4)]), "another subscription");
+        assert_ne!(digest("a", 1), digest("a", 2));
+        assert_ne!(digest("a", 1), digest("b", 1));
+    }
+
     fn books() -> impl Strategy<Value = (u64, Vec<u64>)> {
         (1u64..5_000, prop::collection::vec(1u64..1_000, 0..200))
     }

@@ -62,6 +62,19 @@ mod tests {
         assert_eq!(format_cents(-5), "-0.05");
     }
 
+    /// The edges a mutation run found untested: zero's sign, the largest amount, the
+    /// thirteen whole digits the format allows.
+    #[test]
+    fn the_bounds_sit_exactly_where_they_are_documented() {
+        assert_eq!(format_cents(0), "0.00", "zero has no sign");
+        assert_eq!(format_cents(1), "0.01");
+        assert_eq!(parse_cents("10000000000.00"), Ok(MAX_CENTS), "the largest amount is accepted");
+        assert_eq!(parse_cents("10000000000.01"), Err(MoneyError::TooLarge));
+        assert_eq!(parse_cents("1000000000000"), Err(MoneyError::TooLarge), "thirteen whole digits: too large");
+        assert_eq!(parse_cents("10000000000000"), Err(MoneyError::Format), "fourteen: not an amount");
+        assert_eq!(parse_cents("0.01"), Ok(1), "the smallest amount is accepted");
+    }
+
     proptest! {
         #[test]
         fn formatting_then_parsing_is_the_identity(cents in 1..=MAX_CENTS) {

@@ -29,6 +29,22 @@ pub async fn sdk_config() -> aws_config::SdkConfig {
     aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await
 }
 
+/// The emulator endpoint a test names in `variable`, or `None` when a plain `cargo test`
+/// runs without one: the test then says it is skipped, and why, and passes.
+/// `./infra/test.sh`, which always starts the emulators, sets `DABS_REQUIRE_EMULATOR`, under
+/// which a missing endpoint fails the test instead, so no suite is skipped there.
+pub fn emulator_endpoint(variable: &str, test: &str) -> Option<String> {
+    if let Some(endpoint) = std::env::var(variable).ok().filter(|v| !v.is_empty()) {
+        return Some(endpoint);
+    }
+    let required = std::env::var_os("DABS_REQUIRE_EMULATOR").is_some();
+    assert!(!required, "{test}: {variable} is not set, and ./infra/test.sh requires the emulator");
+    // Straight to stderr: the test harness captures `eprintln!` of a passing test.
+    let note = format!("skipped {test}: no AWS emulator ({variable} is not set; ./infra/test.sh starts one)\n");
+    let _ = std::io::Write::write_all(&mut std::io::stderr(), note.as_bytes());
+    None
+}
+
 /// The SDK configuration for a local emulator at `endpoint`: fixed region, dummy
 /// credentials, no instance metadata. Refuses any endpoint that is not on loopback, so a
 /// test or benchmark can never reach a real account.

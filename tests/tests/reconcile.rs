@@ -10,14 +10,14 @@ use reqwest::StatusCode;
 use shared::adapters::partners::{Fault, FaultKind};
 use shared::app::mirror::{DELIVERED, Delivered};
 use shared::app::reconcile::{Reconciler, RunVerdict, StoredRow};
-use shared::domain::reconcile::{Class, Pair};
+use shared::domain::reconcile::{Class, Lifecycle, Pair, RowVerdict};
 use shared::ports::Chain;
 use shared::ports::custody::{Custody, CustodyTransfer};
 use shared::ports::store::Query;
 
 fn breaks(rows: &[StoredRow]) -> Vec<(String, Pair, i128)> {
     rows.iter()
-        .filter(|r| r.verdict == "break")
+        .filter(|r| r.verdict == RowVerdict::Break)
         .map(|r| (r.account.clone(), r.pair, r.difference.parse().unwrap()))
         .collect()
 }
@@ -42,7 +42,11 @@ async fn after_an_offering_the_books_agree_and_injected_differences_are_one_brea
     let clean = reconciler.run(app.platform.clock.now()).await.unwrap();
     assert_eq!((clean.verdict, clean.breaks), (RunVerdict::Reconciled, 0), "{clean:?}");
     let matched = |class: Class, pair: Pair| {
-        clean.counts.iter().find(|c| c.class == class && c.pair == pair && c.verdict == "matched").map(|c| c.rows)
+        clean
+            .counts
+            .iter()
+            .find(|c| c.class == class && c.pair == pair && c.verdict == RowVerdict::Matched)
+            .map(|c| c.rows)
     };
     assert_eq!(matched(Class::Deposit, Pair::LedgerCustody), Some(investors.len() as u64));
     let holders = clean.counts.iter().find(|c| c.class == Class::Dabs && c.pair == Pair::LedgerChain).unwrap().rows;
@@ -66,7 +70,7 @@ async fn after_an_offering_the_books_agree_and_injected_differences_are_one_brea
     let mut expected = vec![(ann.clone(), Pair::LedgerChain, -25_000), (ben.clone(), Pair::LedgerCustody, -1)];
     expected.sort();
     assert_eq!(breaks(&rows), expected, "rows come in account order");
-    assert!(rows.iter().all(|r| r.lifecycle.as_deref() == Some("new")), "{rows:?}");
+    assert!(rows.iter().all(|r| r.lifecycle == Some(Lifecycle::New)), "{rows:?}");
     let row = rows.iter().find(|r| r.account == ann).unwrap();
     let amount = |side: &Option<String>| side.as_deref().unwrap().parse::<i128>().unwrap();
     assert_eq!(amount(&row.other) - amount(&row.ledger), -25_000, "both sides are shown: {row:?}");
@@ -122,7 +126,7 @@ async fn after_an_offering_the_books_agree_and_injected_differences_are_one_brea
     tick();
     let still = reconciler.run(app.platform.clock.now()).await.unwrap();
     let (rows, _) = reconciler.rows(&still.id, 100, None).await.unwrap();
-    assert!(rows.iter().all(|r| r.lifecycle.as_deref() == Some("persisting")), "{rows:?}");
+    assert!(rows.iter().all(|r| r.lifecycle == Some(Lifecycle::Persisting)), "{rows:?}");
     assert_eq!(still.resolved, 0);
 
     // Finance accepts the chain's cent with a note; a second finance operator approves.
@@ -156,7 +160,7 @@ async fn after_an_offering_the_books_agree_and_injected_differences_are_one_brea
     assert_eq!((accepted.verdict, accepted.breaks), (RunVerdict::Breaks, 1), "only the Custody's cent: {accepted:?}");
     let (rows, _) = reconciler.rows(&accepted.id, 100, None).await.unwrap();
     let row = rows.iter().find(|r| r.account == ann).unwrap();
-    assert_eq!((row.verdict.as_str(), row.lifecycle.as_deref()), ("accepted", Some("accepted")), "{row:?}");
+    assert_eq!((row.verdict, row.lifecycle), (RowVerdict::Accepted, Some(Lifecycle::Accepted)), "{row:?}");
 
     // Put right on each side: the next run reconciles again and resolves both.
     // The lost record is replayed to the chain; the missing cent is booked at the Custody.
@@ -260,12 +264,12 @@ async fn in_flight_items_are_timing_differences_until_their_grace_runs_out(mut a
         "{pending:?}"
     );
     let (rows, _) = reconciler.rows(&pending.id, 100, None).await.unwrap();
-    let timing = |rows: &[StoredRow]| -> Vec<(String, Pair, String, Vec<RuleId>)> {
-        rows.iter().map(|r| (r.account.clone(), r.pair, r.verdict.clone(), r.rules.clone())).collect()
+    let timing = |rows: &[StoredRow]| -> Vec<(String, Pair, RowVerdict, Vec<RuleId>)> {
+        rows.iter().map(|r| (r.account.clone(), r.pair, r.verdict, r.rules.clone())).collect()
     };
     let mut expected = vec![
-        (deposit_account.clone(), Pair::LedgerCustody, "timing".to_owned(), vec![RuleId::DepositNotYetAtCustody]),
-        (holding.clone(), Pair::LedgerCustody, "timing".to_owned(), vec![RuleId::DabsLockedInOrder]),
+        (deposit_account.clone(), Pair::LedgerCustody, RowVerdict::Timing, vec![RuleId::DepositNotYetAtCustody]),
+        (holding.clone(), Pair::LedgerCustody, RowVerdict::Timing, vec![RuleId::DabsLockedInOrder]),
     ];
     expected.sort();
     assert_eq!(timing(&rows), expected, "only the Custody pair differs, each explained by its rule");
@@ -276,7 +280,7 @@ async fn in_flight_items_are_timing_differences_until_their_grace_runs_out(mut a
     let late_run = reconciler.run(app.platform.clock.now()).await.unwrap();
     assert_eq!((late_run.verdict, late_run.breaks, late_run.timing), (RunVerdict::Breaks, 2, 0), "{late_run:?}");
     let (rows, _) = reconciler.rows(&late_run.id, 100, None).await.unwrap();
-    let expected: Vec<_> = expected.into_iter().map(|(a, p, _, r)| (a, p, "break".to_owned(), r)).collect();
+    let expected: Vec<_> = expected.into_iter().map(|(a, p, _, r)| (a, p, RowVerdict::Break, r)).collect();
     assert_eq!(timing(&rows), expected);
 
     // The Custody books the deposit, the order returns at market close: all clear again.
@@ -298,8 +302,11 @@ async fn the_local_platforms_three_books_still_agree_after_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let reconciled = |platform: shared::Platform| async move {
         let run = Reconciler::for_platform(&platform).run(platform.clock.now()).await.unwrap();
-        let matched =
-            run.counts.iter().find(|c| c.pair == Pair::LedgerCustody && c.verdict == "matched").map(|c| c.rows);
+        let matched = run
+            .counts
+            .iter()
+            .find(|c| c.pair == Pair::LedgerCustody && c.verdict == RowVerdict::Matched)
+            .map(|c| c.rows);
         (run.verdict, matched)
     };
     {
@@ -380,7 +387,7 @@ async fn units_the_custody_approved_are_pending_until_the_ledger_issues_them() {
     for row in &rows {
         assert!(row.account.starts_with("holding:"), "{row:?}");
         assert_eq!((row.pair, row.rules.as_slice()), (Pair::LedgerCustody, &[RuleId::SettlementLegPending][..]));
-        assert_eq!((row.ledger.as_deref(), row.verdict.as_str()), (None, "timing"), "{row:?}");
+        assert_eq!((row.ledger.as_deref(), row.verdict), (None, RowVerdict::Timing), "{row:?}");
     }
 
     // Past the leg's fifteen minutes, still not issued: breaks.

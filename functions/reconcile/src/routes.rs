@@ -209,8 +209,8 @@ fn report_chunk(header: bool, rows: &[StoredRow]) -> Result<Vec<u8>, std::io::Er
             r.ledger.clone().unwrap_or_default(),
             r.other.clone().unwrap_or_default(),
             r.difference.clone(),
-            r.verdict.clone(),
-            r.lifecycle.clone().unwrap_or_default(),
+            r.verdict.as_str().to_owned(),
+            r.lifecycle.map(|l| l.as_str().to_owned()).unwrap_or_default(),
             rules.join(" "),
         ];
         writer.write_record(cells.iter().map(|cell| neutralised(cell).into_owned()))?;

@@ -22,7 +22,8 @@ use super::settlement::{ISSUANCES, Issuance, issue_transfer_id};
 use crate::domain::ledger::{Account, Kind, SGD};
 pub use crate::domain::reconcile::RunVerdict;
 use crate::domain::reconcile::{
-    Class, Line, Merge, MergeError, Pair, Pending, Position, Row, RuleId, Verdict, custody_rule,
+    Class, Lifecycle, Line, Merge, MergeError, Pair, Pending, Position, Row, RowVerdict, RuleId, Verdict, custody_rule,
+    run_verdict,
 };
 use crate::ports::chain::ChainTransfer;
 use crate::ports::partner::PartnerError;
@@ -41,8 +42,7 @@ const RUNS: &str = "RECON#RUNS";
 pub struct Count {
     pub pair: Pair,
     pub class: Class,
-    /// `matched`, `timing`, `break` or `accepted` (a break finance accepted, unchanged).
-    pub verdict: String,
+    pub verdict: RowVerdict,
     pub rows: u64,
 }
 
@@ -83,24 +83,23 @@ pub struct StoredRow {
     /// Absent: the book does not hold the position.
     pub ledger: Option<String>,
     pub other: Option<String>,
-    /// `timing`, `break` or `accepted`.
-    pub verdict: String,
+    pub verdict: RowVerdict,
     /// The other book minus the ledger.
     pub difference: String,
     /// For a timing difference the rules that explain it; for a break, those whose grace ran out.
     pub rules: Vec<RuleId>,
-    /// For a break: `new`, `persisting` (an earlier run found it too) or `accepted`.
+    /// For a break: where it stands.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub lifecycle: Option<String>,
+    pub lifecycle: Option<Lifecycle>,
 }
 
 impl From<&Row> for StoredRow {
     fn from(r: &Row) -> Self {
         let difference = r.other.unwrap_or(0) - r.ledger.unwrap_or(0);
-        let (verdict, rules) = match &r.verdict {
-            Verdict::Timing { rules } => ("timing", rules.clone()),
-            Verdict::Break { expired, .. } => ("break", expired.clone()),
-            Verdict::Matched => ("matched", Vec::new()),
+        let rules = match &r.verdict {
+            Verdict::Timing { rules } => rules.clone(),
+            Verdict::Break { expired, .. } => expired.clone(),
+            Verdict::Matched => Vec::new(),
         };
         Self {
             account: r.position.account.clone(),
@@ -109,7 +108,7 @@ impl From<&Row> for StoredRow {
             class: r.class,
             ledger: r.ledger.map(|b| b.to_string()),
             other: r.other.map(|b| b.to_string()),
-            verdict: verdict.to_owned(),
+            verdict: RowVerdict::of(&r.verdict),
             difference: difference.to_string(),
             rules,
             lifecycle: None,
@@ -357,7 +356,7 @@ impl Reconciler {
     async fn reconcile(&self, cut_off: DateTime<Utc>, started_at: DateTime<Utc>) -> Result<ReconRun, ReconcileError> {
         let id = self.ids.new_id("recon");
         let previous = self.store.get(&latest_key(cut_off)).await?.map(|i| i.decode::<String>()).transpose()?;
-        let mut tally: BTreeMap<(Pair, Class, &'static str), u64> = BTreeMap::new();
+        let mut tally: BTreeMap<(Pair, Class, RowVerdict), u64> = BTreeMap::new();
         let mut new_breaks = 0;
         let mut outcome = Ok(0);
         let chain_height = match self.chain.height_at(cut_off).await {
@@ -397,14 +396,9 @@ impl Reconciler {
             Ok(_) => self.resolve_gone(&id).await?,
             Err(_) => 0,
         };
-        let count = |kind: &str| tally.iter().filter(|((_, _, v), _)| *v == kind).map(|(_, n)| n).sum::<u64>();
-        let (breaks, timing) = (count("break"), count("timing") + count("accepted"));
-        let verdict = match (&outcome, breaks, timing) {
-            (Err(_), _, _) => RunVerdict::Incomplete,
-            (Ok(_), 0, 0) => RunVerdict::Reconciled,
-            (Ok(_), 0, _) => RunVerdict::ReconciledWithPending,
-            (Ok(_), _, _) => RunVerdict::Breaks,
-        };
+        let count = |kind: RowVerdict| tally.iter().filter(|((_, _, v), _)| *v == kind).map(|(_, n)| n).sum::<u64>();
+        let (breaks, timing) = (count(RowVerdict::Break), count(RowVerdict::Timing) + count(RowVerdict::Accepted));
+        let verdict = run_verdict(outcome.is_ok(), breaks, timing);
         let run = ReconRun {
             id: id.clone(),
             cut_off,
@@ -413,7 +407,7 @@ impl Reconciler {
             verdict,
             counts: tally
                 .into_iter()
-                .map(|((pair, class, verdict), rows)| Count { pair, class, verdict: verdict.to_owned(), rows })
+                .map(|((pair, class, verdict), rows)| Count { pair, class, verdict, rows })
                 .collect(),
             breaks,
             new_breaks,
@@ -556,7 +550,7 @@ impl Reconciler {
         cut_off: DateTime<Utc>,
         height: u64,
         mut pending: VecDeque<Pending>,
-        (tally, new_breaks): (&mut BTreeMap<(Pair, Class, &'static str), u64>, &mut u64),
+        (tally, new_breaks): (&mut BTreeMap<(Pair, Class, RowVerdict), u64>, &mut u64),
     ) -> Result<(), Failure> {
         let prefix = if asset == SGD { "deposit:" } else { "holding:" };
         let (mut ledger, mut chain, mut custody) = (Feed::new(), Feed::new(), Feed::new());
@@ -595,26 +589,17 @@ impl Reconciler {
             let mut writes = Vec::new();
             for rows in merged {
                 for row in rows? {
-                    let mut kind = match row.verdict {
-                        Verdict::Matched => "matched",
-                        Verdict::Timing { .. } => "timing",
-                        Verdict::Break { .. } => "break",
-                    };
-                    if kind != "matched" {
+                    let mut kind = RowVerdict::of(&row.verdict);
+                    if kind != RowVerdict::Matched {
                         let mut stored = StoredRow::from(&row);
-                        if kind == "break" {
+                        if kind == RowVerdict::Break {
                             let tracked = self.track(run, cut_off, &stored).await.map_err(Failure::Store)?;
-                            let lifecycle = match tracked.status {
-                                BreakStatus::Accepted => "accepted",
-                                _ if tracked.first_seen == run => "new",
-                                _ => "persisting",
-                            };
-                            *new_breaks += u64::from(lifecycle == "new");
-                            if lifecycle == "accepted" {
-                                kind = "accepted";
-                                stored.verdict = kind.to_owned();
-                            }
-                            stored.lifecycle = Some(lifecycle.into());
+                            let accepted = tracked.status == BreakStatus::Accepted;
+                            let lifecycle = Lifecycle::of(accepted, tracked.first_seen == run);
+                            *new_breaks += u64::from(lifecycle == Lifecycle::New);
+                            kind = lifecycle.row_verdict();
+                            stored.verdict = kind;
+                            stored.lifecycle = Some(lifecycle);
                             writes.push(Write::put(break_item(&tracked).map_err(Failure::Store)?, Condition::None));
                         }
                         let item = Item::new(row_key(run, &stored), &stored).map_err(Failure::Store)?;

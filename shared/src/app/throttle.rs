@@ -6,67 +6,15 @@
 
 use std::sync::Arc;
 
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::audit::{AuditLog, Event};
+pub use crate::domain::lockout::{
+    ACCOUNT, ADDRESS, CLIENT_SIGNUPS, EMAIL_CODE, Limits, REFUSED, Reservation, SECOND_FACTOR, lock_for, reserve,
+};
 use crate::ports::store::{Condition, Contention, Item, Key, StoreError};
 use crate::ports::{Clock, Store};
-
-/// What a scope tolerates before locking, and how long locks last.
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    pub free_failures: u32,
-    pub first_lock: TimeDelta,
-    pub max_lock: TimeDelta,
-    /// A counter with no failure for this long starts again from zero.
-    pub window: TimeDelta,
-}
-
-/// Per account: five free tries, then 1 s, 2 s, 4 s... up to 15 minutes.
-pub const ACCOUNT: Limits = Limits {
-    free_failures: 5,
-    first_lock: TimeDelta::seconds(1),
-    max_lock: TimeDelta::minutes(15),
-    window: TimeDelta::minutes(30),
-};
-/// Per client address: more room, since many people can share one address.
-pub const ADDRESS: Limits = Limits {
-    free_failures: 20,
-    first_lock: TimeDelta::seconds(1),
-    max_lock: TimeDelta::minutes(15),
-    window: TimeDelta::minutes(30),
-};
-/// Per caller, calls the access policy refused: 20 in ten minutes, then growing pauses.
-pub const REFUSED: Limits = Limits {
-    free_failures: 20,
-    first_lock: TimeDelta::seconds(1),
-    max_lock: TimeDelta::minutes(15),
-    window: TimeDelta::minutes(10),
-};
-/// Per client, for sign-ups and verifications: room for an office behind one address.
-pub const CLIENT_SIGNUPS: Limits = Limits {
-    free_failures: 50,
-    first_lock: TimeDelta::seconds(1),
-    max_lock: TimeDelta::minutes(15),
-    window: TimeDelta::hours(1),
-};
-/// Per account, across challenges and addresses: the fifth wrong second-factor code locks
-/// for a minute, then two, four... up to an hour; a correct code alone resets it.
-pub const SECOND_FACTOR: Limits = Limits {
-    free_failures: 4,
-    first_lock: TimeDelta::minutes(1),
-    max_lock: TimeDelta::hours(1),
-    window: TimeDelta::hours(24),
-};
-/// Per address being signed up or verified: a handful of codes mailed or tried, then
-/// growing pauses (an attacker cannot flood someone's mailbox or guess their code).
-pub const EMAIL_CODE: Limits = Limits {
-    free_failures: 4,
-    first_lock: TimeDelta::minutes(1),
-    max_lock: TimeDelta::hours(1),
-    window: TimeDelta::hours(24),
-};
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct Failures {
@@ -95,13 +43,6 @@ pub struct Locked {
 
 fn key(scope: &str) -> Key {
     Key::new(format!("THROTTLE#{scope}"), "FAILURES")
-}
-
-/// How long the `failures`-th failure locks the scope, if at all.
-pub fn lock_for(failures: u32, limits: &Limits) -> Option<TimeDelta> {
-    let over = failures.checked_sub(limits.free_failures + 1)?;
-    let factor = 1i64.checked_shl(over.min(30)).unwrap_or(i64::MAX);
-    Some(limits.first_lock.checked_mul(factor as i32).unwrap_or(limits.max_lock).min(limits.max_lock))
 }
 
 pub struct Throttle {
@@ -142,16 +83,12 @@ impl Throttle {
                 Some(item) => (item.decode::<Failures>()?, Condition::VersionIs(item.version)),
                 None => (Failures::default(), Condition::NotExists),
             };
-            if let Some(until) = failures.locked_until.filter(|until| *until > now) {
-                return Ok(Err(until));
-            }
-            failures.count += 1;
-            let lock = lock_for(failures.count, limits).map(|length| Locked {
-                scope: scope.to_owned(),
-                until: now + length,
-                failures: failures.count,
-            });
-            failures.locked_until = lock.as_ref().map(|l| l.until);
+            let (count, locked_until) = match reserve(failures.count, failures.locked_until, now, limits) {
+                Reservation::Locked { until } => return Ok(Err(until)),
+                Reservation::Counted { count, locked_until } => (count, locked_until),
+            };
+            let lock = locked_until.map(|until| Locked { scope: scope.to_owned(), until, failures: count });
+            failures = Failures { count, locked_until };
             let item = Item::new(key(scope), &failures)?.expiring_at(now + limits.window);
             match self.store.put(item, condition).await {
                 Ok(()) => return Ok(Ok(lock)),
@@ -188,19 +125,4 @@ pub async fn audit_locks(audit: &AuditLog, action: &str, locks: &[Locked]) -> Re
         audit.append(event).await?;
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn locks_double_after_the_free_failures_up_to_the_cap() {
-        let locks: Vec<Option<i64>> = (1..=16).map(|n| lock_for(n, &ACCOUNT).map(|d| d.num_seconds())).collect();
-        assert_eq!(&locks[..5], &[None; 5]);
-        assert_eq!(&locks[5..11], &[Some(1), Some(2), Some(4), Some(8), Some(16), Some(32)]);
-        assert_eq!((locks[14], locks[15]), (Some(512), Some(900)));
-        assert_eq!(lock_for(40, &ACCOUNT), Some(TimeDelta::minutes(15)));
-        assert_eq!(lock_for(u32::MAX, &ACCOUNT), Some(TimeDelta::minutes(15)));
-    }
 }

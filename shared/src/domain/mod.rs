@@ -6,6 +6,7 @@ pub mod allocation;
 pub mod credentials;
 pub mod deal;
 pub mod ledger;
+pub mod lockout;
 pub mod money;
 pub mod reconcile;
 pub mod session;

@@ -153,6 +153,85 @@ pub fn rule(id: RuleId) -> Rule {
     RULES.into_iter().find(|r| r.id == id).expect("every rule id is in RULES")
 }
 
+/// What a run counts a row as, and stores for every row that is not matched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RowVerdict {
+    Matched,
+    /// Explained by in-flight items within their grace.
+    Timing,
+    Break,
+    /// A break finance accepted, unchanged since.
+    Accepted,
+}
+
+impl RowVerdict {
+    /// The verdict of a merged row, before its break (if it is one) is tracked.
+    pub fn of(verdict: &Verdict) -> Self {
+        match verdict {
+            Verdict::Matched => Self::Matched,
+            Verdict::Timing { .. } => Self::Timing,
+            Verdict::Break { .. } => Self::Break,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Matched => "matched",
+            Self::Timing => "timing",
+            Self::Break => "break",
+            Self::Accepted => "accepted",
+        }
+    }
+}
+
+/// Where a break found by a run stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Lifecycle {
+    /// This run found it first: what alarms an operator.
+    New,
+    /// An earlier run found it too.
+    Persisting,
+    /// Finance accepted it (maker-checker): reported, not counted as a break.
+    Accepted,
+}
+
+impl Lifecycle {
+    /// A break's place: accepted wins; otherwise new if the run that tracks it saw it first.
+    pub fn of(accepted: bool, first_seen_by_this_run: bool) -> Self {
+        match (accepted, first_seen_by_this_run) {
+            (true, _) => Self::Accepted,
+            (false, true) => Self::New,
+            (false, false) => Self::Persisting,
+        }
+    }
+
+    /// The verdict the break's row carries.
+    pub fn row_verdict(self) -> RowVerdict {
+        if self == Self::Accepted { RowVerdict::Accepted } else { RowVerdict::Break }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::New => "new",
+            Self::Persisting => "persisting",
+            Self::Accepted => "accepted",
+        }
+    }
+}
+
+/// A run's verdict: nothing may be concluded when a source failed; otherwise reconciled,
+/// reconciled with timing differences (or accepted breaks) pending, or breaks.
+pub fn run_verdict(complete: bool, breaks: u64, pending: u64) -> RunVerdict {
+    match (complete, breaks, pending) {
+        (false, _, _) => RunVerdict::Incomplete,
+        (true, 0, 0) => RunVerdict::Reconciled,
+        (true, 0, _) => RunVerdict::ReconciledWithPending,
+        (true, _, _) => RunVerdict::Breaks,
+    }
+}
+
 /// Something in flight at the cut-off: `amount` is what the other book is expected to hold
 /// beyond the ledger for the position (other minus ledger), since `since`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -308,6 +387,35 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+
+    #[test]
+    fn a_runs_verdict_and_a_breaks_lifecycle_follow_the_table() {
+        use RunVerdict::*;
+        for (complete, breaks, pending, verdict) in [
+            (false, 0, 0, Incomplete),
+            (false, 3, 1, Incomplete),
+            (true, 0, 0, Reconciled),
+            (true, 0, 2, ReconciledWithPending),
+            (true, 1, 0, Breaks),
+            (true, 1, 5, Breaks),
+        ] {
+            assert_eq!(run_verdict(complete, breaks, pending), verdict, "{complete} {breaks} {pending}");
+        }
+        for (accepted, first, lifecycle, row) in [
+            (true, true, Lifecycle::Accepted, RowVerdict::Accepted),
+            (true, false, Lifecycle::Accepted, RowVerdict::Accepted),
+            (false, true, Lifecycle::New, RowVerdict::Break),
+            (false, false, Lifecycle::Persisting, RowVerdict::Break),
+        ] {
+            assert_eq!(
+                (Lifecycle::of(accepted, first), Lifecycle::of(accepted, first).row_verdict()),
+                (lifecycle, row)
+            );
+        }
+        assert_eq!(RowVerdict::of(&Verdict::Timing { rules: vec![] }), RowVerdict::Timing);
+        assert_eq!(serde_json::to_value(RowVerdict::Accepted).unwrap(), "accepted");
+        assert_eq!(serde_json::to_value(Lifecycle::Persisting).unwrap(), Lifecycle::Persisting.as_str());
+    }
 
     #[test]
     fn every_rule_id_has_a_rule() {

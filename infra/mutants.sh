@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Mutation testing of the domain rules (not in CI: it takes long). Installs a pinned
+# cargo-mutants, mutates shared/src/domain (or the files given) and runs the common
+# crate's unit tests against each mutant. A mutant that survives is either killed with a
+# test or listed in docs/testing.md as equivalent, with the reason.
+# Usage: ./infra/mutants.sh [shared/src/domain/money.rs ...]
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+CACHE="${XDG_CACHE_HOME:-$HOME/.cache}/dabs-platform"
+TOOLS="$CACHE/tools"
+CARGO_MUTANTS_VERSION="25.3.1"
+if [ ! -f "$TOOLS/.installed-cargo-mutants-$CARGO_MUTANTS_VERSION" ]; then
+  cargo install --quiet --locked --root "$TOOLS" --version "$CARGO_MUTANTS_VERSION" cargo-mutants
+  touch "$TOOLS/.installed-cargo-mutants-$CARGO_MUTANTS_VERSION"
+fi
+
+files=("$@")
+if [ ${#files[@]} -eq 0 ]; then
+  mapfile -t files < <(find shared/src/domain -name '*.rs' | sort)
+fi
+args=()
+for file in "${files[@]}"; do args+=(--file "$file"); done
+
+# The unit tests of the common crate hold the domain's rules; a mutant that only the
+# slower suites would notice is reported as surviving here, and looked at by hand.
+"$TOOLS/bin/cargo-mutants" mutants --package shared "${args[@]}" \
+  --output "$CACHE/mutants" --timeout 120 -- --lib

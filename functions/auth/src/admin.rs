@@ -83,15 +83,11 @@ pub async fn list_users(
     paging: Paging,
 ) -> Result<Json<PageOf<UserView>>, ApiError> {
     authorize(&state, &me, Action::ListUsers, "users.list").await?;
-    let page = state
-        .platform
-        .store
-        .query(&Query::secondary(USERS_INDEX).limit(paging.limit).after(paging.cursor))
-        .await
-        .map_err(|e| ApiError::internal(&e))?;
+    let page =
+        state.platform.store.query(&Query::secondary(USERS_INDEX).limit(paging.limit).after(paging.cursor)).await?;
     let mut items = Vec::with_capacity(page.items.len());
     for item in &page.items {
-        let user: User = item.decode().map_err(|e| ApiError::internal(&e))?;
+        let user: User = item.decode()?;
         let email = state.accounts.email_of(&user).await.map_err(|e| ApiError::internal(&e))?;
         items.push(UserView {
             id: user.id,
@@ -173,7 +169,7 @@ pub async fn list_changes(
     paging: Paging,
 ) -> Result<Json<PageOf<ChangeRequest>>, ApiError> {
     authorize(&state, &me, Action::ListChangeRequests, "change-request.list").await?;
-    let (items, next) = state.changes().list(paging.limit, paging.cursor).await.map_err(|e| ApiError::internal(&e))?;
+    let (items, next) = state.changes().list(paging.limit, paging.cursor).await?;
     Ok(Json(PageOf::new(items, next)))
 }
 
@@ -230,7 +226,7 @@ pub async fn audit(
     paging: Paging,
 ) -> Result<Json<PageOf<AuditEntry>>, ApiError> {
     authorize(&state, &me, Action::ReadAudit, "audit.read").await?;
-    let (items, next) = state.audit().page(paging.limit, paging.cursor).await.map_err(|e| ApiError::internal(&e))?;
+    let (items, next) = state.audit().page(paging.limit, paging.cursor).await?;
     Ok(Json(PageOf::new(items, next)))
 }
 
@@ -303,7 +299,7 @@ pub async fn rotate_keys(
         ),
         reason: reason.to_owned(),
     };
-    state.audit().append(event).await.map_err(|e| ApiError::internal(&e))?;
+    state.audit().append(event).await?;
     Ok(Json(Rotated { kid, retired, retired_now: body.retire_now, refresh_secret_rotated: body.rotate_refresh_secret }))
 }
 

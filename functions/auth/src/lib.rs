@@ -57,7 +57,7 @@ impl AuthState {
         let client = format!("{what}-client:{client}");
         let attempt =
             self.throttle.reserve(&[(&scope, &throttle::EMAIL_CODE), (&client, &throttle::CLIENT_SIGNUPS)]).await;
-        match attempt.map_err(|e| ApiError::internal(&e))? {
+        match attempt? {
             Attempt::Refused { until } => Err(self.wait_until(until)),
             Attempt::Allowed { .. } => Ok([scope, client]),
         }
@@ -245,8 +245,8 @@ async fn verify_email(
 ) -> Result<Json<SignUpAnswer>, ApiError> {
     let [scope, client] = state.email_code_attempt("verify", &body.email, &address).await?;
     state.accounts.verify_email(&body.email, &body.code, &body.password).await.map_err(api_error)?;
-    state.throttle.reset(&scope).await.map_err(|e| ApiError::internal(&e))?;
-    state.throttle.refund(&client).await.map_err(|e| ApiError::internal(&e))?;
+    state.throttle.reset(&scope).await?;
+    state.throttle.refund(&client).await?;
     Ok(Json(SignUpAnswer { status: "verified" }))
 }
 
@@ -269,7 +269,7 @@ async fn login(
     let account = format!("account:{}", state.accounts.blind(&body.email).await.map_err(api_error)?);
     let address = format!("address:{address}");
     let attempt = state.throttle.reserve(&[(&account, &throttle::ACCOUNT), (&address, &throttle::ADDRESS)]).await;
-    let locks = match attempt.map_err(|e| ApiError::internal(&e))? {
+    let locks = match attempt? {
         Attempt::Refused { until } => return Err(state.wait_until(until)),
         Attempt::Allowed { locks } => locks,
     };
@@ -277,13 +277,13 @@ async fn login(
         Ok(user) => user,
         Err(AccountError::WrongCredentials) => {
             let audited = throttle::audit_locks(&state.audit(), "login.lockout", &locks).await;
-            audited.map_err(|e| ApiError::internal(&e))?;
+            audited?;
             return Err(api_error(AccountError::WrongCredentials));
         }
         Err(other) => return Err(api_error(other)),
     };
-    state.throttle.reset(&account).await.map_err(|e| ApiError::internal(&e))?;
-    state.throttle.refund(&address).await.map_err(|e| ApiError::internal(&e))?;
+    state.throttle.reset(&account).await?;
+    state.throttle.refund(&address).await?;
     if state.mfa.is_enrolled(&user.id).await.map_err(|e| mfa_error(&state, e))? {
         let challenge = state.mfa.challenge(&user.id).await.map_err(|e| mfa_error(&state, e))?;
         return Ok(Json(LoginAnswer::MfaRequired(MfaRequired { mfa_required: true, challenge })));
@@ -377,7 +377,7 @@ async fn refresh(State(state): State<AuthState>, Json(body): Json<RefreshRequest
                 decision: format!("session {family_id} revoked"),
                 reason: "a spent refresh token was presented".into(),
             };
-            state.audit().append(event).await.map_err(|e| ApiError::internal(&e))?;
+            state.audit().append(event).await?;
             Err(session_error(SessionError::Unauthorized))
         }
         Err(other) => Err(session_error(other)),
@@ -463,7 +463,7 @@ async fn jwks(State(state): State<AuthState>) -> Result<Json<serde_json::Value>,
     // Loading the sessions makes the first key on a new deployment; the set is then read
     // as stored, so a rotation by another instance shows at once.
     state.sessions().await?;
-    let published = PublicKeys::load(state.platform.store.as_ref()).await.map_err(|e| ApiError::internal(&e))?;
+    let published = PublicKeys::load(state.platform.store.as_ref()).await?;
     Ok(Json(published.jwks(state.platform.clock.now(), SessionPolicy::default().key_overlap())))
 }
 

@@ -263,11 +263,9 @@ pub async fn cancel(
         Ok(deal) => deal,
         Err(DealError::NeedsApproval) => return propose(&state, &me, Change::CancelDeal { deal_id: id }).await,
         // Cancelling again finishes releasing the holds (if a first attempt died half way).
-        Err(DealError::Transition(t)) if t.from == DealState::Cancelled => deals
-            .get(&id)
-            .await
-            .map_err(|e| ApiError::internal(&e))?
-            .ok_or_else(|| ApiError::not_found("no such deal"))?,
+        Err(DealError::Transition(t)) if t.from == DealState::Cancelled => {
+            deals.get(&id).await?.ok_or_else(|| ApiError::not_found("no such deal"))?
+        }
         Err(e) => return Err(deal_error(e)),
     };
     let released = state.subscriptions.release_cancelled(&id).await;
@@ -304,10 +302,7 @@ pub async fn list_public(
             }
         },
     };
-    let (deals, next) = Deals::for_platform(&state.platform)
-        .list(&states, paging.limit, paging.cursor)
-        .await
-        .map_err(|e| ApiError::internal(&e))?;
+    let (deals, next) = Deals::for_platform(&state.platform).list(&states, paging.limit, paging.cursor).await?;
     Ok(Json(PageOf::new(deals.into_iter().map(DealView::from).collect(), next)))
 }
 
@@ -321,11 +316,7 @@ pub async fn get(
     Path(id): Path<String>,
 ) -> Result<Json<DealView>, ApiError> {
     let not_found = || ApiError::not_found("no such deal");
-    let deal = Deals::for_platform(&state.platform)
-        .get(&id)
-        .await
-        .map_err(|e| ApiError::internal(&e))?
-        .ok_or_else(not_found)?;
+    let deal = Deals::for_platform(&state.platform).get(&id).await?.ok_or_else(not_found)?;
     let visible = deal.state.is_public() || caller.is_some_and(|Authenticated(me)| may_see_unpublished(&me, &deal));
     if !visible {
         return Err(not_found());
@@ -350,10 +341,7 @@ pub async fn of_issuer(
     if !allowed {
         return Err(ApiError::not_found("no such issuer"));
     }
-    let (deals, next) = Deals::for_platform(&state.platform)
-        .list(&DealState::ALL, paging.limit, paging.cursor)
-        .await
-        .map_err(|e| ApiError::internal(&e))?;
+    let (deals, next) = Deals::for_platform(&state.platform).list(&DealState::ALL, paging.limit, paging.cursor).await?;
     let own = deals.into_iter().filter(|d| d.issuer_id == issuer).map(DealView::from).collect();
     Ok(Json(PageOf::new(own, next)))
 }

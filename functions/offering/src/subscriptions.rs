@@ -153,11 +153,7 @@ pub async fn mine(
     paging: Paging,
 ) -> Result<Json<PageOf<SubscriptionView>>, ApiError> {
     authorize(&state.platform, &me, Action::ReadOwned, Resource::OwnedBy(&me.user_id), "subscriptions.mine").await?;
-    let (subs, next) = state
-        .subscriptions
-        .of_investor(&me.user_id, paging.limit, paging.cursor)
-        .await
-        .map_err(|e| ApiError::internal(&e))?;
+    let (subs, next) = state.subscriptions.of_investor(&me.user_id, paging.limit, paging.cursor).await?;
     Ok(Json(PageOf::new(subs.into_iter().map(SubscriptionView::from).collect(), next)))
 }
 
@@ -194,8 +190,7 @@ pub async fn book(
     paging: Paging,
 ) -> Result<Json<PageOf<SubscriptionView>>, ApiError> {
     authorize(&state.platform, &me, Action::ManageDeals, Resource::None, "deal.book").await?;
-    let (subs, next) =
-        state.subscriptions.book(&deal_id, paging.limit, paging.cursor).await.map_err(|e| ApiError::internal(&e))?;
+    let (subs, next) = state.subscriptions.book(&deal_id, paging.limit, paging.cursor).await?;
     Ok(Json(PageOf::new(subs.into_iter().map(SubscriptionView::from).collect(), next)))
 }
 
@@ -211,12 +206,9 @@ pub async fn totals(
     Path(deal_id): Path<String>,
 ) -> Result<Json<TotalsView>, ApiError> {
     authorize(&state.platform, &me, Action::ManageDeals, Resource::None, "deal.totals").await?;
-    let deal = Deals::for_platform(&state.platform)
-        .get(&deal_id)
-        .await
-        .map_err(|e| ApiError::internal(&e))?
-        .ok_or_else(|| ApiError::not_found("no such deal"))?;
-    let totals = state.subscriptions.totals(&deal_id).await.map_err(|e| ApiError::internal(&e))?;
+    let deal =
+        Deals::for_platform(&state.platform).get(&deal_id).await?.ok_or_else(|| ApiError::not_found("no such deal"))?;
+    let totals = state.subscriptions.totals(&deal_id).await?;
     let escrow = state.deposits.ledger().account(&deal.escrow_account).await.map_err(|e| ApiError::internal(&e))?;
     Ok(Json(TotalsView {
         deal_id,

@@ -116,9 +116,7 @@ pub async fn start(
     let reason = format!("cut-off {}", body.cut_off.to_rfc3339());
     let event = Event::applied(&me.user_id, "reconciliation.request", "reconciliation", reason);
     AuditLog::new(state.platform.store.clone(), state.platform.clock.clone()).append(event).await.map_err(internal)?;
-    shared::app::reconcile::request(state.platform.queue.as_ref(), body.cut_off, &me.user_id)
-        .await
-        .map_err(|e| ApiError::internal(&e))?;
+    shared::app::reconcile::request(state.platform.queue.as_ref(), body.cut_off, &me.user_id).await?;
     Ok((StatusCode::ACCEPTED, Json(RunQueued { cut_off: body.cut_off, status: "queued".into() })))
 }
 

@@ -120,11 +120,11 @@ pub async fn authorize(
     let throttle = crate::app::throttle::Throttle::new(platform.store.clone(), platform.clock.clone());
     let scope = format!("refused:{}", me.user_id);
     let attempt = throttle.reserve(&[(&scope, &crate::app::throttle::REFUSED)]).await;
-    if let crate::app::throttle::Attempt::Refused { until } = attempt.map_err(|e| ApiError::internal(&e))? {
+    if let crate::app::throttle::Attempt::Refused { until } = attempt? {
         return Err(ApiError::too_many_requests(until, platform.clock.now()));
     }
     let event = crate::app::audit::Event::denied(&me.user_id, name, "-", decision.reason());
     let audit = crate::app::audit::AuditLog::new(platform.store.clone(), platform.clock.clone());
-    audit.append(event).await.map_err(|e| ApiError::internal(&e))?;
+    audit.append(event).await?;
     Err(ApiError::forbidden(decision.reason()))
 }

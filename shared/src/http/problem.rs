@@ -226,6 +226,27 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// Failures of the platform's own machinery answer as [`ApiError::internal`] decides
+/// (a lost race 503, a forged cursor 400, the rest 500), with `?`. Errors a use case
+/// gives a meaning to (a refused withdrawal, a wrong password) are mapped where they
+/// arise, never through these.
+macro_rules! internal_from {
+    ($($error:ty),* $(,)?) => {
+        $(impl From<$error> for ApiError {
+            fn from(error: $error) -> Self {
+                Self::internal(&error)
+            }
+        })*
+    };
+}
+
+internal_from!(
+    crate::ports::store::StoreError,
+    crate::ports::keyring::KeyringError,
+    crate::ports::queue::QueueError,
+    crate::app::signing_keys::SigningKeyError,
+);
+
 #[cfg(test)]
 mod tests {
     use super::ApiError;

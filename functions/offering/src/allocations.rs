@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use axum::extract::State;
 use serde::Serialize;
-use shared::app::allocation::{Allocator, Run, RunState};
+use shared::app::allocation::{Run, RunState};
 use shared::domain::access::{Action, Resource};
 use shared::domain::money::format_cents;
 use shared::http::auth::{Authenticated, authorize};
@@ -42,7 +42,7 @@ pub async fn mine(
     let internal = |e: shared::ports::store::StoreError| ApiError::internal(&e);
     let (subs, next) =
         state.subscriptions.of_investor(&me.user_id, paging.limit, paging.cursor).await.map_err(internal)?;
-    let allocator = Allocator::for_platform(&state.platform);
+    let allocator = &state.allocator;
     let mut runs: HashMap<String, Option<Run>> = HashMap::new();
     let mut items = Vec::new();
     for sub in subs {

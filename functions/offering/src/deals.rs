@@ -5,8 +5,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use shared::app::changes::{Change, ChangeRequest, ChangeRequests};
-use shared::app::deals::{Deal, DealError, DealPatch, Deals};
+use shared::app::changes::{Change, ChangeRequest};
+use shared::app::deals::{Deal, DealError, DealPatch};
 use shared::app::sessions::Principal;
 use shared::domain::access::{self, Action, Resource};
 use shared::domain::deal::{Building, BuildingType, DealState, Step, Terms};
@@ -155,8 +155,7 @@ pub async fn register(
         closes_at: body.closes_at,
         documents: body.documents,
     };
-    let deal =
-        Deals::for_platform(&state.platform).register(&me.user_id, &body.issuer_id, terms).await.map_err(deal_error)?;
+    let deal = state.deals.register(&me.user_id, &body.issuer_id, terms).await.map_err(deal_error)?;
     Ok((StatusCode::CREATED, Json(deal.into())))
 }
 
@@ -193,7 +192,7 @@ pub async fn edit(
         opens_at: body.opens_at,
         closes_at: body.closes_at,
     };
-    match Deals::for_platform(&state.platform).update(&me.user_id, &id, &patch).await {
+    match state.deals.update(&me.user_id, &id, &patch).await {
         Ok(deal) => Ok(Json(DealView::from(deal)).into_response()),
         Err(DealError::NeedsApproval) => propose(&state, &me, Change::EditDeal { deal_id: id, patch }).await,
         Err(e) => Err(deal_error(e)),
@@ -202,10 +201,8 @@ pub async fn edit(
 
 /// Proposes a change to a deal; answers the request, 202.
 async fn propose(state: &OfferingState, me: &Principal, change: Change) -> Result<Response, ApiError> {
-    let p = &state.platform;
     let roles = me.known_roles();
-    let changes = ChangeRequests::new(p.store.clone(), p.clock.clone(), p.ids.clone());
-    let request = changes.propose(&me.subject(&roles), change).await.map_err(change_error)?;
+    let request = state.changes.propose(&me.subject(&roles), change).await.map_err(change_error)?;
     Ok((StatusCode::ACCEPTED, Json(request)).into_response())
 }
 
@@ -258,7 +255,7 @@ pub async fn cancel(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     authorize(&state.platform, &me, Action::ManageDeals, Resource::None, "deal.cancel").await?;
-    let deals = Deals::for_platform(&state.platform);
+    let deals = &state.deals;
     let deal = match deals.step(&me.user_id, &id, Step::Cancel).await {
         Ok(deal) => deal,
         Err(DealError::NeedsApproval) => return propose(&state, &me, Change::CancelDeal { deal_id: id }).await,
@@ -302,7 +299,7 @@ pub async fn list_public(
             }
         },
     };
-    let (deals, next) = Deals::for_platform(&state.platform).list(&states, paging.limit, paging.cursor).await?;
+    let (deals, next) = state.deals.list(&states, paging.limit, paging.cursor).await?;
     Ok(Json(PageOf::new(deals.into_iter().map(DealView::from).collect(), next)))
 }
 
@@ -316,7 +313,7 @@ pub async fn get(
     Path(id): Path<String>,
 ) -> Result<Json<DealView>, ApiError> {
     let not_found = || ApiError::not_found("no such deal");
-    let deal = Deals::for_platform(&state.platform).get(&id).await?.ok_or_else(not_found)?;
+    let deal = state.deals.get(&id).await?.ok_or_else(not_found)?;
     let visible = deal.state.is_public() || caller.is_some_and(|Authenticated(me)| may_see_unpublished(&me, &deal));
     if !visible {
         return Err(not_found());
@@ -341,7 +338,7 @@ pub async fn of_issuer(
     if !allowed {
         return Err(ApiError::not_found("no such issuer"));
     }
-    let (deals, next) = Deals::for_platform(&state.platform).list(&DealState::ALL, paging.limit, paging.cursor).await?;
+    let (deals, next) = state.deals.list(&DealState::ALL, paging.limit, paging.cursor).await?;
     let own = deals.into_iter().filter(|d| d.issuer_id == issuer).map(DealView::from).collect();
     Ok(Json(PageOf::new(own, next)))
 }

@@ -3,8 +3,8 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use serde::Deserialize;
-use shared::app::changes::{Change, ChangeRequest, ChangeRequests};
-use shared::app::issuers::{Issuer, IssuerError, Issuers, Onboarding};
+use shared::app::changes::{Change, ChangeRequest};
+use shared::app::issuers::{Issuer, IssuerError, Onboarding};
 use shared::app::sessions::Principal;
 use shared::domain::access::{self, Action, LEVEL_SECOND_FACTOR, Resource, Role};
 use shared::http::Path;
@@ -48,7 +48,7 @@ pub async fn submit(
     if me.level < LEVEL_SECOND_FACTOR {
         return Err(ApiError::forbidden("issuer users need a second factor"));
     }
-    let issuer = Issuers::for_platform(&state.platform).submit(&me.user_id, body).await.map_err(issuer_error)?;
+    let issuer = state.issuers.submit(&me.user_id, body).await.map_err(issuer_error)?;
     Ok((StatusCode::CREATED, Json(issuer)))
 }
 
@@ -73,7 +73,7 @@ pub async fn get(
     if !may_see(&me, &id) {
         return Err(not_found());
     }
-    let issuer = Issuers::for_platform(&state.platform).get(&id).await.map_err(issuer_error)?;
+    let issuer = state.issuers.get(&id).await.map_err(issuer_error)?;
     issuer.map(Json).ok_or_else(not_found)
 }
 
@@ -87,7 +87,7 @@ pub async fn list(
     paging: Paging,
 ) -> Result<Json<PageOf<Issuer>>, ApiError> {
     authorize(&state.platform, &me, Action::ReviewIssuers, Resource::None, "issuers.list").await?;
-    let issuers = Issuers::for_platform(&state.platform);
+    let issuers = state.issuers;
     let (items, next) = issuers.list(paging.limit, paging.cursor).await.map_err(issuer_error)?;
     Ok(Json(PageOf::new(items, next)))
 }
@@ -122,10 +122,8 @@ pub async fn propose_decision(
     Path(id): Path<String>,
     Json(body): Json<DecisionRequest>,
 ) -> Result<(StatusCode, Json<ChangeRequest>), ApiError> {
-    let p = &state.platform;
-    let changes = ChangeRequests::new(p.store.clone(), p.clock.clone(), p.ids.clone());
     let roles = me.known_roles();
     let change = Change::DecideIssuer { issuer_id: id, approve: matches!(body.decision, Verdict::Approve) };
-    let request = changes.propose(&me.subject(&roles), change).await.map_err(shared::http::change_error)?;
+    let request = state.changes.propose(&me.subject(&roles), change).await.map_err(shared::http::change_error)?;
     Ok((StatusCode::ACCEPTED, Json(request)))
 }

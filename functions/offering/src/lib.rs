@@ -10,19 +10,27 @@ use std::sync::Arc;
 use axum::Router;
 use axum::routing::{get, patch, post};
 use shared::Platform;
+use shared::app::allocation::Allocator;
+use shared::app::changes::ChangeRequests;
+use shared::app::deals::Deals;
 use shared::app::deposits::DepositAccounts;
+use shared::app::issuers::Issuers;
 use shared::app::subscriptions::Subscriptions;
 use shared::app::verifier::TokenVerifier;
 use shared::domain::session::SessionPolicy;
 use shared::http::auth::VerifierSource;
 use utoipa::OpenApi;
 
-/// What the handlers share.
+/// What the handlers share: the services, built once when the function starts.
 #[derive(Clone)]
 pub struct OfferingState {
     pub platform: Platform,
     pub deposits: Arc<DepositAccounts>,
     pub subscriptions: Arc<Subscriptions>,
+    pub deals: Arc<Deals>,
+    pub issuers: Arc<Issuers>,
+    pub changes: Arc<ChangeRequests>,
+    pub allocator: Arc<Allocator>,
     verifier: Arc<TokenVerifier>,
 }
 
@@ -35,10 +43,15 @@ impl VerifierSource for OfferingState {
 /// This function's own routes.
 pub fn routes(platform: &Platform) -> Router {
     let deposits = Arc::new(DepositAccounts::for_platform(platform));
+    let p = platform;
     let state = OfferingState {
         platform: platform.clone(),
         subscriptions: Arc::new(Subscriptions::new(platform, deposits.clone())),
         deposits,
+        deals: Arc::new(Deals::for_platform(platform)),
+        issuers: Arc::new(Issuers::for_platform(platform)),
+        changes: Arc::new(ChangeRequests::new(p.store.clone(), p.clock.clone(), p.ids.clone())),
+        allocator: Arc::new(Allocator::for_platform(platform)),
         verifier: Arc::new(TokenVerifier::for_platform(platform, SessionPolicy::default())),
     };
     Router::new()

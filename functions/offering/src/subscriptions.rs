@@ -5,7 +5,6 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use shared::app::deals::Deals;
 use shared::app::ledger::LedgerError;
 use shared::app::subscriptions::{Subscription, SubscriptionError, SubscriptionStatus};
 use shared::domain::access::{Action, Resource};
@@ -206,8 +205,7 @@ pub async fn totals(
     Path(deal_id): Path<String>,
 ) -> Result<Json<TotalsView>, ApiError> {
     authorize(&state.platform, &me, Action::ManageDeals, Resource::None, "deal.totals").await?;
-    let deal =
-        Deals::for_platform(&state.platform).get(&deal_id).await?.ok_or_else(|| ApiError::not_found("no such deal"))?;
+    let deal = state.deals.get(&deal_id).await?.ok_or_else(|| ApiError::not_found("no such deal"))?;
     let totals = state.subscriptions.totals(&deal_id).await?;
     let escrow = state.deposits.ledger().account(&deal.escrow_account).await.map_err(|e| ApiError::internal(&e))?;
     Ok(Json(TotalsView {

@@ -146,7 +146,7 @@ pub fn routes(platform: &Platform) -> axum::Router {
         .route("/v1/admin/reconciliation/runs/{id}/breaks", get(routes::breaks))
         .route("/v1/admin/reconciliation/runs/{id}/report.csv", get(routes::report))
         .route("/v1/admin/reconciliation/breaks/accept", post(routes::accept))
-        .with_state(shared::http::auth::ApiState::new(platform))
+        .with_state(shared::http::auth::ApiState::with(platform, Reconciler::for_platform(platform)))
 }
 
 #[derive(utoipa::OpenApi)]

@@ -78,13 +78,12 @@ async fn found(reconciler: &Reconciler, id: &str) -> Result<ReconRun, ApiError> 
     params(("limit" = Option<usize>, Query), ("cursor" = Option<String>, Query)),
     responses((status = 200, body = PageOf<ReconRunView>), (status = 403, body = Problem, content_type = PROBLEM_JSON)))]
 pub async fn list(
-    State(state): State<ApiState>,
+    State(state): State<ApiState<Reconciler>>,
     Authenticated(me): Authenticated,
     paging: Paging,
 ) -> Result<Json<PageOf<ReconRunView>>, ApiError> {
     authorize(&state.platform, &me, Action::ManageReconciliation, Resource::None, "reconciliation.list").await?;
-    let (runs, next) =
-        Reconciler::for_platform(&state.platform).list(paging.limit, paging.cursor).await.map_err(internal)?;
+    let (runs, next) = state.services.list(paging.limit, paging.cursor).await.map_err(internal)?;
     Ok(Json(PageOf::new(runs.into_iter().map(ReconRunView::from).collect(), next)))
 }
 
@@ -105,7 +104,7 @@ pub struct RunQueued {
     responses((status = 202, body = RunQueued), (status = 400, body = Problem, content_type = PROBLEM_JSON),
         (status = 403, body = Problem, content_type = PROBLEM_JSON)))]
 pub async fn start(
-    State(state): State<ApiState>,
+    State(state): State<ApiState<Reconciler>>,
     Authenticated(me): Authenticated,
     Json(body): Json<RunRequest>,
 ) -> Result<(StatusCode, Json<RunQueued>), ApiError> {
@@ -125,12 +124,12 @@ pub async fn start(
     params(("id" = String, Path)),
     responses((status = 200, body = ReconRunView), (status = 404, body = Problem, content_type = PROBLEM_JSON)))]
 pub async fn get(
-    State(state): State<ApiState>,
+    State(state): State<ApiState<Reconciler>>,
     Authenticated(me): Authenticated,
     Path(id): Path<String>,
 ) -> Result<Json<ReconRunView>, ApiError> {
     authorize(&state.platform, &me, Action::ManageReconciliation, Resource::None, "reconciliation.get").await?;
-    Ok(Json(found(&Reconciler::for_platform(&state.platform), &id).await?.into()))
+    Ok(Json(found(&state.services, &id).await?.into()))
 }
 
 /// A run's rows that did not match (breaks and timing differences), in account order.
@@ -138,13 +137,13 @@ pub async fn get(
     params(("id" = String, Path), ("limit" = Option<usize>, Query), ("cursor" = Option<String>, Query)),
     responses((status = 200, body = PageOf<StoredRow>), (status = 404, body = Problem, content_type = PROBLEM_JSON)))]
 pub async fn breaks(
-    State(state): State<ApiState>,
+    State(state): State<ApiState<Reconciler>>,
     Authenticated(me): Authenticated,
     Path(id): Path<String>,
     paging: Paging,
 ) -> Result<Json<PageOf<StoredRow>>, ApiError> {
     authorize(&state.platform, &me, Action::ManageReconciliation, Resource::None, "reconciliation.breaks").await?;
-    let reconciler = Reconciler::for_platform(&state.platform);
+    let reconciler = state.services;
     found(&reconciler, &id).await?;
     let (rows, next) = reconciler.rows(&id, paging.limit, paging.cursor).await.map_err(internal)?;
     Ok(Json(PageOf::new(rows, next)))
@@ -157,12 +156,12 @@ pub async fn breaks(
     responses((status = 200, content_type = "text/csv", body = String),
         (status = 404, body = Problem, content_type = PROBLEM_JSON)))]
 pub async fn report(
-    State(state): State<ApiState>,
+    State(state): State<ApiState<Reconciler>>,
     Authenticated(me): Authenticated,
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
     authorize(&state.platform, &me, Action::ManageReconciliation, Resource::None, "reconciliation.report").await?;
-    let reconciler = std::sync::Arc::new(Reconciler::for_platform(&state.platform));
+    let reconciler = state.services.clone();
     let run = found(&reconciler, &id).await?;
     // One page of rows per chunk; the header goes with the first. A store failure midway
     // ends the body early (the status is sent by then), and is logged.
@@ -252,7 +251,7 @@ pub struct AcceptRequest {
         (status = 404, description = "No such break", body = Problem, content_type = PROBLEM_JSON),
         (status = 409, description = "Not open, or already proposed", body = Problem, content_type = PROBLEM_JSON)))]
 pub async fn accept(
-    State(state): State<ApiState>,
+    State(state): State<ApiState<Reconciler>>,
     Authenticated(me): Authenticated,
     Json(body): Json<AcceptRequest>,
 ) -> Result<(StatusCode, Json<ChangeRequest>), ApiError> {

@@ -53,7 +53,7 @@ pub fn routes(platform: &Platform) -> axum::Router {
         .route("/v1/admin/deals/{id}/settlement", get(routes::view))
         .route("/v1/admin/settlement/legs/{id}/retry", post(routes::retry))
         .route("/v1/webhooks/custody", post(routes::custody_webhook))
-        .with_state(shared::http::auth::ApiState::new(platform))
+        .with_state(shared::http::auth::ApiState::with(platform, routes::Services::for_platform(platform)))
 }
 
 #[derive(utoipa::OpenApi)]

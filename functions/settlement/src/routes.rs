@@ -19,6 +19,23 @@ use shared::http::{ApiError, Json};
 use shared::ports::custody::{CustodyEvent, Decision};
 use utoipa::ToSchema;
 
+/// What the settlement routes use, built once when the function starts.
+pub struct Services {
+    pub deals: Deals,
+    pub settlements: Settlements,
+    pub allocator: Allocator,
+}
+
+impl Services {
+    pub fn for_platform(platform: &shared::Platform) -> Self {
+        Self {
+            deals: Deals::for_platform(platform),
+            settlements: Settlements::for_platform(platform),
+            allocator: Allocator::for_platform(platform),
+        }
+    }
+}
+
 fn units(value: u128) -> u64 {
     u64::try_from(value).unwrap_or(u64::MAX)
 }
@@ -157,19 +174,21 @@ fn settlement_error(e: SettlementError) -> ApiError {
     responses((status = 200, body = DealSettlementView), (status = 403, body = Problem, content_type = PROBLEM_JSON),
         (status = 404, body = Problem, content_type = PROBLEM_JSON)))]
 pub async fn view(
-    State(state): State<ApiState>,
+    State(state): State<ApiState<Services>>,
     Authenticated(me): Authenticated,
     Path(deal_id): Path<String>,
 ) -> Result<Json<DealSettlementView>, ApiError> {
     authorize(&state.platform, &me, Action::ManageSettlement, Resource::None, "settlement.view").await?;
     let internal = |e: shared::ports::store::StoreError| ApiError::internal(&e);
-    let deal = Deals::for_platform(&state.platform)
+    let deal = state
+        .services
+        .deals
         .get(&deal_id)
         .await
         .map_err(internal)?
         .ok_or_else(|| ApiError::not_found("no such deal"))?;
-    let settlements = Settlements::for_platform(&state.platform);
-    let run = Allocator::for_platform(&state.platform).run(&deal_id).await.map_err(internal)?;
+    let settlements = &state.services.settlements;
+    let run = state.services.allocator.run(&deal_id).await.map_err(internal)?;
     let settlement = settlements.state(&deal_id).await.map_err(internal)?;
     let legs = settlements.legs(&deal_id).await.map_err(internal)?;
     let audit = AuditLog::new(state.platform.store.clone(), state.platform.clock.clone());
@@ -180,7 +199,7 @@ pub async fn view(
         deal_state: deal.state,
         allocation: run.map(RunView::from),
         settlement: settlement.map(SettlementView::from),
-        legs: legs.into_iter().map(|l| leg_view(&settlements, l)).collect(),
+        legs: legs.into_iter().map(|l| leg_view(settlements, l)).collect(),
     }))
 }
 
@@ -192,14 +211,14 @@ pub async fn view(
         (status = 404, body = Problem, content_type = PROBLEM_JSON),
         (status = 409, description = "Confirmed or rejected", body = Problem, content_type = PROBLEM_JSON)))]
 pub async fn retry(
-    State(state): State<ApiState>,
+    State(state): State<ApiState<Services>>,
     Authenticated(me): Authenticated,
     Path(id): Path<String>,
 ) -> Result<Json<LegView>, ApiError> {
     authorize(&state.platform, &me, Action::ManageSettlement, Resource::None, "settlement.leg.retry").await?;
-    let settlements = Settlements::for_platform(&state.platform);
+    let settlements = &state.services.settlements;
     let leg = settlements.retry(&me.user_id, &id).await.map_err(settlement_error)?;
-    Ok(Json(leg_view(&settlements, leg)))
+    Ok(Json(leg_view(settlements, leg)))
 }
 
 /// What the platform answers a partner's callback.
@@ -221,14 +240,14 @@ pub struct CallbackAnswer {
         (status = 404, description = "No such distribution", body = Problem, content_type = PROBLEM_JSON),
     ))]
 pub async fn custody_webhook(
-    State(state): State<ApiState>,
+    State(state): State<ApiState<Services>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<CallbackAnswer>, ApiError> {
     let keys = state.platform.config.custody_keys.as_ref();
     shared::http::webhook::verify_signed(&state.platform, keys, "custody", &headers, &body).await?;
     let CustodyEvent::DistributionDecided { reference, decision, .. } = shared::http::json::parse(&body)?;
-    Settlements::for_platform(&state.platform).on_decision(&reference, decision).await.map_err(|e| match e {
+    state.services.settlements.on_decision(&reference, decision).await.map_err(|e| match e {
         SettlementError::NotFound => ApiError::not_found("no such distribution"),
         other => ApiError::internal(&other),
     })?;

@@ -16,22 +16,38 @@ pub trait VerifierSource: Send + Sync {
     fn verifier(&self) -> &TokenVerifier;
 }
 
-/// What a function's handlers need when they have nothing of their own: the platform and
-/// a token verifier.
-#[derive(Clone)]
-pub struct ApiState {
+/// What a function's handlers share: the platform, a token verifier, and the function's
+/// services (`S`), built once when the function starts rather than on every request.
+pub struct ApiState<S = ()> {
     pub platform: crate::Platform,
+    pub services: Arc<S>,
     verifier: Arc<TokenVerifier>,
+}
+
+impl<S> Clone for ApiState<S> {
+    fn clone(&self) -> Self {
+        Self { platform: self.platform.clone(), services: self.services.clone(), verifier: self.verifier.clone() }
+    }
 }
 
 impl ApiState {
     pub fn new(platform: &crate::Platform) -> Self {
-        let policy = crate::domain::session::SessionPolicy::default();
-        Self { platform: platform.clone(), verifier: Arc::new(TokenVerifier::for_platform(platform, policy)) }
+        Self::with(platform, ())
     }
 }
 
-impl VerifierSource for ApiState {
+impl<S> ApiState<S> {
+    pub fn with(platform: &crate::Platform, services: S) -> Self {
+        let policy = crate::domain::session::SessionPolicy::default();
+        Self {
+            platform: platform.clone(),
+            services: Arc::new(services),
+            verifier: Arc::new(TokenVerifier::for_platform(platform, policy)),
+        }
+    }
+}
+
+impl<S: Send + Sync> VerifierSource for ApiState<S> {
     fn verifier(&self) -> &TokenVerifier {
         &self.verifier
     }

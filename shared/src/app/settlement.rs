@@ -35,6 +35,7 @@ use super::subscriptions::hold_of;
 use super::work::{self, NudgeError};
 use crate::domain::deal::Step;
 use crate::domain::ledger::{Account, Amount, Kind, SGD, Transfer, codes};
+pub use crate::domain::settlement::{LegKind, LegStatus, Phase};
 use crate::ports::custody::{Custody, CustodyTransfer, Decision, Distribution, DistributionEntry};
 use crate::ports::partner::PartnerError;
 use crate::ports::queue::{QueueError, QueueName};
@@ -50,18 +51,6 @@ const PAGES_PER_MESSAGE: usize = 40;
 /// How long an external leg may stay unconfirmed before it is surfaced as stuck.
 pub const LEG_DEADLINE: TimeDelta = TimeDelta::minutes(15);
 const WORK: &str = "WORK#SETTLEMENT";
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum Phase {
-    Legs,
-    Proceeds,
-    Distribution,
-    AwaitingApproval,
-    Issuing,
-    Issued,
-    Rejected,
-}
 
 /// A deal's settlement: where it stands and what it has done.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -104,28 +93,8 @@ pub struct SettlementState {
 
 impl SettlementState {
     fn finished(&self) -> bool {
-        matches!(self.phase, Phase::Issued | Phase::Rejected)
+        self.phase.is_finished()
     }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum LegKind {
-    /// The proceeds to the issuer's account at the Custody.
-    Proceeds,
-    /// The distribution submitted for the Custody's approval.
-    Distribution,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum LegStatus {
-    Pending,
-    Confirmed,
-    /// The Custody rejected it (a distribution): final.
-    Rejected,
-    /// Refused, or past its deadline: waits for a finance operator's retry.
-    Stuck,
 }
 
 /// An external call of a settlement, pending until the partner confirms it.
@@ -307,7 +276,7 @@ impl Settlements {
 
     /// Whether a leg waits for an operator: stuck, or still pending past its deadline.
     pub fn is_stuck(&self, leg: &Leg) -> bool {
-        leg.status == LegStatus::Stuck || (leg.status == LegStatus::Pending && leg.deadline <= self.clock.now())
+        leg.status.waits_for_operator(leg.deadline, self.clock.now())
     }
 
     /// Handles one message of the settlement queue.
@@ -423,7 +392,7 @@ impl Settlements {
         state.refunded += page.iter().map(|a| u128::from(a.refunded())).sum::<u128>();
         state.cursor = next.clone();
         if next.is_none() {
-            state.phase = if state.charged > 0 { Phase::Proceeds } else { Phase::Issuing };
+            state.phase = Phase::after_legs(state.charged);
         }
         self.save(state, version).await?;
         Ok(Next::Continue)
@@ -474,8 +443,7 @@ impl Settlements {
     /// A failed call: try again on the next advance if the error is one to retry and the
     /// deadline has not passed; otherwise the leg waits for an operator.
     async fn leg_failed(&self, leg: &Leg, error: &PartnerError) -> Result<Next, SettlementError> {
-        let now = self.clock.now();
-        let stuck = !error.is_retryable() || leg.deadline <= now;
+        let stuck = LegStatus::stuck_after_failure(error.is_retryable(), leg.deadline, self.clock.now());
         let message = error.to_string();
         self.mark_leg(&leg.id, |l| {
             l.attempts += 1;
@@ -646,8 +614,7 @@ impl Settlements {
                 }
                 return Ok(Next::Wait);
             }
-            Decision::Approved => LegStatus::Confirmed,
-            Decision::Rejected { .. } => LegStatus::Rejected,
+            decided => LegStatus::on_decision(matches!(decided, Decision::Approved)),
         };
         self.mark_leg(&id, |l| {
             l.status = status;
@@ -733,15 +700,11 @@ impl Settlements {
     /// A finance operator retries a stuck leg: pending again with a new deadline (audited).
     pub async fn retry(&self, actor: &str, leg_id: &str) -> Result<Leg, SettlementError> {
         let leg = self.leg(leg_id).await?.ok_or(SettlementError::NotFound)?;
-        match leg.status {
-            LegStatus::Confirmed => return Err(SettlementError::NotRetryable("confirmed")),
-            LegStatus::Rejected => return Err(SettlementError::NotRetryable("rejected")),
-            LegStatus::Pending | LegStatus::Stuck => {}
-        }
+        let status = leg.status.retried().map_err(SettlementError::NotRetryable)?;
         let deadline = self.clock.now() + LEG_DEADLINE;
         let leg = self
             .mark_leg(leg_id, |l| {
-                l.status = LegStatus::Pending;
+                l.status = status;
                 l.deadline = deadline;
             })
             .await?;

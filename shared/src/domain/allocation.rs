@@ -176,6 +176,9 @@ mod tests {
         let book = [request("a", "1", 5), request("b", "2", 7)];
         assert_eq!(allocate(100, &book), [5, 7]);
         assert_eq!(allocate(12, &book), [5, 7], "exactly subscribed");
+        let exactly = Totals { supply: 12, requested: 12 };
+        assert!(!exactly.oversubscribed(), "as many units asked for as offered is not oversubscribed");
+        assert!(Totals { supply: 12, requested: 13 }.oversubscribed());
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod lockout;
 pub mod money;
 pub mod reconcile;
 pub mod session;
+pub mod settlement;
 pub mod totp;
 pub mod uri;
 pub mod webhook;

@@ -209,6 +209,9 @@ mod tests {
         assert_ne!(result, checksum(&[("a", 3), ("c", 4)]), "another subscription");
         assert_ne!(digest("a", 1), digest("a", 2));
         assert_ne!(digest("a", 1), digest("b", 1));
+        // Batches add their parts separately; combined, they are the whole result's.
+        let (first, second) = (checksum(&[("a", 3)]), checksum(&[("b", 4)]));
+        assert_eq!(first.combine(second), result);
     }
 
     fn books() -> impl Strategy<Value = (u64, Vec<u64>)> {

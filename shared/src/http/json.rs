@@ -67,31 +67,39 @@ fn whole_numbers(value: &mut serde_json::Value) {
     }
 }
 
-/// Parses a JSON document, naming the field at fault.
+/// Parses a JSON document, naming the field at fault. Straight from the bytes; only a
+/// body that does not fit its type is read again with whole numbers normalised.
 pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    let mut value: serde_json::Value = serde_json::from_slice(bytes).map_err(|inner| {
-        ApiError::malformed(format!("the body is not valid JSON (line {}, column {})", inner.line(), inner.column()))
-    })?;
-    whole_numbers(&mut value);
-    serde_path_to_error::deserialize(value).map_err(|error| {
-        let path = error.path().to_string();
-        let inner = error.into_inner();
-        match inner.classify() {
-            serde_json::error::Category::Data => {
-                let message = inner.to_string();
-                let message = message.split(" at line ").next().unwrap_or(&message).to_owned();
-                // serde names a missing field in its message, at the parent's path.
-                let field = match message.strip_prefix("missing field `").and_then(|m| m.split('`').next()) {
-                    Some(missing) if path == "." => missing.to_owned(),
-                    Some(missing) => format!("{path}.{missing}"),
-                    None if path == "." => "body".to_owned(),
-                    None => path,
-                };
-                ApiError::validation(vec![FieldError::new(field, message)])
-            }
-            _ => ApiError::malformed(format!("the body does not decode: {inner}")),
+    let deserializer = &mut serde_json::Deserializer::from_slice(bytes);
+    let error = match serde_path_to_error::deserialize(deserializer) {
+        Ok(value) => return Ok(value),
+        Err(error) => error,
+    };
+    let path = error.path().to_string();
+    let inner = error.into_inner();
+    if inner.classify() != serde_json::error::Category::Data {
+        return Err(ApiError::malformed(format!(
+            "the body is not valid JSON (line {}, column {})",
+            inner.line(),
+            inner.column()
+        )));
+    }
+    if let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(bytes) {
+        whole_numbers(&mut value);
+        if let Ok(parsed) = serde_json::from_value(value) {
+            return Ok(parsed);
         }
-    })
+    }
+    let message = inner.to_string();
+    let message = message.split(" at line ").next().unwrap_or(&message).to_owned();
+    // serde names a missing field in its message, at the parent's path.
+    let field = match message.strip_prefix("missing field `").and_then(|m| m.split('`').next()) {
+        Some(missing) if path == "." => missing.to_owned(),
+        Some(missing) => format!("{path}.{missing}"),
+        None if path == "." => "body".to_owned(),
+        None => path,
+    };
+    Err(ApiError::validation(vec![FieldError::new(field, message)]))
 }
 
 impl<T: Serialize> IntoResponse for Json<T> {

@@ -11,7 +11,7 @@ use super::accounts::{User, user_item, user_key};
 use super::audit::{AuditLog, Event};
 use super::deals::{Deal, DealPatch, apply_patch, deal_item, deal_key, differences};
 use super::issuers::{IssuerStatus, StoredIssuer, issuer_item, issuer_key};
-use super::reconcile::{BreakStatus, TrackedBreak, break_item, break_key, pair_name};
+use super::reconcile::{BreakStatus, TrackedBreak, break_item, break_key};
 use crate::domain::access::{self, Action, LEVEL_ACCREDITED, Resource, Role, Subject};
 use crate::domain::deal::{DealState, Step};
 use crate::domain::reconcile::Pair;
@@ -100,7 +100,7 @@ impl Change {
             // One pending request may end the deal, by either road.
             Self::CloseDeal { deal_id } | Self::CancelDeal { deal_id } => format!("deal:{deal_id}:end"),
             Self::AcceptBreak { pair, account, asset, .. } => {
-                format!("reconciliation:{}:{account}:{asset}:accept", pair_name(*pair))
+                format!("reconciliation:{}:{account}:{asset}:accept", pair.other_book())
             }
         }
     }

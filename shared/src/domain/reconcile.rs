@@ -57,6 +57,14 @@ pub enum Pair {
 
 impl Pair {
     pub const ALL: [Pair; 2] = [Pair::LedgerChain, Pair::LedgerCustody];
+
+    /// The other book's name, as it appears in keys and transfer ids.
+    pub fn other_book(self) -> &'static str {
+        match self {
+            Pair::LedgerChain => "chain",
+            Pair::LedgerCustody => "custody",
+        }
+    }
 }
 
 /// The accounts reconciled: investors' deposit accounts and DABS holdings.
@@ -387,6 +395,14 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+
+    /// Stored breaks and their accept requests are keyed by these names: a rename would
+    /// orphan every break recorded before it.
+    #[test]
+    fn each_pair_names_its_other_book_as_stored_keys_do() {
+        let names: Vec<_> = Pair::ALL.iter().map(|p| p.other_book()).collect();
+        assert_eq!(names, ["chain", "custody"]);
+    }
 
     #[test]
     fn a_runs_verdict_and_a_breaks_lifecycle_follow_the_table() {

@@ -6,6 +6,7 @@
 //! - [`app`]: use cases that compose ports.
 //! - [`http`]: axum glue shared by every HTTP function (problem+json, request ids, limits).
 //! - [`platform`]: the wiring, `Platform::aws` and `Platform::embedded`.
+//! - [`services`]: the use cases built on a platform, each with just the ports it uses.
 
 pub mod adapters;
 pub mod app;
@@ -14,6 +15,7 @@ pub mod http;
 pub mod lambda;
 pub mod platform;
 pub mod ports;
+pub mod services;
 pub mod telemetry;
 
 pub use platform::{Backend, Platform, Simulators};

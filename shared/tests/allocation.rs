@@ -10,7 +10,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use proptest::prelude::*;
 use shared::Platform;
 use shared::adapters::clock::ManualClock;
-use shared::app::allocation::{AllocationMessage, Allocator, RunState};
+use shared::app::allocation::{AllocationMessage, RunState};
 use shared::app::deals::{Deal, deal_item};
 use shared::app::ledger::sortable;
 use shared::app::subscriptions::{Subscription, SubscriptionStatus, sub_item};
@@ -112,7 +112,7 @@ async fn drain(platform: &Platform) -> Vec<AllocationMessage> {
 /// Runs a deal's allocation with its batches in the order `order` picks, each delivered
 /// twice (pairs at the same time); answers each subscription's units and the checksum.
 async fn allocate_in_batches(platform: &Platform, order: &[usize]) -> (Vec<(String, u64)>, String, u128) {
-    let allocator = Arc::new(Allocator::for_platform(platform));
+    let allocator = Arc::new(platform.allocator());
     allocator.start("deal_prop", false).await.unwrap();
     let mut messages = drain(platform).await;
     // A permutation from the strategy's numbers.
@@ -139,12 +139,12 @@ async fn allocate_in_batches(platform: &Platform, order: &[usize]) -> (Vec<(Stri
             allocator.handle(message).await.unwrap();
         }
     }
-    let run = allocator.run("deal_prop").await.unwrap().unwrap();
+    let run = allocator.records().run("deal_prop").await.unwrap().unwrap();
     assert_eq!(run.state, RunState::Complete);
     let mut units = Vec::new();
     let mut cursor = None;
     loop {
-        let (page, next) = allocator.allocations("deal_prop", 100, cursor).await.unwrap();
+        let (page, next) = allocator.records().allocations("deal_prop", 100, cursor).await.unwrap();
         units.extend(page.into_iter().map(|a| (a.subscription_id.clone(), a.units())));
         match next {
             Some(next) => cursor = Some(next),
@@ -204,7 +204,7 @@ async fn a_run_whose_batches_were_lost_is_resumed_by_the_sweep_nudge() {
     let clock = Arc::new(ManualClock::at(start() + TimeDelta::days(8)));
     let units: Vec<u64> = (0..450).map(|i| 1 + (i * 37) % 200).collect();
     let (platform, book, _dir) = closed_deal_at(clock.clone(), 5_000, &units, &vec![true; units.len()]).await;
-    let allocator = Allocator::for_platform(&platform);
+    let allocator = platform.allocator();
     allocator.start("deal_prop", false).await.unwrap();
     let batches = drain(&platform).await;
     assert_eq!(batches.len(), 5);
@@ -228,12 +228,12 @@ async fn a_run_whose_batches_were_lost_is_resumed_by_the_sweep_nudge() {
             allocator.handle(message).await.unwrap();
         }
     }
-    let run = allocator.run("deal_prop").await.unwrap().unwrap();
+    let run = allocator.records().run("deal_prop").await.unwrap().unwrap();
     assert_eq!((run.state, run.batches_done), (RunState::Complete, 5));
     let expected = allocate(5_000, &book);
     let mut sum = Checksum::default();
     for (request, units) in book.iter().zip(&expected) {
-        assert_eq!(allocator.allocation(&request.id).await.unwrap().unwrap().units(), *units);
+        assert_eq!(allocator.records().allocation(&request.id).await.unwrap().unwrap().units(), *units);
         sum.add(&request.id, *units);
     }
     assert_eq!(run.checksum, sum.hex());

@@ -164,12 +164,10 @@ impl TestApp {
     /// A verified user with `roles` at `level` and a confirmed TOTP second factor, logged
     /// in through both steps; answers (user id, the token answer).
     pub async fn user_tokens(&self, email: &str, roles: &[&str], level: u8) -> (String, serde_json::Value) {
-        use shared::app::accounts::Accounts;
-        use shared::app::mfa::SecondFactor;
         use shared::domain::totp;
         let password = "operator passphrase 2026";
-        let user = Accounts::new(&self.platform).create_verified(email, password, roles, level).await.unwrap();
-        let secret = SecondFactor::new(&self.platform).enroll_confirmed(&user.id).await.unwrap();
+        let user = self.platform.accounts().create_verified(email, password, roles, level).await.unwrap();
+        let secret = self.platform.second_factor().enroll_confirmed(&user.id).await.unwrap();
         let (_, challenge) =
             self.post("/v1/auth/login", serde_json::json!({"email": email, "password": password})).await;
         let secret = totp::from_base32(&secret).unwrap();

@@ -7,13 +7,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use shared::Platform;
-use shared::app::allocation::{Allocator, RunState};
+use shared::app::allocation::RunState;
 use shared::app::consumer::BatchHandler;
-use shared::app::deals::Deals;
 use shared::app::deposits::DepositAccounts;
 use shared::app::ledger::{Ledger, sortable};
-use shared::app::mirror::ChainMirror;
-use shared::app::subscriptions::{SubscriptionStatus, Subscriptions};
+use shared::app::subscriptions::SubscriptionStatus;
 use shared::domain::allocation::{Request, allocate};
 use shared::domain::ledger::{Account, Kind, SGD};
 use shared::ports::Chain;
@@ -31,8 +29,8 @@ pub fn units_for(i: usize) -> u64 {
 /// Investors `inv-<i>` for `i` in `range`, each funded with [`FUNDED`] and subscribed to
 /// `deal` for [`units_for`] units, ten at a time; answers their ids.
 pub async fn subscribed_investors(platform: &Platform, deal: &str, range: std::ops::Range<usize>) -> Vec<String> {
-    let deposits = Arc::new(DepositAccounts::for_platform(platform));
-    let subscriptions = Arc::new(Subscriptions::new(platform, deposits.clone()));
+    let deposits = Arc::new(platform.deposit_accounts());
+    let subscriptions = Arc::new(platform.subscriptions(deposits.clone()));
     let ids: Vec<usize> = range.collect();
     let mut investors = Vec::with_capacity(ids.len());
     for chunk in ids.chunks(10) {
@@ -73,7 +71,7 @@ pub async fn deposit(deposits: &DepositAccounts, investor: &str, deposit_id: &st
 
 /// Polls until the deal is in `state`; panics after `seconds`.
 pub async fn wait_for_state(platform: &Platform, deal: &str, state: &str, seconds: u64) {
-    let deals = Deals::for_platform(platform);
+    let deals = platform.deals();
     let deadline = std::time::Instant::now() + Duration::from_secs(seconds);
     loop {
         let now = deals.get(deal).await.unwrap().unwrap().state;
@@ -87,7 +85,7 @@ pub async fn wait_for_state(platform: &Platform, deal: &str, state: &str, second
 
 /// Waits until every chain record of the outbox was delivered.
 pub async fn wait_for_chain(platform: &Platform) {
-    let mirror = ChainMirror::for_platform(platform);
+    let mirror = platform.chain_mirror();
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while mirror.pending().await.unwrap() {
         assert!(std::time::Instant::now() < deadline, "the chain outbox did not drain");
@@ -117,16 +115,16 @@ async fn posted(ledger: &Ledger, id: &str) -> (i128, u128) {
 /// - the DABS issued equal the units allocated;
 /// - the chain and the Custody hold what the ledger does (deposit accounts and holdings).
 pub async fn assert_settled(platform: &Platform, deal_id: &str, investors: &[String]) -> Settled {
-    let deal = Deals::for_platform(platform).get(deal_id).await.unwrap().unwrap();
+    let deal = platform.deals().get(deal_id).await.unwrap().unwrap();
     assert_eq!(deal.state.as_str(), "issued");
-    let allocator = Allocator::for_platform(platform);
-    let run = allocator.run(deal_id).await.unwrap().unwrap();
+    let allocations = platform.allocation_records();
+    let run = allocations.run(deal_id).await.unwrap().unwrap();
     assert_eq!(run.state, RunState::Complete);
-    let ledger = Ledger::for_platform(platform);
+    let ledger = platform.ledger();
 
     // The rule, from the book.
-    let deposits = Arc::new(DepositAccounts::for_platform(platform));
-    let subscriptions = Subscriptions::new(platform, deposits);
+    let deposits = Arc::new(platform.deposit_accounts());
+    let subscriptions = platform.subscriptions(deposits);
     let (mut book, mut cursor) = (Vec::new(), None);
     loop {
         let (page, next) = subscriptions.book(deal_id, 1_000, cursor).await.unwrap();
@@ -144,7 +142,7 @@ pub async fn assert_settled(platform: &Platform, deal_id: &str, investors: &[Str
     let expected = allocate(deal.terms.supply, &requests);
     let mut allocated: HashMap<String, u64> = HashMap::new();
     for ((request, investor), units) in book.iter().zip(&expected) {
-        let a = allocator.allocation(&request.id).await.unwrap().expect("an allocation");
+        let a = allocations.allocation(&request.id).await.unwrap().expect("an allocation");
         assert_eq!(a.units(), *units, "subscription {}", request.id);
         *allocated.entry(investor.clone()).or_default() += units;
     }
@@ -268,7 +266,7 @@ pub async fn drive(
         (QueueName::Settlement, settlement::handler(platform)),
     ];
     let sweeper = settlement::Sweeper::new(platform);
-    let deals = Deals::for_platform(platform);
+    let deals = platform.deals();
     let mut kills = 0;
     let deadline = std::time::Instant::now() + Duration::from_secs(300);
     loop {

@@ -4,7 +4,6 @@ use chrono::TimeDelta;
 use platform_tests::{TestApp, on_both_stores};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use shared::app::accounts::Accounts;
 use shared::ports::store::{Key, Query};
 
 on_both_stores!(
@@ -37,7 +36,7 @@ async fn sign_up(app: &TestApp) -> String {
 
 /// Where the owner of `address` is found: under its blind index.
 async fn owner_partition(app: &TestApp, address: &str) -> String {
-    format!("EMAIL#{}", Accounts::new(&app.platform).blind(address).await.unwrap())
+    format!("EMAIL#{}", app.platform.accounts().blind(address).await.unwrap())
 }
 
 async fn verified(app: &TestApp) -> bool {
@@ -230,7 +229,7 @@ async fn no_item_key_holds_an_address_and_the_user_item_holds_it_sealed(app: Tes
             assert!(store.get(&key).await.unwrap().is_none(), "{scope}");
         }
     }
-    let accounts = Accounts::new(&app.platform);
+    let accounts = app.platform.accounts();
     let blind = accounts.blind(EMAIL).await.unwrap();
     assert_eq!(blind, accounts.blind(" tan.wei@example.sg ").await.unwrap(), "one index for every spelling");
     assert_eq!(blind.len(), 64);

@@ -18,7 +18,7 @@ async fn the_allocation_bench_reports_a_complete_run_and_its_settlement() {
         assert!(line["elapsed_s"].as_f64().is_some() && line["peak_rss_mb"].as_f64().unwrap() > 0.0, "{line}");
     }
     assert_eq!((settlement["bench"].as_str(), settlement["subscriptions"].as_u64()), (Some("settlement"), Some(250)));
-    let deal = shared::app::deals::Deals::for_platform(&platform).get("bench-deal").await.unwrap().unwrap();
+    let deal = platform.deals().get("bench-deal").await.unwrap().unwrap();
     assert_eq!(deal.state.as_str(), "issued");
 }
 
@@ -33,7 +33,7 @@ async fn the_reconciliation_bench_finds_exactly_what_it_injected() {
         (Some(3_000), Some(8), Some(8))
     );
     assert!(line["elapsed_s"].as_f64().is_some() && line["peak_rss_mb"].as_f64().unwrap() > 0.0, "{line}");
-    let reconciler = shared::app::reconcile::Reconciler::for_platform(&platform);
+    let reconciler = platform.reconciler();
     let (runs, _) = reconciler.list(1, None).await.unwrap();
     let (rows, _) = reconciler.rows(&runs[0].id, 100, None).await.unwrap();
     let pairs: Vec<_> =

@@ -5,7 +5,6 @@
 use platform_tests::{eventually, spawn_app};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use shared::app::mirror::ChainMirror;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_chain_faults_the_chains_balances_equal_the_ledgers() {
@@ -22,7 +21,7 @@ async fn after_chain_faults_the_chains_balances_equal_the_ledgers() {
         let (status, w) = app.withdraw(token, "w", &format!("{}.25", 10 * (i + 1))).await;
         assert_eq!(status, StatusCode::ACCEPTED, "{w}");
     }
-    let mirror = ChainMirror::for_platform(&app.platform);
+    let mirror = app.platform.chain_mirror();
     eventually("the outbox is delivered and the payouts settled", || async {
         let mut settled = true;
         for (_, token) in &investors {

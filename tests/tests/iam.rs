@@ -116,9 +116,8 @@ async fn investor_through_auth(stack: &Stack, auth: &Platform, email: &str) -> S
 /// logged in through both steps of the auth function; answers (user id, access token).
 async fn with_second_factor(d: &Deployed, auth: &Platform, email: &str, roles: &[&str], level: u8) -> (String, String) {
     use shared::domain::totp;
-    let user =
-        shared::app::accounts::Accounts::new(&d.admin).create_verified(email, PASSWORD, roles, level).await.unwrap();
-    let secret = shared::app::mfa::SecondFactor::new(&d.admin).enroll_confirmed(&user.id).await.unwrap();
+    let user = d.admin.accounts().create_verified(email, PASSWORD, roles, level).await.unwrap();
+    let secret = d.admin.second_factor().enroll_confirmed(&user.id).await.unwrap();
     let app = auth::app(auth);
     let (status, challenge) =
         call(&app, "POST", "/v1/auth/login", None, Some(json!({"email": email, "password": PASSWORD}))).await;
@@ -186,7 +185,7 @@ async fn offering_answers_an_authenticated_route_under_its_own_policy_with_no_to
     let (status, _) = call(&app, "GET", "/v1/me/subscriptions", Some("not-a-token"), None).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     // AND it could not unseal the signing keys if it tried
-    let sessions = shared::app::sessions::Sessions::for_platform(&offering, Default::default()).await;
+    let sessions = offering.sessions(Default::default()).await;
     assert!(sessions.is_err(), "only the auth function may unseal the signing keys");
 }
 
@@ -237,8 +236,6 @@ async fn accounts_serves_deposits_from_a_signed_webhook_and_pays_out_at_the_bank
 /// chain (settlement), each under its own policy.
 #[tokio::test]
 async fn an_offering_closes_allocates_settles_and_issues_with_each_step_under_its_functions_policy() {
-    use shared::app::deals::Deals;
-
     let Some(d) = deployed().await else { return };
     let deal = local::bench::write_deal(&d.admin, "iam-deal", DealState::Open, 500, 100).await.unwrap();
     let investors = platform_tests::settle::subscribed_investors(&d.admin, &deal.id, 0..3).await;
@@ -263,7 +260,7 @@ async fn an_offering_closes_allocates_settles_and_issues_with_each_step_under_it
     let settlement = d.stack.function("SettlementFunction").await;
     let (allocate, settle) = (allocation::handler(&allocation), settlement::handler(&settlement));
     let sweeper = settlement::Sweeper::new(&settlement);
-    let deals = Deals::for_platform(&d.admin);
+    let deals = d.admin.deals();
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
     while deals.get(&deal.id).await.unwrap().unwrap().state != DealState::Issued {
         assert!(
@@ -278,12 +275,9 @@ async fn an_offering_closes_allocates_settles_and_issues_with_each_step_under_it
             sweeper.run_once().await.unwrap();
         }
     }
-    let run = shared::app::allocation::Allocator::for_platform(&d.admin).run(&deal.id).await.unwrap().unwrap();
+    let run = d.admin.allocation_records().run(&deal.id).await.unwrap().unwrap();
     assert_eq!(run.allocated(), 500, "the whole supply is allocated");
-    let subscriptions = shared::app::subscriptions::Subscriptions::new(
-        &d.admin,
-        Arc::new(shared::app::deposits::DepositAccounts::for_platform(&d.admin)),
-    );
+    let subscriptions = d.admin.subscriptions(Arc::new(d.admin.deposit_accounts()));
     let status = subscriptions.get(&pending).await.unwrap().unwrap().status;
     assert_eq!(status, shared::app::subscriptions::SubscriptionStatus::Rejected);
     assert!(d.simulators.chain.height().await.unwrap() > 0, "the chain recorded the issuance");
@@ -298,7 +292,7 @@ async fn an_offering_closes_allocates_settles_and_issues_with_each_step_under_it
 /// A subscription written as its first transaction leaves it (pending, no hold yet).
 async fn pending_subscription(admin: &Platform, deal: &str, investor: &str) -> String {
     use shared::app::subscriptions::{Subscription, SubscriptionStatus, sub_item};
-    shared::app::deposits::DepositAccounts::for_platform(admin).account_for(investor).await.unwrap();
+    admin.deposit_accounts().account_for(investor).await.unwrap();
     let now = chrono::Utc::now();
     let sub = Subscription {
         id: format!("sub-{investor}"),

@@ -73,7 +73,7 @@ async fn the_schedule_event_runs_a_reconciliation_and_a_failed_source_is_an_erro
     assert_eq!(run.verdict, shared::app::reconcile::RunVerdict::Reconciled, "{run:?}");
     assert_eq!(Some(run.cut_off), trigger.cut_off);
     let sims = platform.simulators.as_ref().unwrap();
-    shared::app::deposits::DepositAccounts::for_platform(&platform).account_for("u1").await.unwrap();
+    platform.deposit_accounts().account_for("u1").await.unwrap();
     sims.custody.inject(Fault { kind: FaultKind::Fail, times: 1, delay_ms: 0 });
     let failed = reconcile::run(&platform, trigger).await.unwrap_err();
     assert!(matches!(failed, reconcile::RunError::Incomplete(_)), "{failed}");
@@ -92,7 +92,7 @@ async fn a_requested_run_on_the_queue_runs_once_and_a_malformed_request_fails_al
         let answer = shared::lambda::dispatch(handler.as_ref(), &scheduled, payload.clone()).await.unwrap();
         assert_eq!(answer["batchItemFailures"], serde_json::json!([{"itemIdentifier": malformed}]), "{answer}");
     }
-    let (runs, _) = shared::app::reconcile::Reconciler::for_platform(&platform).list(10, None).await.unwrap();
+    let (runs, _) = platform.reconciler().list(10, None).await.unwrap();
     let cut_offs: Vec<String> = runs.iter().map(|r| r.cut_off.to_rfc3339()).collect();
     assert_eq!(cut_offs, ["2026-11-25T14:00:00+00:00"], "one run, delivered twice");
     let run = shared::lambda::dispatch(handler.as_ref(), &scheduled, serde_json::json!({})).await.unwrap();
@@ -103,7 +103,7 @@ async fn a_requested_run_on_the_queue_runs_once_and_a_malformed_request_fails_al
     retried["Records"] = serde_json::json!([payload["Records"][0].clone()]);
     retried["Records"][0]["messageId"] = "7e3f4a5b-6c7d-4e8f-9a0b-1c2d3e4f5a6b".into();
     retried["Records"][0]["body"] = r#"{"cut_off":"2026-11-24T14:00:00Z","requested_by":"usr_finance"}"#.into();
-    shared::app::deposits::DepositAccounts::for_platform(&platform).account_for("u1").await.unwrap();
+    platform.deposit_accounts().account_for("u1").await.unwrap();
     let sims = platform.simulators.as_ref().unwrap();
     sims.custody.inject(shared::adapters::partners::Fault {
         kind: shared::adapters::partners::FaultKind::Fail,
@@ -114,7 +114,7 @@ async fn a_requested_run_on_the_queue_runs_once_and_a_malformed_request_fails_al
     assert_eq!(failed["batchItemFailures"][0]["itemIdentifier"], retried["Records"][0]["messageId"], "{failed}");
     let done = shared::lambda::dispatch(handler.as_ref(), &scheduled, retried).await.unwrap();
     assert_eq!(done["batchItemFailures"], serde_json::json!([]), "the redelivery completes: {done}");
-    let (runs, _) = shared::app::reconcile::Reconciler::for_platform(&platform).list(10, None).await.unwrap();
+    let (runs, _) = platform.reconciler().list(10, None).await.unwrap();
     let of_cut_off: Vec<_> = runs.iter().filter(|r| r.cut_off.to_rfc3339() == "2026-11-24T14:00:00+00:00").collect();
     let verdicts: Vec<_> = of_cut_off.iter().map(|r| r.verdict).collect();
     use shared::app::reconcile::RunVerdict::{Incomplete, Reconciled};
@@ -126,11 +126,10 @@ async fn a_requested_run_on_the_queue_runs_once_and_a_malformed_request_fails_al
 /// chain mirror's drain and the schedule the whole sweep.
 #[tokio::test]
 async fn settlement_sends_sqs_to_its_handler_a_stream_batch_to_the_drain_and_the_schedule_to_the_sweep() {
-    use shared::app::ledger::Ledger;
     use shared::domain::ledger::{Account, Kind, Transfer, codes};
 
     let (platform, _dir) = platform();
-    let ledger = Ledger::for_platform(&platform);
+    let ledger = platform.ledger();
     ledger.open(Account::of(Kind::Omnibus, "bank", "SGD")).await.unwrap();
     ledger.open(Account::of(Kind::Deposit, "u1", "SGD")).await.unwrap();
     let deposit = Transfer::single("d1", "omnibus:bank:SGD", "deposit:u1:SGD", 4_200, "SGD", codes::DEPOSIT);
@@ -157,9 +156,7 @@ async fn settlement_sends_sqs_to_its_handler_a_stream_batch_to_the_drain_and_the
         .put(shared::app::deals::deal_item(&deal).unwrap(), shared::ports::store::Condition::None)
         .await
         .unwrap();
-    let state = || async {
-        shared::app::deals::Deals::for_platform(&platform).get("deal_window").await.unwrap().unwrap().state
-    };
+    let state = || async { platform.deals().get("deal_window").await.unwrap().unwrap().state };
 
     let stream: serde_json::Value = serde_json::from_str(&fixture("settlement-stream.json")).unwrap();
     assert_eq!(shared::lambda::dispatch(handler.as_ref(), &wake, stream).await.unwrap(), serde_json::Value::Null);

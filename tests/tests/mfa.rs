@@ -179,9 +179,8 @@ async fn fifty_parallel_wrong_codes_get_at_most_five_checks_and_then_429(app: Te
 /// session began before enrolment is refused until they log in with the code.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_session_that_began_before_enrolment_carries_no_second_factor() {
-    use shared::app::accounts::Accounts;
     let app = platform_tests::spawn_app().await;
-    Accounts::new(&app.platform).create_verified(EMAIL, PASSWORD, &["super-admin"], 2).await.unwrap();
+    app.platform.accounts().create_verified(EMAIL, PASSWORD, &["super-admin"], 2).await.unwrap();
     let tokens = app.login(EMAIL, PASSWORD).await;
     let access = tokens["access_token"].as_str().unwrap();
     assert_eq!(app.get_as("/v1/admin/users", access).await.0, StatusCode::FORBIDDEN, "level 2 alone is not enough");

@@ -9,7 +9,7 @@ use platform_tests::{TestApp, on_both_stores};
 use reqwest::StatusCode;
 use shared::adapters::partners::{Fault, FaultKind};
 use shared::app::mirror::{DELIVERED, Delivered};
-use shared::app::reconcile::{Reconciler, RunVerdict, StoredRow};
+use shared::app::reconcile::{RunVerdict, StoredRow};
 use shared::domain::reconcile::{Class, Lifecycle, Pair, RowVerdict};
 use shared::ports::Chain;
 use shared::ports::custody::{Custody, CustodyTransfer};
@@ -35,7 +35,7 @@ async fn after_an_offering_the_books_agree_and_injected_differences_are_one_brea
     app.close_early(&deal, &finance).await;
     wait_for_state(&app.platform, &deal, "issued", 300).await;
     wait_for_chain(&app.platform).await;
-    let reconciler = Reconciler::for_platform(&app.platform);
+    let reconciler = app.platform.reconciler();
     let tick = || app.clock.advance(chrono::TimeDelta::seconds(1));
 
     tick();
@@ -210,7 +210,7 @@ async fn a_run_while_transfers_flow_equals_a_quiet_run_of_the_same_cut_off(app: 
     let platform = app.platform.clone();
     let deal_id = deal.clone();
     let flowing = tokio::spawn(async move { subscribed_investors(&platform, &deal_id, 20..40).await });
-    let reconciler = Reconciler::for_platform(&app.platform);
+    let reconciler = app.platform.reconciler();
     let busy = reconciler.run(cut_off).await.unwrap();
     flowing.await.unwrap();
     wait_for_chain(&app.platform).await;
@@ -222,13 +222,11 @@ async fn a_run_while_transfers_flow_equals_a_quiet_run_of_the_same_cut_off(app: 
 
 /// A deposit the bank notified for `investor`, posted in the ledger.
 async fn deposit(platform: &shared::Platform, investor: &str, amount: &str) {
-    let deposits = shared::app::deposits::DepositAccounts::for_platform(platform);
+    let deposits = platform.deposit_accounts();
     platform_tests::settle::deposit(&deposits, investor, &format!("dep-late-{investor}"), amount).await;
 }
 
 async fn in_flight_items_are_timing_differences_until_their_grace_runs_out(mut app: TestApp) {
-    use shared::app::mirror::ChainMirror;
-    use shared::app::orders::OrderLocks;
     use shared::domain::reconcile::RuleId;
 
     let deal = app.open_deal("201912345K").await;
@@ -238,13 +236,13 @@ async fn in_flight_items_are_timing_differences_until_their_grace_runs_out(mut a
     wait_for_state(&app.platform, &deal, "issued", 300).await;
     wait_for_chain(&app.platform).await;
     app.running.stop_workers().await;
-    let (sims, mirror) = (app.platform.simulators.clone().unwrap(), ChainMirror::for_platform(&app.platform));
-    let asset = shared::app::deals::Deals::for_platform(&app.platform).get(&deal).await.unwrap().unwrap().asset;
-    let reconciler = Reconciler::for_platform(&app.platform);
+    let (sims, mirror) = (app.platform.simulators.clone().unwrap(), app.platform.chain_mirror());
+    let asset = app.platform.deals().get(&deal).await.unwrap().unwrap().asset;
+    let reconciler = app.platform.reconciler();
 
     // A deposit the chain records and the Custody does not book yet; units locked in a sell order.
     let seller = &investors[3];
-    let locks = OrderLocks::for_platform(&app.platform);
+    let locks = app.platform.order_locks();
     let lock = locks.lock("ord-1", seller, &asset, 1).await.unwrap();
     assert_eq!(locks.lock("ord-1", seller, &asset, 1).await.unwrap(), lock, "locking again changes nothing");
     assert!(!mirror.drain(100).await.unwrap().stopped, "the chain records the lock");
@@ -298,10 +296,9 @@ async fn in_flight_items_are_timing_differences_until_their_grace_runs_out(mut a
 /// The local runner keeps all three books in its data folder: after a restart they still agree.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_local_platforms_three_books_still_agree_after_a_restart() {
-    use shared::app::mirror::ChainMirror;
     let dir = tempfile::tempdir().unwrap();
     let reconciled = |platform: shared::Platform| async move {
-        let run = Reconciler::for_platform(&platform).run(platform.clock.now()).await.unwrap();
+        let run = platform.reconciler().run(platform.clock.now()).await.unwrap();
         let matched = run
             .counts
             .iter()
@@ -312,7 +309,7 @@ async fn the_local_platforms_three_books_still_agree_after_a_restart() {
     {
         let platform = shared::Platform::embedded(dir.path()).unwrap();
         deposit(&platform, "inv-restart", "80.00").await;
-        assert!(!ChainMirror::for_platform(&platform).drain(100).await.unwrap().stopped);
+        assert!(!platform.chain_mirror().drain(100).await.unwrap().stopped);
         assert_eq!(reconciled(platform).await, (RunVerdict::Reconciled, Some(1)));
     }
     // The store's writer thread lets go of the file once the last handle is dropped.
@@ -354,8 +351,8 @@ async fn work_queues_until(app: &TestApp, what: &str, done: impl AsyncFn() -> bo
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn units_the_custody_approved_are_pending_until_the_ledger_issues_them() {
     use shared::adapters::partners::{Fault, FaultKind};
-    use shared::app::mirror::ChainMirror;
-    use shared::app::settlement::{Phase, Settlements};
+
+    use shared::app::settlement::Phase;
     use shared::domain::reconcile::RuleId;
 
     let mut app = platform_tests::spawn_app().await;
@@ -370,14 +367,14 @@ async fn units_the_custody_approved_are_pending_until_the_ledger_issues_them() {
     app.close_early(&deal, &finance).await;
     // The sweep would start the allocation; with the workers stopped, the test does.
     shared::app::allocation::request_start(app.platform.queue.as_ref(), &deal).await.unwrap();
-    let settlements = Settlements::for_platform(&app.platform);
+    let settlements = app.platform.settlements();
     let phase = async || settlements.state(&deal).await.unwrap().map(|s| s.phase);
     work_queues_until(&app, "the distribution's approval", async || phase().await == Some(Phase::Issuing)).await;
-    let mirror = ChainMirror::for_platform(&app.platform);
+    let mirror = app.platform.chain_mirror();
     assert!(!mirror.drain(10_000).await.unwrap().stopped);
     assert_eq!(settlements.state(&deal).await.unwrap().unwrap().issued, 0, "nothing issued yet");
 
-    let reconciler = Reconciler::for_platform(&app.platform);
+    let reconciler = app.platform.reconciler();
     app.clock.advance(chrono::TimeDelta::seconds(1));
     let pending = reconciler.run(app.platform.clock.now()).await.unwrap();
     assert_eq!((pending.verdict, pending.breaks), (RunVerdict::ReconciledWithPending, 0), "{pending:?}");
@@ -396,7 +393,7 @@ async fn units_the_custody_approved_are_pending_until_the_ledger_issues_them() {
     assert_eq!((late.verdict, late.breaks as usize, late.timing), (RunVerdict::Breaks, holders, 0), "{late:?}");
 
     // Issued: the books agree again and the breaks are resolved.
-    let deals = shared::app::deals::Deals::for_platform(&app.platform);
+    let deals = app.platform.deals();
     let issued = async || deals.get(&deal).await.unwrap().unwrap().state.as_str() == "issued";
     work_queues_until(&app, "the issuance", issued).await;
     assert!(!mirror.drain(10_000).await.unwrap().stopped);
@@ -418,16 +415,16 @@ async fn two_runs_of_one_cut_off_never_run_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let platform =
         shared::Platform::ephemeral(dir.path(), std::sync::Arc::new(shared::adapters::clock::SystemClock)).unwrap();
-    shared::app::deposits::DepositAccounts::for_platform(&platform).account_for("u1").await.unwrap();
+    platform.deposit_accounts().account_for("u1").await.unwrap();
     // The Custody answers the first run's balance page slowly, so it holds its cut-off a while.
     platform.simulators.as_ref().unwrap().custody.inject(Fault { kind: FaultKind::Delay, times: 1, delay_ms: 500 });
     let cut_off = platform.clock.now();
     let first = {
         let platform = platform.clone();
-        tokio::spawn(async move { Reconciler::for_platform(&platform).run(cut_off).await })
+        tokio::spawn(async move { platform.reconciler().run(cut_off).await })
     };
     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    let reconciler = Reconciler::for_platform(&platform);
+    let reconciler = platform.reconciler();
     assert!(matches!(reconciler.run(cut_off).await, Err(ReconcileError::AlreadyRunning)));
     let other = reconciler.run(cut_off - chrono::TimeDelta::seconds(1)).await.unwrap();
     assert_eq!(other.verdict, RunVerdict::Reconciled);

@@ -123,7 +123,7 @@ async fn a_rejected_distribution_stops_the_deal_with_nothing_issued() {
     assert_eq!(view["settlement"]["units_issued"], 0);
     assert!(view["legs"].as_array().unwrap().iter().any(|l| l["status"] == "rejected"), "{view}");
     // The money settled; no DABS anywhere.
-    let ledger = shared::app::ledger::Ledger::for_platform(&app.platform);
+    let ledger = app.platform.ledger();
     let asset = format!("DABS-{deal}");
     let sims = app.platform.simulators.as_ref().unwrap();
     for investor in &investors {

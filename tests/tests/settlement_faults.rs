@@ -9,7 +9,6 @@ use platform_tests::settle::{
 };
 use platform_tests::spawn_app;
 use shared::adapters::partners::{Fault, FaultKind};
-use shared::app::mirror::ChainMirror;
 
 const INVESTORS: usize = 300;
 
@@ -50,7 +49,7 @@ async fn settle(seed: Option<u64>) -> (Settled, usize) {
     let kills =
         drive(&app.platform, &app.clock, &deal, &["issued"], if seed.is_some() { 50 } else { 0 }, &mut dice).await;
     // The chain records that are still queued (the workers are stopped: the test sweeps).
-    let (mirror, sweeper) = (ChainMirror::for_platform(&app.platform), settlement::Sweeper::new(&app.platform));
+    let (mirror, sweeper) = (app.platform.chain_mirror(), settlement::Sweeper::new(&app.platform));
     while mirror.pending().await.unwrap() {
         let _ = sweeper.run_once().await;
     }

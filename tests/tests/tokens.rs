@@ -156,12 +156,11 @@ async fn a_forged_refresh_token_is_refused_without_revoking_the_session() {
 
 #[tokio::test]
 async fn a_process_that_loaded_the_keys_before_a_rotation_verifies_tokens_signed_after_it() {
-    use shared::app::verifier::TokenVerifier;
     use shared::domain::session::SessionPolicy;
     let f = forge().await;
     let p = &f.app.platform;
     // Instance A read the public keys; then B rotated them and signs with the new key.
-    let a = TokenVerifier::for_platform(p, SessionPolicy::default());
+    let a = p.token_verifier(SessionPolicy::default());
     assert!(a.authenticate(&f.signed(&f.claims)).await.is_ok());
     let rotated = TokenKeys::rotate(
         p.store.as_ref(),
@@ -182,11 +181,10 @@ async fn a_process_that_loaded_the_keys_before_a_rotation_verifies_tokens_signed
 
 #[tokio::test]
 async fn a_signing_key_older_than_thirty_days_is_replaced_at_load_and_the_old_one_stays_published() {
-    use shared::app::sessions::Sessions;
     use shared::domain::session::SessionPolicy;
     let f = forge().await;
     let p = &f.app.platform;
-    let load = || Sessions::for_platform(p, SessionPolicy::default());
+    let load = || p.sessions(SessionPolicy::default());
     let old_kid = f.keys.current().kid.clone();
     assert_eq!(load().await.unwrap().keys().current().kid, old_kid, "a young key is kept");
 
@@ -249,13 +247,12 @@ async fn a_retired_key_stops_verifying_when_its_overlap_window_ends_in_every_fun
 /// go on signing with a key every verifier refuses once its overlap window ends.
 #[tokio::test]
 async fn an_auth_process_signs_with_the_key_another_process_rotated_to_within_a_minute() {
-    use shared::app::sessions::Sessions;
     use shared::domain::session::SessionPolicy;
     let f = forge().await;
     let p = &f.app.platform;
-    let accounts = shared::app::accounts::Accounts::new(p);
+    let accounts = p.accounts();
     let user = accounts.create_verified("rotation@example.sg", "a long enough passphrase 2026", &[], 1).await.unwrap();
-    let a = Sessions::for_platform(p, SessionPolicy::default()).await.unwrap();
+    let a = p.sessions(SessionPolicy::default()).await.unwrap();
     let kid = |token: &str| jsonwebtoken::decode_header(token).unwrap().kid.unwrap();
     // GIVEN another process rotated the keys
     let rotated = TokenKeys::rotate(

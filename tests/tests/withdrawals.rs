@@ -4,7 +4,6 @@ use platform_tests::{eventually, spawn_app};
 use reqwest::StatusCode;
 use serde_json::json;
 use shared::adapters::partners::{Fault, FaultKind};
-use shared::app::deposits::DepositAccounts;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn withdrawing_needs_level_two_and_a_second_factor_proved_in_the_last_fifteen_minutes() {
@@ -131,7 +130,7 @@ async fn a_payout_throttled_on_its_retry_keeps_its_hold_and_is_paid_once() {
     let (_, token) = app.funded_investor("gus@example.sg", "100.00").await;
     app.running.stop_workers().await;
     let bank = app.platform.simulators.as_ref().unwrap().bank.clone();
-    let deposits = DepositAccounts::for_platform(&app.platform);
+    let deposits = app.platform.deposit_accounts();
 
     bank.faults.inject(Fault { kind: FaultKind::TimeoutAfterCommit, times: 1, delay_ms: 5_000 });
     let (status, pending) = app.withdraw(&token, "slow", "25.00").await;
@@ -174,7 +173,7 @@ async fn a_refused_payout_releases_its_hold_and_a_conflicting_retry_finds_the_fi
     let id = pending["id"].as_str().unwrap().to_owned();
     bank.faults.inject(Fault { kind: FaultKind::Conflict, times: 1, delay_ms: 0 });
     app.clock.advance(chrono::TimeDelta::seconds(31));
-    let retried = DepositAccounts::for_platform(&app.platform).retry_pending(10).await.unwrap();
+    let retried = app.platform.deposit_accounts().retry_pending(10).await.unwrap();
     assert_eq!((retried.tried, retried.failed.len()), (1, 0), "{retried:?}");
     let (_, now) = app.get_as(&format!("/v1/accounts/me/withdrawals/{id}"), &token).await;
     assert_eq!(now["status"], "instructed", "{now}");

@@ -32,8 +32,8 @@ impl VerifierSource for AccountsState {
 pub fn routes(platform: &Platform) -> Router {
     let state = AccountsState {
         platform: platform.clone(),
-        deposits: Arc::new(DepositAccounts::for_platform(platform)),
-        verifier: Arc::new(TokenVerifier::for_platform(platform, SessionPolicy::default())),
+        deposits: Arc::new(platform.deposit_accounts()),
+        verifier: Arc::new(platform.token_verifier(SessionPolicy::default())),
     };
     Router::new()
         .route("/v1/accounts/me", get(routes::my_accounts))

@@ -33,5 +33,5 @@ impl BatchHandler for Handler {
 
 /// The batch handler, as Lambda and the local runner run it.
 pub fn handler(platform: &Platform) -> Arc<dyn BatchHandler> {
-    Arc::new(Handler { allocator: Allocator::for_platform(platform), queue: platform.queue.clone() })
+    Arc::new(Handler { allocator: platform.allocator(), queue: platform.queue.clone() })
 }

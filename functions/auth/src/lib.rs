@@ -487,11 +487,11 @@ struct Doc;
 pub fn routes(platform: &Platform) -> Router {
     let state = AuthState {
         platform: platform.clone(),
-        accounts: Arc::new(Accounts::new(platform)),
-        mfa: Arc::new(SecondFactor::new(platform)),
+        accounts: Arc::new(platform.accounts()),
+        mfa: Arc::new(platform.second_factor()),
         throttle: Arc::new(Throttle::new(platform.store.clone(), platform.clock.clone())),
         sessions: LazySessions::new(platform, SessionPolicy::default()),
-        verifier: Arc::new(TokenVerifier::for_platform(platform, SessionPolicy::default())),
+        verifier: Arc::new(platform.token_verifier(SessionPolicy::default())),
     };
     Router::new()
         .route("/v1/auth/signup", post(sign_up))

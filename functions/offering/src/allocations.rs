@@ -42,16 +42,16 @@ pub async fn mine(
     let internal = |e: shared::ports::store::StoreError| ApiError::internal(&e);
     let (subs, next) =
         state.subscriptions.of_investor(&me.user_id, paging.limit, paging.cursor).await.map_err(internal)?;
-    let allocator = &state.allocator;
+    let allocations = &state.allocations;
     let mut runs: HashMap<String, Option<Run>> = HashMap::new();
     let mut items = Vec::new();
     for sub in subs {
         if !runs.contains_key(&sub.deal_id) {
-            let run = allocator.run(&sub.deal_id).await.map_err(internal)?;
+            let run = allocations.run(&sub.deal_id).await.map_err(internal)?;
             runs.insert(sub.deal_id.clone(), run.filter(|r| r.state == RunState::Complete));
         }
         let Some(run) = &runs[&sub.deal_id] else { continue };
-        let Some(a) = allocator.allocation(&sub.id).await.map_err(internal)? else { continue };
+        let Some(a) = allocations.allocation(&sub.id).await.map_err(internal)? else { continue };
         items.push(AllocationView {
             units_allocated: a.units(),
             amount_charged: format_cents(i128::from(a.charged())),

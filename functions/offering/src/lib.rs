@@ -10,7 +10,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::routing::{get, patch, post};
 use shared::Platform;
-use shared::app::allocation::Allocator;
+use shared::app::allocation::AllocationRecords;
 use shared::app::changes::ChangeRequests;
 use shared::app::deals::Deals;
 use shared::app::deposits::DepositAccounts;
@@ -30,7 +30,7 @@ pub struct OfferingState {
     pub deals: Arc<Deals>,
     pub issuers: Arc<Issuers>,
     pub changes: Arc<ChangeRequests>,
-    pub allocator: Arc<Allocator>,
+    pub allocations: AllocationRecords,
     verifier: Arc<TokenVerifier>,
 }
 
@@ -42,17 +42,17 @@ impl VerifierSource for OfferingState {
 
 /// This function's own routes.
 pub fn routes(platform: &Platform) -> Router {
-    let deposits = Arc::new(DepositAccounts::for_platform(platform));
+    let deposits = Arc::new(platform.deposit_accounts());
     let p = platform;
     let state = OfferingState {
         platform: platform.clone(),
-        subscriptions: Arc::new(Subscriptions::new(platform, deposits.clone())),
+        subscriptions: Arc::new(platform.subscriptions(deposits.clone())),
         deposits,
-        deals: Arc::new(Deals::for_platform(platform)),
-        issuers: Arc::new(Issuers::for_platform(platform)),
+        deals: Arc::new(platform.deals()),
+        issuers: Arc::new(platform.issuers()),
         changes: Arc::new(ChangeRequests::new(p.store.clone(), p.clock.clone(), p.ids.clone())),
-        allocator: Arc::new(Allocator::for_platform(platform)),
-        verifier: Arc::new(TokenVerifier::for_platform(platform, SessionPolicy::default())),
+        allocations: platform.allocation_records(),
+        verifier: Arc::new(platform.token_verifier(SessionPolicy::default())),
     };
     Router::new()
         .route("/v1/issuers", post(issuers::submit))

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use shared::Platform;
 use shared::app::audit::{AuditError, AuditLog, Checked};
 use shared::app::consumer::BatchHandler;
-use shared::app::reconcile::{ReconRun, ReconcileError, Reconciler, Requested, RunVerdict};
+use shared::app::reconcile::{ReconRun, ReconcileError, Requested, RunVerdict};
 use shared::ports::queue::{Message, QueueName};
 use shared::ports::store::{Condition, Item, Key};
 
@@ -54,7 +54,7 @@ pub struct Trigger {
 /// source failed) is an error, so the schedule retries it.
 pub async fn run(platform: &Platform, trigger: Trigger) -> Result<ReconRun, RunError> {
     let cut_off = trigger.cut_off.unwrap_or_else(|| platform.clock.now());
-    let run = Reconciler::for_platform(platform).run(cut_off).await?;
+    let run = platform.reconciler().run(cut_off).await?;
     tracing::info!(run = %run.id, %cut_off, verdict = ?run.verdict, breaks = run.breaks, "reconciliation finished");
     let incomplete = u64::from(run.verdict == RunVerdict::Incomplete);
     shared::telemetry::metrics(
@@ -146,7 +146,7 @@ pub fn routes(platform: &Platform) -> axum::Router {
         .route("/v1/admin/reconciliation/runs/{id}/breaks", get(routes::breaks))
         .route("/v1/admin/reconciliation/runs/{id}/report.csv", get(routes::report))
         .route("/v1/admin/reconciliation/breaks/accept", post(routes::accept))
-        .with_state(shared::http::auth::ApiState::with(platform, Reconciler::for_platform(platform)))
+        .with_state(shared::http::auth::ApiState::with(platform, platform.reconciler()))
 }
 
 #[derive(utoipa::OpenApi)]

@@ -43,7 +43,7 @@ impl BatchHandler for Handler {
 
 /// The batch handler, as Lambda and the local runner run it.
 pub fn handler(platform: &Platform) -> Arc<dyn BatchHandler> {
-    Arc::new(Handler { settlements: Settlements::for_platform(platform), queue: platform.queue.clone() })
+    Arc::new(Handler { settlements: platform.settlements(), queue: platform.queue.clone() })
 }
 
 /// This function's routes: finance's settlement view and retries, the Custody's callback.
@@ -126,15 +126,15 @@ pub struct Sweeper {
 
 impl Sweeper {
     pub fn new(platform: &Platform) -> Self {
-        let deposits = Arc::new(DepositAccounts::for_platform(platform));
+        let deposits = Arc::new(platform.deposit_accounts());
         Self {
-            mirror: ChainMirror::for_platform(platform),
-            ledger: Ledger::for_platform(platform),
-            deals: Deals::for_platform(platform),
-            subscriptions: Subscriptions::new(platform, deposits.clone()),
+            mirror: platform.chain_mirror(),
+            ledger: platform.ledger(),
+            deals: platform.deals(),
+            subscriptions: platform.subscriptions(deposits.clone()),
             deposits,
-            allocator: Allocator::for_platform(platform),
-            settlements: Settlements::for_platform(platform),
+            allocator: platform.allocator(),
+            settlements: platform.settlements(),
             queue: platform.queue.clone(),
         }
     }

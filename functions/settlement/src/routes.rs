@@ -5,7 +5,7 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use shared::app::allocation::{Allocator, Run, RunState};
+use shared::app::allocation::{AllocationRecords, Run, RunState};
 use shared::app::audit::{AuditLog, Event};
 use shared::app::deals::Deals;
 use shared::app::settlement::{Leg, LegKind, LegStatus, Phase, SettlementError, SettlementState, Settlements};
@@ -23,15 +23,15 @@ use utoipa::ToSchema;
 pub struct Services {
     pub deals: Deals,
     pub settlements: Settlements,
-    pub allocator: Allocator,
+    pub allocations: AllocationRecords,
 }
 
 impl Services {
     pub fn for_platform(platform: &shared::Platform) -> Self {
         Self {
-            deals: Deals::for_platform(platform),
-            settlements: Settlements::for_platform(platform),
-            allocator: Allocator::for_platform(platform),
+            deals: platform.deals(),
+            settlements: platform.settlements(),
+            allocations: platform.allocation_records(),
         }
     }
 }
@@ -188,7 +188,7 @@ pub async fn view(
         .map_err(internal)?
         .ok_or_else(|| ApiError::not_found("no such deal"))?;
     let settlements = &state.services.settlements;
-    let run = state.services.allocator.run(&deal_id).await.map_err(internal)?;
+    let run = state.services.allocations.run(&deal_id).await.map_err(internal)?;
     let settlement = settlements.state(&deal_id).await.map_err(internal)?;
     let legs = settlements.legs(&deal_id).await.map_err(internal)?;
     let audit = AuditLog::new(state.platform.store.clone(), state.platform.clock.clone());

@@ -271,7 +271,7 @@ pub async fn write_deal(
 ) -> anyhow::Result<shared::app::deals::Deal> {
     use chrono::TimeDelta;
     use shared::app::deals::{Deal, deal_item};
-    use shared::app::ledger::Ledger;
+
     use shared::domain::deal::{Building, BuildingType, DealState, Terms};
     use shared::domain::ledger::{Account, Kind};
 
@@ -304,7 +304,7 @@ pub async fn write_deal(
         updated_at: now,
         holds_released: false,
     };
-    Ledger::for_platform(platform).open(escrow).await?;
+    platform.ledger().open(escrow).await?;
     platform.store.put(deal_item(&deal)?, Condition::NotExists).await?;
     Ok(deal)
 }

@@ -5,8 +5,6 @@ use std::path::Path;
 
 use serde_json::json;
 use shared::Platform;
-use shared::app::accounts::Accounts;
-use shared::app::mfa::SecondFactor;
 use shared::domain::access::Role;
 
 /// (email, roles, level, with a second factor)
@@ -35,8 +33,8 @@ pub async fn seed_once(platform: &Platform, data_dir: &Path) -> anyhow::Result<b
     if file.exists() {
         return Ok(false);
     }
-    let accounts = Accounts::new(platform);
-    let mfa = SecondFactor::new(platform);
+    let accounts = platform.accounts();
+    let mfa = platform.second_factor();
     let mut users = Vec::new();
     for (email, roles, level, second_factor) in PEOPLE {
         let password = password();
@@ -76,8 +74,8 @@ pub async fn bootstrap_operators(
         [("super_admin", admin_email, Role::SuperAdmin), ("co_operator", co_operator_email, Role::CoOperator)]
     {
         let password = password();
-        let user = Accounts::new(platform).create_verified(email, &password, &[role.as_str()], 2).await?;
-        let totp_secret = SecondFactor::new(platform).enroll_confirmed(&user.id).await?;
+        let user = platform.accounts().create_verified(email, &password, &[role.as_str()], 2).await?;
+        let totp_secret = platform.second_factor().enroll_confirmed(&user.id).await?;
         let operator = json!({ "user_id": user.id, "email": email, "password": password, "totp_secret": totp_secret });
         operators.insert(name.to_owned(), operator);
     }

@@ -14,7 +14,6 @@ use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 
 use super::passwords;
-use crate::Platform;
 use crate::domain::credentials::{EmailAddress, Password};
 use crate::http::FieldError;
 use crate::ports::envelope::{EncryptionContext, Envelope, Sealing, random_bytes};
@@ -181,16 +180,16 @@ pub struct Accounts {
 }
 
 impl Accounts {
-    pub fn new(platform: &Platform) -> Self {
-        Self {
-            store: platform.store.clone(),
-            keyring: platform.keyring.clone(),
-            index: tokio::sync::OnceCell::new(),
-            mailer: platform.mailer.clone(),
-            clock: platform.clock.clone(),
-            ids: platform.ids.clone(),
-            mail_from: platform.config.mail_from.clone(),
-        }
+    /// Mail goes out from `mail_from`.
+    pub fn new(
+        store: Arc<dyn Store>,
+        keyring: Arc<dyn Keyring>,
+        mailer: Arc<dyn Mailer>,
+        clock: Arc<dyn Clock>,
+        ids: Arc<dyn Ids>,
+        mail_from: String,
+    ) -> Self {
+        Self { store, keyring, index: tokio::sync::OnceCell::new(), mailer, clock, ids, mail_from }
     }
 
     /// The blind index of `address`, for item keys and throttle scopes.

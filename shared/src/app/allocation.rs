@@ -21,7 +21,6 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::deals::{Deal, DealError, Deals};
-use super::deposits::DepositAccounts;
 use super::ledger::sortable;
 pub use super::messages::{AllocationMessage, request_allocation_start as request_start};
 use super::subscriptions::{SubscriptionError, SubscriptionStatus, Subscriptions, book_partition};
@@ -196,31 +195,23 @@ fn allocation_item(a: &Allocation) -> Result<Item, StoreError> {
     Ok(Item::new(allocation_key(&a.subscription_id), a)?.with_index(ranked_partition(&a.deal_id), rank))
 }
 
-pub struct Allocator {
+/// A deal's allocation run and its allocations, as recorded: what settlement and
+/// reconciliation read.
+#[derive(Clone)]
+pub struct AllocationRecords {
     store: Arc<dyn Store>,
-    clock: Arc<dyn Clock>,
-    queue: Arc<dyn Queue>,
-    deals: Deals,
-    subscriptions: Subscriptions,
 }
 
-impl Allocator {
-    pub fn for_platform(platform: &crate::Platform) -> Self {
-        let deposits = Arc::new(DepositAccounts::for_platform(platform));
-        Self {
-            store: platform.store.clone(),
-            clock: platform.clock.clone(),
-            queue: platform.queue.clone(),
-            deals: Deals::for_platform(platform),
-            subscriptions: Subscriptions::new(platform, deposits),
-        }
+impl AllocationRecords {
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Self { store }
     }
 
     pub async fn run(&self, deal_id: &str) -> Result<Option<Run>, StoreError> {
         Ok(self.run_versioned(deal_id).await?.map(|(run, _)| run))
     }
 
-    async fn run_versioned(&self, deal_id: &str) -> Result<Option<(Run, u64)>, StoreError> {
+    pub(crate) async fn run_versioned(&self, deal_id: &str) -> Result<Option<(Run, u64)>, StoreError> {
         Ok(match self.store.get(&run_key(deal_id)).await? {
             Some(item) => Some((item.decode()?, item.version)),
             None => None,
@@ -241,6 +232,35 @@ impl Allocator {
         let page = self.store.query(&Query::secondary(ranked_partition(deal_id)).limit(limit).after(cursor)).await?;
         Ok((page.items.iter().map(Item::decode).collect::<Result<_, _>>()?, page.next))
     }
+}
+
+/// Runs a closed deal's allocation: counts the book, allocates it in batches, hands over
+/// to settlement.
+pub struct Allocator {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    queue: Arc<dyn Queue>,
+    deals: Deals,
+    subscriptions: Subscriptions,
+    records: AllocationRecords,
+}
+
+impl Allocator {
+    pub fn new(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        queue: Arc<dyn Queue>,
+        deals: Deals,
+        subscriptions: Subscriptions,
+    ) -> Self {
+        let records = AllocationRecords::new(store.clone());
+        Self { store, clock, queue, deals, subscriptions, records }
+    }
+
+    /// What the runs recorded.
+    pub fn records(&self) -> &AllocationRecords {
+        &self.records
+    }
 
     /// Handles one message of the allocation queue.
     pub async fn handle(&self, message: AllocationMessage) -> Result<(), AllocationError> {
@@ -256,7 +276,7 @@ impl Allocator {
     /// batches again if some never came back.
     pub async fn start(&self, deal_id: &str, resume: bool) -> Result<(), AllocationError> {
         let deal = self.deals.get(deal_id).await?.ok_or(AllocationError::NotFound)?;
-        let run = match self.run(deal_id).await? {
+        let run = match self.records.run(deal_id).await? {
             Some(run) => run,
             None if matches!(deal.state, DealState::Closed | DealState::Allocating) => {
                 let run = self.count(&deal).await?;
@@ -264,7 +284,7 @@ impl Allocator {
                     Ok(()) | Err(StoreError::ConditionFailed { .. }) => {}
                     Err(e) => return Err(e.into()),
                 }
-                self.run(deal_id).await?.ok_or(AllocationError::NoRun)?
+                self.records.run(deal_id).await?.ok_or(AllocationError::NoRun)?
             }
             // Not closed (yet, or any more without a run: cancelled).
             None => return Ok(()),
@@ -377,7 +397,7 @@ impl Allocator {
     async fn update(&self, deal_id: &str, change: impl Fn(&mut Run)) -> Result<Run, AllocationError> {
         let mut contention = Contention::default();
         loop {
-            let (mut run, version) = self.run_versioned(deal_id).await?.ok_or(AllocationError::NoRun)?;
+            let (mut run, version) = self.records.run_versioned(deal_id).await?.ok_or(AllocationError::NoRun)?;
             change(&mut run);
             run.touched_at = self.clock.now();
             match self.store.put(run_item(&run)?, Condition::VersionIs(version)).await {
@@ -393,7 +413,7 @@ impl Allocator {
         if self.store.get(&batch_key(deal_id, index)).await?.is_some() {
             return Ok(());
         }
-        let run = self.run(deal_id).await?.ok_or(AllocationError::NoRun)?;
+        let run = self.records.run(deal_id).await?.ok_or(AllocationError::NoRun)?;
         let totals = run.totals();
         let mut allocations = Vec::with_capacity(BATCH);
         let mut cursor = after;
@@ -430,7 +450,7 @@ impl Allocator {
         }
         let mut contention = Contention::default();
         loop {
-            let (mut run, version) = self.run_versioned(deal_id).await?.ok_or(AllocationError::NoRun)?;
+            let (mut run, version) = self.records.run_versioned(deal_id).await?.ok_or(AllocationError::NoRun)?;
             run.batches_done += 1;
             run.floors += floors;
             run.checksum = Checksum::parse(&run.checksum).unwrap_or_default().combine(part).hex();
@@ -493,7 +513,7 @@ impl Allocator {
     async fn leftover(&self, deal_id: &str) -> Result<(), AllocationError> {
         let mut contention = Contention::default();
         for _ in 0..LEFTOVER_PAGES_PER_MESSAGE {
-            let (mut run, version) = self.run_versioned(deal_id).await?.ok_or(AllocationError::NoRun)?;
+            let (mut run, version) = self.records.run_versioned(deal_id).await?.ok_or(AllocationError::NoRun)?;
             match run.state {
                 RunState::Batching => return Ok(()),
                 RunState::Complete => return self.complete(deal_id).await,

@@ -142,15 +142,14 @@ pub struct Deals {
 }
 
 impl Deals {
-    pub fn for_platform(platform: &crate::Platform) -> Self {
-        let p = platform;
-        Self {
-            store: p.store.clone(),
-            clock: p.clock.clone(),
-            ids: p.ids.clone(),
-            ledger: Ledger::for_platform(p),
-            audit: AuditLog::new(p.store.clone(), p.clock.clone()),
-        }
+    pub fn new(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        ids: Arc<dyn Ids>,
+        ledger: Ledger,
+        audit: AuditLog,
+    ) -> Self {
+        Self { store, clock, ids, ledger, audit }
     }
 
     pub async fn get(&self, id: &str) -> Result<Option<Deal>, StoreError> {

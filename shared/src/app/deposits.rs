@@ -142,14 +142,8 @@ pub struct DepositAccounts {
 }
 
 impl DepositAccounts {
-    pub fn for_platform(platform: &crate::Platform) -> Self {
-        Self {
-            store: platform.store.clone(),
-            ledger: Ledger::for_platform(platform),
-            bank: platform.bank.clone(),
-            clock: platform.clock.clone(),
-            omnibus: OnceCell::new(),
-        }
+    pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, bank: Arc<dyn Bank>, ledger: Ledger) -> Self {
+        Self { store, ledger, bank, clock, omnibus: OnceCell::new() }
     }
 
     pub fn ledger(&self) -> &Ledger {

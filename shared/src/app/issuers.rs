@@ -192,9 +192,8 @@ pub struct Issuers {
 }
 
 impl Issuers {
-    pub fn for_platform(platform: &crate::Platform) -> Self {
-        let p = platform;
-        Self { store: p.store.clone(), keyring: p.keyring.clone(), clock: p.clock.clone(), ids: p.ids.clone() }
+    pub fn new(store: Arc<dyn Store>, keyring: Arc<dyn Keyring>, clock: Arc<dyn Clock>, ids: Arc<dyn Ids>) -> Self {
+        Self { store, keyring, clock, ids }
     }
 
     async fn seal(&self, issuer: &Issuer) -> Result<StoredIssuer, IssuerError> {

@@ -186,10 +186,6 @@ impl Ledger {
         self
     }
 
-    pub fn for_platform(platform: &crate::Platform) -> Self {
-        Self::new(platform.store.clone(), platform.clock.clone())
-    }
-
     /// Opens an account (listed under its owner and its asset); opening the same account
     /// again is harmless.
     pub async fn open(&self, account: Account) -> Result<(), LedgerError> {

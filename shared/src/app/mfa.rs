@@ -11,7 +11,6 @@ use serde::{Deserialize, Serialize};
 use super::accounts::{User, user_item, user_key};
 use super::audit::AuditLog;
 use super::throttle::{self, Attempt, Throttle};
-use crate::Platform;
 use crate::domain::totp;
 use crate::ports::envelope::{EncryptionContext, Envelope, Sealing, random_bytes};
 use crate::ports::keyring::KeyringError;
@@ -96,14 +95,10 @@ pub struct SecondFactor {
 }
 
 impl SecondFactor {
-    pub fn new(platform: &Platform) -> Self {
-        Self {
-            store: platform.store.clone(),
-            keyring: platform.keyring.clone(),
-            clock: platform.clock.clone(),
-            throttle: Throttle::new(platform.store.clone(), platform.clock.clone()),
-            audit: AuditLog::new(platform.store.clone(), platform.clock.clone()),
-        }
+    pub fn new(store: Arc<dyn Store>, keyring: Arc<dyn Keyring>, clock: Arc<dyn Clock>) -> Self {
+        let throttle = Throttle::new(store.clone(), clock.clone());
+        let audit = AuditLog::new(store.clone(), clock.clone());
+        Self { store, keyring, clock, throttle, audit }
     }
 
     /// Starts (or restarts, while unconfirmed) a TOTP enrolment.

@@ -91,13 +91,8 @@ pub struct ChainMirror {
 }
 
 impl ChainMirror {
-    pub fn for_platform(platform: &crate::Platform) -> Self {
-        Self {
-            store: platform.store.clone(),
-            chain: platform.chain.clone(),
-            custody: platform.custody.clone(),
-            clock: platform.clock.clone(),
-        }
+    pub fn new(store: Arc<dyn Store>, chain: Arc<dyn Chain>, custody: Arc<dyn Custody>, clock: Arc<dyn Clock>) -> Self {
+        Self { store, chain, custody, clock }
     }
 
     /// Records a transfer on the chain, and at the Custody if it moves a deposit account.

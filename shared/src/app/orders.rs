@@ -54,8 +54,8 @@ pub struct OrderLocks {
 }
 
 impl OrderLocks {
-    pub fn for_platform(platform: &crate::Platform) -> Self {
-        Self { store: platform.store.clone(), clock: platform.clock.clone(), ledger: Ledger::for_platform(platform) }
+    pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, ledger: Ledger) -> Self {
+        Self { store, clock, ledger }
     }
 
     /// Locks `units` of `owner`'s holding for an order; locking the same order again is harmless.

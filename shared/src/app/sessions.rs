@@ -167,11 +167,6 @@ impl Sessions {
     }
 
     /// Sessions over a platform's store, token keyring, clock and ids.
-    pub async fn for_platform(platform: &crate::Platform, policy: SessionPolicy) -> Result<Self, SessionError> {
-        let p = platform;
-        Self::load(p.store.clone(), p.token_keyring.clone(), p.clock.clone(), p.ids.clone(), policy).await
-    }
-
     /// Rotates the token keys as `rotation` says and signs with the new key from now on;
     /// answers the new key's id and the ids of the keys retired.
     pub async fn rotate_keys(&self, rotation: Rotation) -> Result<(String, Vec<String>), SessionError> {

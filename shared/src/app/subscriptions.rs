@@ -158,13 +158,8 @@ pub struct Subscriptions {
 }
 
 impl Subscriptions {
-    pub fn new(platform: &crate::Platform, deposits: Arc<DepositAccounts>) -> Self {
-        Self {
-            store: platform.store.clone(),
-            clock: platform.clock.clone(),
-            ledger: Ledger::for_platform(platform),
-            deposits,
-        }
+    pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, ledger: Ledger, deposits: Arc<DepositAccounts>) -> Self {
+        Self { store, clock, ledger, deposits }
     }
 
     pub async fn get(&self, id: &str) -> Result<Option<Subscription>, StoreError> {

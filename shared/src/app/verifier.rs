@@ -31,11 +31,6 @@ impl TokenVerifier {
         Self { store, clock, policy, keys: RwLock::default(), last_reload: Mutex::default() }
     }
 
-    /// A verifier over a platform's store and clock.
-    pub fn for_platform(platform: &crate::Platform, policy: SessionPolicy) -> Self {
-        Self::new(platform.store.clone(), platform.clock.clone(), policy)
-    }
-
     /// Drops the copy in memory: the next token reads the set again (after this process
     /// rotated the keys in an emergency).
     pub fn forget(&self) {

@@ -42,7 +42,7 @@ impl<S> ApiState<S> {
         Self {
             platform: platform.clone(),
             services: Arc::new(services),
-            verifier: Arc::new(TokenVerifier::for_platform(platform, policy)),
+            verifier: Arc::new(platform.token_verifier(policy)),
         }
     }
 }
@@ -70,8 +70,7 @@ impl LazySessions {
     pub async fn get(&self) -> Result<Arc<Sessions>, ApiError> {
         self.cell
             .get_or_try_init(|| async {
-                let sessions =
-                    Sessions::for_platform(&self.platform, self.policy).await.map_err(|e| ApiError::internal(&e))?;
+                let sessions = self.platform.sessions(self.policy).await.map_err(|e| ApiError::internal(&e))?;
                 Ok(Arc::new(sessions))
             })
             .await

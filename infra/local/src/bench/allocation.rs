@@ -16,9 +16,9 @@ pub async fn allocation_bench(
     settle: bool,
     workers: usize,
 ) -> anyhow::Result<Vec<serde_json::Value>> {
-    use shared::app::allocation::{self, Allocator, RunState};
+    use shared::app::allocation::{self, RunState};
     use shared::app::consumer::pump_once;
-    use shared::app::ledger::Ledger;
+
     use shared::app::subscriptions::{Subscription, SubscriptionStatus, hold_of, sub_item};
     use shared::domain::deal::DealState;
     use shared::domain::ledger::{Account, Kind, SGD, Transfer};
@@ -30,7 +30,7 @@ pub async fn allocation_bench(
     let supply = supply.unwrap_or((requested / 5).max(1));
     let unit_price = 100;
     let deal = write_deal(platform, deal_id, DealState::Closed, supply, unit_price).await?;
-    let ledger = Ledger::for_platform(platform);
+    let ledger = platform.ledger();
     ledger.open(Account::of(Kind::Omnibus, "bank", SGD)).await?;
 
     // The book, 100 subscriptions a transaction; with `settle`, each one's deposit account,
@@ -103,9 +103,9 @@ pub async fn allocation_bench(
             });
         }
     }
-    let allocator = Allocator::for_platform(platform);
+    let allocations = platform.allocation_records();
     let run = loop {
-        if let Some(run) = allocator.run(deal_id).await?.filter(|r| r.state == RunState::Complete) {
+        if let Some(run) = allocations.run(deal_id).await?.filter(|r| r.state == RunState::Complete) {
             break run;
         }
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
@@ -118,7 +118,7 @@ pub async fn allocation_bench(
         "peak_rss_mb": (peak_rss_mb() * 10.0).round() / 10.0, "checksum": run.checksum,
     })];
     if settle {
-        let deals = shared::app::deals::Deals::for_platform(platform);
+        let deals = platform.deals();
         let settling = Instant::now();
         while deals.get(deal_id).await?.map(|d| d.state) != Some(DealState::Issued) {
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;

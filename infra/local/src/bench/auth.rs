@@ -8,14 +8,12 @@ pub(super) async fn auth_bench(
     refreshes: usize,
     concurrency: usize,
 ) -> anyhow::Result<()> {
-    use shared::app::accounts::Accounts;
-    use shared::app::sessions::Sessions;
     use shared::domain::session::SessionPolicy;
 
-    let accounts = Accounts::new(platform);
+    let accounts = platform.accounts();
     let password = "benchmark passphrase 2026";
     accounts.create_verified("load-test@example.sg", password, &[], 1).await?;
-    let sessions = Arc::new(Sessions::for_platform(platform, SessionPolicy::default()).await?);
+    let sessions = Arc::new(platform.sessions(SessionPolicy::default()).await?);
 
     // The password check alone (Argon2id at OWASP parameters), for a known address and an
     // unknown one: they must cost the same, or timing would tell who has an account.
@@ -77,7 +75,7 @@ pub(super) async fn auth_bench(
     // Access-token verification as every authenticated request does it: the ES256
     // signature, the claims, and the denylist read.
     let checks = refreshes * 5;
-    let verifier = shared::app::verifier::TokenVerifier::for_platform(platform, SessionPolicy::default());
+    let verifier = platform.token_verifier(SessionPolicy::default());
     let started = Instant::now();
     for _ in 0..checks {
         verifier.authenticate(&tokens.access_token).await?;

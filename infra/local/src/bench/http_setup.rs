@@ -8,10 +8,6 @@ pub(super) async fn http_setup(
     deals: usize,
     out: &std::path::Path,
 ) -> anyhow::Result<()> {
-    use shared::app::accounts::Accounts;
-    use shared::app::deposits::DepositAccounts;
-    use shared::app::ledger::Ledger;
-    use shared::app::sessions::Sessions;
     use shared::domain::ledger::{Account, Kind, Transfer};
     use shared::domain::session::SessionPolicy;
 
@@ -22,13 +18,13 @@ pub(super) async fn http_setup(
         super::subscriptions::open_bench_deal(platform, &id).await?;
         deal_ids.push(json!({ "deal": id }));
     }
-    let accounts = Accounts::new(platform);
-    let deposits = DepositAccounts::for_platform(platform);
-    let ledger = Ledger::for_platform(platform);
+    let accounts = platform.accounts();
+    let deposits = platform.deposit_accounts();
+    let ledger = platform.ledger();
     let omnibus = Account::of(Kind::Omnibus, "bank", "SGD");
     let omnibus_id = omnibus.id.clone();
     ledger.open(omnibus).await?;
-    let sessions = Sessions::for_platform(platform, SessionPolicy::default()).await?;
+    let sessions = platform.sessions(SessionPolicy::default()).await?;
     let mut tokens = Vec::with_capacity(investors);
     for i in 0..investors {
         let user = accounts

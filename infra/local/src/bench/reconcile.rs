@@ -21,8 +21,7 @@ use std::time::Instant;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::json;
-use shared::app::ledger::{CHAIN_OUTBOX, Ledger};
-use shared::app::reconcile::Reconciler;
+use shared::app::ledger::CHAIN_OUTBOX;
 use shared::domain::ledger::{Account, Kind, SGD, Transfer, codes};
 use shared::ports::chain::{Chain, ChainTransfer, Receipt};
 use shared::ports::custody::{
@@ -171,7 +170,7 @@ impl Custody for BalanceFile {
 
 /// Funds N deposit accounts in the ledger, 14 a linked batch, `concurrency` batches at once.
 async fn fill_ledger(platform: &shared::Platform, accounts: usize) -> anyhow::Result<()> {
-    let ledger = Arc::new(Ledger::for_platform(platform));
+    let ledger = Arc::new(platform.ledger());
     for k in 0..SOURCES {
         ledger.open(Account::of(Kind::Omnibus, &format!("bank-{k:02}"), SGD)).await?;
     }
@@ -256,7 +255,7 @@ pub async fn reconcile_bench(
     eprintln!("three books of {accounts} accounts written in {:.1} s", setup.elapsed().as_secs_f64());
 
     let started = Instant::now();
-    let run = Reconciler::for_platform(platform).run(platform.clock.now()).await?;
+    let run = platform.reconciler().run(platform.clock.now()).await?;
     let elapsed = started.elapsed().as_secs_f64();
     let line = json!({
         "bench": "reconcile", "accounts": accounts, "injected": inject, "breaks": run.breaks,

@@ -9,18 +9,16 @@ pub(super) async fn subscriptions_bench(
     book: usize,
     concurrency: usize,
 ) -> anyhow::Result<()> {
-    use shared::app::deposits::DepositAccounts;
-    use shared::app::ledger::Ledger;
-    use shared::app::subscriptions::{Subscription, SubscriptionStatus, Subscriptions, sub_item};
+    use shared::app::subscriptions::{Subscription, SubscriptionStatus, sub_item};
     use shared::domain::ledger::{Account, Kind, Transfer};
 
     let now = platform.clock.now();
-    let ledger = Ledger::for_platform(platform);
+    let ledger = platform.ledger();
     open_bench_deal(platform, "bench-deal").await?;
 
     // Investors with deposit accounts and money, then one subscription each, concurrently:
     // every hold credits the same escrow.
-    let deposits = Arc::new(DepositAccounts::for_platform(platform));
+    let deposits = Arc::new(platform.deposit_accounts());
     let omnibus = Account::of(Kind::Omnibus, "bank", "SGD");
     let omnibus_id = omnibus.id.clone();
     ledger.open(omnibus).await?;
@@ -31,7 +29,7 @@ pub(super) async fn subscriptions_bench(
             .submit(&Transfer::single(format!("fund{i}"), &omnibus_id, &account.account_id, 1_000_000, "SGD", 1))
             .await?;
     }
-    let subscriptions = Arc::new(Subscriptions::new(platform, deposits));
+    let subscriptions = Arc::new(platform.subscriptions(deposits));
     let started = Instant::now();
     let subs = subscriptions.clone();
     concurrently(placed, concurrency, move |i| {

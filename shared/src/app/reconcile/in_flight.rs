@@ -116,7 +116,7 @@ impl Reconciler {
         for issuance in issuances {
             let mut cursor = None;
             loop {
-                let (page, next) = self.allocator.allocations(&issuance.deal_id, 100, cursor).await?;
+                let (page, next) = self.allocations.allocations(&issuance.deal_id, 100, cursor).await?;
                 for a in page.iter().filter(|a| a.units() > 0) {
                     let issued =
                         self.ledger.transfer(&issue_transfer_id(&issuance.deal_id, &a.subscription_id)).await?;

@@ -21,7 +21,7 @@ pub use self::breaks::{BreakStatus, TrackedBreak};
 pub(crate) use self::breaks::{break_item, break_key};
 pub use self::records::{Count, ReconRun, StoredRow};
 use self::records::{RUNS, cut_off_key, latest_key, row_key, run_key};
-use super::allocation::Allocator;
+use super::allocation::AllocationRecords;
 use super::ledger::{Ledger, LedgerError, sortable};
 use super::notices;
 use super::orders::OrderLocks;
@@ -115,23 +115,23 @@ pub struct Reconciler {
     ids: Arc<dyn Ids>,
     ledger: Ledger,
     locks: OrderLocks,
-    allocator: Allocator,
+    allocations: AllocationRecords,
     chain: Arc<dyn Chain>,
     custody: Arc<dyn Custody>,
 }
 
 impl Reconciler {
-    pub fn for_platform(platform: &crate::Platform) -> Self {
-        Self {
-            store: platform.store.clone(),
-            clock: platform.clock.clone(),
-            ids: platform.ids.clone(),
-            ledger: Ledger::for_platform(platform),
-            locks: OrderLocks::for_platform(platform),
-            allocator: Allocator::for_platform(platform),
-            chain: platform.chain.clone(),
-            custody: platform.custody.clone(),
-        }
+    pub fn new(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        ids: Arc<dyn Ids>,
+        chain: Arc<dyn Chain>,
+        custody: Arc<dyn Custody>,
+        ledger: Ledger,
+        locks: OrderLocks,
+    ) -> Self {
+        let allocations = AllocationRecords::new(store.clone());
+        Self { store, clock, ids, ledger, locks, allocations, chain, custody }
     }
 
     pub async fn get(&self, id: &str) -> Result<Option<ReconRun>, StoreError> {

@@ -30,7 +30,7 @@ use self::legs::leg_key;
 pub use self::legs::{LEG_DEADLINE, Leg};
 pub use self::state::{ISSUANCES, Issuance, SettlementState, issue_transfer_id};
 use self::state::{WORK, state_item};
-use super::allocation::{Allocator, RunState};
+use super::allocation::{AllocationRecords, RunState};
 use super::audit::{AuditLog, Event};
 use super::deals::{DealError, Deals};
 use super::ledger::{Ledger, LedgerError};
@@ -105,22 +105,22 @@ pub struct Settlements {
     custody: Arc<dyn Custody>,
     ledger: Ledger,
     deals: Deals,
-    allocator: Allocator,
+    allocations: AllocationRecords,
     audit: AuditLog,
 }
 
 impl Settlements {
-    pub fn for_platform(platform: &crate::Platform) -> Self {
-        Self {
-            store: platform.store.clone(),
-            clock: platform.clock.clone(),
-            queue: platform.queue.clone(),
-            custody: platform.custody.clone(),
-            ledger: Ledger::for_platform(platform),
-            deals: Deals::for_platform(platform),
-            allocator: Allocator::for_platform(platform),
-            audit: AuditLog::new(platform.store.clone(), platform.clock.clone()),
-        }
+    pub fn new(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        queue: Arc<dyn Queue>,
+        custody: Arc<dyn Custody>,
+        ledger: Ledger,
+        deals: Deals,
+        audit: AuditLog,
+    ) -> Self {
+        let allocations = AllocationRecords::new(store.clone());
+        Self { store, clock, queue, custody, ledger, deals, allocations, audit }
     }
 
     pub async fn state(&self, deal_id: &str) -> Result<Option<SettlementState>, StoreError> {
@@ -154,7 +154,7 @@ impl Settlements {
     pub async fn start(&self, deal_id: &str) -> Result<(), SettlementError> {
         if self.state(deal_id).await?.is_none() {
             let deal = self.deals.get(deal_id).await?.ok_or(SettlementError::NotFound)?;
-            let run = self.allocator.run(deal_id).await?.filter(|r| r.state == RunState::Complete);
+            let run = self.allocations.run(deal_id).await?.filter(|r| r.state == RunState::Complete);
             let run = run.ok_or(SettlementError::NotAllocated)?;
             let issuer = Account::of(Kind::IssuerSettlement, &deal.issuer_id, SGD);
             let issuance = Account::of(Kind::Issuance, &deal.id, &deal.asset);

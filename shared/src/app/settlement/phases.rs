@@ -16,7 +16,7 @@ use crate::ports::partner::PartnerError;
 impl Settlements {
     /// Posts the charged part of each hold (the rest is released), or voids it.
     pub(super) async fn money_legs(&self, mut state: SettlementState, version: u64) -> Result<Next, SettlementError> {
-        let (page, next) = self.allocator.allocations(&state.deal_id, LEGS_PAGE, state.cursor.clone()).await?;
+        let (page, next) = self.allocations.allocations(&state.deal_id, LEGS_PAGE, state.cursor.clone()).await?;
         let transfers: Vec<Transfer> = page.iter().map(|a| money_leg(&state, a)).collect();
         for chunk in transfers.chunks(MAX_LINKED) {
             self.ledger.submit_linked(chunk).await?;
@@ -100,7 +100,7 @@ impl Settlements {
         let sent_all = state.pages_sent > 0 && state.cursor.is_none();
         if !sent_all {
             let (page, next) =
-                self.allocator.allocations(&state.deal_id, DISTRIBUTION_PAGE, state.cursor.clone()).await?;
+                self.allocations.allocations(&state.deal_id, DISTRIBUTION_PAGE, state.cursor.clone()).await?;
             let entries: Vec<DistributionEntry> = page
                 .iter()
                 .map(|a| DistributionEntry {
@@ -219,7 +219,7 @@ impl Settlements {
 
     /// Credits a page of holdings from the asset's issuance account.
     pub(super) async fn issue(&self, mut state: SettlementState, version: u64) -> Result<Next, SettlementError> {
-        let (page, next) = self.allocator.allocations(&state.deal_id, MAX_LINKED, state.cursor.clone()).await?;
+        let (page, next) = self.allocations.allocations(&state.deal_id, MAX_LINKED, state.cursor.clone()).await?;
         let given: Vec<&Allocation> = page.iter().filter(|a| a.units() > 0).collect();
         let mut transfers = Vec::with_capacity(given.len());
         for a in &given {

@@ -506,6 +506,36 @@ async fn a_message_that_fails_for_good_is_dead_lettered_at_once_under_the_consum
     }
 }
 
+/// A run request that can never run (it does not read) goes to the dead-letter queue at
+/// once, sent by the reconcile function under its own policy.
+#[tokio::test]
+async fn an_unreadable_run_request_is_dead_lettered_under_the_reconcile_functions_policy() {
+    let Some(d) = deployed().await else { return };
+    let function = d.stack.function("ReconcileFunction").await;
+    let unreadable = format!("not a run request {}", ulid::Ulid::new());
+    d.admin.queue.send(QueueName::Reconcile, vec![unreadable.clone()]).await.unwrap();
+    let mut received = Vec::new();
+    while received.is_empty() {
+        let batch = d.admin.queue.receive(QueueName::Reconcile, 10, Duration::from_secs(1)).await.unwrap();
+        assert!(!batch.is_empty(), "the request arrives");
+        received.extend(batch.into_iter().filter(|r| r.message.body == unreadable));
+    }
+    let messages: Vec<Message> = received.iter().map(|r| r.message.clone()).collect();
+    let handler = reconcile::handler(&function);
+    assert_eq!(handler.handle(&messages).await, Vec::<String>::new(), "it is not delivered again");
+    let receipts: Vec<String> = received.into_iter().map(|r| r.receipt).collect();
+    d.admin.queue.complete(QueueName::Reconcile, &receipts).await.unwrap();
+    let mut dead = Vec::new();
+    for _ in 0..10 {
+        let letters = d.admin.queue.dead_letters(QueueName::Reconcile, 10).await.unwrap();
+        dead.extend(letters.into_iter().map(|r| r.message.body).filter(|b| *b == unreadable));
+        if !dead.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(dead, [unreadable]);
+}
+
 /// The audit log's check runs in the reconcile function: it anchors a settled day under
 /// the audit key its policy grants, and cannot without that grant.
 #[tokio::test]

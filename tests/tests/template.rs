@@ -122,7 +122,13 @@ fn failures_land_somewhere_an_operator_sees_and_alarms_watch_them() {
         });
         assert!(watched, "no alarm on {queue}");
     }
-    for metric in ["ReconciliationIncomplete", "ReconciliationNewBreaks", "IteratorAge"] {
+    for metric in [
+        "ReconciliationIncomplete",
+        "ReconciliationNewBreaks",
+        "IteratorAge",
+        "AuditChainBreaks",
+        "SweepPermanentFailures",
+    ] {
         let watched = t
             .resources()
             .values()

@@ -4,6 +4,8 @@ use platform_tests::{eventually, spawn_app};
 use reqwest::StatusCode;
 use serde_json::json;
 use shared::adapters::partners::{Fault, FaultKind};
+use shared::app::failure::Failure;
+use shared::ports::store::{Condition, Item, Key};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn withdrawing_needs_level_two_and_a_second_factor_proved_in_the_last_fifteen_minutes() {
@@ -141,7 +143,8 @@ async fn a_payout_throttled_on_its_retry_keeps_its_hold_and_is_paid_once() {
     app.clock.advance(chrono::TimeDelta::seconds(31));
     let retried = deposits.retry_pending(10).await.unwrap();
     assert_eq!(retried.tried, 1);
-    assert!(retried.failed.iter().any(|(failed, why)| *failed == id && why.contains("throttling")), "{retried:?}");
+    let throttled = |f: &Failure| f.subject == id && !f.permanent && f.reason.contains("throttling");
+    assert!(retried.failed.iter().any(throttled), "a throttled payout is retried: {retried:?}");
     let (_, now) = app.get_as(&format!("/v1/accounts/me/withdrawals/{id}"), &token).await;
     assert_eq!(now["status"], "pending", "{now}");
     assert_eq!(app.sgd(&token).await, ("100.00".into(), "75.00".into()), "still held");
@@ -178,4 +181,40 @@ async fn a_refused_payout_releases_its_hold_and_a_conflicting_retry_finds_the_fi
     let (_, now) = app.get_as(&format!("/v1/accounts/me/withdrawals/{id}"), &token).await;
     assert_eq!(now["status"], "instructed", "{now}");
     assert_eq!(app.sgd(&token).await, ("100.00".into(), "90.00".into()), "held until paid");
+}
+
+/// A sweep keeps each failure's kind up to where it decides: an entry that can never be
+/// done (here a pending withdrawal that does not read) is reported for an operator and
+/// neither fails the sweep nor stops the entries after it; a payout the bank throttles
+/// fails the sweep, which is run again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sweep_reports_what_failed_for_good_and_fails_only_on_what_may_pass() {
+    let mut app = spawn_app().await;
+    let (_, token) = app.funded_investor("ivy@example.sg", "100.00").await;
+    app.running.stop_workers().await;
+    let bank = app.platform.simulators.as_ref().unwrap().bank.clone();
+    let unreadable = Item::new(Key::new("TEST#unreadable-withdrawal", "WITHDRAWAL"), &"not a withdrawal")
+        .unwrap()
+        .with_index("WITHDRAWALS#PENDING", "0#unreadable");
+    app.platform.store.put(unreadable, Condition::None).await.unwrap();
+    bank.faults.inject(Fault { kind: FaultKind::TimeoutAfterCommit, times: 1, delay_ms: 5_000 });
+    let (_, pending) = app.withdraw(&token, "slow", "25.00").await;
+    let id = pending["id"].as_str().unwrap().to_owned();
+    app.clock.advance(chrono::TimeDelta::seconds(31));
+    let sweeper = settlement::Sweeper::new(&app.platform);
+
+    bank.faults.inject(Fault { kind: FaultKind::Throttle, times: 1, delay_ms: 0 });
+    let incomplete = sweeper.run_once().await.expect_err("a throttled payout fails the sweep");
+    // The withdrawal's entry sorts after the unreadable one: it was tried all the same.
+    assert!(incomplete.0.iter().any(|f| f.subject == id && f.reason.contains("throttling")), "{incomplete}");
+    assert!(incomplete.0.iter().all(|f| !f.permanent), "only what may pass fails it: {incomplete}");
+
+    let swept = sweeper.run_once().await.expect("nothing is left that may pass");
+    let reported: Vec<_> = swept.permanent.iter().map(|f| (f.subject.as_str(), f.permanent)).collect();
+    assert_eq!(reported, [("TEST#unreadable-withdrawal", true)], "{swept:?}");
+    eventually("the payout paid", || async {
+        app.get_as(&format!("/v1/accounts/me/withdrawals/{id}"), &token).await.1["status"] == "settled"
+    })
+    .await;
+    assert_eq!(app.sgd(&token).await, ("75.00".into(), "75.00".into()), "paid once");
 }

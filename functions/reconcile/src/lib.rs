@@ -14,7 +14,8 @@ use chrono_tz::Asia::Singapore;
 use serde::{Deserialize, Serialize};
 use shared::Platform;
 use shared::app::audit::{AuditError, AuditLog, Checked};
-use shared::app::consumer::BatchHandler;
+use shared::app::consumer::{BatchHandler, after_failure};
+use shared::app::failure::{Failure, Permanence};
 use shared::app::reconcile::{ReconRun, ReconcileError, Requested, RunVerdict};
 use shared::ports::queue::{Message, QueueName};
 use shared::ports::store::{Condition, Item, Key};
@@ -83,17 +84,19 @@ fn done_key(message_id: &str) -> Key {
 }
 
 impl Handler {
-    async fn one(&self, message: &Message) -> Result<(), String> {
-        let store = &self.platform.store;
-        if store.get(&done_key(&message.id)).await.map_err(|e| e.to_string())?.is_some() {
+    async fn one(&self, message: &Message) -> Result<(), Failure> {
+        let (store, id) = (&self.platform.store, &message.id);
+        if store.get(&done_key(id)).await.map_err(|e| Failure::of(id, &e))?.is_some() {
             return Ok(());
         }
-        let requested: Requested = serde_json::from_str(&message.body).map_err(|e| format!("not a request: {e}"))?;
-        let run = run(&self.platform, Trigger { cut_off: Some(requested.cut_off) }).await.map_err(|e| e.to_string())?;
+        let requested: Requested = serde_json::from_str(&message.body)
+            .map_err(|e| Failure::permanent(id, format!("not a run request: {e}")))?;
+        let run = run(&self.platform, Trigger { cut_off: Some(requested.cut_off) }).await;
+        let run = run.map_err(|e| Failure::of(id, &e))?;
         tracing::info!(run = %run.id, requested_by = %requested.requested_by, "requested reconciliation done");
-        let done = Item::new(done_key(&message.id), &run.id).map_err(|e| e.to_string())?;
+        let done = Item::new(done_key(id), &run.id).map_err(|e| Failure::of(id, &e))?;
         let expires = self.platform.clock.now() + chrono::TimeDelta::days(14);
-        store.put(done.expiring_at(expires), Condition::None).await.map_err(|e| e.to_string())
+        store.put(done.expiring_at(expires), Condition::None).await.map_err(|e| Failure::of(id, &e))
     }
 }
 
@@ -102,9 +105,8 @@ impl BatchHandler for Handler {
     async fn handle(&self, batch: &[Message]) -> Vec<String> {
         let mut failed = Vec::new();
         for message in batch {
-            if let Err(error) = self.one(message).await {
-                tracing::warn!(message = %message.id, %error, "requested reconciliation not done; will retry");
-                failed.push(message.id.clone());
+            if let Err(failure) = self.one(message).await {
+                failed.extend(after_failure(self.platform.queue.as_ref(), QUEUE, message, &failure).await);
             }
         }
         failed
@@ -175,6 +177,16 @@ pub enum RunError {
     Incomplete(String),
     #[error(transparent)]
     Reconcile(#[from] ReconcileError),
+}
+
+impl Permanence for RunError {
+    /// A source that failed may answer on the next try; so may the store.
+    fn is_permanent(&self) -> bool {
+        match self {
+            Self::Incomplete(_) => false,
+            Self::Reconcile(e) => e.is_permanent(),
+        }
+    }
 }
 
 #[cfg(test)]

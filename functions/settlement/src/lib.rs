@@ -18,6 +18,7 @@ use shared::app::allocation::{self, Allocator};
 use shared::app::consumer::{BatchHandler, each_message};
 use shared::app::deals::Deals;
 use shared::app::deposits::DepositAccounts;
+use shared::app::failure::Failure;
 use shared::app::ledger::Ledger;
 use shared::app::mirror::ChainMirror;
 use shared::app::settlement::{SettlementMessage, Settlements};
@@ -97,7 +98,7 @@ const EXPIRY_BATCH: usize = 100;
 const RETRY_BATCH: usize = 50;
 
 /// What one sweep did.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Swept {
     pub mirrored: usize,
     pub expired: usize,
@@ -110,7 +111,17 @@ pub struct Swept {
     /// Allocation runs started or nudged, and settlements nudged.
     pub allocations: usize,
     pub settlements: usize,
+    /// Work that failed for good (a payout the bank will not take, a hold the ledger
+    /// refuses): it stays pending for an operator. Logged and counted in the
+    /// `SweepPermanentFailures` metric, which alarms; no reason to fail the sweep.
+    pub permanent: Vec<Failure>,
 }
+
+/// A sweep that met failures that may pass: it is run again (the schedule retries it,
+/// and the next minute's sweep comes anyway).
+#[derive(Debug, thiserror::Error)]
+#[error("sweep incomplete: {}", .0.iter().map(Failure::to_string).collect::<Vec<_>>().join("; "))]
+pub struct SweepIncomplete(pub Vec<Failure>);
 
 /// The ledger's follow-ups, run by the stream and the schedule in AWS, in a loop locally.
 pub struct Sweeper {
@@ -147,33 +158,35 @@ impl Sweeper {
     /// Delivers the chain outbox, voids expired holds, re-instructs unanswered payouts,
     /// opens and closes deals by their window, starts the allocation of closed deals, and
     /// nudges allocation runs and settlements that stood still.
-    /// Each part is idempotent; one failing does not stop the others.
-    pub async fn run_once(&self) -> Result<Swept, shared::lambda::Error> {
+    /// Each part is idempotent; one failing does not stop the others. Failures keep their
+    /// kind to here, where it decides: see [`Swept::permanent`] and [`SweepIncomplete`].
+    pub async fn run_once(&self) -> Result<Swept, SweepIncomplete> {
         let mut swept = Swept::default();
         let mut failures = Vec::new();
         match self.mirror.drain(MIRROR_BATCH).await {
             Ok(drained) => swept.mirrored = drained.delivered,
-            Err(e) => failures.push(e.to_string()),
+            Err(e) => failures.push(Failure::of("chain mirror", &e)),
         }
         match self.ledger.expire_due(EXPIRY_BATCH).await {
             Ok(expired) => {
                 swept.expired = expired.tried - expired.failed.len();
-                failures.extend(expired.into_failures());
+                failures.extend(expired.failed);
             }
-            Err(e) => failures.push(e.to_string()),
+            Err(e) => failures.push(Failure::of("expiry of holds", &e)),
         }
-        let retried = [
-            self.deposits.retry_pending(RETRY_BATCH).await.map_err(|e| e.to_string()),
-            self.subscriptions.retry_pending(RETRY_BATCH).await.map_err(|e| e.to_string()),
-        ];
-        for outcome in retried {
-            match outcome {
-                Ok(retried) => {
-                    swept.retried += retried.tried;
-                    failures.extend(retried.into_failures());
-                }
-                Err(e) => failures.push(e),
+        match self.deposits.retry_pending(RETRY_BATCH).await {
+            Ok(retried) => {
+                swept.retried += retried.tried;
+                failures.extend(retried.failed);
             }
+            Err(e) => failures.push(Failure::of("pending deposits and withdrawals", &e)),
+        }
+        match self.subscriptions.retry_pending(RETRY_BATCH).await {
+            Ok(retried) => {
+                swept.retried += retried.tried;
+                failures.extend(retried.failed);
+            }
+            Err(e) => failures.push(Failure::of("pending subscriptions", &e)),
         }
         match self.deals.follow_windows().await {
             Ok(windows) => {
@@ -181,26 +194,32 @@ impl Sweeper {
                 for deal in &windows.to_allocate {
                     match allocation::request_start(self.queue.as_ref(), deal).await {
                         Ok(()) => swept.allocations += 1,
-                        Err(e) => failures.push(e.to_string()),
+                        Err(e) => failures.push(Failure::of(format!("allocation of deal {deal}"), &e)),
                     }
                 }
                 for deal in &windows.to_release {
                     match self.subscriptions.release_cancelled(deal).await {
                         Ok(n) => swept.released += n,
-                        Err(e) => failures.push(format!("deal {deal}: {e}")),
+                        Err(e) => failures.push(Failure::of(format!("holds of cancelled deal {deal}"), &e)),
                     }
                 }
             }
-            Err(e) => failures.push(e.to_string()),
+            Err(e) => failures.push(Failure::of("deal windows", &e)),
         }
         match self.allocator.nudge_stale().await {
             Ok(n) => swept.allocations += n,
-            Err(e) => failures.push(e.to_string()),
+            Err(e) => failures.push(Failure::of("stale allocation runs", &e)),
         }
         match self.settlements.nudge_stale().await {
             Ok(n) => swept.settlements = n,
-            Err(e) => failures.push(e.to_string()),
+            Err(e) => failures.push(Failure::of("stale settlements", &e)),
         }
-        if failures.is_empty() { Ok(swept) } else { Err(failures.join("; ").into()) }
+        let (permanent, passing): (Vec<_>, Vec<_>) = failures.into_iter().partition(|f| f.permanent);
+        for failure in &permanent {
+            tracing::error!(subject = %failure.subject, reason = %failure.reason, "sweep: failed for good; left for an operator");
+        }
+        shared::telemetry::metrics(&[("SweepPermanentFailures", permanent.len() as u64)], chrono::Utc::now());
+        swept.permanent = permanent;
+        if passing.is_empty() { Ok(swept) } else { Err(SweepIncomplete(passing)) }
     }
 }

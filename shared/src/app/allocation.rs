@@ -146,7 +146,7 @@ pub enum AllocationError {
     Store(#[from] StoreError),
 }
 
-impl super::consumer::Permanence for AllocationError {
+impl super::failure::Permanence for AllocationError {
     fn is_permanent(&self) -> bool {
         match self {
             Self::NotFound => true,

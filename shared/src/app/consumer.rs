@@ -9,6 +9,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::sync::watch;
 
+use super::failure::{Failure, Permanence};
 use crate::ports::Queue;
 use crate::ports::queue::{Message, QueueError, QueueName, RECEIVE_BATCH};
 
@@ -88,34 +89,8 @@ pub async fn handle_sqs_event(
     response
 }
 
-/// Whether a failure will come back however often the message is delivered again (a
-/// deal that does not exist, a message that does not parse), as opposed to one that may
-/// pass later (the store or a partner busy, a race lost).
-pub trait Permanence {
-    fn is_permanent(&self) -> bool;
-}
-
-impl Permanence for crate::ports::store::StoreError {
-    fn is_permanent(&self) -> bool {
-        matches!(self, Self::Codec(_) | Self::Invalid(_) | Self::ForeignCursor)
-    }
-}
-
-impl Permanence for super::ledger::LedgerError {
-    fn is_permanent(&self) -> bool {
-        use super::ledger::LedgerError;
-        match self {
-            LedgerError::Refused(_) | LedgerError::NoAccount(_) | LedgerError::Invalid(_) => true,
-            LedgerError::ContextChanged | LedgerError::Busy => false,
-            LedgerError::Store(e) => e.is_permanent(),
-        }
-    }
-}
-
-/// Handles a batch a message at a time: each body read as an `M` and given to `handle`.
-/// A message that fails for good (unreadable, or a [`Permanence::is_permanent`] error)
-/// goes to the dead-letter queue at once; the ids of those to deliver again (and of any
-/// the dead-letter queue did not take) are answered. Every failure is logged.
+/// Handles a batch a message at a time: each body read as an `M` and given to `handle`;
+/// each failure decided by [`after_failure`].
 pub async fn each_message<M, F, Fut, E>(queue: &dyn Queue, name: QueueName, batch: &[Message], handle: F) -> Vec<String>
 where
     M: serde::de::DeserializeOwned,
@@ -126,27 +101,35 @@ where
     let mut failed = Vec::new();
     for m in batch {
         let outcome = match serde_json::from_str::<M>(&m.body) {
-            Ok(message) => handle(message).await.map_err(|e| (e.is_permanent(), e.to_string())),
-            Err(e) => Err((true, format!("unreadable message: {e}"))),
+            Ok(message) => handle(message).await.map_err(|e| Failure::of(&m.id, &e)),
+            Err(e) => Err(Failure::permanent(&m.id, format!("unreadable message: {e}"))),
         };
-        let Err((permanent, error)) = outcome else { continue };
-        let (id, receives) = (&m.id, m.receive_count);
-        if !permanent {
-            tracing::warn!(queue = %name, message_id = %id, receive_count = receives, %error, "message failed; will retry");
-            failed.push(m.id.clone());
-            continue;
-        }
-        match queue.dead_letter(name, vec![m.body.clone()]).await {
-            Ok(()) => {
-                tracing::error!(queue = %name, message_id = %id, %error, "message failed for good; dead-lettered");
-            }
-            Err(dlq) => {
-                tracing::error!(queue = %name, message_id = %id, %error, %dlq, "message failed for good; the dead-letter queue refused it");
-                failed.push(m.id.clone());
-            }
+        if let Err(failure) = outcome {
+            failed.extend(after_failure(queue, name, m, &failure).await);
         }
     }
     failed
+}
+
+/// Decides what becomes of a message that failed, by the failure's kind: one that failed
+/// for good goes to the dead-letter queue at once; any other (or one the dead-letter
+/// queue did not take) answers its id, to be delivered again. Every failure is logged.
+pub async fn after_failure(queue: &dyn Queue, name: QueueName, m: &Message, failure: &Failure) -> Option<String> {
+    let (id, receives, error) = (&m.id, m.receive_count, &failure.reason);
+    if !failure.permanent {
+        tracing::warn!(queue = %name, message_id = %id, receive_count = receives, %error, "message failed; will retry");
+        return Some(m.id.clone());
+    }
+    match queue.dead_letter(name, vec![m.body.clone()]).await {
+        Ok(()) => {
+            tracing::error!(queue = %name, message_id = %id, %error, "message failed for good; dead-lettered");
+            None
+        }
+        Err(dlq) => {
+            tracing::error!(queue = %name, message_id = %id, %error, %dlq, "message failed for good; the dead-letter queue refused it");
+            Some(m.id.clone())
+        }
+    }
 }
 
 /// A handler for a queue whose message kinds are all unknown yet: every message fails,

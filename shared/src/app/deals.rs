@@ -81,7 +81,7 @@ pub enum DealError {
     Store(#[from] StoreError),
 }
 
-impl super::consumer::Permanence for DealError {
+impl super::failure::Permanence for DealError {
     fn is_permanent(&self) -> bool {
         match self {
             Self::Ledger(e) => e.is_permanent(),

@@ -10,7 +10,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 use tokio::sync::OnceCell;
 
-use crate::app::Retried;
+use crate::app::failure::{Permanence, Retried};
 use crate::app::ledger::{Ledger, LedgerError, sortable};
 use crate::domain::ledger::{Account, Amount, Kind, Refusal, SGD, Transfer, codes};
 use crate::domain::money::{self, MoneyError};
@@ -46,6 +46,21 @@ pub enum DepositError {
     /// The bank did not take a payout instruction; the withdrawal stays pending and held.
     #[error("the bank did not take the payout: {0}")]
     Partner(PartnerError),
+}
+
+impl Permanence for DepositError {
+    fn is_permanent(&self) -> bool {
+        match self {
+            Self::Ledger(e) => e.is_permanent(),
+            Self::Store(e) => e.is_permanent(),
+            Self::Partner(e) => e.is_permanent(),
+            Self::UnknownVirtualAccount(_)
+            | Self::UnknownWithdrawal(_)
+            | Self::Amount(_)
+            | Self::KeyReused
+            | Self::Contradicts(_) => true,
+        }
+    }
 }
 
 impl From<LedgerError> for DepositError {
@@ -373,9 +388,11 @@ impl DepositAccounts {
         let page = self.store.query(&query).await?;
         let mut retried = Retried::default();
         for item in &page.items {
-            let w: Withdrawal = item.decode()?;
-            let id = w.id.clone();
-            retried.record(id, self.advance(w).await);
+            // An item that does not read is reported (it fails for good) and passed over.
+            match item.decode::<Withdrawal>() {
+                Ok(w) => retried.record(w.id.clone(), self.advance(w).await),
+                Err(e) => retried.record(item.key.pk.clone(), Err::<(), _>(e)),
+            }
         }
         Ok(retried)
     }

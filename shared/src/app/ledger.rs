@@ -14,6 +14,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use futures_util::StreamExt as _;
 use serde::{Deserialize, Serialize};
 
+use super::failure::{Permanence, Retried};
 use crate::domain::ledger::{Account, Amount, Hold, Phase, Refusal, Transfer, apply, same_transfer};
 use crate::ports::chain::ChainTransfer;
 use crate::ports::store::{Condition, Contention, Cursor, Item, Key, Query, Range, StoreError, Write};
@@ -56,6 +57,16 @@ pub enum LedgerError {
     Invalid(String),
     #[error("{0}")]
     Store(#[from] StoreError),
+}
+
+impl Permanence for LedgerError {
+    fn is_permanent(&self) -> bool {
+        match self {
+            Self::Refused(_) | Self::NoAccount(_) | Self::Invalid(_) => true,
+            Self::ContextChanged | Self::Busy => false,
+            Self::Store(e) => e.is_permanent(),
+        }
+    }
 }
 
 /// A transfer as recorded, with the hold state when it is a pending one.
@@ -369,13 +380,19 @@ impl Ledger {
 
     /// Voids up to `max` holds whose timeout has passed; answers how many it tried and
     /// which failed (one failing does not stop the others).
-    pub async fn expire_due(&self, max: usize) -> Result<super::Retried, LedgerError> {
+    pub async fn expire_due(&self, max: usize) -> Result<Retried, LedgerError> {
         let now = self.clock.now();
         let query = Query::secondary(EXPIRING).range(Range::AtMost(format!("{}#\u{10FFFF}", sortable(now))));
         let page = self.store.query(&query.limit(max.clamp(1, 100))).await?;
-        let mut expired = super::Retried::default();
+        let mut expired = Retried::default();
         for item in &page.items {
-            let record: Record = item.decode()?;
+            let record: Record = match item.decode() {
+                Ok(record) => record,
+                Err(e) => {
+                    expired.record(item.key.pk.clone(), Err::<(), _>(LedgerError::Store(e)));
+                    continue;
+                }
+            };
             let void = Transfer::void(format!("{}:expired", record.transfer.id), &record.transfer);
             let outcome = match self.submit(&void).await {
                 // Posted or voided by someone else meanwhile.

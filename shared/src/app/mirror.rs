@@ -10,6 +10,7 @@ use std::sync::Arc;
 use chrono::{DateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::app::failure::Permanence;
 use crate::app::ledger::{CHAIN_OUTBOX, outbox_key, sortable};
 use crate::domain::reconcile::Class;
 use crate::ports::chain::ChainTransfer;
@@ -69,6 +70,15 @@ pub enum MirrorError {
     /// A partner refused a record for good: it needs an operator.
     #[error("the chain or the Custody refused transfer {transfer_id}: {reason}")]
     Refused { transfer_id: String, reason: String },
+}
+
+impl Permanence for MirrorError {
+    fn is_permanent(&self) -> bool {
+        match self {
+            Self::Store(e) => e.is_permanent(),
+            Self::Refused { .. } => true,
+        }
+    }
 }
 
 /// Why one record was not delivered.

@@ -13,9 +13,9 @@ use std::sync::Arc;
 use chrono::{DateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::Retried;
 use super::deals::{Deal, deal_key};
 use super::deposits::DepositAccounts;
+use super::failure::Retried;
 use super::ledger::{Ledger, LedgerError, sortable};
 use crate::domain::deal::{DealState, UnitsRefusal, subscription_amount};
 use crate::domain::ledger::{Account, Amount, Kind, Refusal, SGD, Transfer, codes};
@@ -112,7 +112,7 @@ impl From<LedgerError> for SubscriptionError {
     }
 }
 
-impl super::consumer::Permanence for SubscriptionError {
+impl super::failure::Permanence for SubscriptionError {
     fn is_permanent(&self) -> bool {
         match self {
             Self::Ledger(e) => e.is_permanent(),
@@ -357,7 +357,13 @@ impl Subscriptions {
         let page = self.store.query(&query).await?;
         let mut retried = Retried::default();
         for item in &page.items {
-            let id: String = item.decode()?;
+            let id: String = match item.decode() {
+                Ok(id) => id,
+                Err(e) => {
+                    retried.record(item.key.pk.clone(), Err::<(), _>(e));
+                    continue;
+                }
+            };
             let outcome = match self.get(&id).await {
                 Ok(Some(sub)) if sub.status == SubscriptionStatus::Pending => self.advance(sub).await.map(|_| ()),
                 Ok(_) => Ok(()),

@@ -5,6 +5,7 @@
 
 use chrono::{DateTime, TimeDelta, Utc};
 
+use super::failure::Permanence;
 use super::ledger::sortable;
 use crate::ports::queue::{QueueError, QueueName};
 use crate::ports::store::{Condition, Item, Query, Range, StoreError};
@@ -24,6 +25,15 @@ pub enum NudgeError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Queue(#[from] QueueError),
+}
+
+impl Permanence for NudgeError {
+    fn is_permanent(&self) -> bool {
+        match self {
+            Self::Store(e) => e.is_permanent(),
+            Self::Queue(e) => e.is_permanent(),
+        }
+    }
 }
 
 /// Sends `message(deal_id)` to `queue` for up to 100 items of `partition` that stood still,

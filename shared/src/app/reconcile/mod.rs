@@ -48,6 +48,16 @@ pub enum ReconcileError {
     Store(#[from] StoreError),
 }
 
+impl super::failure::Permanence for ReconcileError {
+    fn is_permanent(&self) -> bool {
+        match self {
+            // The run of the same cut-off finishes, or its lock lapses.
+            Self::AlreadyRunning => false,
+            Self::Store(e) => e.is_permanent(),
+        }
+    }
+}
+
 /// Why a run could not conclude.
 #[derive(Debug, thiserror::Error)]
 enum Failure {

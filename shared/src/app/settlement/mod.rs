@@ -70,7 +70,7 @@ pub enum SettlementError {
     Store(#[from] StoreError),
 }
 
-impl super::consumer::Permanence for SettlementError {
+impl super::failure::Permanence for SettlementError {
     fn is_permanent(&self) -> bool {
         match self {
             Self::NotFound | Self::NotRetryable(_) => true,

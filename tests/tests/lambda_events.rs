@@ -80,18 +80,22 @@ async fn the_schedule_event_runs_a_reconciliation_and_a_failed_source_is_an_erro
 }
 
 /// An operator's requested run comes on the reconcile queue: the run is made once however
-/// often the message is delivered; a malformed request fails alone.
+/// often the message is delivered; a malformed request goes to the dead-letter queue at
+/// once, alone (it would never run).
 #[tokio::test]
-async fn a_requested_run_on_the_queue_runs_once_and_a_malformed_request_fails_alone() {
+async fn a_requested_run_on_the_queue_runs_once_and_a_malformed_request_is_dead_lettered_alone() {
     let (platform, _dir) = platform();
     let handler = reconcile::handler(&platform);
     let payload: serde_json::Value = serde_json::from_str(&fixture("reconcile-sqs.json")).unwrap();
-    let malformed = payload["Records"][1]["messageId"].clone();
+    let malformed = payload["Records"][1]["body"].as_str().unwrap().to_owned();
     let scheduled = |payload| reconcile::scheduled(&platform, payload);
     for _ in 0..2 {
         let answer = shared::lambda::dispatch(handler.as_ref(), &scheduled, payload.clone()).await.unwrap();
-        assert_eq!(answer["batchItemFailures"], serde_json::json!([{"itemIdentifier": malformed}]), "{answer}");
+        assert_eq!(answer["batchItemFailures"], serde_json::json!([]), "none is delivered again: {answer}");
     }
+    let dead = platform.queue.dead_letters(QueueName::Reconcile, 10).await.unwrap();
+    let dead: Vec<&str> = dead.iter().map(|r| r.message.body.as_str()).collect();
+    assert_eq!(dead, [malformed.as_str(), malformed.as_str()], "the malformed request, once per delivery");
     let (runs, _) = platform.reconciler().list(10, None).await.unwrap();
     let cut_offs: Vec<String> = runs.iter().map(|r| r.cut_off.to_rfc3339()).collect();
     assert_eq!(cut_offs, ["2026-11-25T14:00:00+00:00"], "one run, delivered twice");

@@ -308,4 +308,14 @@ mod tests {
         assert_eq!(subscription_amount(&terms(), 9), Err(UnitsRefusal::BelowMinimum(10)));
         assert_eq!(subscription_amount(&terms(), 1_001), Err(UnitsRefusal::AboveMaximum(1_000)));
     }
+
+    #[test]
+    fn a_deal_lists_up_to_fifty_documents() {
+        let mut listed = terms();
+        listed.documents = (0..50).map(|i| format!("doc://{i}")).collect();
+        assert!(check_terms(&listed).is_empty());
+        listed.documents.push("doc://one-more".into());
+        let fields: Vec<&str> = check_terms(&listed).into_iter().map(|(f, _)| f).collect();
+        assert_eq!(fields, ["documents"]);
+    }
 }

@@ -392,6 +392,45 @@ mod tests {
 
     const INVESTOR: Limits = Limits { debits_within_credits: true, credits_within_debits: false };
 
+    /// Account ids are how the other books and reconciliation tell accounts apart: each
+    /// kind has its own, and reconciliation reads investors' deposit accounts and holdings
+    /// (and nothing else) from them.
+    #[test]
+    fn each_kind_of_account_has_its_own_ids_and_reconciliation_reads_investors_ones() {
+        use crate::domain::reconcile::Class;
+        let kinds = [
+            Kind::Deposit,
+            Kind::Holding,
+            Kind::Omnibus,
+            Kind::Escrow,
+            Kind::IssuerSettlement,
+            Kind::Issuance,
+            Kind::OrderLock,
+            Kind::System,
+        ];
+        let ids: std::collections::HashSet<String> = kinds.iter().map(|k| Account::id_of(*k, "inv_1", "SGD")).collect();
+        assert_eq!(ids.len(), kinds.len(), "{ids:?}");
+        for kind in kinds {
+            let id = Account::id_of(kind, "inv_1", "SGD");
+            assert_eq!(Account::of(kind, "inv_1", "SGD").id, id);
+            let class = match kind {
+                Kind::Deposit => Some(Class::Deposit),
+                Kind::Holding => Some(Class::Dabs),
+                _ => None,
+            };
+            assert_eq!(Class::of(&id), class, "{id}");
+        }
+    }
+
+    #[test]
+    fn only_a_single_or_a_posting_transfer_moves_posted_value() {
+        let held = Transfer::pending("h", "a", "b", 10, SGD, codes::SUBSCRIPTION);
+        assert!(Transfer::single("s", "a", "b", 10, SGD, codes::SUBSCRIPTION).posts());
+        assert!(Transfer::post("p", &held, 10).posts());
+        assert!(!held.posts());
+        assert!(!Transfer::void("v", &held).posts());
+    }
+
     /// A whole book in memory, to drive `apply` through random histories.
     #[derive(Default)]
     struct Book {

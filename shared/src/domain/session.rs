@@ -164,6 +164,16 @@ mod tests {
         }
     }
 
+    /// A family as stored may say anything of its idle expiry (one written before a policy
+    /// change): the absolute expiry ends it all the same.
+    #[test]
+    fn a_family_ends_at_its_absolute_expiry_whatever_its_idle_expiry_says() {
+        let mut stored = family();
+        stored.idle_expires_at = stored.absolute_expires_at + TimeDelta::hours(1);
+        assert!(stored.is_live(stored.absolute_expires_at - TimeDelta::seconds(1)));
+        assert!(!stored.is_live(stored.absolute_expires_at));
+    }
+
     #[test]
     fn the_current_token_rotates_and_re_arms_the_idle_life() {
         let next = rotated(&family(), at(60));

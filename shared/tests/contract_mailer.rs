@@ -8,11 +8,10 @@ mod support;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
+use mail_parser::{MessageParser, MimeHeaders};
 use shared::adapters::clock::UlidIds;
 use shared::ports::Mailer;
-use shared::ports::mailer::{Attachment, Email, MailError};
+use shared::ports::mailer::{Attachment, Email, MailError, Recipient};
 
 const FROM: &str = "notices@dabs.example.sg";
 
@@ -86,12 +85,17 @@ mod fixtures {
     }
 }
 
-contract!(an_email_with_html_and_an_attachment_is_sent_as_mime, an_invalid_email_is_refused_and_nothing_is_sent);
+contract!(
+    an_email_with_html_and_an_attachment_is_sent_as_mime,
+    names_subjects_and_file_names_in_any_script_arrive_as_written,
+    news_carries_a_one_click_unsubscribe_and_transactional_mail_none,
+    an_invalid_email_is_refused_and_nothing_is_sent
+);
 
 fn notice(to: &str) -> Email {
     Email {
         from: FROM.into(),
-        to: vec![to.into()],
+        to: vec![Recipient::address(to)],
         subject: "Your allocation for Marina Tower".into(),
         text: "You were allocated 12 DABS.".into(),
         html: Some("<p>You were allocated <b>12</b> DABS.</p>".into()),
@@ -100,36 +104,63 @@ fn notice(to: &str) -> Email {
             content_type: "application/pdf".into(),
             bytes: b"%PDF-1.7 allocation notice".to_vec(),
         }],
+        unsubscribe: None,
     }
 }
 
-/// The decoded base64 parts of a MIME message, in order.
-fn decoded_parts(raw: &str) -> Vec<Vec<u8>> {
-    raw.split("Content-Transfer-Encoding: base64\r\n\r\n")
-        .skip(1)
-        .map(|part| {
-            let encoded: String = part.lines().take_while(|l| !l.is_empty() && !l.starts_with("--")).collect();
-            STANDARD.decode(encoded).unwrap()
-        })
-        .collect()
+/// The message `id` as it was sent, as a mail client reads it.
+async fn sent(f: &Fixture, id: &str) -> String {
+    let sent = f.outbox.sent().await;
+    sent.into_iter().find(|(sent_id, _)| sent_id == id).expect("the sent message").1
 }
 
 async fn an_email_with_html_and_an_attachment_is_sent_as_mime(f: Fixture) {
     let id = f.mailer.send(&notice("investor@example.com")).await.unwrap();
-    let sent = f.outbox.sent().await;
-    let raw = &sent.iter().find(|(sent_id, _)| *sent_id == id).expect("the sent message").1;
-    assert!(raw.contains("To: investor@example.com\r\n"), "{raw}");
-    assert!(raw.contains("Subject: Your allocation for Marina Tower\r\n"), "{raw}");
-    assert!(raw.contains("Content-Disposition: attachment; filename=\"notice.pdf\""), "{raw}");
-    let parts = decoded_parts(raw);
-    assert_eq!(
-        parts,
-        [
-            b"You were allocated 12 DABS.".to_vec(),
-            b"<p>You were allocated <b>12</b> DABS.</p>".to_vec(),
-            b"%PDF-1.7 allocation notice".to_vec()
-        ]
-    );
+    let raw = sent(&f, &id).await;
+    let message = MessageParser::default().parse(raw.as_bytes()).expect("a MIME message");
+    let to: Vec<_> = message.to().unwrap().iter().filter_map(|m| m.address()).collect();
+    assert_eq!(to, ["investor@example.com"]);
+    assert_eq!(message.subject(), Some("Your allocation for Marina Tower"));
+    assert_eq!(message.body_text(0).as_deref(), Some("You were allocated 12 DABS."));
+    assert_eq!(message.body_html(0).as_deref(), Some("<p>You were allocated <b>12</b> DABS.</p>"));
+    let attachments: Vec<_> =
+        message.attachments().map(|a| (a.attachment_name().map(str::to_owned), a.contents().to_vec())).collect();
+    assert_eq!(attachments, [(Some("notice.pdf".to_owned()), b"%PDF-1.7 allocation notice".to_vec())]);
+}
+
+async fn names_subjects_and_file_names_in_any_script_arrive_as_written(f: Fixture) {
+    let mut email = notice("zoe@example.com");
+    email.to = vec![Recipient::named("Zoë Tán 陈", "zoe@example.com")];
+    email.subject = "Zuteilung für Zoë: 12 DABS à S$1,000.00 — 分配".into();
+    email.text = "Grüße, Zoë".into();
+    email.attachments[0].filename = "Bestätigung für Zoë.pdf".into();
+    let id = f.mailer.send(&email).await.unwrap();
+    let raw = sent(&f, &id).await;
+    assert!(raw.is_ascii(), "headers are encoded, not sent raw: {raw}");
+    let message = MessageParser::default().parse(raw.as_bytes()).expect("a MIME message");
+    let recipient = message.to().unwrap().first().unwrap();
+    assert_eq!((recipient.name(), recipient.address()), (Some("Zoë Tán 陈"), Some("zoe@example.com")));
+    assert_eq!(message.subject(), Some(email.subject.as_str()));
+    assert_eq!(message.body_text(0).as_deref(), Some("Grüße, Zoë"));
+    let names: Vec<_> = message.attachments().filter_map(|a| a.attachment_name().map(str::to_owned)).collect();
+    assert_eq!(names, ["Bestätigung für Zoë.pdf"]);
+}
+
+async fn news_carries_a_one_click_unsubscribe_and_transactional_mail_none(f: Fixture) {
+    let mut news = notice("investor@example.com");
+    news.unsubscribe = Some("https://dabs.example.sg/v1/unsubscribe?token=abc".into());
+    let raw = sent(&f, &f.mailer.send(&news).await.unwrap()).await;
+    let message = MessageParser::default().parse(raw.as_bytes()).expect("a MIME message");
+    let header = |name: &str| message.header_raw(name).map(|value| value.trim().to_owned());
+    assert_eq!(header("List-Unsubscribe").as_deref(), Some("<https://dabs.example.sg/v1/unsubscribe?token=abc>"));
+    assert_eq!(header("List-Unsubscribe-Post").as_deref(), Some("List-Unsubscribe=One-Click"));
+
+    let raw = sent(&f, &f.mailer.send(&notice("investor@example.com")).await.unwrap()).await;
+    let message = MessageParser::default().parse(raw.as_bytes()).expect("a MIME message");
+    assert!(message.header_raw("List-Unsubscribe").is_none(), "{raw}");
+
+    news.unsubscribe = Some("http://dabs.example.sg/unsubscribe".into());
+    assert!(matches!(f.mailer.send(&news).await, Err(MailError::Invalid(_))), "only https");
 }
 
 async fn an_invalid_email_is_refused_and_nothing_is_sent(f: Fixture) {

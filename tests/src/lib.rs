@@ -6,8 +6,6 @@ pub mod settle;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
 use shared::Platform;
 use shared::adapters::clock::ManualClock;
 
@@ -84,18 +82,11 @@ impl TestApp {
 }
 
 pub(crate) fn parse_mail(raw: &str) -> SentMail {
-    let header = |name: &str| {
-        raw.lines().find_map(|l| l.strip_prefix(&format!("{name}: "))).unwrap_or_default().trim().to_owned()
-    };
-    let text = raw
-        .split("Content-Transfer-Encoding: base64\r\n\r\n")
-        .nth(1)
-        .map(|part| {
-            let encoded: String = part.lines().take_while(|l| !l.is_empty() && !l.starts_with("--")).collect();
-            String::from_utf8(STANDARD.decode(encoded).unwrap()).unwrap()
-        })
-        .unwrap_or_default();
-    SentMail { to: header("To"), subject: header("Subject"), text }
+    use mail_parser::MessageParser;
+    let message = MessageParser::default().parse(raw.as_bytes()).expect("a MIME message");
+    let to = message.to().and_then(|to| to.first()).and_then(|a| a.address()).unwrap_or_default().to_owned();
+    let subject = message.subject().unwrap_or_default().to_owned();
+    SentMail { to, subject, text: message.body_text(0).unwrap_or_default().into_owned() }
 }
 
 impl TestApp {

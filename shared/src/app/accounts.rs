@@ -18,7 +18,7 @@ use crate::domain::credentials::{EmailAddress, Password};
 use crate::http::FieldError;
 use crate::ports::envelope::{EncryptionContext, Envelope, Sealing, random_bytes};
 use crate::ports::keyring::KeyringError;
-use crate::ports::mailer::{Email, MailError};
+use crate::ports::mailer::{Email, MailError, Recipient};
 use crate::ports::store::{Condition, Contention, Item, Key, StoreError, Write};
 use crate::ports::{Clock, Ids, Keyring, Mailer, Store};
 
@@ -391,7 +391,7 @@ impl Accounts {
         self.store.put(item, Condition::None).await?;
         let email = Email {
             from: self.mail_from.clone(),
-            to: vec![email.as_str().to_owned()],
+            to: vec![Recipient::address(email.as_str())],
             subject: "Your verification code".into(),
             text: format!(
                 "Your verification code is {code}.\n\nIt expires in {} minutes. If you did not sign up, ignore this email.\n",
@@ -399,6 +399,7 @@ impl Accounts {
             ),
             html: None,
             attachments: Vec::new(),
+            unsubscribe: None,
         };
         self.mailer.send(&email).await?;
         Ok(())
@@ -407,13 +408,14 @@ impl Accounts {
     async fn mail_already_registered(&self, email: &EmailAddress) -> Result<(), AccountError> {
         let notice = Email {
             from: self.mail_from.clone(),
-            to: vec![email.as_str().to_owned()],
+            to: vec![Recipient::address(email.as_str())],
             subject: "Someone tried to sign up with your address".into(),
             text: "Someone tried to create an account with this email address, which already has one.\n\
                    If it was you, log in instead. If not, you can ignore this email.\n"
                 .into(),
             html: None,
             attachments: Vec::new(),
+            unsubscribe: None,
         };
         self.mailer.send(&notice).await?;
         Ok(())

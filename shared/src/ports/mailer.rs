@@ -6,11 +6,31 @@ use async_trait::async_trait;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Email {
     pub from: String,
-    pub to: Vec<String>,
+    pub to: Vec<Recipient>,
     pub subject: String,
     pub text: String,
     pub html: Option<String>,
     pub attachments: Vec<Attachment>,
+    /// For news a reader may stop receiving: the `https` URL that stops it in one click
+    /// (RFC 8058). Transactional mail has none.
+    pub unsubscribe: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recipient {
+    /// The name to show beside the address, in any script.
+    pub name: Option<String>,
+    pub address: String,
+}
+
+impl Recipient {
+    pub fn address(address: impl Into<String>) -> Self {
+        Self { name: None, address: address.into() }
+    }
+
+    pub fn named(name: impl Into<String>, address: impl Into<String>) -> Self {
+        Self { name: Some(name.into()), address: address.into() }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,11 +54,22 @@ impl Email {
         if self.to.is_empty() {
             return Err(MailError::Invalid("to: no recipient".into()));
         }
-        if let Some(bad) = self.to.iter().position(|a| !address_ok(a)) {
+        if let Some(bad) = self.to.iter().position(|r| !address_ok(&r.address)) {
             return Err(MailError::Invalid(format!("to[{bad}]: not an email address")));
+        }
+        if let Some(bad) =
+            self.to.iter().position(|r| r.name.as_deref().is_some_and(|n| n.chars().any(char::is_control)))
+        {
+            return Err(MailError::Invalid(format!("to[{bad}].name: control characters")));
         }
         if self.subject.chars().any(char::is_control) {
             return Err(MailError::Invalid("subject: control characters".into()));
+        }
+        if let Some(url) = &self.unsubscribe
+            && (!url.starts_with("https://")
+                || url.chars().any(|c| c.is_control() || c.is_whitespace() || c == '<' || c == '>'))
+        {
+            return Err(MailError::Invalid("unsubscribe: not an https URL".into()));
         }
         for (i, a) in self.attachments.iter().enumerate() {
             if a.filename.is_empty() || a.filename.chars().any(|c| c.is_control() || c == '"' || c == '/' || c == '\\')

@@ -31,13 +31,17 @@ impl Mailer for SesMailer {
     async fn send(&self, email: &Email) -> Result<String, MailError> {
         email.validate()?;
         let id = self.ids.new_id("mail");
-        let raw = mime::render(email, &format!("{id}@mail"), self.clock.now(), &id);
+        let raw = mime::render(email, &format!("{id}@mail"), self.clock.now())?;
         let raw = RawMessage::builder().data(Blob::new(raw)).build().map_err(|e| MailError::Invalid(e.to_string()))?;
         let output = self
             .client
             .send_email()
             .from_email_address(&email.from)
-            .destination(Destination::builder().set_to_addresses(Some(email.to.clone())).build())
+            .destination(
+                Destination::builder()
+                    .set_to_addresses(Some(email.to.iter().map(|r| r.address.clone()).collect()))
+                    .build(),
+            )
             .content(EmailContent::builder().raw(raw).build())
             .send()
             .await

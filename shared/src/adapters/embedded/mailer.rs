@@ -31,7 +31,7 @@ impl Mailer for FolderMailer {
     async fn send(&self, email: &Email) -> Result<String, MailError> {
         email.validate()?;
         let id = self.ids.new_id("mail");
-        let raw = mime::render(email, &format!("{id}@local"), self.clock.now(), &id);
+        let raw = mime::render(email, &format!("{id}@local"), self.clock.now())?;
         tokio::fs::create_dir_all(&self.folder).await.map_err(MailError::unavailable)?;
         // Write beside, then rename, so a reader never sees half a message.
         let target = self.folder.join(format!("{id}.eml"));

@@ -32,4 +32,4 @@ for file in "${files[@]}"; do args+=(--file "$file"); done
 # The unit tests of the common crate hold the domain's rules; a mutant that only the
 # slower suites would notice is reported as surviving here, and looked at by hand.
 "$TOOLS/bin/cargo-mutants" mutants --package shared "${args[@]}" \
-  --output "$CACHE/mutants" --timeout 120 -- --lib
+  --output "$CACHE/mutants" --timeout 20 -- --lib

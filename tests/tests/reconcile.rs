@@ -192,6 +192,7 @@ async fn after_an_offering_the_books_agree_and_injected_differences_are_one_brea
             shared::app::notices::Notice::ReconciliationFinished { run_id, verdict, breaks, .. } => {
                 (run_id.clone(), *verdict, *breaks)
             }
+            other => panic!("only finance's notices are written here: {other:?}"),
         })
         .collect();
     assert!(runs.contains(&(broken.id.clone(), RunVerdict::Breaks, 2)), "{runs:?}");

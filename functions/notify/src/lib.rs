@@ -4,6 +4,8 @@
 //! logged and, after the queue's receive limit, left in the dead-letter queue for
 //! operators.
 
+pub mod render;
+
 use std::sync::Arc;
 
 use shared::Platform;

@@ -13,16 +13,37 @@ use crate::ports::store::{Item, Key, Query, StoreError};
 pub const PENDING: &str = "NOTICE#PENDING";
 
 /// Who a notice is for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Audience {
     /// Every finance operator.
     Finance,
+    /// One investor, by user id.
+    Investor(String),
 }
 
+/// What a notice says, with a snapshot of the facts it needs as they were when it was
+/// written: it renders the same whenever it is rendered. Amounts are in cents (SGD) or
+/// whole units (DABS); the templates format them exactly.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Notice {
+    /// Money from the investor's bank reached their deposit account.
+    DepositCredited { amount: u64, balance: u64, bank_reference: String, at: DateTime<Utc> },
+    /// A deal's allocation: what the investor asked for, what they got, what it cost and
+    /// what came back.
+    AllocationResult {
+        deal_name: String,
+        subscription_id: String,
+        requested: u64,
+        allocated: u64,
+        /// The deal's allocation ratio, a decimal string to 15 places.
+        ratio: String,
+        unit_price: u64,
+        charged: u64,
+        refunded: u64,
+        at: DateTime<Utc>,
+    },
     /// A reconciliation run finished (whatever its verdict, incomplete included).
     ReconciliationFinished {
         run_id: String,
@@ -32,6 +53,17 @@ pub enum Notice {
         timing: u64,
         resolved: u64,
     },
+}
+
+impl Notice {
+    /// The kind's name, as its templates are named.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::DepositCredited { .. } => "deposit_credited",
+            Self::AllocationResult { .. } => "allocation_result",
+            Self::ReconciliationFinished { .. } => "reconciliation_finished",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -309,6 +309,47 @@ mod tests {
         assert_eq!(subscription_amount(&terms(), 1_001), Err(UnitsRefusal::AboveMaximum(1_000)));
     }
 
+    /// Who sees a deal, what may change in it, per state: the table operators work by.
+    #[test]
+    fn each_state_says_who_sees_the_deal_and_what_may_still_change() {
+        use DealState::*;
+        // (state, public, accepts edits, terms frozen)
+        let table = [
+            (Draft, false, true, false),
+            (PendingApproval, false, false, false),
+            (Published, true, true, true),
+            (Open, true, true, true),
+            (Closed, true, false, true),
+            (Allocating, true, false, true),
+            (Allocated, true, false, true),
+            (Settling, true, false, true),
+            (Issued, true, false, true),
+            (Cancelled, true, false, true),
+            (IssuanceRejected, true, false, true),
+        ];
+        assert_eq!(table.len(), DealState::ALL.len());
+        for (state, public, edits, frozen) in table {
+            assert_eq!(
+                (state.is_public(), state.accepts_edits(), state.terms_frozen()),
+                (public, edits, frozen),
+                "{state:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_supply_is_one_to_a_billion_units() {
+        let with_supply = |supply: u64| {
+            let mut t = terms();
+            (t.supply, t.max_units, t.min_units) = (supply, 1, 1);
+            check_terms(&t).into_iter().map(|(f, _)| f).collect::<Vec<_>>()
+        };
+        assert_eq!(with_supply(1), Vec::<&str>::new());
+        assert_eq!(with_supply(1_000_000_000), Vec::<&str>::new());
+        assert_eq!(with_supply(0), ["supply", "max_units"]);
+        assert_eq!(with_supply(1_000_000_001), ["supply"]);
+    }
+
     #[test]
     fn a_deal_lists_up_to_fifty_documents() {
         let mut listed = terms();

@@ -88,6 +88,11 @@ mod tests {
         let step = verify(RFC_SECRET, &code, now, None).unwrap();
         assert_eq!(verify(RFC_SECRET, &code, now + 30, None), Some(step));
         assert_eq!(verify(RFC_SECRET, &code, now + 90, None), None);
+        // An authenticator whose clock runs a step ahead.
+        let ahead = format!("{:06}", code_for_step(RFC_SECRET, step + 1));
+        assert_eq!(verify(RFC_SECRET, &ahead, now, None), Some(step + 1));
+        let two_ahead = format!("{:06}", code_for_step(RFC_SECRET, step + 2));
+        assert_eq!(verify(RFC_SECRET, &two_ahead, now, None), None);
         assert_eq!(verify(RFC_SECRET, &code, now, Some(step)), None, "replayed");
         assert_eq!(verify(RFC_SECRET, "12345", now, None), None);
         assert_eq!(verify(RFC_SECRET, "abcdef", now, None), None);

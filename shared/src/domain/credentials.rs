@@ -111,6 +111,14 @@ mod tests {
             assert!(EmailAddress::parse(bad).is_err(), "{bad}");
         }
         assert_eq!(format!("{:?}", email()), "***@example.sg");
+        // Hyphens are the one mark a domain label takes.
+        assert_eq!(
+            EmailAddress::parse("ops@dabs-platform.example.sg").unwrap().as_str(),
+            "ops@dabs-platform.example.sg"
+        );
+        for bad in ["ops@dabs_platform.sg", "ops@dabs!platform.sg"] {
+            assert!(EmailAddress::parse(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]
@@ -132,6 +140,14 @@ mod tests {
         }
         assert!(Password::parse(&"x1".repeat(65), &email()).is_err());
         assert!(Password::parse("correct horse battery staple", &email()).is_ok());
+    }
+
+    /// A login attempt is checked as typed: no policy, no trimming, nothing dropped.
+    #[test]
+    fn an_attempt_is_handed_on_as_typed() {
+        for typed in ["", " spaces around ", "pässwörd"] {
+            assert_eq!(Password::attempt(typed).expose(), typed);
+        }
     }
 
     #[test]

@@ -422,6 +422,22 @@ mod tests {
         }
     }
 
+    /// A hold past its timeout releases the money: it can be voided, and never posted.
+    #[test]
+    fn an_expired_hold_can_be_voided_and_not_posted() {
+        let investor = Account::open("deposit:inv:SGD", SGD, INVESTOR);
+        let escrow = Account::open("escrow:deal:SGD", SGD, Kind::Escrow.limits());
+        let funded = Account { credits_posted: 500, ..investor };
+        let held = Transfer::pending("h", &funded.id, &escrow.id, 300, SGD, codes::SUBSCRIPTION);
+        let after_hold = apply(&funded, &escrow, &held, None).unwrap();
+        let (debit, credit) = (&after_hold.debit, &after_hold.credit);
+        let post = Transfer::post("h:post", &held, 300);
+        assert_eq!(apply(debit, credit, &post, Some((&held, Hold::Expired))).unwrap_err(), Refusal::Expired);
+        let void = Transfer::void("h:void", &held);
+        let voided = apply(debit, credit, &void, Some((&held, Hold::Expired))).unwrap();
+        assert_eq!((voided.hold, voided.amount, voided.debit.debits_pending), (Some(Hold::Voided), 300, 0));
+    }
+
     #[test]
     fn only_a_single_or_a_posting_transfer_moves_posted_value() {
         let held = Transfer::pending("h", "a", "b", 10, SGD, codes::SUBSCRIPTION);

@@ -121,6 +121,24 @@ mod tests {
         }
     }
 
+    /// zxcvbn's score 3 ("safely unguessable") is the bar: a password that just reaches
+    /// it is taken.
+    #[test]
+    fn a_password_just_safely_unguessable_is_taken() {
+        let barely = "Zebra7Lantern";
+        let score = zxcvbn::zxcvbn(barely, &[email().as_str(), "tan.wei", "dabs", "singapore"]).score();
+        assert_eq!(score, zxcvbn::Score::Three);
+        assert_eq!(Password::parse(barely, &email()).unwrap().expose(), barely);
+    }
+
+    #[test]
+    fn an_address_is_at_most_254_characters() {
+        let of_length = |n: usize| format!("{}@{}.sg", "a".repeat(64), "d".repeat(n - 64 - 1 - 3));
+        assert_eq!(of_length(254).len(), 254);
+        assert!(EmailAddress::parse(&of_length(254)).is_ok());
+        assert!(EmailAddress::parse(&of_length(255)).is_err());
+    }
+
     #[test]
     fn passwords_are_refused_with_the_rule_they_break() {
         let cases = [

@@ -281,6 +281,11 @@ mod tests {
             (Settling, Step::Issue, Issued),
         ];
         assert_eq!(next(Settling, Step::RejectIssuance), Ok(IssuanceRejected));
+        assert_eq!(next(PendingApproval, Step::ReturnToDraft), Ok(Draft), "a checker sends it back");
+        for state in DealState::ALL {
+            assert_eq!(DealState::parse(state.as_str()), Some(state));
+        }
+        assert_eq!(DealState::parse("opened"), None);
         assert!(next(IssuanceRejected, Step::Issue).is_err(), "nothing is issued after a rejection");
         for (from, step, to) in path {
             assert_eq!(next(from, step), Ok(to));
@@ -335,6 +340,18 @@ mod tests {
                 "{state:?}"
             );
         }
+    }
+
+    /// Supply times price must fit the ledger's amounts.
+    #[test]
+    fn a_deal_worth_more_than_an_amount_holds_is_refused() {
+        let mut huge = terms();
+        (huge.supply, huge.max_units, huge.min_units) = (1_000_000_000, 1, 1);
+        huge.unit_price = u64::MAX / 1_000_000_000;
+        assert!(check_terms(&huge).is_empty());
+        huge.unit_price += 1;
+        let fields: Vec<&str> = check_terms(&huge).into_iter().map(|(f, _)| f).collect();
+        assert_eq!(fields, ["unit_price"]);
     }
 
     #[test]

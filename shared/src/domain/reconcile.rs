@@ -398,6 +398,22 @@ mod tests {
 
     /// Stored breaks and their accept requests are keyed by these names: a rename would
     /// orphan every break recorded before it.
+    /// Which rule explains a Custody booking still in flight, by the transfer's code.
+    #[test]
+    fn a_custody_booking_in_flight_is_explained_by_its_transfers_code() {
+        use crate::domain::ledger::codes;
+        let table = [
+            (codes::DEPOSIT, RuleId::DepositNotYetAtCustody),
+            (codes::SUBSCRIPTION, RuleId::SettlementLegPending),
+            (codes::PROCEEDS, RuleId::SettlementLegPending),
+            (codes::ISSUANCE, RuleId::SettlementLegPending),
+            (codes::WITHDRAWAL, RuleId::CustodyBookingPending),
+        ];
+        for (code, rule) in table {
+            assert_eq!(custody_rule(code), rule, "code {code}");
+        }
+    }
+
     #[test]
     fn each_pair_names_its_other_book_as_stored_keys_do() {
         let names: Vec<_> = Pair::ALL.iter().map(|p| p.other_book()).collect();

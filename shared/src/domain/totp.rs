@@ -81,6 +81,18 @@ mod tests {
         }
     }
 
+    /// A code is six digits: the same number written shorter, or with a sign, is no code.
+    #[test]
+    fn a_code_with_a_leading_zero_counts_only_with_it() {
+        let step = (1..).find(|s| code_for_step(RFC_SECRET, *s) < 100_000).unwrap();
+        let now = i64::try_from(step).unwrap() * STEP_SECONDS;
+        let code = code_for_step(RFC_SECRET, step);
+        assert_eq!(verify(RFC_SECRET, &format!("{code:06}"), now, None), Some(step));
+        for written in [format!("{code:05}"), format!("+{code:05}")] {
+            assert_eq!(verify(RFC_SECRET, &written, now, None), None, "{written}");
+        }
+    }
+
     #[test]
     fn a_code_counts_once_within_one_step_either_side() {
         let now = 1_764_000_000;
@@ -94,6 +106,8 @@ mod tests {
         let two_ahead = format!("{:06}", code_for_step(RFC_SECRET, step + 2));
         assert_eq!(verify(RFC_SECRET, &two_ahead, now, None), None);
         assert_eq!(verify(RFC_SECRET, &code, now, Some(step)), None, "replayed");
+        assert_eq!(verify(RFC_SECRET, &code, now, Some(step - 1)), Some(step), "a later code after an earlier one");
+        assert_eq!(verify(RFC_SECRET, &code, now, Some(step + 1)), None, "an earlier code after a later one");
         assert_eq!(verify(RFC_SECRET, "12345", now, None), None);
         assert_eq!(verify(RFC_SECRET, "abcdef", now, None), None);
     }

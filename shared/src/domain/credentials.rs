@@ -157,6 +157,15 @@ mod tests {
             assert!(error.message.contains(reason), "{password}: {}", error.message);
         }
         assert!(Password::parse(&"x1".repeat(65), &email()).is_err());
+        // The length bounds, each with a password strong enough to pass the rest.
+        let long = "Kettle-Orbit-19 mauve-piano-42 Orchard road 1987 sunset lamp 77! blue tiger river violet4canyon marmalade-ox Zebra7Lantern quietfox";
+        let (shortest, longest): (String, String) = ("Zebra7Lanter".into(), long.chars().take(PASSWORD_MAX).collect());
+        assert_eq!((shortest.chars().count(), longest.chars().count()), (PASSWORD_MIN, PASSWORD_MAX));
+        assert!(Password::parse(&shortest, &email()).is_ok());
+        assert!(Password::parse(&longest, &email()).is_ok());
+        let too_long: String = long.chars().take(PASSWORD_MAX).chain("xyz".chars()).collect();
+        let error = Password::parse(&too_long, &email()).expect_err("too long");
+        assert!(error.message.contains("at most 128"), "{}", error.message);
         assert!(Password::parse("correct horse battery staple", &email()).is_ok());
     }
 
@@ -170,6 +179,7 @@ mod tests {
 
     #[test]
     fn a_password_never_prints() {
+        assert_eq!(format!("{:?}", Password::attempt("hunter2")), "Password([redacted])");
         let password = Password::parse("correct horse battery staple", &email()).unwrap();
         assert!(!format!("{password:?}").contains("horse"));
     }

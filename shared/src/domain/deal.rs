@@ -311,6 +311,8 @@ mod tests {
         assert_eq!(fields, ["building.name", "max_units", "closes_at"]);
         assert_eq!(subscription_amount(&terms(), 25), Ok(25 * 10_000));
         assert_eq!(subscription_amount(&terms(), 9), Err(UnitsRefusal::BelowMinimum(10)));
+        assert_eq!(subscription_amount(&terms(), 10), Ok(10 * 10_000), "exactly the minimum");
+        assert_eq!(subscription_amount(&terms(), 1_000), Ok(1_000 * 10_000), "exactly the maximum");
         assert_eq!(subscription_amount(&terms(), 1_001), Err(UnitsRefusal::AboveMaximum(1_000)));
     }
 

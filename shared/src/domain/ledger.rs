@@ -410,6 +410,12 @@ mod tests {
         ];
         let ids: std::collections::HashSet<String> = kinds.iter().map(|k| Account::id_of(*k, "inv_1", "SGD")).collect();
         assert_eq!(ids.len(), kinds.len(), "{ids:?}");
+        let mirrored: Vec<Kind> = kinds.into_iter().filter(|k| k.mirrored()).collect();
+        assert_eq!(
+            mirrored,
+            [Kind::Deposit, Kind::Holding, Kind::IssuerSettlement, Kind::OrderLock],
+            "the chain's accounts"
+        );
         for kind in kinds {
             let id = Account::id_of(kind, "inv_1", "SGD");
             assert_eq!(Account::of(kind, "inv_1", "SGD").id, id);

@@ -398,6 +398,33 @@ mod tests {
 
     /// Stored breaks and their accept requests are keyed by these names: a rename would
     /// orphan every break recorded before it.
+    /// Equal balances match only if nothing in flight says they should differ.
+    #[test]
+    fn equal_balances_with_a_difference_expected_are_a_break() {
+        let expected = |amount: i128| Pending {
+            position: Position::new("deposit:ann:SGD", "SGD"),
+            rule: RuleId::DepositNotYetAtCustody,
+            amount,
+            since: cut_off() - TimeDelta::minutes(5),
+        };
+        let five = expected(5);
+        assert_eq!(judge(100, 100, &[&five], cut_off()), Verdict::Break { difference: 0, expired: Vec::new() });
+        let nothing = expected(0);
+        assert_eq!(judge(100, 100, &[&nothing], cut_off()), Verdict::Matched);
+        assert_eq!(
+            judge(100, 105, &[&five], cut_off()),
+            Verdict::Timing { rules: vec![RuleId::DepositNotYetAtCustody] }
+        );
+    }
+
+    /// The names a run's rows are exported under are the ones its JSON uses.
+    #[test]
+    fn a_row_verdict_is_named_alike_in_json_and_exports() {
+        for verdict in [RowVerdict::Matched, RowVerdict::Timing, RowVerdict::Break, RowVerdict::Accepted] {
+            assert_eq!(serde_json::to_value(verdict).unwrap(), verdict.as_str(), "{verdict:?}");
+        }
+    }
+
     /// Which rule explains a Custody booking still in flight, by the transfer's code.
     #[test]
     fn a_custody_booking_in_flight_is_explained_by_its_transfers_code() {

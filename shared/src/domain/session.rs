@@ -164,6 +164,14 @@ mod tests {
         }
     }
 
+    /// A replaced signing key stays published until every token it signed has expired,
+    /// leeway included.
+    #[test]
+    fn a_replaced_key_outlives_every_token_it_signed() {
+        let policy = SessionPolicy::default();
+        assert!(policy.key_overlap() > policy.access_ttl + policy.leeway, "{:?}", policy.key_overlap());
+    }
+
     /// A family as stored may say anything of its idle expiry (one written before a policy
     /// change): the absolute expiry ends it all the same.
     #[test]

@@ -93,6 +93,20 @@ mod tests {
         }
     }
 
+    /// What an authenticator app scans: the label, the secret and the parameters it needs,
+    /// each readable back.
+    #[test]
+    fn the_key_uri_carries_label_secret_and_parameters() {
+        let uri = otpauth_uri("DABS", "o'brien+tag@example.sg", "GEZDGNBV");
+        let (label, query) = uri.strip_prefix("otpauth://totp/").unwrap().split_once('?').unwrap();
+        assert_eq!(
+            super::super::uri::percent_decode(label).unwrap(),
+            "DABS:o'brien+tag@example.sg".replace(':', "%3A").replace("%3A", ":")
+        );
+        let params: Vec<&str> = query.split('&').collect();
+        assert_eq!(params, ["secret=GEZDGNBV", "issuer=DABS", "algorithm=SHA1", "digits=6", "period=30"]);
+    }
+
     #[test]
     fn a_code_counts_once_within_one_step_either_side() {
         let now = 1_764_000_000;

@@ -60,6 +60,9 @@ mod tests {
         assert_eq!(verify(SECRET, &signature, "1700000000", b"{}", 1_700_000_100), Err(SignatureRefusal::Mismatch));
         assert_eq!(verify(b"other", &signature, "1700000000", body, 1_700_000_100), Err(SignatureRefusal::Mismatch));
         assert_eq!(verify(SECRET, &signature, "1700000000", body, 1_700_000_301), Err(SignatureRefusal::Stale));
+        // Exactly the replay window old, either way, is still in time.
+        assert_eq!(verify(SECRET, &signature, "1700000000", body, 1_700_000_300), Ok(()));
+        assert_eq!(verify(SECRET, &signature, "1700000000", body, 1_699_999_700), Ok(()));
         assert_eq!(verify(SECRET, "v1=zz", "1700000000", body, 1_700_000_000), Err(SignatureRefusal::Malformed));
         assert_eq!(verify(SECRET, &signature, "soon", body, 1_700_000_000), Err(SignatureRefusal::Malformed));
     }

@@ -99,10 +99,8 @@ mod tests {
     fn the_key_uri_carries_label_secret_and_parameters() {
         let uri = otpauth_uri("DABS", "o'brien+tag@example.sg", "GEZDGNBV");
         let (label, query) = uri.strip_prefix("otpauth://totp/").unwrap().split_once('?').unwrap();
-        assert_eq!(
-            super::super::uri::percent_decode(label).unwrap(),
-            "DABS:o'brien+tag@example.sg".replace(':', "%3A").replace("%3A", ":")
-        );
+        let label = crate::domain::uri::percent_decode(label);
+        assert_eq!(label.as_deref(), Some("DABS:o'brien+tag@example.sg"));
         let params: Vec<&str> = query.split('&').collect();
         assert_eq!(params, ["secret=GEZDGNBV", "issuer=DABS", "algorithm=SHA1", "digits=6", "period=30"]);
     }

@@ -33,11 +33,6 @@ impl Role {
     pub fn parse(text: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|r| r.as_str() == text)
     }
-
-    /// Operator roles act on other people's data and need a second factor.
-    pub fn is_operator(self) -> bool {
-        self != Self::Issuer
-    }
 }
 
 /// Investor verification levels.
@@ -257,7 +252,9 @@ mod tests {
     fn object_level_checks_use_the_same_function() {
         let me = Subject { user_id: "usr_me", roles: &[], level: 3, issuer_id: None, second_factor: true };
         assert!(decide(&me, ReadOwned, Resource::OwnedBy("usr_me")).is_allowed());
-        assert_eq!(decide(&me, ReadOwned, Resource::OwnedBy("usr_x")), Decision::Deny("it belongs to someone else"));
+        let denied = decide(&me, ReadOwned, Resource::OwnedBy("usr_x"));
+        assert_eq!(denied, Decision::Deny("it belongs to someone else"));
+        assert_eq!(denied.reason(), "it belongs to someone else", "the reason the caller is told");
         let checker =
             Subject { user_id: "usr_me", roles: &[Role::CoOperator], level: 2, issuer_id: None, second_factor: true };
         assert_eq!(

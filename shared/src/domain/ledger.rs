@@ -428,6 +428,32 @@ mod tests {
         }
     }
 
+    /// Only a hold times out: a timeout on any other transfer is refused.
+    #[test]
+    fn only_a_pending_transfer_takes_a_timeout() {
+        let from = Account { credits_posted: 500, ..Account::open("deposit:inv:SGD", SGD, INVESTOR) };
+        let to = Account::open("escrow:deal:SGD", SGD, Kind::Escrow.limits());
+        let single = Transfer::single("s", &from.id, &to.id, 100, SGD, codes::SUBSCRIPTION).with_timeout(60);
+        assert_eq!(apply(&from, &to, &single, None).unwrap_err(), Refusal::TimeoutNotPending);
+        let held = Transfer::pending("h", &from.id, &to.id, 100, SGD, codes::SUBSCRIPTION).with_timeout(60);
+        assert_eq!(apply(&from, &to, &held, None).unwrap().debit.debits_pending, 100);
+    }
+
+    /// Investors' and issuers' accounts never go below zero; the platform's own may.
+    #[test]
+    fn the_kinds_the_chain_mirrors_are_the_ones_that_never_go_below_zero() {
+        for kind in [Kind::Deposit, Kind::Holding, Kind::IssuerSettlement, Kind::OrderLock] {
+            assert_eq!(kind.limits(), Limits { debits_within_credits: true, credits_within_debits: false }, "{kind:?}");
+        }
+        for kind in [Kind::Omnibus, Kind::Escrow, Kind::Issuance, Kind::System] {
+            assert_eq!(
+                kind.limits(),
+                Limits { debits_within_credits: false, credits_within_debits: false },
+                "{kind:?}"
+            );
+        }
+    }
+
     /// A hold past its timeout releases the money: it can be voided, and never posted.
     #[test]
     fn an_expired_hold_can_be_voided_and_not_posted() {

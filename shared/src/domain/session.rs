@@ -168,8 +168,17 @@ mod tests {
     /// leeway included.
     #[test]
     fn a_replaced_key_outlives_every_token_it_signed() {
-        let policy = SessionPolicy::default();
-        assert!(policy.key_overlap() > policy.access_ttl + policy.leeway, "{:?}", policy.key_overlap());
+        let lenient = SessionPolicy { leeway: TimeDelta::minutes(10), ..SessionPolicy::default() };
+        for policy in [SessionPolicy::default(), lenient] {
+            assert!(policy.key_overlap() > policy.access_ttl + policy.leeway, "{:?}", policy.key_overlap());
+        }
+    }
+
+    #[test]
+    fn a_family_ends_at_its_idle_expiry() {
+        let family = family();
+        assert!(family.is_live(family.idle_expires_at - TimeDelta::seconds(1)));
+        assert!(!family.is_live(family.idle_expires_at));
     }
 
     /// A family as stored may say anything of its idle expiry (one written before a policy

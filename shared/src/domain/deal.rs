@@ -348,8 +348,10 @@ mod tests {
     #[test]
     fn a_deal_worth_more_than_an_amount_holds_is_refused() {
         let mut huge = terms();
-        (huge.supply, huge.max_units, huge.min_units) = (1_000_000_000, 1, 1);
-        huge.unit_price = u64::MAX / 1_000_000_000;
+        // 641 x 65537 divides 2^64 - 1: a deal worth exactly the largest amount.
+        (huge.supply, huge.max_units, huge.min_units) = (641 * 65_537, 1, 1);
+        huge.unit_price = u64::MAX / huge.supply;
+        assert_eq!(u128::from(huge.supply) * u128::from(huge.unit_price), u128::from(u64::MAX));
         assert!(check_terms(&huge).is_empty());
         huge.unit_price += 1;
         let fields: Vec<&str> = check_terms(&huge).into_iter().map(|(f, _)| f).collect();

@@ -428,6 +428,34 @@ mod tests {
         }
     }
 
+    /// A hold posts up to what it holds, exactly that included.
+    #[test]
+    fn a_hold_posts_up_to_its_amount() {
+        let from = Account { credits_posted: 500, ..Account::open("deposit:inv:SGD", SGD, INVESTOR) };
+        let to = Account::open("escrow:deal:SGD", SGD, Kind::Escrow.limits());
+        let held = Transfer::pending("h", &from.id, &to.id, 300, SGD, codes::SUBSCRIPTION);
+        let after = apply(&from, &to, &held, None).unwrap();
+        let open = Some((&held, Hold::Open));
+        let more = Transfer::post("h:post", &held, 301);
+        assert_eq!(apply(&after.debit, &after.credit, &more, open).unwrap_err(), Refusal::PostExceedsHold);
+        let all = Transfer::post("h:post", &held, 300);
+        let posted = apply(&after.debit, &after.credit, &all, open).unwrap();
+        assert_eq!((posted.hold, posted.debit.posted_balance()), (Some(Hold::Posted(300)), 200));
+    }
+
+    /// An account limited to credits within its debits takes credits up to its posted
+    /// debits, exactly that included, and no more.
+    #[test]
+    fn credits_within_debits_bounds_what_an_account_receives() {
+        let limits = Limits { debits_within_credits: false, credits_within_debits: true };
+        let bounded = Account { debits_posted: 100, ..Account::open("system:cap:SGD", SGD, limits) };
+        let source = Account::open("system:src:SGD", SGD, Limits::default());
+        let exactly = Transfer::single("t1", &source.id, &bounded.id, 100, SGD, codes::DEPOSIT);
+        assert!(apply(&source, &bounded, &exactly, None).is_ok());
+        let over = Transfer::single("t2", &source.id, &bounded.id, 101, SGD, codes::DEPOSIT);
+        assert!(matches!(apply(&source, &bounded, &over, None), Err(Refusal::ExceedsLimit(_))));
+    }
+
     /// Only a hold times out: a timeout on any other transfer is refused.
     #[test]
     fn only_a_pending_transfer_takes_a_timeout() {

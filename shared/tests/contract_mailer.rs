@@ -37,8 +37,17 @@ impl Outbox {
                 sent
             }
             Self::Emulator(endpoint) => {
-                let data: serde_json::Value =
-                    reqwest::get(format!("{endpoint}/moto-api/data.json")).await.unwrap().json().await.unwrap();
+                // The emulator builds its state while other tests change it, and now and
+                // then answers 500 instead: asked again.
+                let mut answer = reqwest::get(format!("{endpoint}/moto-api/data.json")).await.unwrap();
+                for _ in 0..10 {
+                    if answer.status().is_success() {
+                        break;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    answer = reqwest::get(format!("{endpoint}/moto-api/data.json")).await.unwrap();
+                }
+                let data: serde_json::Value = answer.json().await.unwrap();
                 data["ses"]["RawMessage"]
                     .as_array()
                     .into_iter()

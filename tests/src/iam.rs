@@ -291,12 +291,7 @@ impl Stack {
 
     /// Every email the emulator has sent to `to`, oldest first.
     pub async fn mail_to(&self, to: &str) -> Vec<crate::SentMail> {
-        let data: Value = reqwest::get(format!("{}/moto-api/data.json", self.endpoint))
-            .await
-            .expect("moto's data")
-            .json()
-            .await
-            .expect("moto's data is JSON");
+        let data = crate::emulator_data(&self.endpoint).await;
         let messages = data["ses"]["RawMessage"].as_array().cloned().unwrap_or_default();
         let to_them = messages.iter().filter(|m| m["destinations"].as_array().is_some_and(|d| d.contains(&json!(to))));
         to_them.map(|m| crate::parse_mail(m["raw_data"].as_str().unwrap_or_default())).collect()

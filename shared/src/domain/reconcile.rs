@@ -415,6 +415,14 @@ mod tests {
             judge(100, 105, &[&five], cut_off()),
             Verdict::Timing { rules: vec![RuleId::DepositNotYetAtCustody] }
         );
+        // In flight exactly as long as the rule's grace: still timing; a second more, a break.
+        let grace = rule(RuleId::DepositNotYetAtCustody).grace;
+        let at_grace = Pending { since: cut_off() - grace, ..five.clone() };
+        let timing = Verdict::Timing { rules: vec![RuleId::DepositNotYetAtCustody] };
+        assert_eq!(judge(100, 105, &[&at_grace], cut_off()), timing);
+        let past = Pending { since: at_grace.since - TimeDelta::seconds(1), ..five };
+        let expired = Verdict::Break { difference: 5, expired: vec![RuleId::DepositNotYetAtCustody] };
+        assert_eq!(judge(100, 105, &[&past], cut_off()), expired);
     }
 
     /// The names a run's rows are exported under are the ones its JSON uses.

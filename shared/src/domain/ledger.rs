@@ -428,6 +428,20 @@ mod tests {
         }
     }
 
+    /// Both accounts hold the transfer's asset: one side in another asset is refused.
+    #[test]
+    fn a_transfer_moves_one_asset_between_accounts_of_that_asset() {
+        let sgd = Account { credits_posted: 500, ..Account::open("deposit:inv:SGD", SGD, INVESTOR) };
+        let dabs = Account::open("holding:inv:DABS1", "DABS1", INVESTOR);
+        let escrow = Account::open("escrow:deal:SGD", SGD, Kind::Escrow.limits());
+        let in_sgd = |debit: &Account, credit: &Account| {
+            apply(debit, credit, &Transfer::single("t", &debit.id, &credit.id, 1, SGD, codes::SUBSCRIPTION), None)
+        };
+        assert!(in_sgd(&sgd, &escrow).is_ok());
+        assert_eq!(in_sgd(&sgd, &dabs).unwrap_err(), Refusal::AssetMismatch, "the credit in another asset");
+        assert_eq!(in_sgd(&dabs, &escrow).unwrap_err(), Refusal::AssetMismatch, "the debit in another asset");
+    }
+
     /// A hold posts up to what it holds, exactly that included.
     #[test]
     fn a_hold_posts_up_to_its_amount() {

@@ -56,8 +56,9 @@ fn whole_numbers(value: &mut serde_json::Value) {
     use serde_json::Value;
     match value {
         Value::Number(n) if !n.is_u64() && !n.is_i64() => {
-            if let Some(f) = n.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15) {
-                // Below 2^53, a whole f64 converts exactly.
+            if let Some(f) = n.as_f64().filter(|f| f.is_finite() && f.fract() == 0.0) {
+                // Small enough, the integer is the one sent. So large that a float may be off
+                // in its last digit (or saturates), every field's bound refuses it with 422.
                 *value = if f < 0.0 { Value::from(f as i64) } else { Value::from(f as u64) };
             }
         }
@@ -122,6 +123,11 @@ mod tests {
     fn a_whole_number_with_a_zero_fraction_is_the_integer_and_a_fraction_is_refused() {
         assert_eq!(super::parse::<Body>(br#"{"units": 330960176731.0}"#).unwrap(), Body { units: 330_960_176_731 });
         assert_eq!(super::parse::<Body>(br#"{"units": 10}"#).unwrap(), Body { units: 10 });
+        // So large, a number written with a fraction is read as a float that may be off in
+        // its last digit: still an integer, which every field's bound refuses.
+        for huge in [&br#"{"units": 9007199254740991.0}"#[..], br#"{"units": 1e20}"#] {
+            assert!(super::parse::<Body>(huge).unwrap().units > 9_000_000_000_000_000);
+        }
         let fraction = super::parse::<Body>(br#"{"units": 10.5}"#).unwrap_err().problem();
         assert_eq!((fraction.status, fraction.errors[0].field.as_str()), (400, "units"));
         assert_eq!(super::parse::<Body>(br#"{"units": -1.0}"#).unwrap_err().problem().status, 400);

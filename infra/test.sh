@@ -44,6 +44,14 @@ if [ ! -f "$TOOLS/.installed-cargo-machete-$CARGO_MACHETE_VERSION" ]; then
   touch "$TOOLS/.installed-cargo-machete-$CARGO_MACHETE_VERSION"
 fi
 
+# pdftotext (poppler-utils): the notices' PDF tests read their documents' text with it.
+if ! command -v pdftotext >/dev/null; then
+  step "installing poppler-utils"
+  if ! apt-get install -y -qq poppler-utils >&2; then
+    apt-get update -qq >&2 && apt-get install -y -qq poppler-utils >&2
+  fi
+fi
+
 # The AWS emulator on a free loopback port, stopped by PID on exit.
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 MOTO_PORT="$(free_port)"

@@ -15,6 +15,7 @@ use crate::app::issuers::Issuers;
 use crate::app::ledger::Ledger;
 use crate::app::mfa::SecondFactor;
 use crate::app::mirror::ChainMirror;
+use crate::app::notices::Notices;
 use crate::app::orders::OrderLocks;
 use crate::app::reconcile::Reconciler;
 use crate::app::sessions::{SessionError, Sessions};
@@ -82,6 +83,10 @@ impl Platform {
     pub fn accounts(&self) -> Accounts {
         let (store, keyring, mailer) = (self.store.clone(), self.keyring.clone(), self.mailer.clone());
         Accounts::new(store, keyring, mailer, self.clock.clone(), self.ids.clone(), self.config.mail_from.clone())
+    }
+
+    pub fn notices(&self) -> Notices {
+        Notices::new(self.store.clone(), self.queue.clone(), self.clock.clone())
     }
 
     pub fn second_factor(&self) -> SecondFactor {

@@ -228,6 +228,35 @@ async fn accounts_serves_deposits_from_a_signed_webhook_and_pays_out_at_the_bank
     assert_eq!(sgd["available"], "150.00", "{mine}");
     let payouts = d.simulators.bank.payouts();
     assert_eq!(payouts.len(), 1, "the bank received the payout once");
+
+    // The deposit's notice, under the notify function's policy: the stream's wake relays
+    // it to the queue, the consumer opens the investor's sealed address and sends it by
+    // SES, and the investor reads it and its PDF in the inbox.
+    let notify = d.stack.function("NotifyFunction").await;
+    let templates = notify::Templates::new();
+    let stream_record = json!({"Records": [{"eventSource": "aws:dynamodb", "eventName": "INSERT"}]});
+    notify::woken(&notify.notices(), stream_record).await.unwrap();
+    assert_eq!(work(&d.admin, QueueName::Notify, notify::handler(&notify, &templates).as_ref()).await, 1);
+    let mail = d.stack.mail_to("saver@example.sg").await;
+    let advice = mail.iter().find(|m| m.subject.contains("credited")).expect("the deposit's email, through SES");
+    assert!(advice.text.contains("S$250.00"), "{}", advice.text);
+    let inbox_app = notify::app(&notify, &templates);
+    let (status, inbox) = call(&inbox_app, "GET", "/v1/me/notices", Some(&token), None).await;
+    assert_eq!((status, inbox["unread"].as_u64()), (StatusCode::OK, Some(1)), "{inbox}");
+    let id = inbox["items"][0]["id"].as_str().unwrap().to_owned();
+    let response = inbox_app
+        .clone()
+        .oneshot(
+            Request::get(format!("/v1/me/notices/{id}/pdf"))
+                .header("authorization", format!("Bearer {token}"))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let (status, read) = call(&inbox_app, "POST", &format!("/v1/me/notices/{id}/read"), Some(&token), None).await;
+    assert_eq!((status, read["read"].as_bool()), (StatusCode::OK, Some(true)), "{read}");
 }
 
 /// The whole offering after an early close: one finance operator proposes it (offering),
@@ -345,19 +374,14 @@ async fn finance_asks_for_a_reconciliation_and_the_reconcile_function_runs_it_un
 }
 
 #[tokio::test]
-async fn the_functions_without_aws_work_yet_hold_no_permission_and_still_start() {
+async fn the_function_without_aws_work_yet_holds_no_permission_and_still_starts() {
     let Some(d) = deployed().await else { return };
-    for function in ["MyinfoFunction", "NotifyFunction"] {
-        assert!(d.stack.policy_of(function).is_none(), "{function} makes no AWS call: its role grants none");
-    }
+    assert!(d.stack.policy_of("MyinfoFunction").is_none(), "it makes no AWS call: its role grants none");
     // Its router serves the shared document and nothing that needs AWS (API Gateway
     // sends /health, which reads the table, to the auth function).
     let myinfo = d.stack.function("MyinfoFunction").await;
     let (status, document) = call(&myinfo::app(&myinfo), "GET", "/openapi.json", None, None).await;
     assert_eq!((status, document["openapi"].is_string()), (StatusCode::OK, true));
-    let notify = d.stack.function("NotifyFunction").await;
-    let message = Message { id: "m-1".into(), body: "{}".into(), receive_count: 1 };
-    assert_eq!(notify::handler(&notify).handle(&[message]).await, ["m-1"], "an unknown message is refused");
 }
 
 /// `policy` without `action` in any statement.

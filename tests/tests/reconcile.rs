@@ -184,20 +184,20 @@ async fn after_an_offering_the_books_agree_and_injected_differences_are_one_brea
     let fixed = reconciler.run(app.platform.clock.now()).await.unwrap();
     assert_eq!((fixed.verdict, fixed.breaks, fixed.resolved), (RunVerdict::Reconciled, 0, 2), "{fixed:?}");
 
-    // Finance hears of every run: a notice per run waits for the notification work.
-    let waiting = shared::app::notices::waiting(app.platform.store.as_ref(), 100).await.unwrap();
-    let runs: Vec<_> = waiting
-        .iter()
-        .map(|n| match &n.notice {
+    // Finance hears of every run: one notice per run, written with it.
+    let notices = app.platform.notices();
+    for run in [&broken, &fixed] {
+        let id = shared::app::notices::id_of(&format!("reconcile:{}", run.id));
+        let (noted, _) = notices.get(&id).await.unwrap().expect("a notice of the run");
+        match &noted.notice {
             shared::app::notices::Notice::ReconciliationFinished { run_id, verdict, breaks, .. } => {
-                (run_id.clone(), *verdict, *breaks)
+                assert_eq!((run_id, *verdict, *breaks), (&run.id, run.verdict, run.breaks));
             }
-            other => panic!("only finance's notices are written here: {other:?}"),
-        })
-        .collect();
-    assert!(runs.contains(&(broken.id.clone(), RunVerdict::Breaks, 2)), "{runs:?}");
-    assert_eq!(runs.last(), Some(&(fixed.id.clone(), RunVerdict::Reconciled, 0)), "oldest first: {runs:?}");
-    assert!(waiting.iter().all(|n| n.audience == shared::app::notices::Audience::Finance));
+            other => panic!("a run's notice reports the run: {other:?}"),
+        }
+        let finance = shared::app::notices::Audience::Operators(shared::domain::access::Role::Finance);
+        assert_eq!(noted.audience, finance);
+    }
 }
 
 async fn a_run_while_transfers_flow_equals_a_quiet_run_of_the_same_cut_off(app: TestApp) {

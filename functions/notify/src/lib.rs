@@ -1,21 +1,264 @@
-//! The `notify` function: domain events turned into emails and PDF notices.
+//! The `notify` function: notices (written by the flows as an outbox, see
+//! [`shared::app::notices`]) turned into emails and PDF documents, and the investor's inbox.
 //!
-//! It consumes the notify queue. Until its message kinds exist, every message is refused,
-//! logged and, after the queue's receive limit, left in the dead-letter queue for
-//! operators.
+//! - The table's stream (new notice items) and a five-minute schedule wake the relay, which
+//!   sends waiting notices to the notify queue.
+//! - The notify queue's consumer renders each notice, sends it once and records how that
+//!   ended; fan-out notices become one notice per person, a page per message.
+//! - HTTP: `/v1/me/notices…` and `/v1/me/notification-preferences`.
 
+pub mod deliver;
+pub mod documents;
 pub mod render;
+pub mod routes;
 
 use std::sync::Arc;
 
 use shared::Platform;
-use shared::app::consumer::{BatchHandler, RejectUnknown};
+use shared::app::consumer::BatchHandler;
+use shared::app::notices::Notices;
 use shared::ports::queue::QueueName;
+
+use crate::deliver::Notifier;
+use crate::documents::Documents;
+use crate::render::{RenderError, Renderer};
 
 /// The queue this function consumes.
 pub const QUEUE: QueueName = QueueName::Notify;
+/// Notices relayed per wake (the rest on the next).
+pub const RELAY_BATCH: usize = 500;
+
+/// What the function builds once at start: the email templates and the PDF templates with
+/// their fonts.
+#[derive(Clone, Default)]
+pub struct Templates {
+    pub renderer: Arc<Renderer>,
+    pub documents: Arc<Documents>,
+}
+
+impl Templates {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The first template that does not parse: the function should not start with it.
+    pub fn check(&self) -> Result<(), &RenderError> {
+        self.renderer.broken().first().map_or(Ok(()), Err)
+    }
+}
+
+/// The queue consumer, as Lambda and the local runner run it.
+pub fn notifier(platform: &Platform, templates: &Templates) -> Notifier {
+    Notifier::new(
+        platform.notices(),
+        templates.renderer.clone(),
+        platform.store.clone(),
+        platform.keyring.clone(),
+        platform.mailer.clone(),
+        platform.queue.clone(),
+        platform.config.mail_from.clone(),
+    )
+}
 
 /// The batch handler, as Lambda and the local runner run it.
-pub fn handler(_platform: &Platform) -> Arc<dyn BatchHandler> {
-    Arc::new(RejectUnknown { queue: QUEUE })
+pub fn handler(platform: &Platform, templates: &Templates) -> Arc<dyn BatchHandler> {
+    Arc::new(notifier(platform, templates))
+}
+
+/// This function's routes: the investor's inbox and preferences.
+pub fn routes(platform: &Platform, templates: &Templates) -> axum::Router {
+    use axum::routing::{get, post};
+    let (renderer, documents) = (templates.renderer.clone(), templates.documents.clone());
+    let services = routes::Services { notices: platform.notices(), renderer, documents };
+    axum::Router::new()
+        .route("/v1/me/notices", get(routes::inbox))
+        .route("/v1/me/notices/{id}", get(routes::notice))
+        .route("/v1/me/notices/{id}/read", post(routes::mark_read))
+        .route("/v1/me/notices/{id}/pdf", get(routes::pdf))
+        .route("/v1/me/notification-preferences", get(routes::preferences).put(routes::set_preferences))
+        .with_state(shared::http::auth::ApiState::with(platform, services))
+}
+
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    paths(routes::inbox, routes::notice, routes::mark_read, routes::pdf, routes::preferences, routes::set_preferences),
+    components(schemas(routes::NoticeSummary, routes::InboxPage, routes::NoticeView, routes::PreferencesUpdate,
+        shared::app::notices::Preferences)),
+    tags((name = "notices", description = "The investor's notices (emails and PDF documents) and preferences"))
+)]
+struct Doc;
+
+/// This function's part of the OpenAPI document.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    <Doc as utoipa::OpenApi>::openapi()
+}
+
+/// The routes with everything every HTTP function shares, as Lambda serves them.
+pub fn app(platform: &Platform, templates: &Templates) -> axum::Router {
+    shared::http::service(routes(platform, templates), platform, shared::http::openapi::published())
+}
+
+/// What the stream or the schedule wakes: the relay of waiting notices. The event's
+/// contents do not matter (the notices are read from the table); redelivery is harmless.
+pub async fn woken(notices: &Notices, _event: serde_json::Value) -> Result<serde_json::Value, shared::lambda::Error> {
+    let relayed = notices.relay(RELAY_BATCH).await?;
+    tracing::info!(relayed, "notices relayed");
+    Ok(serde_json::Value::Null)
+}
+
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use chrono::{DateTime, Utc};
+    use shared::app::notices::{Audience, Delivery, Noted, Notice};
+    use shared::domain::access::Role;
+    use shared::domain::reconcile::RunVerdict;
+    use shared::domain::settlement::LegKind;
+
+    fn at(text: &str) -> DateTime<Utc> {
+        text.parse().unwrap()
+    }
+
+    /// One notice of each kind (in [`Notice::kind`]'s order), as delivery meets it; names
+    /// with accents and markup.
+    pub fn every_kind() -> Vec<Noted> {
+        let investor = || Audience::Investor("usr_01".into());
+        let finance = || Audience::Operators(Role::Finance);
+        let deal_name = || "Résidence Étoile <Office> & Retail".to_owned();
+        let when = at("2026-12-08T02:00:00Z");
+        let notices = vec![
+            (
+                investor(),
+                Notice::DepositCredited {
+                    amount: 1_234_567,
+                    bank_reference: "DBS-20261201-0042".into(),
+                    at: at("2026-12-01T01:30:00Z"),
+                },
+            ),
+            (
+                investor(),
+                Notice::DepositReturned {
+                    amount: 50_000,
+                    bank_reference: "DBS-20261201-0043".into(),
+                    at: at("2026-12-01T03:00:00Z"),
+                },
+            ),
+            (
+                investor(),
+                Notice::WithdrawalPaid {
+                    withdrawal_id: "wd_01".into(),
+                    amount: 2_500_000,
+                    at: at("2026-12-02T08:15:00Z"),
+                },
+            ),
+            (
+                investor(),
+                Notice::WithdrawalFailed {
+                    withdrawal_id: "wd_02".into(),
+                    amount: 100_000,
+                    reason: "account closed".into(),
+                    at: at("2026-12-02T09:00:00Z"),
+                },
+            ),
+            (
+                investor(),
+                Notice::SubscriptionReceived {
+                    deal_name: deal_name(),
+                    subscription_id: "sub_01".into(),
+                    units: 1_000,
+                    unit_price: 10_000,
+                    held: 10_000_000,
+                    closes_at: at("2026-12-07T10:00:00Z"),
+                    at: at("2026-12-03T04:00:00Z"),
+                },
+            ),
+            (
+                investor(),
+                Notice::SubscriptionCancelled {
+                    deal_name: deal_name(),
+                    subscription_id: "sub_02".into(),
+                    released: 500_000,
+                    at: at("2026-12-04T04:00:00Z"),
+                },
+            ),
+            (
+                investor(),
+                Notice::AllocationResult {
+                    deal_name: deal_name(),
+                    subscription_id: "sub_01".into(),
+                    requested: 1_000,
+                    allocated: 333,
+                    ratio: "0.333333333333333".into(),
+                    unit_price: 10_000,
+                    charged: 3_330_000,
+                    refunded: 6_670_000,
+                    at: when,
+                },
+            ),
+            (
+                investor(),
+                Notice::DabsIssued {
+                    deal_name: deal_name(),
+                    asset: "DABS-MARINA".into(),
+                    subscription_id: "sub_01".into(),
+                    units: 333,
+                    unit_price: 10_000,
+                    custody_reference: "deal_01:distribution".into(),
+                    chain_record: "issue:deal_01:sub_01".into(),
+                    at: at("2026-12-09T02:00:00Z"),
+                },
+            ),
+            (
+                Audience::OfferingNews,
+                Notice::DealPublished {
+                    deal_id: "deal_02".into(),
+                    deal_name: deal_name(),
+                    unit_price: 10_000,
+                    supply: 100_000,
+                    opens_at: at("2026-12-10T01:00:00Z"),
+                    closes_at: at("2026-12-17T10:00:00Z"),
+                },
+            ),
+            (
+                Audience::Operators(Role::CoOperator),
+                Notice::ChangeAwaitingChecker {
+                    change_id: "chg_01".into(),
+                    summary: "grant-role user:usr_02:role:finance".into(),
+                    proposed_at: at("2026-12-01T06:00:00Z"),
+                },
+            ),
+            (
+                finance(),
+                Notice::SettlementLegStuck {
+                    deal_id: "deal_01".into(),
+                    leg_id: "deal_01.proceeds".into(),
+                    leg: LegKind::Proceeds,
+                    error: "the Custody answered 503".into(),
+                    since: at("2026-12-08T03:00:00Z"),
+                },
+            ),
+            (
+                finance(),
+                Notice::ReconciliationFinished {
+                    run_id: "recon_01".into(),
+                    cut_off: at("2026-12-01T14:00:00Z"),
+                    verdict: RunVerdict::Breaks,
+                    breaks: 2,
+                    timing: 5,
+                    resolved: 1,
+                },
+            ),
+        ];
+        notices
+            .into_iter()
+            .enumerate()
+            .map(|(i, (audience, notice))| Noted {
+                id: format!("ntc_{i:026}"),
+                audience,
+                notice,
+                at: when,
+                delivery: Delivery::Queued,
+                read_at: None,
+            })
+            .collect()
+    }
 }

@@ -11,15 +11,33 @@ use minijinja::{Environment, Error, ErrorKind, UndefinedBehavior, Value};
 use shared::app::notices::Notice;
 use shared::domain::money::format_cents;
 
-const TEMPLATES: [(&str, &str); 7] = [
-    ("layout.html", include_str!("../templates/email/layout.html")),
-    ("deposit_credited.txt", include_str!("../templates/email/deposit_credited.txt")),
-    ("deposit_credited.html", include_str!("../templates/email/deposit_credited.html")),
-    ("allocation_result.txt", include_str!("../templates/email/allocation_result.txt")),
-    ("allocation_result.html", include_str!("../templates/email/allocation_result.html")),
-    ("reconciliation_finished.txt", include_str!("../templates/email/reconciliation_finished.txt")),
-    ("reconciliation_finished.html", include_str!("../templates/email/reconciliation_finished.html")),
-];
+/// Each kind's two templates, compiled in.
+macro_rules! kinds {
+    ($($kind:literal),* $(,)?) => {
+        [
+            ("layout.html", include_str!("../templates/email/layout.html")),
+            $(
+                (concat!($kind, ".txt"), include_str!(concat!("../templates/email/", $kind, ".txt"))),
+                (concat!($kind, ".html"), include_str!(concat!("../templates/email/", $kind, ".html"))),
+            )*
+        ]
+    };
+}
+
+const TEMPLATES: [(&str, &str); 25] = kinds!(
+    "deposit_credited",
+    "deposit_returned",
+    "withdrawal_paid",
+    "withdrawal_failed",
+    "subscription_received",
+    "subscription_cancelled",
+    "allocation_result",
+    "dabs_issued",
+    "deal_published",
+    "change_awaiting_checker",
+    "settlement_leg_stuck",
+    "reconciliation_finished",
+);
 
 /// An email's words, before addressing.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,20 +57,37 @@ pub struct RenderError {
 
 pub struct Renderer {
     env: Environment<'static>,
+    /// Templates that did not parse, with why (none, as a test proves; a function with
+    /// any refuses to start).
+    broken: Vec<RenderError>,
+}
+
+impl Default for Renderer {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl Renderer {
-    /// Compiles every template; a template that does not parse is an error here, at start.
-    pub fn new() -> Result<Self, RenderError> {
+    /// Compiles every template; see [`Renderer::broken`].
+    pub fn new() -> Self {
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
         env.set_trim_blocks(true);
         env.add_filter("sgd", sgd);
-        env.add_filter("sgt", sgt);
+        env.add_filter("sgt", sgt_filter);
+        let mut broken = Vec::new();
         for (name, source) in TEMPLATES {
-            env.add_template(name, source).map_err(|source| RenderError { kind: "template", source })?;
+            if let Err(source) = env.add_template(name, source) {
+                broken.push(RenderError { kind: "template", source });
+            }
         }
-        Ok(Self { env })
+        Self { env, broken }
+    }
+
+    /// The templates that did not parse.
+    pub fn broken(&self) -> &[RenderError] {
+        &self.broken
     }
 
     pub fn email(&self, notice: &Notice) -> Result<RenderedEmail, RenderError> {
@@ -71,7 +106,7 @@ impl Renderer {
 }
 
 /// Cents as dollars, exactly: `123456` is `1,234.56`.
-fn sgd(cents: i128) -> String {
+pub(crate) fn sgd(cents: i128) -> String {
     let plain = format_cents(cents);
     let (sign, digits) = plain.strip_prefix('-').map_or(("", plain.as_str()), |d| ("-", d));
     let (whole, fraction) = digits.split_once('.').unwrap_or((digits, "00"));
@@ -86,55 +121,29 @@ fn sgd(cents: i128) -> String {
 }
 
 /// A UTC time as Singapore reads it: `1 Dec 2026, 09:30 SGT`.
-fn sgt(at: String) -> Result<String, Error> {
+pub(crate) fn sgt(at: DateTime<Utc>) -> String {
+    at.with_timezone(&Singapore).format("%-d %b %Y, %H:%M SGT").to_string()
+}
+
+/// [`sgt`] for templates, from the notice's RFC 3339 text.
+fn sgt_filter(at: String) -> Result<String, Error> {
     let at: DateTime<Utc> =
         at.parse().map_err(|e| Error::new(ErrorKind::InvalidOperation, format!("not a time: {e}")))?;
-    Ok(at.with_timezone(&Singapore).format("%-d %b %Y, %H:%M SGT").to_string())
+    Ok(sgt(at))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn at(text: &str) -> DateTime<Utc> {
-        text.parse().unwrap()
-    }
-
-    /// One notice of each kind, as a test would meet it.
-    fn every_kind() -> Vec<Notice> {
-        vec![
-            Notice::DepositCredited {
-                amount: 1_234_567,
-                balance: 250_000_000,
-                bank_reference: "DBS-20261201-0042".into(),
-                at: at("2026-12-01T01:30:00Z"),
-            },
-            Notice::AllocationResult {
-                deal_name: "Marina Tower <Office> & Retail".into(),
-                subscription_id: "sub_01".into(),
-                requested: 1_000,
-                allocated: 333,
-                ratio: "0.333333333333333".into(),
-                unit_price: 10_000,
-                charged: 3_330_000,
-                refunded: 6_670_000,
-                at: at("2026-12-08T02:00:00Z"),
-            },
-            Notice::ReconciliationFinished {
-                run_id: "recon_01".into(),
-                cut_off: at("2026-12-01T14:00:00Z"),
-                verdict: shared::domain::reconcile::RunVerdict::Breaks,
-                breaks: 2,
-                timing: 5,
-                resolved: 1,
-            },
-        ]
-    }
+    use crate::fixtures::every_kind;
+    use shared::app::notices::Noted;
 
     #[test]
     fn every_kind_renders_its_subject_text_and_html() {
-        let renderer = Renderer::new().unwrap();
-        for notice in every_kind() {
+        let renderer = Renderer::new();
+        assert!(renderer.broken().is_empty(), "{:?}", renderer.broken());
+        for Noted { notice, .. } in every_kind() {
             let email = renderer.email(&notice).unwrap();
             let shown = format!("subject: {}\n\n{}\n----- html -----\n{}", email.subject, email.text, email.html);
             insta::assert_snapshot!(notice.kind(), shown);
@@ -152,7 +161,7 @@ mod tests {
 
     #[test]
     fn a_template_that_names_a_missing_field_renders_nothing() {
-        let mut renderer = Renderer::new().unwrap();
+        let mut renderer = Renderer::new();
         renderer
             .env
             .add_template(
@@ -160,7 +169,7 @@ mod tests {
                 "{% block subject %}{{ amount | sgd }}{% endblock %}{% block body %}{{ fee | sgd }}{% endblock %}",
             )
             .unwrap();
-        let notice = &every_kind()[0];
+        let notice = &every_kind()[0].notice;
         let error = renderer.email(notice).unwrap_err();
         assert_eq!(error.kind, "deposit_credited");
         assert!(error.to_string().contains("undefined"), "{error}");
@@ -168,9 +177,9 @@ mod tests {
 
     #[test]
     fn what_a_notice_shows_is_escaped_in_html_and_kept_in_text() {
-        let email = Renderer::new().unwrap().email(&every_kind()[1]).unwrap();
-        assert!(email.html.contains("Marina Tower &lt;Office&gt; &amp; Retail"), "{}", email.html);
-        assert!(email.text.contains("Marina Tower <Office> & Retail"), "{}", email.text);
+        let email = Renderer::new().email(&every_kind()[6].notice).unwrap();
+        assert!(email.html.contains("Résidence Étoile &lt;Office&gt; &amp; Retail"), "{}", email.html);
+        assert!(email.text.contains("Résidence Étoile <Office> & Retail"), "{}", email.text);
         assert!(!email.subject.contains('\n'));
     }
 }

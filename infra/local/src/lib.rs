@@ -24,7 +24,8 @@ pub fn app(platform: &Platform) -> Router {
         .merge(accounts::routes(platform))
         .merge(settlement::routes(platform))
         .merge(reconcile::routes(platform))
-        .merge(myinfo::routes(platform));
+        .merge(myinfo::routes(platform))
+        .merge(notify::routes(platform, &templates()));
     if let Some(simulators) = &platform.simulators {
         routes = routes.merge(sim::routes(simulators.clone()));
     }
@@ -44,6 +45,7 @@ pub fn docs() -> serde_json::Value {
         settlement::openapi(),
         reconcile::openapi(),
         myinfo::openapi(),
+        notify::openapi(),
     ]);
     shared::http::openapi::complete(serde_json::to_value(document).unwrap_or_default())
 }
@@ -53,9 +55,15 @@ fn consumers(platform: &Platform) -> Vec<(QueueName, Arc<dyn BatchHandler>)> {
     vec![
         (allocation::QUEUE, allocation::handler(platform)),
         (settlement::QUEUE, settlement::handler(platform)),
-        (notify::QUEUE, notify::handler(platform)),
+        (notify::QUEUE, notify::handler(platform, &templates())),
         (reconcile::QUEUE, reconcile::handler(platform)),
     ]
+}
+
+/// The notify function's templates and fonts, loaded once per process.
+fn templates() -> notify::Templates {
+    static TEMPLATES: std::sync::OnceLock<notify::Templates> = std::sync::OnceLock::new();
+    TEMPLATES.get_or_init(notify::Templates::new).clone()
 }
 
 /// Resolves once a stop was asked for.
@@ -117,12 +125,17 @@ pub async fn start(platform: Platform, addr: SocketAddr) -> std::io::Result<Runn
 
     let mut until = workers_stopped;
     let sweeper = settlement::Sweeper::new(&platform);
+    let notices = platform.notices();
     workers.spawn(async move {
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(SWEEP_EVERY) => {
                     if let Err(error) = sweeper.run_once().await {
                         tracing::warn!(%error, "sweep incomplete; retrying");
+                    }
+                    // The relay the table's stream wakes in AWS.
+                    if let Err(error) = notices.relay(notify::RELAY_BATCH).await {
+                        tracing::warn!(%error, "notice relay failed; retrying");
                     }
                 }
                 _ = stop_requested(&mut until) => return,

@@ -11,6 +11,7 @@ use super::accounts::{User, user_item, user_key};
 use super::audit::{AuditLog, Event};
 use super::deals::{Deal, DealPatch, apply_patch, deal_item, deal_key, differences};
 use super::issuers::{IssuerStatus, StoredIssuer, issuer_item, issuer_key};
+use super::notices::{self, Audience, Notice};
 use super::reconcile::{BreakStatus, TrackedBreak, break_item, break_key};
 use crate::domain::access::{self, Action, LEVEL_ACCREDITED, Resource, Role, Subject};
 use crate::domain::deal::{DealState, Step};
@@ -423,6 +424,14 @@ impl ChangeRequests {
             ];
             if let Some(item) = &proposed {
                 writes.push(Write::put(item.clone(), Condition::VersionIs(target.version)));
+            }
+            if let Some(role) = access::responsible_role(request.change.checker_action()) {
+                let notice = Notice::ChangeAwaitingChecker {
+                    change_id: request.id.clone(),
+                    summary: format!("{} {}", request.change.name(), request.change.subject()),
+                    proposed_at: now,
+                };
+                writes.push(notices::write(&format!("change:{}", request.id), Audience::Operators(role), notice, now)?);
             }
             writes.extend(self.audit.prepare(&event).await?);
             match self.store.transact(writes).await {

@@ -12,6 +12,7 @@ use serde_json::Value;
 use super::audit::{AuditLog, Event};
 use super::issuers::{IssuerStatus, StoredIssuer, issuer_key};
 use super::ledger::{Ledger, LedgerError, sortable};
+use super::notices::{self, Audience, Notice};
 use crate::domain::deal::{self, BadTransition, Building, BuildingType, DealState, Step, Terms};
 use crate::domain::ledger::{Account, Amount, Kind, SGD};
 use crate::ports::store::{Condition, Contention, Cursor, Item, Key, Query, StoreError, Write};
@@ -183,7 +184,7 @@ impl Deals {
             holds_released: false,
         };
         self.ledger.open(escrow).await?;
-        self.write(actor, "deal.register", None, &deal).await?;
+        self.write(actor, "deal.register", None, &deal, &[]).await?;
         Ok(deal)
     }
 
@@ -202,7 +203,7 @@ impl Deals {
                 return Err(DealError::NeedsApproval);
             }
             let after = apply_patch(&before, patch, self.clock.now())?;
-            match self.write(actor, "deal.update", Some((&before, version)), &after).await {
+            match self.write(actor, "deal.update", Some((&before, version)), &after, &[]).await {
                 Ok(()) => return Ok(after),
                 Err(StoreError::ConditionFailed { .. } | StoreError::Conflict) => contention.lost().await?,
                 Err(e) => return Err(e.into()),
@@ -225,7 +226,11 @@ impl Deals {
             }
             after.updated_at = self.clock.now();
             let action = format!("deal.{}", after.state.as_str());
-            match self.write(actor, &action, Some((&before, version)), &after).await {
+            let effects = match after.state {
+                DealState::Open => vec![opened_notice(&after, after.updated_at)?],
+                _ => Vec::new(),
+            };
+            match self.write(actor, &action, Some((&before, version)), &after, &effects).await {
                 Ok(()) => return Ok(after),
                 Err(StoreError::ConditionFailed { .. } | StoreError::Conflict) => contention.lost().await?,
                 Err(e) => return Err(e.into()),
@@ -304,6 +309,7 @@ impl Deals {
         action: &str,
         before: Option<(&Deal, u64)>,
         after: &Deal,
+        effects: &[Write],
     ) -> Result<(), StoreError> {
         let json = |d: &Deal| serde_json::to_value(d).map_err(|e| StoreError::Codec(e.to_string()));
         let before_json = before.map(|(d, _)| json(d)).transpose()?.unwrap_or(Value::Null);
@@ -313,6 +319,7 @@ impl Deals {
         loop {
             let condition = before.map_or(Condition::NotExists, |(_, version)| Condition::VersionIs(version));
             let mut writes = vec![Write::put(deal_item(after)?, condition)];
+            writes.extend(effects.iter().cloned());
             writes.extend(self.audit.prepare(&event).await?);
             match self.store.transact(writes).await {
                 // The audit head moved, not the deal: prepare the entry again.
@@ -321,6 +328,19 @@ impl Deals {
             }
         }
     }
+}
+
+/// The news of a deal's offering opening, for the investors who asked for it.
+fn opened_notice(deal: &Deal, at: DateTime<Utc>) -> Result<Write, StoreError> {
+    let notice = Notice::DealPublished {
+        deal_id: deal.id.clone(),
+        deal_name: deal.terms.building.name.clone(),
+        unit_price: deal.terms.unit_price,
+        supply: deal.terms.supply,
+        opens_at: deal.terms.opens_at,
+        closes_at: deal.terms.closes_at,
+    };
+    notices::write(&format!("deal:{}:open", deal.id), Audience::OfferingNews, notice, at)
 }
 
 /// The deal as the patch leaves it, or the first field the state or the rules refuse.

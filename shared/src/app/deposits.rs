@@ -12,6 +12,7 @@ use tokio::sync::OnceCell;
 
 use crate::app::failure::{Permanence, Retried};
 use crate::app::ledger::{Ledger, LedgerError, sortable};
+use crate::app::notices::{self, Audience, Notice};
 use crate::domain::ledger::{Account, Amount, Kind, Refusal, SGD, Transfer, codes};
 use crate::domain::money::{self, MoneyError};
 use crate::ports::bank::{BankEvent, Payout};
@@ -224,26 +225,46 @@ impl DepositAccounts {
             }
             BankEvent::DepositConfirmed { deposit_id, virtual_account, amount, .. } => {
                 let hold = self.hold_deposit(deposit_id, virtual_account, amount).await?;
-                let amount = hold.amount;
-                self.settle(&Transfer::post(format!("{deposit_id}:post"), &hold, amount)).await?;
+                let account = self.deposit_account(virtual_account).await?;
+                let notice = Notice::DepositCredited {
+                    amount: hold.amount,
+                    bank_reference: deposit_id.clone(),
+                    at: self.clock.now(),
+                };
+                let post = Transfer::post(format!("{deposit_id}:post"), &hold, hold.amount);
+                self.settle_noting(&post, &account.user_id, notice).await?;
             }
             BankEvent::DepositReturned { deposit_id, virtual_account, amount, .. } => {
-                self.deposit_account(virtual_account).await?;
+                let account = self.deposit_account(virtual_account).await?;
                 money::parse_cents(amount)?;
                 if let Some(record) = self.ledger.transfer(&format!("dep:{deposit_id}")).await? {
-                    self.settle(&Transfer::void(format!("{deposit_id}:void"), &record.transfer)).await?;
+                    let notice = Notice::DepositReturned {
+                        amount: record.transfer.amount,
+                        bank_reference: deposit_id.clone(),
+                        at: self.clock.now(),
+                    };
+                    let void = Transfer::void(format!("{deposit_id}:void"), &record.transfer);
+                    self.settle_noting(&void, &account.user_id, notice).await?;
                 }
             }
             BankEvent::PayoutSettled { reference, .. } => {
                 let w = self.withdrawal_by_id(reference).await?;
                 let hold = Self::withdrawal_hold(&w);
-                self.settle(&Transfer::post(format!("{}:post", w.id), &hold, w.amount)).await?;
+                let notice = Notice::WithdrawalPaid { withdrawal_id: w.id.clone(), amount: w.amount, at: self.clock.now() };
+                self.settle_noting(&Transfer::post(format!("{}:post", w.id), &hold, w.amount), &w.user_id, notice)
+                    .await?;
                 self.set_status(&w.id, WithdrawalStatus::Settled, None).await?;
             }
             BankEvent::PayoutFailed { reference, reason, .. } => {
                 let w = self.withdrawal_by_id(reference).await?;
                 let hold = Self::withdrawal_hold(&w);
-                self.settle(&Transfer::void(format!("{}:void", w.id), &hold)).await?;
+                let notice = Notice::WithdrawalFailed {
+                    withdrawal_id: w.id.clone(),
+                    amount: w.amount,
+                    reason: reason.clone(),
+                    at: self.clock.now(),
+                };
+                self.settle_noting(&Transfer::void(format!("{}:void", w.id), &hold), &w.user_id, notice).await?;
                 self.set_status(&w.id, WithdrawalStatus::Failed, Some(reason.clone())).await?;
             }
         }
@@ -280,6 +301,18 @@ impl DepositAccounts {
     /// the deposit cleared).
     async fn settle(&self, transfer: &Transfer) -> Result<(), DepositError> {
         match self.ledger.submit(transfer).await {
+            Ok(_) => Ok(()),
+            Err(LedgerError::Refused(refusal)) => Err(DepositError::Contradicts(refusal)),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// [`DepositAccounts::settle`] with the investor's notice of it in the same transaction
+    /// (its id is the transfer's: one notice however often the bank tells us).
+    async fn settle_noting(&self, transfer: &Transfer, user_id: &str, notice: Notice) -> Result<(), DepositError> {
+        let at = self.clock.now();
+        let noted = notices::write(&transfer.id, Audience::Investor(user_id.to_owned()), notice, at)?;
+        match self.ledger.submit_with(std::slice::from_ref(transfer), &[], &[noted]).await {
             Ok(_) => Ok(()),
             Err(LedgerError::Refused(refusal)) => Err(DepositError::Contradicts(refusal)),
             Err(e) => Err(e.into()),

@@ -420,6 +420,19 @@ impl Ledger {
     /// [`LedgerError::ContextChanged`] if one does not. A batch already applied answers its
     /// first result without looking at the checks.
     pub async fn submit_checked(&self, transfers: &[Transfer], checks: &[Write]) -> Result<Vec<Amount>, LedgerError> {
+        self.submit_with(transfers, checks, &[]).await
+    }
+
+    /// [`Ledger::submit_checked`] that also writes `effects` in the same transaction: what
+    /// the transfers cause and must never be lost or happen alone (a notice to the
+    /// investor). An effect's condition failing is contention like the ledger's own, and
+    /// the batch is decided again; a batch already applied wrote its effects then.
+    pub async fn submit_with(
+        &self,
+        transfers: &[Transfer],
+        checks: &[Write],
+        effects: &[Write],
+    ) -> Result<Vec<Amount>, LedgerError> {
         if transfers.is_empty() || transfers.len() > MAX_LINKED {
             return Err(LedgerError::Invalid(format!("a batch links 1 to {MAX_LINKED} transfers")));
         }
@@ -438,7 +451,7 @@ impl Ledger {
             if let Some(amounts) = self.recorded(transfers).await? {
                 return Ok(amounts);
             }
-            match self.try_apply(transfers, checks).await? {
+            match self.try_apply(transfers, checks, effects).await? {
                 Some(amounts) => return Ok(amounts),
                 // Another process wrote one of these items first: read again, decide again.
                 None => tokio::time::sleep(Contention::pause(attempt)).await,
@@ -465,7 +478,12 @@ impl Ledger {
     }
 
     /// One read-check-write pass; `None` when a condition failed and the pass must be redone.
-    async fn try_apply(&self, transfers: &[Transfer], checks: &[Write]) -> Result<Option<Vec<Amount>>, LedgerError> {
+    async fn try_apply(
+        &self,
+        transfers: &[Transfer],
+        checks: &[Write],
+        effects: &[Write],
+    ) -> Result<Option<Vec<Amount>>, LedgerError> {
         // Each account and each resolved hold: its state now and the version it was read at.
         let mut accounts: HashMap<String, (Account, u64)> = HashMap::new();
         let mut holds: HashMap<String, (Record, u64)> = HashMap::new();
@@ -559,6 +577,7 @@ impl Ledger {
                 .with_index(CHAIN_OUTBOX, format!("{}#{}", sortable(record.at), record.transfer_id));
             writes.push(Write::put(item, Condition::NotExists));
         }
+        writes.extend(effects.iter().cloned());
         let own = writes.len();
         writes.extend(checks.iter().cloned());
         match self.store.transact(writes).await {

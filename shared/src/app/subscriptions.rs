@@ -17,6 +17,7 @@ use super::deals::{Deal, deal_key};
 use super::deposits::DepositAccounts;
 use super::failure::Retried;
 use super::ledger::{Ledger, LedgerError, sortable};
+use super::notices::{self, Audience, Notice};
 use crate::domain::deal::{DealState, UnitsRefusal, subscription_amount};
 use crate::domain::ledger::{Account, Amount, Kind, Refusal, SGD, Transfer, codes};
 use crate::ports::store::{self, Condition, Contention, Cursor, Item, Key, Query, Range, StoreError, Write};
@@ -234,7 +235,18 @@ impl Subscriptions {
                 return self.resolve_closed(sub).await;
             }
             let open = Write::check(deal_key(&deal.id), Condition::VersionIs(version));
-            return match self.ledger.submit_checked(&[sub.hold(&deal.escrow_account)], &[open]).await {
+            let hold = sub.hold(&deal.escrow_account);
+            let notice = Notice::SubscriptionReceived {
+                deal_name: deal.terms.building.name.clone(),
+                subscription_id: sub.id.clone(),
+                units: sub.units,
+                unit_price: deal.terms.unit_price,
+                held: sub.amount,
+                closes_at: deal.terms.closes_at,
+                at: self.clock.now(),
+            };
+            let noted = notices::write(&hold.id, Audience::Investor(sub.investor_id.clone()), notice, self.clock.now())?;
+            return match self.ledger.submit_with(&[hold], &[open], &[noted]).await {
                 Ok(_) => self.finish(&sub.id, SubscriptionStatus::Live, None).await,
                 Err(LedgerError::Refused(Refusal::ExceedsLimit(_))) => {
                     self.finish(&sub.id, SubscriptionStatus::Rejected, Some("more than the available balance")).await
@@ -275,7 +287,16 @@ impl Subscriptions {
                 return Err(SubscriptionError::NotCancellable("the deal is not open"));
             }
             let open = Write::check(deal_key(&deal.id), Condition::VersionIs(version));
-            match self.ledger.submit_checked(&[sub.release(&deal.escrow_account)], &[open]).await {
+            let release = sub.release(&deal.escrow_account);
+            let notice = Notice::SubscriptionCancelled {
+                deal_name: deal.terms.building.name.clone(),
+                subscription_id: sub.id.clone(),
+                released: sub.amount,
+                at: self.clock.now(),
+            };
+            let noted =
+                notices::write(&release.id, Audience::Investor(sub.investor_id.clone()), notice, self.clock.now())?;
+            match self.ledger.submit_with(&[release], &[open], &[noted]).await {
                 Ok(_) => return self.finish(&sub.id, SubscriptionStatus::Cancelled, None).await,
                 Err(LedgerError::ContextChanged) => continue,
                 Err(e) => return Err(e.into()),

@@ -117,6 +117,12 @@ impl Decision {
     }
 }
 
+/// The operators' role whose members are asked to act on `action` (the one besides the
+/// super-admin's); `None` for an action no operator role holds.
+pub fn responsible_role(action: Action) -> Option<Role> {
+    operator_roles(action).iter().copied().find(|r| *r != Role::SuperAdmin)
+}
+
 /// The roles that may perform an operator action.
 fn operator_roles(action: Action) -> &'static [Role] {
     use Role::*;

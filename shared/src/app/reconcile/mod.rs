@@ -25,6 +25,7 @@ use super::allocation::AllocationRecords;
 use super::ledger::{Ledger, LedgerError, sortable};
 use super::notices;
 use super::orders::OrderLocks;
+use crate::domain::access::Role;
 use crate::domain::ledger::SGD;
 pub use crate::domain::reconcile::RunVerdict;
 use crate::domain::reconcile::{
@@ -252,10 +253,10 @@ impl Reconciler {
             finished_at: self.clock.now(),
         };
         let item = Item::new(run_key(&id), &run)?.with_index(RUNS, format!("{}#{id}", sortable(cut_off)));
-        let notice = notices::Pending {
-            id: id.clone(),
-            audience: notices::Audience::Finance,
-            notice: notices::Notice::ReconciliationFinished {
+        let notice = notices::write(
+            &format!("reconcile:{id}"),
+            notices::Audience::Operators(Role::Finance),
+            notices::Notice::ReconciliationFinished {
                 run_id: id.clone(),
                 cut_off,
                 verdict: run.verdict,
@@ -263,12 +264,12 @@ impl Reconciler {
                 timing: run.timing,
                 resolved: run.resolved,
             },
-            at: run.finished_at,
-        };
+            run.finished_at,
+        )?;
         let writes = vec![
             Write::put(item, Condition::NotExists),
             Write::put(Item::new(latest_key(cut_off), &id)?, Condition::None),
-            Write::put(notices::item(&notice)?, Condition::NotExists),
+            notice,
         ];
         self.store.transact(writes).await?;
         if run.verdict == RunVerdict::Incomplete {

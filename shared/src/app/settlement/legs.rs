@@ -5,9 +5,11 @@ use chrono::{DateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::{Next, SettlementError, Settlements};
+use crate::app::notices::{self, Audience, Notice};
+use crate::domain::access::Role;
 use crate::domain::settlement::{LegKind, LegStatus};
 use crate::ports::partner::PartnerError;
-use crate::ports::store::{Condition, Contention, Item, Key, StoreError};
+use crate::ports::store::{Condition, Contention, Item, Key, StoreError, Write};
 
 /// How long an external leg may stay unconfirmed before it is surfaced as stuck.
 pub const LEG_DEADLINE: TimeDelta = TimeDelta::minutes(15);
@@ -44,6 +46,24 @@ pub(super) fn leg_id(deal_id: &str, kind: LegKind) -> String {
     }
 }
 
+/// The reference the partner knows a leg by.
+pub(super) fn leg_reference(id: &str) -> String {
+    id.replace('.', ":")
+}
+
+/// Finance's notice that a leg waits for them (one per time it gets stuck).
+fn stuck_notice(leg: &Leg) -> Result<Write, StoreError> {
+    let notice = Notice::SettlementLegStuck {
+        deal_id: leg.deal_id.clone(),
+        leg_id: leg.id.clone(),
+        leg: leg.kind,
+        error: leg.last_error.clone().unwrap_or_default(),
+        since: leg.updated_at,
+    };
+    let id = format!("leg:{}:stuck:{}", leg.id, leg.attempts);
+    notices::write(&id, Audience::Operators(Role::Finance), notice, leg.updated_at)
+}
+
 impl Settlements {
     /// The leg of `kind`, made pending with a deadline on first use.
     pub(super) async fn open_leg(&self, deal_id: &str, kind: LegKind) -> Result<Leg, SettlementError> {
@@ -53,7 +73,7 @@ impl Settlements {
         }
         let now = self.clock.now();
         let leg = Leg {
-            reference: id.replace('.', ":"),
+            reference: leg_reference(&id),
             id: id.clone(),
             deal_id: deal_id.to_owned(),
             kind,
@@ -77,9 +97,14 @@ impl Settlements {
         loop {
             let item = self.store.get(&leg_key(id)).await?.ok_or(SettlementError::NotFound)?;
             let mut leg: Leg = item.decode()?;
+            let was_stuck = leg.status == LegStatus::Stuck;
             change(&mut leg);
             leg.updated_at = self.clock.now();
-            match self.store.put(leg_item(&leg)?, Condition::VersionIs(item.version)).await {
+            let mut writes = vec![Write::put(leg_item(&leg)?, Condition::VersionIs(item.version))];
+            if leg.status == LegStatus::Stuck && !was_stuck {
+                writes.push(stuck_notice(&leg)?);
+            }
+            match self.store.transact(writes).await {
                 Ok(()) => return Ok(leg),
                 Err(StoreError::ConditionFailed { .. } | StoreError::Conflict) => contention.lost().await?,
                 Err(e) => return Err(e.into()),

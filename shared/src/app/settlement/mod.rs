@@ -162,6 +162,8 @@ impl Settlements {
             let state = SettlementState {
                 deal_id: deal.id.clone(),
                 asset: deal.asset.clone(),
+                deal_name: deal.terms.building.name.clone(),
+                ratio: run.ratio.clone(),
                 escrow_account: deal.escrow_account.clone(),
                 issuer_account: issuer.id.clone(),
                 issuance_account: issuance.id.clone(),

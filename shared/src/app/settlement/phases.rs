@@ -1,11 +1,12 @@
 //! The phases of a settlement, each a step over a page that saves its progress: money
 //! legs, proceeds, distribution, approval, issuing.
 
-use super::legs::leg_id;
+use super::legs::{leg_id, leg_reference};
 use super::state::{SettlementState, issue_transfer_id};
 use super::{DISTRIBUTION_PAGE, LEGS_PAGE, Next, SettlementError, Settlements};
 use crate::app::allocation::Allocation;
 use crate::app::ledger::{LedgerError, MAX_LINKED};
+use crate::app::notices::{self, Audience, Notice};
 use crate::app::subscriptions::hold_of;
 use crate::domain::deal::Step;
 use crate::domain::ledger::{Account, Amount, Kind, SGD, Transfer, codes};
@@ -18,8 +19,27 @@ impl Settlements {
     pub(super) async fn money_legs(&self, mut state: SettlementState, version: u64) -> Result<Next, SettlementError> {
         let (page, next) = self.allocations.allocations(&state.deal_id, LEGS_PAGE, state.cursor.clone()).await?;
         let transfers: Vec<Transfer> = page.iter().map(|a| money_leg(&state, a)).collect();
-        for chunk in transfers.chunks(MAX_LINKED) {
-            self.ledger.submit_linked(chunk).await?;
+        let now = self.clock.now();
+        let results = page
+            .iter()
+            .zip(&transfers)
+            .map(|(a, t)| {
+                let notice = Notice::AllocationResult {
+                    deal_name: state.deal_name.clone(),
+                    subscription_id: a.subscription_id.clone(),
+                    requested: a.requested,
+                    allocated: a.units(),
+                    ratio: state.ratio.clone(),
+                    unit_price: a.unit_price,
+                    charged: a.charged(),
+                    refunded: a.refunded(),
+                    at: now,
+                };
+                notices::write(&t.id, Audience::Investor(a.investor_id.clone()), notice, now)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        for (chunk, noted) in transfers.chunks(MAX_LINKED).zip(results.chunks(MAX_LINKED)) {
+            self.ledger.submit_with(chunk, &[], noted).await?;
         }
         state.settled += page.len() as u64;
         state.charged += page.iter().map(|a| u128::from(a.charged())).sum::<u128>();
@@ -222,23 +242,36 @@ impl Settlements {
         let (page, next) = self.allocations.allocations(&state.deal_id, MAX_LINKED, state.cursor.clone()).await?;
         let given: Vec<&Allocation> = page.iter().filter(|a| a.units() > 0).collect();
         let mut transfers = Vec::with_capacity(given.len());
+        let mut issued = Vec::with_capacity(given.len());
+        let now = self.clock.now();
+        let custody_reference = leg_reference(&leg_id(&state.deal_id, LegKind::Distribution));
         for a in &given {
             let holding = Account::of(Kind::Holding, &a.investor_id, &state.asset);
-            transfers.push(
-                Transfer::single(
-                    issue_transfer_id(&state.deal_id, &a.subscription_id),
-                    &state.issuance_account,
-                    &holding.id,
-                    a.units(),
-                    &state.asset,
-                    codes::ISSUANCE,
-                )
-                .with_reference(&a.subscription_id),
-            );
+            let transfer = Transfer::single(
+                issue_transfer_id(&state.deal_id, &a.subscription_id),
+                &state.issuance_account,
+                &holding.id,
+                a.units(),
+                &state.asset,
+                codes::ISSUANCE,
+            )
+            .with_reference(&a.subscription_id);
+            let notice = Notice::DabsIssued {
+                deal_name: state.deal_name.clone(),
+                asset: state.asset.clone(),
+                subscription_id: a.subscription_id.clone(),
+                units: a.units(),
+                unit_price: a.unit_price,
+                custody_reference: custody_reference.clone(),
+                chain_record: transfer.id.clone(),
+                at: now,
+            };
+            issued.push(notices::write(&transfer.id, Audience::Investor(a.investor_id.clone()), notice, now)?);
+            transfers.push(transfer);
             self.ledger.open(holding).await?;
         }
         if !transfers.is_empty() {
-            self.ledger.submit_linked(&transfers).await?;
+            self.ledger.submit_with(&transfers, &[], &issued).await?;
         }
         state.issued += given.len() as u64;
         state.issued_units += given.iter().map(|a| u128::from(a.units())).sum::<u128>();

@@ -18,6 +18,11 @@ pub(super) const WORK: &str = "WORK#SETTLEMENT";
 pub struct SettlementState {
     pub deal_id: String,
     pub asset: String,
+    /// The deal's name and allocation ratio, for the investors' notices.
+    #[serde(default)]
+    pub deal_name: String,
+    #[serde(default)]
+    pub ratio: String,
     pub escrow_account: String,
     pub issuer_account: String,
     pub issuance_account: String,

@@ -53,6 +53,7 @@ pub struct SentMail {
     pub to: String,
     pub subject: String,
     pub text: String,
+    pub html: Option<String>,
 }
 
 impl TestApp {
@@ -101,7 +102,8 @@ pub(crate) fn parse_mail(raw: &str) -> SentMail {
     let message = MessageParser::default().parse(raw.as_bytes()).expect("a MIME message");
     let to = message.to().and_then(|to| to.first()).and_then(|a| a.address()).unwrap_or_default().to_owned();
     let subject = message.subject().unwrap_or_default().to_owned();
-    SentMail { to, subject, text: message.body_text(0).unwrap_or_default().into_owned() }
+    let html = message.body_html(0).filter(|_| message.html_body_count() > 0).map(|h| h.into_owned());
+    SentMail { to, subject, text: message.body_text(0).unwrap_or_default().into_owned(), html }
 }
 
 impl TestApp {
@@ -147,6 +149,9 @@ impl TestApp {
     }
 }
 
+/// The password of every user the helpers make.
+pub const PASSWORD: &str = "operator passphrase 2026";
+
 impl TestApp {
     /// Creates a verified user with `roles` and a confirmed TOTP second factor, logs in
     /// through both steps, and answers (user id, access token).
@@ -170,10 +175,16 @@ impl TestApp {
     /// A verified user with `roles` at `level` and a confirmed TOTP second factor, logged
     /// in through both steps; answers (user id, the token answer).
     pub async fn user_tokens(&self, email: &str, roles: &[&str], level: u8) -> (String, serde_json::Value) {
-        use shared::domain::totp;
-        let password = "operator passphrase 2026";
-        let user = self.platform.accounts().create_verified(email, password, roles, level).await.unwrap();
+        let user = self.platform.accounts().create_verified(email, PASSWORD, roles, level).await.unwrap();
         let secret = self.platform.second_factor().enroll_confirmed(&user.id).await.unwrap();
+        (user.id, self.sign_in(email, &secret).await)
+    }
+
+    /// Logs a user made by [`TestApp::user_tokens`] in again through both steps, with the
+    /// TOTP `secret` (base32) of their second factor; answers the token answer.
+    pub async fn sign_in(&self, email: &str, secret: &str) -> serde_json::Value {
+        use shared::domain::totp;
+        let password = PASSWORD;
         let (_, challenge) =
             self.post("/v1/auth/login", serde_json::json!({"email": email, "password": password})).await;
         let secret = totp::from_base32(&secret).unwrap();
@@ -182,7 +193,7 @@ impl TestApp {
             .post("/v1/auth/login/mfa", serde_json::json!({"challenge": challenge["challenge"], "code": code}))
             .await;
         assert_eq!(status, reqwest::StatusCode::OK, "{tokens}");
-        (user.id, tokens)
+        tokens
     }
 
     /// POST with a bearer token and a JSON body; answers status and body.

@@ -71,14 +71,9 @@ async fn the_queue_consumers_run_and_dead_letter_what_they_cannot_handle() {
             let dead = app.platform.queue.dead_letters(queue, 10).await.unwrap();
             if let Some(message) = dead.first() {
                 assert_eq!(message.message.body, format!("{{\"kind\":\"unknown-{queue}\"}}"));
-                // Allocation, settlement and reconcile know an unreadable message fails for
-                // good and dead-letter it at once; the others let the queue's receive limit
-                // do it.
-                let receives = match queue {
-                    QueueName::Allocation | QueueName::Settlement | QueueName::Reconcile => 0,
-                    _ => shared::platform::MAX_RECEIVES,
-                };
-                assert_eq!(message.message.receive_count, receives, "{queue}");
+                // Every consumer knows an unreadable message fails for good and
+                // dead-letters it at once, before the queue's receive limit would.
+                assert_eq!(message.message.receive_count, 0, "{queue}");
                 break;
             }
             assert!(Instant::now() < deadline, "the {queue} consumer never dead-lettered the message");

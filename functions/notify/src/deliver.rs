@@ -127,7 +127,7 @@ impl Notifier {
         match self.mailer.send(&email).await {
             Ok(message_id) => self.notices.finish(id, Ok(message_id)).await?,
             // Refused for good (a suppressed or invalid address): recorded once, not retried.
-            Err(MailError::Invalid(reason)) => {
+            Err(MailError::Invalid(reason) | MailError::Refused(reason)) => {
                 tracing::warn!(notice = %id, %reason, "the mail service refused the notice");
                 self.notices.finish(id, Err(format!("refused: {reason}"))).await?;
             }

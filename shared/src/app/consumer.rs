@@ -131,22 +131,3 @@ pub async fn after_failure(queue: &dyn Queue, name: QueueName, m: &Message, fail
         }
     }
 }
-
-/// A handler for a queue whose message kinds are all unknown yet: every message fails,
-/// is logged once per delivery, and ends in the dead-letter queue for operators.
-pub struct RejectUnknown {
-    pub queue: QueueName,
-}
-
-#[async_trait]
-impl BatchHandler for RejectUnknown {
-    async fn handle(&self, batch: &[Message]) -> Vec<String> {
-        batch
-            .iter()
-            .map(|m| {
-                tracing::warn!(queue = %self.queue, message_id = %m.id, receive_count = m.receive_count, "message of unknown kind");
-                m.id.clone()
-            })
-            .collect()
-    }
-}

@@ -250,7 +250,8 @@ impl DepositAccounts {
             BankEvent::PayoutSettled { reference, .. } => {
                 let w = self.withdrawal_by_id(reference).await?;
                 let hold = Self::withdrawal_hold(&w);
-                let notice = Notice::WithdrawalPaid { withdrawal_id: w.id.clone(), amount: w.amount, at: self.clock.now() };
+                let notice =
+                    Notice::WithdrawalPaid { withdrawal_id: w.id.clone(), amount: w.amount, at: self.clock.now() };
                 self.settle_noting(&Transfer::post(format!("{}:post", w.id), &hold, w.amount), &w.user_id, notice)
                     .await?;
                 self.set_status(&w.id, WithdrawalStatus::Settled, None).await?;

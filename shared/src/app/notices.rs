@@ -198,13 +198,25 @@ pub enum Delivery {
     /// On the notify queue.
     Queued,
     /// Claimed for sending, the `attempt`th time.
-    Sending { attempt: u8, since: DateTime<Utc> },
-    Sent { message_id: String, at: DateTime<Utc> },
+    Sending {
+        attempt: u8,
+        since: DateTime<Utc>,
+    },
+    Sent {
+        message_id: String,
+        at: DateTime<Utc>,
+    },
     /// Not sent, for good: a refused address, a claim past [`MAX_SENDS`], a fan-out's
     /// parent done (nothing to send itself).
-    Failed { reason: String, at: DateTime<Utc> },
+    Failed {
+        reason: String,
+        at: DateTime<Utc>,
+    },
     /// A fan-out's parent whose notices for each person are all written.
-    FannedOut { notices: u64, at: DateTime<Utc> },
+    FannedOut {
+        notices: u64,
+        at: DateTime<Utc>,
+    },
 }
 
 /// A notice as stored under `NOTICE#<id>`.
@@ -367,8 +379,11 @@ impl Notices {
         for item in &waiting.items {
             let noted: Noted = item.decode()?;
             let id = noted.id.clone();
-            let message =
-                if noted.audience.is_fan_out() { NotifyMessage::FanOut { id, after: None } } else { NotifyMessage::Deliver { id } };
+            let message = if noted.audience.is_fan_out() {
+                NotifyMessage::FanOut { id, after: None }
+            } else {
+                NotifyMessage::Deliver { id }
+            };
             bodies.push(message.body());
         }
         self.queue.send(QueueName::Notify, bodies).await?;
@@ -481,7 +496,12 @@ impl Notices {
             if !eligible.eligible(&user_id).await? {
                 continue;
             }
-            let child = write(&format!("{}:{user_id}", parent.id), Audience::Investor(user_id), parent.notice.clone(), parent.at)?;
+            let child = write(
+                &format!("{}:{user_id}", parent.id),
+                Audience::Investor(user_id),
+                parent.notice.clone(),
+                parent.at,
+            )?;
             match self.store.transact(vec![child]).await {
                 Ok(()) => written += 1,
                 Err(StoreError::ConditionFailed { .. }) => {}
@@ -504,8 +524,10 @@ impl Notices {
 
     /// A page of the investor's inbox, newest first, with their unread count.
     pub async fn inbox(&self, investor: &str, limit: usize, after: Option<Cursor>) -> Result<Inbox, StoreError> {
-        let page =
-            self.store.query(&Query::secondary(inbox_partition(investor)).descending().limit(limit).after(after)).await?;
+        let page = self
+            .store
+            .query(&Query::secondary(inbox_partition(investor)).descending().limit(limit).after(after))
+            .await?;
         let notices = page.items.iter().map(Item::decode).collect::<Result<_, _>>()?;
         let unread = match self.store.get(&unread_key(investor)).await? {
             Some(item) => item.decode::<Unread>()?.unread,
@@ -535,10 +557,8 @@ impl Notices {
                 return Ok(Some(noted));
             }
             noted.read_at = Some(self.clock.now());
-            let writes = vec![
-                Write::put(noted.item()?, Condition::VersionIs(version)),
-                self.unread_change(investor, -1).await?,
-            ];
+            let writes =
+                vec![Write::put(noted.item()?, Condition::VersionIs(version)), self.unread_change(investor, -1).await?];
             match self.store.transact(writes).await {
                 Ok(()) => return Ok(Some(noted)),
                 Err(StoreError::ConditionFailed { .. } | StoreError::Conflict) => contention.lost().await?,

@@ -245,7 +245,8 @@ impl Subscriptions {
                 closes_at: deal.terms.closes_at,
                 at: self.clock.now(),
             };
-            let noted = notices::write(&hold.id, Audience::Investor(sub.investor_id.clone()), notice, self.clock.now())?;
+            let noted =
+                notices::write(&hold.id, Audience::Investor(sub.investor_id.clone()), notice, self.clock.now())?;
             return match self.ledger.submit_with(&[hold], &[open], &[noted]).await {
                 Ok(_) => self.finish(&sub.id, SubscriptionStatus::Live, None).await,
                 Err(LedgerError::Refused(Refusal::ExceedsLimit(_))) => {

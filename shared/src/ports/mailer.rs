@@ -88,6 +88,10 @@ impl Email {
 pub enum MailError {
     #[error("invalid email: {0}")]
     Invalid(String),
+    /// The mail service will not send it, for good (a suppressed address, a sender it does
+    /// not send for): record it once; sending again will not help.
+    #[error("the mail service refused the email: {0}")]
+    Refused(String),
     #[error("mail service unavailable")]
     Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
 }

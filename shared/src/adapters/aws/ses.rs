@@ -45,7 +45,14 @@ impl Mailer for SesMailer {
             .content(EmailContent::builder().raw(raw).build())
             .send()
             .await
-            .map_err(|e| MailError::unavailable(e.into_service_error()))?;
+            .map_err(|e| {
+                let e = e.into_service_error();
+                if e.is_message_rejected() || e.is_mail_from_domain_not_verified_exception() {
+                    MailError::Refused(e.to_string())
+                } else {
+                    MailError::unavailable(e)
+                }
+            })?;
         Ok(output.message_id.unwrap_or(id))
     }
 }

@@ -187,7 +187,7 @@ impl TestApp {
         let password = PASSWORD;
         let (_, challenge) =
             self.post("/v1/auth/login", serde_json::json!({"email": email, "password": password})).await;
-        let secret = totp::from_base32(&secret).unwrap();
+        let secret = totp::from_base32(secret).unwrap();
         let code = format!("{:06}", totp::code_for_step(&secret, totp::step_at(self.platform.clock.now().timestamp())));
         let (status, tokens) = self
             .post("/v1/auth/login/mfa", serde_json::json!({"challenge": challenge["challenge"], "code": code}))

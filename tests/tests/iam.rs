@@ -235,7 +235,7 @@ async fn accounts_serves_deposits_from_a_signed_webhook_and_pays_out_at_the_bank
     let notify = d.stack.function("NotifyFunction").await;
     let templates = notify::Templates::new();
     let stream_record = json!({"Records": [{"eventSource": "aws:dynamodb", "eventName": "INSERT"}]});
-    notify::woken(&notify.notices(), stream_record).await.unwrap();
+    notify::woken(&notify, stream_record).await.unwrap();
     assert_eq!(work(&d.admin, QueueName::Notify, notify::handler(&notify, &templates).as_ref()).await, 1);
     let mail = d.stack.mail_to("saver@example.sg").await;
     let advice = mail.iter().find(|m| m.subject.contains("credited")).expect("the deposit's email, through SES");
@@ -257,6 +257,14 @@ async fn accounts_serves_deposits_from_a_signed_webhook_and_pays_out_at_the_bank
     assert_eq!(response.status(), StatusCode::OK);
     let (status, read) = call(&inbox_app, "POST", &format!("/v1/me/notices/{id}/read"), Some(&token), None).await;
     assert_eq!((status, read["read"].as_bool()), (StatusCode::OK, Some(true)), "{read}");
+    let (status, _) =
+        call(&inbox_app, "PUT", "/v1/me/notification-preferences", Some(&token), Some(json!({"offering_news": true})))
+            .await;
+    assert_eq!(status, StatusCode::OK);
+    // The monthly schedule: the statements notice, relayed, fanned out over the investors
+    // (reading their ledger accounts) under the same policy.
+    notify::woken(&notify, json!({"statements": true})).await.unwrap();
+    assert!(work(&d.admin, QueueName::Notify, notify::handler(&notify, &templates).as_ref()).await >= 1);
 }
 
 /// The whole offering after an early close: one finance operator proposes it (offering),

@@ -16,6 +16,7 @@ on_both_stores!(
     a_deposit_notice_is_in_the_inbox_with_its_pdf_and_its_email_and_no_one_else_sees_it,
     a_crash_between_sending_and_recording_resends_at_most_once,
     an_address_the_mail_service_refuses_is_recorded_once_and_not_tried_again,
+    monthly_statements_go_to_every_investor_with_activity_or_holdings_once,
 );
 
 /// The kinds in the investor's inbox, with how many of each.
@@ -269,4 +270,44 @@ async fn an_address_the_mail_service_refuses_is_recorded_once_and_not_tried_agai
         Delivery::Failed { reason, .. } => assert!(reason.contains("suppression list"), "{reason}"),
         other => panic!("recorded as failed: {other:?}"),
     }
+}
+
+async fn monthly_statements_go_to_every_investor_with_activity_or_holdings_once(app: TestApp) {
+    use shared::app::notices::Notice;
+    let (hal, _) = app.funded_investor("hal@example.sg", "1500.00").await;
+    let (idle, _) = app.funded_investor("ida@example.sg", "0").await;
+    let (operator, _) = app.operator("ops@example.sg", &["finance"]).await;
+    eventually("the deposit's notice arrived", || async {
+        app.platform.notices().inbox(&hal, 10, None).await.unwrap().notices.len() == 1
+    })
+    .await;
+    // 1 December, 08:00 in Singapore: November's statements are due; asked twice.
+    app.clock.set("2026-12-01T00:00:00Z".parse().unwrap());
+    for _ in 0..2 {
+        notify::statements_due(&app.platform).await.unwrap();
+    }
+    let statements = |user: String| {
+        let notices = app.platform.notices();
+        async move {
+            let inbox = notices.inbox(&user, 50, None).await.unwrap();
+            inbox.notices.into_iter().filter(|n| n.notice.kind() == "monthly_statement").collect::<Vec<_>>()
+        }
+    };
+    eventually("hal's statement arrived", || async { statements(hal.clone()).await.len() == 1 }).await;
+    match &statements(hal.clone()).await[0].notice {
+        Notice::MonthlyStatement { month, opening_balance, closing_balance, movements, holdings, .. } => {
+            assert_eq!((month.as_str(), *opening_balance, *closing_balance), ("2026-11", 0, 150_000));
+            assert_eq!(movements.len(), 1, "{movements:?}");
+            assert_eq!((movements[0].description.as_str(), movements[0].amount), ("Deposit", 150_000));
+            assert!(holdings.is_empty());
+        }
+        other => panic!("a statement: {other:?}"),
+    }
+    let statement_mail =
+        || app.mail().into_iter().filter(|m| m.subject == "Your statement for 2026-11").collect::<Vec<_>>();
+    eventually("hal's statement was emailed", || async { !statement_mail().is_empty() }).await;
+    let mail = statement_mail();
+    assert_eq!(mail.iter().map(|m| m.to.as_str()).collect::<Vec<_>>(), ["hal@example.sg"], "once, to hal alone");
+    assert!(statements(idle).await.is_empty(), "no activity, no holdings: no statement");
+    assert!(statements(operator).await.is_empty(), "operators get no statement");
 }

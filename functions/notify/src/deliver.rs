@@ -8,8 +8,7 @@ use async_trait::async_trait;
 use shared::app::accounts::{USERS_INDEX, User, email_of, user_key};
 use shared::app::consumer::{BatchHandler, each_message};
 use shared::app::failure::Permanence;
-use shared::app::notices::{Audience, Claim, Eligible, NoticeError, Notices, NotifyMessage};
-use shared::domain::access::LEVEL_ACCREDITED;
+use shared::app::notices::{Audience, Claim, NoticeError, Notices, NotifyMessage};
 use shared::ports::keyring::KeyringError;
 use shared::ports::mailer::{Email, MailError, Recipient};
 use shared::ports::queue::{Message, QueueName};
@@ -17,6 +16,7 @@ use shared::ports::store::{Query, StoreError, each};
 use shared::ports::{Keyring, Mailer, Queue, Store};
 
 use crate::render::{RenderError, Renderer};
+use crate::statements::Audiences;
 
 /// Per-person notices written per fan-out message.
 pub const FAN_OUT_PAGE: usize = 100;
@@ -54,11 +54,12 @@ impl Permanence for DeliveryError {
 pub struct Notifier {
     pub(crate) notices: Notices,
     pub(crate) renderer: Arc<Renderer>,
-    store: Arc<dyn Store>,
-    keyring: Arc<dyn Keyring>,
-    mailer: Arc<dyn Mailer>,
-    queue: Arc<dyn Queue>,
-    mail_from: String,
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) keyring: Arc<dyn Keyring>,
+    pub(crate) mailer: Arc<dyn Mailer>,
+    pub(crate) queue: Arc<dyn Queue>,
+    pub(crate) mail_from: String,
+    pub(crate) audiences: Audiences,
 }
 
 #[async_trait]
@@ -69,18 +70,6 @@ impl BatchHandler for Notifier {
 }
 
 impl Notifier {
-    pub fn new(
-        notices: Notices,
-        renderer: Arc<Renderer>,
-        store: Arc<dyn Store>,
-        keyring: Arc<dyn Keyring>,
-        mailer: Arc<dyn Mailer>,
-        queue: Arc<dyn Queue>,
-        mail_from: String,
-    ) -> Self {
-        Self { notices, renderer, store, keyring, mailer, queue, mail_from }
-    }
-
     pub async fn handle_one(&self, message: NotifyMessage) -> Result<(), DeliveryError> {
         match message {
             NotifyMessage::Deliver { id } => self.deliver(&id).await,
@@ -88,8 +77,7 @@ impl Notifier {
                 let Some((parent, _)) = self.notices.get(&id).await? else {
                     return Err(NoticeError::NotFound(id).into());
                 };
-                let eligible = Accredited { store: self.store.clone() };
-                if let Some(next) = self.notices.fan_out_page(&parent, after, FAN_OUT_PAGE, &eligible).await? {
+                if let Some(next) = self.notices.fan_out_page(&parent, after, FAN_OUT_PAGE, &self.audiences).await? {
                     let more = NotifyMessage::FanOut { id, after: Some(next) };
                     self.queue.send(QueueName::Notify, vec![more.body()]).await.map_err(NoticeError::from)?;
                 }
@@ -156,25 +144,12 @@ impl Notifier {
                 .await?;
                 users
             }
-            Audience::OfferingNews => Vec::new(),
+            Audience::OfferingNews | Audience::Investors => Vec::new(),
         };
         let mut to = Vec::with_capacity(users.len());
         for user in users.iter().filter(|u| u.email_verified) {
             to.push(Recipient::address(email_of(self.keyring.as_ref(), user).await?.as_str()));
         }
         Ok(to)
-    }
-}
-
-/// Offering news goes to accredited investors only, as they are when it is written.
-struct Accredited {
-    store: Arc<dyn Store>,
-}
-
-#[async_trait]
-impl Eligible for Accredited {
-    async fn eligible(&self, user_id: &str) -> Result<bool, StoreError> {
-        let user = self.store.get(&user_key(user_id)).await?.map(|i| i.decode::<User>()).transpose()?;
-        Ok(user.is_some_and(|u| u.level >= LEVEL_ACCREDITED))
     }
 }

@@ -25,12 +25,13 @@ use typst::{Library, World};
 
 use crate::render::{sgd, sgt};
 
-const TEMPLATES: [(&str, &str); 5] = [
+const TEMPLATES: [(&str, &str); 6] = [
     ("common.typ", include_str!("../templates/pdf/common.typ")),
     ("deposit_advice.typ", include_str!("../templates/pdf/deposit_advice.typ")),
     ("withdrawal_advice.typ", include_str!("../templates/pdf/withdrawal_advice.typ")),
     ("allocation_notice.typ", include_str!("../templates/pdf/allocation_notice.typ")),
     ("contract_note.typ", include_str!("../templates/pdf/contract_note.typ")),
+    ("account_statement.typ", include_str!("../templates/pdf/account_statement.typ")),
 ];
 
 const NOTICE_FILE: &str = "/notice.json";
@@ -101,25 +102,43 @@ impl Documents {
     }
 }
 
-/// What a template reads: the notice's facts, its id and time, and `shown`: each amount in
-/// cents as grouped dollars, each time in Singapore time.
+/// What a template reads: the notice's facts, its id and time, and in each object
+/// `shown`: its whole numbers as grouped dollars (amounts are cents) and its times in
+/// Singapore time. A holding also shows its `value`, units at the last price.
 fn shown(noted: &Noted) -> Value {
-    let mut facts = match serde_json::to_value(&noted.notice) {
-        Ok(Value::Object(map)) => map,
+    let mut facts = match with_shown(serde_json::to_value(&noted.notice).unwrap_or(Value::Null)) {
+        Value::Object(map) => map,
         _ => Map::new(),
     };
-    let mut shown = Map::new();
-    for (field, value) in &facts {
-        if let Some(cents) = value.as_u64() {
-            shown.insert(field.clone(), Value::String(sgd(i128::from(cents))));
-        } else if let Some(at) = value.as_str().and_then(|s| s.parse::<DateTime<Utc>>().ok()) {
-            shown.insert(field.clone(), Value::String(sgt(at)));
-        }
-    }
     facts.insert("notice_id".into(), Value::String(noted.id.clone()));
     facts.insert("written".into(), Value::String(sgt(noted.at)));
-    facts.insert("shown".into(), Value::Object(shown));
     Value::Object(facts)
+}
+
+fn with_shown(value: Value) -> Value {
+    match value {
+        Value::Object(fields) => {
+            let mut shown = Map::new();
+            for (field, value) in &fields {
+                if let Some(cents) = value.as_i64() {
+                    shown.insert(field.clone(), Value::String(sgd(i128::from(cents))));
+                } else if let Some(at) = value.as_str().and_then(|s| s.parse::<DateTime<Utc>>().ok()) {
+                    shown.insert(field.clone(), Value::String(sgt(at)));
+                }
+            }
+            if let (Some(units), Some(price)) = (fields.get("units"), fields.get("last_price"))
+                && let (Some(units), Some(price)) = (units.as_u64(), price.as_u64())
+            {
+                let value = i128::from(units) * i128::from(price);
+                shown.insert("value".into(), Value::String(sgd(value)));
+            }
+            let mut fields: Map<String, Value> = fields.into_iter().map(|(k, v)| (k, with_shown(v))).collect();
+            fields.insert("shown".into(), Value::Object(shown));
+            Value::Object(fields)
+        }
+        Value::Array(items) => Value::Array(items.into_iter().map(with_shown).collect()),
+        other => other,
+    }
 }
 
 /// One compilation's world: the compiled-in templates and fonts, and the notice.
@@ -245,7 +264,7 @@ mod tests {
     #[test]
     fn a_notice_without_a_document_has_none_and_a_missing_field_typesets_nothing() {
         let documents = Documents::new();
-        let news = &every_kind()[8];
+        let news = &every_kind()[9];
         assert!(matches!(documents.render(news), Err(DocumentError::None("deal_published"))));
         // A deposit advice whose facts lack the bank reference (a template and a notice
         // out of step): an error, never a document with a hole.

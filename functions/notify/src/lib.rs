@@ -11,12 +11,12 @@ pub mod deliver;
 pub mod documents;
 pub mod render;
 pub mod routes;
+pub mod statements;
 
 use std::sync::Arc;
 
 use shared::Platform;
 use shared::app::consumer::BatchHandler;
-use shared::app::notices::Notices;
 use shared::ports::queue::QueueName;
 
 use crate::deliver::Notifier;
@@ -49,15 +49,16 @@ impl Templates {
 
 /// The queue consumer, as Lambda and the local runner run it.
 pub fn notifier(platform: &Platform, templates: &Templates) -> Notifier {
-    Notifier::new(
-        platform.notices(),
-        templates.renderer.clone(),
-        platform.store.clone(),
-        platform.keyring.clone(),
-        platform.mailer.clone(),
-        platform.queue.clone(),
-        platform.config.mail_from.clone(),
-    )
+    Notifier {
+        notices: platform.notices(),
+        renderer: templates.renderer.clone(),
+        store: platform.store.clone(),
+        keyring: platform.keyring.clone(),
+        mailer: platform.mailer.clone(),
+        queue: platform.queue.clone(),
+        mail_from: platform.config.mail_from.clone(),
+        audiences: statements::Audiences::new(platform.ledger(), platform.deals()),
+    }
 }
 
 /// The batch handler, as Lambda and the local runner run it.
@@ -98,18 +99,32 @@ pub fn app(platform: &Platform, templates: &Templates) -> axum::Router {
     shared::http::service(routes(platform, templates), platform, shared::http::openapi::published())
 }
 
-/// What the stream or the schedule wakes: the relay of waiting notices. The event's
+/// What the stream or a schedule wakes: the relay of waiting notices; on the first of the
+/// month (`{"statements": true}`), the month's statements notice first. The event's other
 /// contents do not matter (the notices are read from the table); redelivery is harmless.
-pub async fn woken(notices: &Notices, _event: serde_json::Value) -> Result<serde_json::Value, shared::lambda::Error> {
-    let relayed = notices.relay(RELAY_BATCH).await?;
+pub async fn woken(platform: &Platform, event: serde_json::Value) -> Result<serde_json::Value, shared::lambda::Error> {
+    if event.get("statements").and_then(serde_json::Value::as_bool) == Some(true) {
+        statements_due(platform).await?;
+    }
+    let relayed = platform.notices().relay(RELAY_BATCH).await?;
     tracing::info!(relayed, "notices relayed");
     Ok(serde_json::Value::Null)
+}
+
+/// Writes the notice that the month before's statements are due (once: asked again, it
+/// is there already).
+pub async fn statements_due(platform: &Platform) -> Result<(), shared::ports::store::StoreError> {
+    use shared::ports::store::StoreError;
+    match platform.store.transact(vec![statements::due(platform.clock.now())?]).await {
+        Ok(()) | Err(StoreError::ConditionFailed { .. }) => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 #[cfg(test)]
 pub(crate) mod fixtures {
     use chrono::{DateTime, Utc};
-    use shared::app::notices::{Audience, Delivery, Noted, Notice};
+    use shared::app::notices::{Audience, Delivery, Holding, Movement, Noted, Notice};
     use shared::domain::access::Role;
     use shared::domain::reconcile::RunVerdict;
     use shared::domain::settlement::LegKind;
@@ -205,6 +220,31 @@ pub(crate) mod fixtures {
                     custody_reference: "deal_01:distribution".into(),
                     chain_record: "issue:deal_01:sub_01".into(),
                     at: at("2026-12-09T02:00:00Z"),
+                },
+            ),
+            (
+                investor(),
+                Notice::MonthlyStatement {
+                    month: "2026-11".into(),
+                    from: at("2026-10-31T16:00:00Z"),
+                    to: at("2026-11-30T16:00:00Z"),
+                    opening_balance: 0,
+                    closing_balance: 8_904_567,
+                    movements: vec![
+                        Movement {
+                            at: at("2026-11-02T01:30:00Z"),
+                            description: "Deposit".into(),
+                            amount: 12_234_567,
+                            balance: 12_234_567,
+                        },
+                        Movement {
+                            at: at("2026-11-20T02:00:00Z"),
+                            description: "Subscription".into(),
+                            amount: -3_330_000,
+                            balance: 8_904_567,
+                        },
+                    ],
+                    holdings: vec![Holding { asset: "DABS-MARINA".into(), units: 333, last_price: 10_000 }],
                 },
             ),
             (

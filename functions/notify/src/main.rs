@@ -6,11 +6,11 @@ async fn main() -> Result<(), shared::lambda::Error> {
     if let Err(broken) = templates.check() {
         return Err(broken.to_string().into());
     }
-    let notices = std::sync::Arc::new(platform.notices());
+    let woken = platform.clone();
     let app = notify::app(&platform, &templates);
     shared::lambda::serve_http_sqs_or_wake(app, notify::handler(&platform, &templates), move |event| {
-        let notices = notices.clone();
-        async move { notify::woken(&notices, event).await }
+        let platform = woken.clone();
+        async move { notify::woken(&platform, event).await }
     })
     .await
 }

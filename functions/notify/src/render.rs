@@ -24,7 +24,7 @@ macro_rules! kinds {
     };
 }
 
-const TEMPLATES: [(&str, &str); 25] = kinds!(
+const TEMPLATES: [(&str, &str); 27] = kinds!(
     "deposit_credited",
     "deposit_returned",
     "withdrawal_paid",
@@ -34,6 +34,7 @@ const TEMPLATES: [(&str, &str); 25] = kinds!(
     "allocation_result",
     "dabs_issued",
     "deal_published",
+    "monthly_statement",
     "change_awaiting_checker",
     "settlement_leg_stuck",
     "reconciliation_finished",

@@ -161,6 +161,23 @@ pub async fn start(platform: Platform, addr: SocketAddr) -> std::io::Result<Runn
         }
     });
 
+    let mut until = stopped.clone();
+    let monthly = platform.clone();
+    tasks.spawn(async move {
+        loop {
+            let now = monthly.clock.now();
+            let wait = (notify::statements::next_run_after(now) - now).to_std().unwrap_or_default();
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {
+                    if let Err(error) = notify::statements_due(&monthly).await {
+                        tracing::error!(%error, "the monthly statements could not be started");
+                    }
+                }
+                _ = stop_requested(&mut until) => return,
+            }
+        }
+    });
+
     let mut until = stopped;
     let scheduled = platform.clone();
     tasks.spawn(async move {

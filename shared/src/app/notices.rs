@@ -25,6 +25,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::app::accounts::{USERS_INDEX, User, user_key};
 use crate::app::failure::Permanence;
 use crate::app::ledger::sortable;
 use crate::domain::access::Role;
@@ -67,12 +68,14 @@ pub enum Audience {
     Investor(String),
     /// Every accredited investor who opted in to offering news (fanned out).
     OfferingNews,
+    /// Every investor (fanned out; each gets their own notice, or none).
+    Investors,
 }
 
 impl Audience {
     /// Whether the notice is fanned out into one per person rather than sent itself.
     pub fn is_fan_out(&self) -> bool {
-        matches!(self, Self::OfferingNews)
+        matches!(self, Self::OfferingNews | Self::Investors)
     }
 }
 
@@ -138,6 +141,20 @@ pub enum Notice {
         opens_at: DateTime<Utc>,
         closes_at: DateTime<Utc>,
     },
+    /// An investor's account over a calendar month (Singapore time): cash movements,
+    /// holdings at the month's end and their last price.
+    MonthlyStatement {
+        /// `2026-11`.
+        month: String,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        opening_balance: i64,
+        closing_balance: i64,
+        movements: Vec<Movement>,
+        holdings: Vec<Holding>,
+    },
+    /// The month's statements are due: fanned out into a statement per investor.
+    StatementsDue { month: String, from: DateTime<Utc>, to: DateTime<Utc> },
     /// A change request waits for a checker.
     ChangeAwaitingChecker { change_id: String, summary: String, proposed_at: DateTime<Utc> },
     /// A settlement leg failed past its deadline and waits for an operator.
@@ -166,6 +183,8 @@ impl Notice {
             Self::AllocationResult { .. } => "allocation_result",
             Self::DabsIssued { .. } => "dabs_issued",
             Self::DealPublished { .. } => "deal_published",
+            Self::MonthlyStatement { .. } => "monthly_statement",
+            Self::StatementsDue { .. } => "statements_due",
             Self::ChangeAwaitingChecker { .. } => "change_awaiting_checker",
             Self::SettlementLegStuck { .. } => "settlement_leg_stuck",
             Self::ReconciliationFinished { .. } => "reconciliation_finished",
@@ -179,6 +198,7 @@ impl Notice {
             Self::WithdrawalPaid { .. } | Self::WithdrawalFailed { .. } => Some("withdrawal_advice"),
             Self::AllocationResult { .. } => Some("allocation_notice"),
             Self::DabsIssued { .. } => Some("contract_note"),
+            Self::MonthlyStatement { .. } => Some("account_statement"),
             _ => None,
         }
     }
@@ -187,6 +207,26 @@ impl Notice {
     pub fn is_news(&self) -> bool {
         matches!(self, Self::DealPublished { .. })
     }
+}
+
+/// A posted movement of an investor's deposit account.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Movement {
+    pub at: DateTime<Utc>,
+    pub description: String,
+    /// Cents in (positive) or out (negative).
+    pub amount: i64,
+    /// The posted balance after it, in cents.
+    pub balance: i64,
+}
+
+/// DABS held at a statement's end.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Holding {
+    pub asset: String,
+    pub units: u64,
+    /// Cents per unit: the last price known (the offering's, before any trade).
+    pub last_price: u64,
 }
 
 /// Where a notice's delivery stands.
@@ -476,39 +516,46 @@ impl Notices {
     }
 
     /// Writes the per-person notices of fan-out notice `parent` for one page of people,
-    /// the page after `after`: each made from the parent with its own id, pending. The
+    /// the page after `after`: each as `fan_out` makes it, with its own id, pending. The
     /// last page marks the parent fanned out. Answers the cursor of the next page.
     pub async fn fan_out_page(
         &self,
         parent: &Noted,
         after: Option<Cursor>,
         page: usize,
-        eligible: &dyn Eligible,
+        fan_out: &dyn FanOut,
     ) -> Result<Option<Cursor>, NoticeError> {
-        let query = match parent.audience {
-            Audience::OfferingNews => Query::secondary(NEWS_SUBSCRIBERS),
-            _ => return Ok(None),
-        };
-        let people = self.store.query(&query.limit(page).after(after)).await?;
-        let mut written = 0u64;
-        for item in &people.items {
-            let Subscriber { user_id, .. } = item.decode()?;
-            if !eligible.eligible(&user_id).await? {
-                continue;
+        let (people, next) = match parent.audience {
+            Audience::OfferingNews => {
+                let found = self.store.query(&Query::secondary(NEWS_SUBSCRIBERS).limit(page).after(after)).await?;
+                let mut users = Vec::with_capacity(found.items.len());
+                for item in &found.items {
+                    let Subscriber { user_id, .. } = item.decode()?;
+                    if let Some(user) = self.store.get(&user_key(&user_id)).await? {
+                        users.push(user.decode::<User>()?);
+                    }
+                }
+                (users, found.next)
             }
-            let child = write(
-                &format!("{}:{user_id}", parent.id),
-                Audience::Investor(user_id),
-                parent.notice.clone(),
-                parent.at,
-            )?;
+            Audience::Investors => {
+                let found = self.store.query(&Query::secondary(USERS_INDEX).limit(page).after(after)).await?;
+                let users = found.items.iter().map(Item::decode).collect::<Result<Vec<User>, _>>()?;
+                (users.into_iter().filter(|u| u.roles.is_empty()).collect(), found.next)
+            }
+            Audience::Investor(_) | Audience::Operators(_) => return Ok(None),
+        };
+        let mut written = 0u64;
+        for user in &people {
+            let Some(notice) = fan_out.notice_for(parent, user).await? else { continue };
+            let child =
+                write(&format!("{}:{}", parent.id, user.id), Audience::Investor(user.id.clone()), notice, parent.at)?;
             match self.store.transact(vec![child]).await {
                 Ok(()) => written += 1,
                 Err(StoreError::ConditionFailed { .. }) => {}
                 Err(e) => return Err(e.into()),
             }
         }
-        if written > 0 || people.next.is_none() {
+        if written > 0 || next.is_none() {
             let now = self.clock.now();
             crate::ports::store::update(self.store.as_ref(), &notice_key(&parent.id), |noted: &mut Noted| {
                 let before = match noted.delivery {
@@ -519,7 +566,7 @@ impl Notices {
             })
             .await?;
         }
-        Ok(people.next)
+        Ok(next)
     }
 
     /// A page of the investor's inbox, newest first, with their unread count.
@@ -580,8 +627,9 @@ impl Notices {
     }
 }
 
-/// Whether a person still qualifies for a fan-out notice when it is written for them.
+/// What a fan-out notice becomes for one person, if anything (they no longer qualify, or
+/// there is nothing to tell them).
 #[async_trait::async_trait]
-pub trait Eligible: Send + Sync {
-    async fn eligible(&self, user_id: &str) -> Result<bool, StoreError>;
+pub trait FanOut: Send + Sync {
+    async fn notice_for(&self, parent: &Noted, user: &User) -> Result<Option<Notice>, StoreError>;
 }

@@ -195,7 +195,7 @@ mod tests {
     use std::process::{Command, Stdio};
 
     use super::*;
-    use crate::fixtures::every_kind;
+    use crate::samples::every_kind;
 
     /// The text `pdftotext` reads from a PDF, its layout kept.
     fn text_of(pdf: &[u8]) -> String {

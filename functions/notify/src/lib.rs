@@ -121,8 +121,9 @@ pub async fn statements_due(platform: &Platform) -> Result<(), shared::ports::st
     }
 }
 
-#[cfg(test)]
-pub(crate) mod fixtures {
+/// One notice of each kind a person receives, with names in accents and markup: for the
+/// tests' snapshots and the notices benchmark.
+pub mod samples {
     use chrono::{DateTime, Utc};
     use shared::app::notices::{Audience, Delivery, Holding, Movement, Noted, Notice};
     use shared::domain::access::Role;
@@ -130,7 +131,7 @@ pub(crate) mod fixtures {
     use shared::domain::settlement::LegKind;
 
     fn at(text: &str) -> DateTime<Utc> {
-        text.parse().unwrap()
+        text.parse().unwrap_or_default()
     }
 
     /// One notice of each kind (in [`Notice::kind`]'s order), as delivery meets it; names

@@ -137,7 +137,7 @@ fn sgt_filter(at: String) -> Result<String, Error> {
 mod tests {
     use super::*;
 
-    use crate::fixtures::every_kind;
+    use crate::samples::every_kind;
     use shared::app::notices::Noted;
 
     #[test]

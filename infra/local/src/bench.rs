@@ -15,6 +15,7 @@ mod allocation;
 mod auth;
 mod http_setup;
 mod ledger;
+mod notices;
 pub mod reconcile;
 mod store;
 mod subscriptions;
@@ -103,6 +104,21 @@ pub enum Bench {
     /// Prepares a data directory for the HTTP subscription benchmark under wrk
     /// (`infra/bench/subscribe.lua`): open deals, and accredited investors with money and
     /// access tokens (valid for ten minutes) written to `--out`.
+    /// `count` notices of each kind written, relayed, rendered and sent; each kind's PDF
+    /// rendered `count` times.
+    Notices {
+        #[arg(long, default_value_t = 1_000)]
+        count: usize,
+        #[arg(long, default_value_t = 4)]
+        workers: usize,
+    },
+    /// The monthly statement run over `investors` investors with a deposit each.
+    Statements {
+        #[arg(long, default_value_t = 10_000)]
+        investors: usize,
+        #[arg(long, default_value_t = 4)]
+        workers: usize,
+    },
     HttpSetup {
         #[arg(long)]
         data_dir: std::path::PathBuf,
@@ -151,6 +167,13 @@ pub async fn run(bench: Bench) -> anyhow::Result<()> {
                 platform.queue = emulator_queues().await?;
             }
             allocation_bench(name, &platform, subscriptions, supply, settle, workers.max(1)).await.map(|_| ())
+        }
+        Bench::Notices { count, workers } => {
+            notices::notices_bench(&shared::Platform::embedded(folder.path())?, count.max(1), workers.max(1)).await
+        }
+        Bench::Statements { investors, workers } => {
+            notices::statements_bench(&shared::Platform::embedded(folder.path())?, investors.max(1), workers.max(1))
+                .await
         }
         Bench::HttpSetup { data_dir, investors, deals, out } => {
             http_setup::http_setup(&shared::Platform::embedded(&data_dir)?, investors, deals, &out).await

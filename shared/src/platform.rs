@@ -43,6 +43,8 @@ impl Backend {
 pub struct Config {
     /// The sender of every email.
     pub mail_from: String,
+    /// Where the public API answers (links in emails, e.g. one-click unsubscribe).
+    pub public_url: String,
     /// What the bank signs its webhooks with (and the key the platform presents to it).
     pub bank_keys: Arc<dyn PartnerKeys>,
     /// What the Custody signs its callbacks with (and the key presented to it).
@@ -243,7 +245,12 @@ impl Platform {
             bank: Arc::new(HttpBank::new(partner("BANK_API_URL"), bank_keys.clone())),
             chain: Arc::new(HttpChain::new(partner("CHAIN_API_URL"), chain_keys)),
             custody: Arc::new(HttpCustody::new(partner("CUSTODY_API_URL"), custody_keys.clone())),
-            config: Arc::new(Config { mail_from: partner("MAIL_FROM"), bank_keys, custody_keys }),
+            config: Arc::new(Config {
+                mail_from: partner("MAIL_FROM"),
+                public_url: partner("PUBLIC_URL"),
+                bank_keys,
+                custody_keys,
+            }),
             clock,
             ids,
             simulators: None,
@@ -316,6 +323,7 @@ impl Platform {
             ids,
             config: Arc::new(Config {
                 mail_from: "no-reply@dabs.local".to_owned(),
+                public_url: "http://127.0.0.1:3000".to_owned(),
                 bank_keys: webhook_keys(bank_webhook_secret),
                 custody_keys: webhook_keys(custody_webhook_secret),
             }),

@@ -54,6 +54,8 @@ pub struct SentMail {
     pub subject: String,
     pub text: String,
     pub html: Option<String>,
+    /// The one-click unsubscribe URL (`List-Unsubscribe`), if any.
+    pub unsubscribe: Option<String>,
 }
 
 impl TestApp {
@@ -103,7 +105,11 @@ pub(crate) fn parse_mail(raw: &str) -> SentMail {
     let to = message.to().and_then(|to| to.first()).and_then(|a| a.address()).unwrap_or_default().to_owned();
     let subject = message.subject().unwrap_or_default().to_owned();
     let html = message.body_html(0).filter(|_| message.html_body_count() > 0).map(|h| h.into_owned());
-    SentMail { to, subject, text: message.body_text(0).unwrap_or_default().into_owned(), html }
+    let unsubscribe = message
+        .header_raw("List-Unsubscribe")
+        .and_then(|h| h.trim().strip_prefix('<')?.split('>').next())
+        .map(str::to_owned);
+    SentMail { to, subject, text: message.body_text(0).unwrap_or_default().into_owned(), html, unsubscribe }
 }
 
 impl TestApp {

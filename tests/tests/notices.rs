@@ -121,6 +121,24 @@ async fn an_offering_tells_each_investor_once_what_became_of_their_money(app: Te
         let subjects = mail_to(&app, &format!("{name}@example.sg"));
         assert_eq!(subjects.len(), kinds.values().sum::<usize>(), "{name}: one email per notice: {subjects:?}");
     }
+    // The news carries a one-click unsubscribe; the money notices do not.
+    let ann_mail: Vec<_> = app.mail().into_iter().filter(|m| m.to == "ann@example.sg").collect();
+    let news: Vec<_> = ann_mail.iter().filter_map(|m| m.unsubscribe.clone()).collect();
+    assert_eq!(news.len(), 1, "only the offering news: {ann_mail:?}");
+    let path = &news[0][news[0].find("/v1/").unwrap()..];
+    let forged = path.replace("token=", "token=someone-else");
+    let one_click = |path: String| {
+        app.client
+            .post(app.url(&path))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body("List-Unsubscribe=One-Click")
+            .send()
+    };
+    assert_eq!(one_click(forged).await.unwrap().status(), StatusCode::BAD_REQUEST, "a forged token");
+    assert_eq!(notices.preferences(&secrets["ann"].0).await.unwrap(), Preferences { offering_news: true });
+    assert_eq!(one_click(path.to_owned()).await.unwrap().status(), StatusCode::OK);
+    assert_eq!(notices.preferences(&secrets["ann"].0).await.unwrap(), Preferences { offering_news: false });
+
     let (_, inbox) = inbox_kinds(&app, &tokens["ann"]).await;
     assert_eq!(inbox["unread"], 5, "{inbox}");
     let allocation = inbox["items"].as_array().unwrap().iter().find(|i| i["kind"] == "allocation_result").unwrap();

@@ -17,6 +17,7 @@ use shared::ports::{Keyring, Mailer, Queue, Store};
 
 use crate::render::{RenderError, Renderer};
 use crate::statements::Audiences;
+use crate::unsubscribe::Unsubscribe;
 
 /// Per-person notices written per fan-out message.
 pub const FAN_OUT_PAGE: usize = 100;
@@ -31,6 +32,8 @@ pub enum DeliveryError {
     Store(#[from] StoreError),
     #[error("the recipient's address does not open: {0}")]
     Keyring(#[from] KeyringError),
+    #[error("{0}")]
+    Account(shared::app::accounts::AccountError),
     #[error("the mail service is unavailable: {0}")]
     Mail(MailError),
     /// Claimed twice without an answer recorded: not sent a third time.
@@ -45,7 +48,7 @@ impl Permanence for DeliveryError {
             Self::Store(e) => e.is_permanent(),
             // A template that does not render will not render on the next try either.
             Self::Render(_) | Self::GaveUp(_) => true,
-            Self::Keyring(_) | Self::Mail(_) => false,
+            Self::Keyring(_) | Self::Mail(_) | Self::Account(_) => false,
         }
     }
 }
@@ -60,6 +63,7 @@ pub struct Notifier {
     pub(crate) queue: Arc<dyn Queue>,
     pub(crate) mail_from: String,
     pub(crate) audiences: Audiences,
+    pub(crate) unsubscribe: Arc<Unsubscribe>,
 }
 
 #[async_trait]
@@ -103,6 +107,11 @@ impl Notifier {
             self.notices.finish(id, Err("no one to send it to".into())).await?;
             return Ok(());
         }
+        // News may be stopped in one click; transactional notices may not.
+        let unsubscribe = match (noted.notice.is_news(), noted.investor()) {
+            (true, Some(investor)) => Some(self.unsubscribe.link(investor).await.map_err(DeliveryError::Account)?),
+            _ => None,
+        };
         let email = Email {
             from: self.mail_from.clone(),
             to,
@@ -110,7 +119,7 @@ impl Notifier {
             text: rendered.text,
             html: Some(rendered.html),
             attachments: Vec::new(),
-            unsubscribe: None,
+            unsubscribe,
         };
         match self.mailer.send(&email).await {
             Ok(message_id) => self.notices.finish(id, Ok(message_id)).await?,

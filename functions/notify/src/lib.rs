@@ -12,6 +12,7 @@ pub mod documents;
 pub mod render;
 pub mod routes;
 pub mod statements;
+pub mod unsubscribe;
 
 use std::sync::Arc;
 
@@ -58,7 +59,13 @@ pub fn notifier(platform: &Platform, templates: &Templates) -> Notifier {
         queue: platform.queue.clone(),
         mail_from: platform.config.mail_from.clone(),
         audiences: statements::Audiences::new(platform.ledger(), platform.deals()),
+        unsubscribe: Arc::new(unsubscribe_links(platform)),
     }
+}
+
+fn unsubscribe_links(platform: &Platform) -> unsubscribe::Unsubscribe {
+    let (store, keyring) = (platform.store.clone(), platform.keyring.clone());
+    unsubscribe::Unsubscribe::new(store, keyring, platform.config.public_url.clone())
 }
 
 /// The batch handler, as Lambda and the local runner run it.
@@ -70,19 +77,22 @@ pub fn handler(platform: &Platform, templates: &Templates) -> Arc<dyn BatchHandl
 pub fn routes(platform: &Platform, templates: &Templates) -> axum::Router {
     use axum::routing::{get, post};
     let (renderer, documents) = (templates.renderer.clone(), templates.documents.clone());
-    let services = routes::Services { notices: platform.notices(), renderer, documents };
+    let unsubscribe = Arc::new(unsubscribe_links(platform));
+    let services = routes::Services { notices: platform.notices(), renderer, documents, unsubscribe };
     axum::Router::new()
         .route("/v1/me/notices", get(routes::inbox))
         .route("/v1/me/notices/{id}", get(routes::notice))
         .route("/v1/me/notices/{id}/read", post(routes::mark_read))
         .route("/v1/me/notices/{id}/pdf", get(routes::pdf))
         .route("/v1/me/notification-preferences", get(routes::preferences).put(routes::set_preferences))
+        .route(unsubscribe::PATH, post(routes::unsubscribe))
         .with_state(shared::http::auth::ApiState::with(platform, services))
 }
 
 #[derive(utoipa::OpenApi)]
 #[openapi(
-    paths(routes::inbox, routes::notice, routes::mark_read, routes::pdf, routes::preferences, routes::set_preferences),
+    paths(routes::inbox, routes::notice, routes::mark_read, routes::pdf, routes::preferences, routes::set_preferences,
+        routes::unsubscribe),
     components(schemas(routes::NoticeSummary, routes::InboxPage, routes::NoticeView, routes::PreferencesUpdate,
         shared::app::notices::Preferences)),
     tags((name = "notices", description = "The investor's notices (emails and PDF documents) and preferences"))

@@ -14,17 +14,19 @@ use shared::domain::access::{Action, Resource};
 use shared::http::auth::{ApiState, Authenticated, authorize};
 use shared::http::page::Paging;
 use shared::http::problem::{PROBLEM_JSON, Problem};
-use shared::http::{ApiError, Json, Path};
+use shared::http::{ApiError, FieldError, Json, Path};
 use utoipa::ToSchema;
 
 use crate::documents::Documents;
 use crate::render::Renderer;
+use crate::unsubscribe::Unsubscribe;
 
 /// What the routes share.
 pub struct Services {
     pub notices: Notices,
     pub renderer: Arc<Renderer>,
     pub documents: Arc<Documents>,
+    pub unsubscribe: Arc<Unsubscribe>,
 }
 
 pub type NotifyState = ApiState<Services>;
@@ -218,5 +220,35 @@ pub async fn set_preferences(
     authorize(&state.platform, &me, Action::ManageOwnAccount, Resource::None, "notices.preferences.set").await?;
     let preferences = Preferences { offering_news: update.offering_news };
     state.services.notices.set_preferences(&me.user_id, preferences).await?;
+    Ok(Json(preferences))
+}
+
+/// `?token=` of a news email's one-click unsubscribe link.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct UnsubscribeQuery {
+    /// The token the email's `List-Unsubscribe` link carries.
+    pub token: String,
+}
+
+/// One-click unsubscribe from offering news (RFC 8058): the mail client posts
+/// `List-Unsubscribe=One-Click` to the email's link; no sign-in. Only `POST` changes
+/// anything (a link prefetched or opened changes nothing).
+#[utoipa::path(post, path = "/v1/notices/unsubscribe", tag = "notices", params(UnsubscribeQuery),
+    responses(
+        (status = 200, body = Preferences),
+        (status = 400, body = Problem, content_type = PROBLEM_JSON, description = "No token, or not one this platform made (`token`)"),
+    ))]
+pub async fn unsubscribe(
+    State(state): State<NotifyState>,
+    query: Result<axum::extract::Query<UnsubscribeQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Preferences>, ApiError> {
+    let refused =
+        || ApiError::validation(vec![FieldError::new("token", "not an unsubscribe token this platform made")]);
+    let axum::extract::Query(query) = query.map_err(|_| refused())?;
+    let user_id = state.services.unsubscribe.verify(&query.token).await.map_err(|e| ApiError::internal(&e))?;
+    let user_id = user_id.ok_or_else(refused)?;
+    let preferences = Preferences { offering_news: false };
+    state.services.notices.set_preferences(&user_id, preferences).await?;
+    tracing::info!("offering news turned off by one-click unsubscribe");
     Ok(Json(preferences))
 }

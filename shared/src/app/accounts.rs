@@ -134,21 +134,7 @@ fn index_key_context() -> EncryptionContext {
 impl EmailIndex {
     /// Unseals the index key, making it on first use (the first writer wins a race).
     pub async fn load(store: &dyn Store, keyring: &dyn Keyring) -> Result<Self, AccountError> {
-        let stored = match store.get(&index_key_key()).await? {
-            Some(item) => item.decode::<StoredIndexKey>()?,
-            None => {
-                let made =
-                    StoredIndexKey { sealed: keyring.encrypt(&random_bytes::<32>()?, &index_key_context()).await? };
-                match store.put(Item::new(index_key_key(), &made)?, Condition::NotExists).await {
-                    Ok(()) => made,
-                    Err(StoreError::ConditionFailed { .. }) => {
-                        store.get(&index_key_key()).await?.ok_or(StoreError::Conflict)?.decode()?
-                    }
-                    Err(e) => return Err(e.into()),
-                }
-            }
-        };
-        let secret = keyring.decrypt(&stored.sealed, &index_key_context()).await?;
+        let secret = sealed_secret(store, keyring, index_key_key(), &index_key_context()).await?;
         Ok(Self { key: aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &secret) })
     }
 
@@ -157,6 +143,30 @@ impl EmailIndex {
         let tag = aws_lc_rs::hmac::sign(&self.key, address.trim().to_lowercase().as_bytes());
         data_encoding::HEXLOWER.encode(tag.as_ref())
     }
+}
+
+/// A random 32-byte secret kept under `key` sealed by the data key with `context`, made on
+/// first use (the first writer wins a race), unsealed.
+pub async fn sealed_secret(
+    store: &dyn Store,
+    keyring: &dyn Keyring,
+    key: Key,
+    context: &EncryptionContext,
+) -> Result<Vec<u8>, AccountError> {
+    let stored = match store.get(&key).await? {
+        Some(item) => item.decode::<StoredIndexKey>()?,
+        None => {
+            let made = StoredIndexKey { sealed: keyring.encrypt(&random_bytes::<32>()?, context).await? };
+            match store.put(Item::new(key.clone(), &made)?, Condition::NotExists).await {
+                Ok(()) => made,
+                Err(StoreError::ConditionFailed { .. }) => {
+                    store.get(&key).await?.ok_or(StoreError::Conflict)?.decode()?
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    };
+    Ok(keyring.decrypt(&stored.sealed, context).await?)
 }
 
 fn code_key(user_id: &str) -> Key {

@@ -96,9 +96,13 @@ impl Documents {
             document,
             message: diagnostics.iter().map(|d| d.message.as_str()).collect::<Vec<_>>().join("; "),
         };
-        let paged: PagedDocument = typst::compile(&world).output.map_err(|d| fail(d.to_vec()))?;
+        let paged: Result<PagedDocument, _> = typst::compile(&world).output.map_err(|d| fail(d.to_vec()));
         let options = typst_pdf::PdfOptions { ident: Smart::Custom(&noted.id), ..Default::default() };
-        typst_pdf::pdf(&paged, &options).map_err(|d| fail(d.to_vec()))
+        let pdf = paged.and_then(|paged| typst_pdf::pdf(&paged, &options).map_err(|d| fail(d.to_vec())));
+        // What this document alone memoised goes after the next one; what every document
+        // uses (the templates, the fonts) is used again and stays.
+        comemo::evict(2);
+        pdf
     }
 }
 

@@ -125,7 +125,8 @@ impl Notifier {
             Ok(message_id) => self.notices.finish(id, Ok(message_id)).await?,
             // Refused for good (a suppressed or invalid address): recorded once, not retried.
             Err(MailError::Invalid(reason) | MailError::Refused(reason)) => {
-                tracing::warn!(notice = %id, %reason, "the mail service refused the notice");
+                // The reason may name the address: it is recorded with the notice, not logged.
+                tracing::warn!(notice = %id, kind = noted.notice.kind(), "the mail service refused the notice");
                 self.notices.finish(id, Err(format!("refused: {reason}"))).await?;
             }
             Err(e) => return Err(DeliveryError::Mail(e)),

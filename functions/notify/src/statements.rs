@@ -143,8 +143,9 @@ impl Audiences {
             })
             .collect();
         let mut holdings = Vec::new();
-        let prices = self.prices().await?;
-        for account in accounts.iter().filter(|a| a.kind == Kind::Holding) {
+        let held: Vec<&Account> = accounts.iter().filter(|a| a.kind == Kind::Holding).collect();
+        let prices = if held.is_empty() { HashMap::new() } else { self.prices().await? };
+        for account in held {
             let (_, _, units) = self.entries(&account.id, from, to).await?;
             if units > 0 {
                 holdings.push(Holding {

@@ -99,7 +99,7 @@ fn email_context(user_id: &str) -> EncryptionContext {
 }
 
 /// `email` sealed for the user `user_id`.
-async fn seal_email(keyring: &dyn Keyring, user_id: &str, email: &EmailAddress) -> Result<Envelope, KeyringError> {
+pub async fn seal_email(keyring: &dyn Keyring, user_id: &str, email: &EmailAddress) -> Result<Envelope, KeyringError> {
     keyring.encrypt(email.as_str().as_bytes(), &email_context(user_id)).await
 }
 

@@ -161,7 +161,8 @@ pub async fn notices_bench(platform: &shared::Platform, count: usize, workers: u
 /// The monthly statement run for `investors` investors, each with a deposit in the month:
 /// the statements notice, its fan-out and every statement sent, timed end to end.
 pub async fn statements_bench(platform: &shared::Platform, investors: usize, workers: usize) -> anyhow::Result<()> {
-    use shared::app::accounts::{User, user_item};
+    use shared::app::accounts::{User, seal_email, user_item};
+    use shared::domain::credentials::EmailAddress;
     use shared::domain::ledger::{Account, Kind, SGD, Transfer};
     let templates = notify::Templates::new();
     let ledger = platform.ledger();
@@ -171,12 +172,16 @@ pub async fn statements_bench(platform: &shared::Platform, investors: usize, wor
     // Investors written directly (a password hash each would take the run's time), with
     // their addresses sealed as sign-up seals them.
     let sealed = platform.accounts().create_verified("template@bench.example", "bench passphrase 2026", &[], 3).await?;
+    let keyring = platform.keyring.clone();
     for start in (0..investors).step_by(50) {
         let mut writes = Vec::with_capacity(50);
         let mut transfers = Vec::with_capacity(50);
         for i in start..investors.min(start + 50) {
+            let id = format!("inv{i:08}");
+            let address = EmailAddress::parse(&format!("{id}@bench.example")).map_err(|e| anyhow::anyhow!("{e:?}"))?;
             let user = User {
-                id: format!("inv{i:08}"),
+                email: seal_email(keyring.as_ref(), &id, &address).await?,
+                id,
                 created_at: month_start + chrono::TimeDelta::seconds(1),
                 ..sealed.clone()
             };

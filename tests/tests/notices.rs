@@ -134,7 +134,7 @@ async fn an_offering_tells_each_investor_once_what_became_of_their_money(app: Te
             .body("List-Unsubscribe=One-Click")
             .send()
     };
-    assert_eq!(one_click(forged).await.unwrap().status(), StatusCode::BAD_REQUEST, "a forged token");
+    assert_eq!(one_click(forged).await.unwrap().status(), StatusCode::NOT_FOUND, "a forged token");
     assert_eq!(notices.preferences(&secrets["ann"].0).await.unwrap(), Preferences { offering_news: true });
     assert_eq!(one_click(path.to_owned()).await.unwrap().status(), StatusCode::OK);
     assert_eq!(notices.preferences(&secrets["ann"].0).await.unwrap(), Preferences { offering_news: false });

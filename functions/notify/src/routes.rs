@@ -225,6 +225,7 @@ pub async fn set_preferences(
 
 /// `?token=` of a news email's one-click unsubscribe link.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct UnsubscribeQuery {
     /// The token the email's `List-Unsubscribe` link carries.
     pub token: String,
@@ -236,17 +237,17 @@ pub struct UnsubscribeQuery {
 #[utoipa::path(post, path = "/v1/notices/unsubscribe", tag = "notices", params(UnsubscribeQuery),
     responses(
         (status = 200, body = Preferences),
-        (status = 400, body = Problem, content_type = PROBLEM_JSON, description = "No token, or not one this platform made (`token`)"),
+        (status = 400, body = Problem, content_type = PROBLEM_JSON, description = "No token (`token`)"),
+        (status = 404, body = Problem, content_type = PROBLEM_JSON, description = "The token names no one: not one this platform made"),
     ))]
 pub async fn unsubscribe(
     State(state): State<NotifyState>,
     query: Result<axum::extract::Query<UnsubscribeQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Preferences>, ApiError> {
-    let refused =
-        || ApiError::validation(vec![FieldError::new("token", "not an unsubscribe token this platform made")]);
-    let axum::extract::Query(query) = query.map_err(|_| refused())?;
+    let missing = || ApiError::validation(vec![FieldError::new("token", "the link's token is required")]);
+    let axum::extract::Query(query) = query.map_err(|_| missing())?;
     let user_id = state.services.unsubscribe.verify(&query.token).await.map_err(|e| ApiError::internal(&e))?;
-    let user_id = user_id.ok_or_else(refused)?;
+    let user_id = user_id.ok_or_else(|| ApiError::not_found("no subscription to offering news has this token"))?;
     let preferences = Preferences { offering_news: false };
     state.services.notices.set_preferences(&user_id, preferences).await?;
     tracing::info!("offering news turned off by one-click unsubscribe");

@@ -12,6 +12,7 @@ pub mod adapters;
 pub mod app;
 pub mod domain;
 pub mod http;
+pub mod jose;
 pub mod lambda;
 pub mod platform;
 pub mod ports;

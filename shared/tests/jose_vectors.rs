@@ -2,7 +2,6 @@
 //! A128GCM on P-384) and §5.5 (ECDH-ES with A128CBC-HS256 on P-256), and the Concat KDF
 //! of RFC 7518 Appendix C.
 
-
 #![allow(clippy::unwrap_used)]
 use shared::jose::{DecryptionKey, Jwk, concat_kdf, unb64};
 

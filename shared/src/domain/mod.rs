@@ -2,6 +2,7 @@
 //! the ports.
 
 pub mod access;
+pub mod accreditation;
 pub mod allocation;
 pub mod credentials;
 pub mod deal;

@@ -14,7 +14,10 @@ use crate::adapters::aws::{self, DynamoStore};
 use crate::adapters::clock::{SystemClock, UlidIds};
 #[cfg(feature = "embedded")]
 use crate::adapters::embedded::{EmbeddedStore, FolderMailer, LocalKeyring, MemoryQueue};
-use crate::adapters::partners::{BankSimulator, ChainSimulator, CustodySimulator, HttpBank, HttpChain, HttpCustody};
+use crate::adapters::partners::{
+    BankSimulator, ChainSimulator, CustodySimulator, HttpBank, HttpChain, HttpCustody, SingpassSimulator,
+};
+use crate::app::myinfo::client::{FapiClient, HttpsTransport, SingpassConfig};
 use crate::ports::partner_keys::{FixedKeys, PartnerKeys, PartnerSecret};
 use crate::ports::queue::QueueName;
 use crate::ports::{Bank, Chain, Clock, Custody, Ids, Keyring, Mailer, Queue, Store};
@@ -58,6 +61,7 @@ pub struct Simulators {
     pub bank: Arc<BankSimulator>,
     pub chain: Arc<ChainSimulator>,
     pub custody: Arc<CustodySimulator>,
+    pub singpass: Arc<SingpassSimulator>,
 }
 
 /// Every port, behind the adapter this deployment uses. Cheap to clone.
@@ -78,6 +82,8 @@ pub struct Platform {
     pub bank: Arc<dyn Bank>,
     pub chain: Arc<dyn Chain>,
     pub custody: Arc<dyn Custody>,
+    /// The Singpass FAPI 2.0 client (Myinfo onboarding).
+    pub singpass: Arc<FapiClient>,
     pub clock: Arc<dyn Clock>,
     pub ids: Arc<dyn Ids>,
     pub config: Arc<Config>,
@@ -245,6 +251,10 @@ impl Platform {
             bank: Arc::new(HttpBank::new(partner("BANK_API_URL"), bank_keys.clone())),
             chain: Arc::new(HttpChain::new(partner("CHAIN_API_URL"), chain_keys)),
             custody: Arc::new(HttpCustody::new(partner("CUSTODY_API_URL"), custody_keys.clone())),
+            singpass: Arc::new(FapiClient::new(
+                singpass_config(partner("SINGPASS_ISSUER"), partner("SINGPASS_CLIENT_ID"), &partner("PUBLIC_URL")),
+                Arc::new(HttpsTransport::default()),
+            )),
             config: Arc::new(Config {
                 mail_from: partner("MAIL_FROM"),
                 public_url: partner("PUBLIC_URL"),
@@ -275,7 +285,7 @@ impl Platform {
         let custody = CustodySimulator::open(&dir.join("custody.jsonl"), secrets.1.clone(), clock.clone())?;
         let keyrings: [Arc<dyn Keyring>; 3] = [Arc::new(keyring), Arc::new(token_keyring), Arc::new(audit_keyring)];
         let parts = (Arc::new(store) as Arc<dyn Store>, keyrings);
-        Ok(Self::assemble(parts, dir, clock, secrets, (chain, custody)))
+        Self::assemble(parts, dir, clock, secrets, (chain, custody))
     }
 
     #[cfg(feature = "embedded")]
@@ -291,7 +301,7 @@ impl Platform {
         let parts = (Arc::new(store) as Arc<dyn Store>, keyrings);
         let secrets = (random_secret()?, random_secret()?);
         let custody = CustodySimulator::new(secrets.1.clone(), clock.clone());
-        Ok(Self::assemble(parts, dir, clock, secrets, (ChainSimulator::in_memory(), custody)))
+        Self::assemble(parts, dir, clock, secrets, (ChainSimulator::in_memory(), custody))
     }
 
     #[cfg(feature = "embedded")]
@@ -301,14 +311,31 @@ impl Platform {
         clock: Arc<dyn Clock>,
         (bank_webhook_secret, custody_webhook_secret): (Vec<u8>, Vec<u8>),
         (chain, custody): (ChainSimulator, CustodySimulator),
-    ) -> Self {
+    ) -> Result<Self, PlatformError> {
         let ids: Arc<dyn Ids> = Arc::new(UlidIds::default());
+        let public_url = "http://127.0.0.1:3000".to_owned();
+        let singpass = singpass_config(
+            format!("{public_url}{}", crate::adapters::partners::singpass_sim::BASE_PATH),
+            "dabs-platform".to_owned(),
+            &public_url,
+        );
+        let published = crate::app::myinfo::keys::PublishedKeys { store: store.clone(), clock: clock.clone() };
+        let simulator = SingpassSimulator::new(
+            singpass.issuer.clone(),
+            singpass.client_id.clone(),
+            singpass.redirect_uri.clone(),
+            Arc::new(published),
+            clock.clone(),
+        )
+        .map(Arc::new)
+        .map_err(|e| crate::ports::keyring::KeyringError::Crypto(e.to_string()))?;
         let simulators = Simulators {
             bank: Arc::new(BankSimulator::new(bank_webhook_secret.clone(), clock.clone(), ids.clone())),
             chain: Arc::new(chain),
             custody: Arc::new(custody),
+            singpass: simulator.clone(),
         };
-        Self {
+        Ok(Self {
             backend: Backend::Embedded,
             store,
             queue: Arc::new(MemoryQueue::new(MAX_RECEIVES, Duration::from_secs(30))),
@@ -319,16 +346,30 @@ impl Platform {
             bank: simulators.bank.clone(),
             chain: simulators.chain.clone(),
             custody: simulators.custody.clone(),
+            singpass: Arc::new(FapiClient::new(
+                singpass,
+                Arc::new(crate::app::myinfo::client::RouterTransport(simulator.router())),
+            )),
             clock,
             ids,
             config: Arc::new(Config {
                 mail_from: "no-reply@dabs.local".to_owned(),
-                public_url: "http://127.0.0.1:3000".to_owned(),
+                public_url,
                 bank_keys: webhook_keys(bank_webhook_secret),
                 custody_keys: webhook_keys(custody_webhook_secret),
             }),
             simulators: Some(simulators),
-        }
+        })
+    }
+}
+
+/// Singpass as the platform is registered with it: the callback is under `public_url`.
+fn singpass_config(issuer: String, client_id: String, public_url: &str) -> SingpassConfig {
+    SingpassConfig {
+        issuer,
+        client_id,
+        redirect_uri: format!("{}/v1/myinfo/callback", public_url.trim_end_matches('/')),
+        scope: "openid uinfin name noa-basic cpfbalances ownerprivate hdbownership".to_owned(),
     }
 }
 

@@ -85,6 +85,16 @@ impl Platform {
         Accounts::new(store, keyring, mailer, self.clock.clone(), self.ids.clone(), self.config.mail_from.clone())
     }
 
+    pub fn onboarding(&self) -> crate::app::myinfo::Onboarding {
+        crate::app::myinfo::Onboarding {
+            store: self.store.clone(),
+            keyring: self.keyring.clone(),
+            clock: self.clock.clone(),
+            ids: self.ids.clone(),
+            client: self.singpass.clone(),
+        }
+    }
+
     pub fn notices(&self) -> Notices {
         Notices::new(self.store.clone(), self.queue.clone(), self.clock.clone())
     }

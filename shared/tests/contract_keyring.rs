@@ -55,6 +55,7 @@ contract!(
     decrypt_with_another_context_fails,
     tampered_ciphertext_fails,
     rotation_keeps_old_ciphertexts_readable,
+    rewrap_keeps_the_data_key_under_its_context_only,
     token_keys_sign_verifiably_and_survive_a_restart,
     token_key_rotation_publishes_old_keys_for_the_overlap_only,
 );
@@ -100,6 +101,19 @@ async fn rotation_keeps_old_ciphertexts_readable(f: Fixture) {
     let after = f.keyring.encrypt(b"after", &ctx).await.unwrap();
     assert_eq!(f.keyring.decrypt(&before, &ctx).await.unwrap(), b"before");
     assert_eq!(f.keyring.decrypt(&after, &ctx).await.unwrap(), b"after");
+}
+
+async fn rewrap_keeps_the_data_key_under_its_context_only(f: Fixture) {
+    let ctx = context(&[("purpose", "myinfo-person"), ("subject", "usr_1")]);
+    let key = f.keyring.generate_data_key(&ctx).await.unwrap();
+    f.keyring.rotate().await.unwrap();
+    let (key_id, wrapped) = f.keyring.rewrap(&key.key_id, &key.wrapped, &ctx).await.unwrap();
+    assert_ne!(wrapped, key.wrapped, "wrapped anew");
+    assert_eq!(f.keyring.unwrap_data_key(&key_id, &wrapped, &ctx).await.unwrap(), key.plaintext);
+    // The old wrapped form still opens (KMS keeps every key version).
+    assert_eq!(f.keyring.unwrap_data_key(&key.key_id, &key.wrapped, &ctx).await.unwrap(), key.plaintext);
+    let other = context(&[("purpose", "myinfo-person"), ("subject", "usr_2")]);
+    assert!(matches!(f.keyring.rewrap(&key_id, &wrapped, &other).await, Err(KeyringError::Decrypt)));
 }
 
 #[derive(Debug, Serialize, Deserialize, PartialEq)]

@@ -156,7 +156,7 @@ pub async fn propose_level(
     if body.level != shared::domain::access::LEVEL_ACCREDITED {
         return Err(ApiError::validation(vec![FieldError::new("level", "only level 3 is set by manual review")]));
     }
-    propose(&state, &me, Change::SetLevel { user_id, level: body.level }).await
+    propose(&state, &me, Change::SetLevel { user_id, level: body.level, myinfo: None }).await
 }
 
 /// Change requests, newest first.

@@ -32,6 +32,10 @@ impl Keyring for NoKeyring {
     async fn rotate(&self) -> Result<(), KeyringError> {
         Err(KeyringError::unavailable(Absent(self.0)))
     }
+
+    async fn rewrap(&self, _: &str, _: &[u8], _: &EncryptionContext) -> Result<(String, Vec<u8>), KeyringError> {
+        Err(KeyringError::unavailable(Absent(self.0)))
+    }
 }
 
 /// The queues of a function that sends to and reads from none itself.

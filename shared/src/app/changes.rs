@@ -23,6 +23,16 @@ use crate::ports::{Clock, Ids, Store};
 pub const REQUEST_LIFETIME: TimeDelta = TimeDelta::hours(24);
 const INDEX: &str = "CHANGE-REQUESTS";
 
+/// What a review the platform proposes carries from the investor's Myinfo assessment:
+/// nothing a checker should not see.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ReviewAttachment {
+    pub outcome: crate::domain::accreditation::Outcome,
+    pub met: Vec<crate::domain::accreditation::Criterion>,
+    pub nric_masked: String,
+    pub assessed_at: chrono::DateTime<chrono::Utc>,
+}
+
 /// The sensitive changes that need a second operator.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -39,6 +49,10 @@ pub enum Change {
     SetLevel {
         user_id: String,
         level: u8,
+        /// The Myinfo assessment behind a review the platform proposed (the decrypted
+        /// data is read through break-glass).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        myinfo: Option<ReviewAttachment>,
     },
     /// Approves or rejects an issuer's onboarding.
     DecideIssuer {

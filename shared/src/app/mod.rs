@@ -13,6 +13,7 @@ pub mod ledger;
 pub mod messages;
 pub mod mfa;
 pub mod mirror;
+pub mod myinfo;
 pub mod notices;
 pub mod orders;
 pub mod passwords;

@@ -13,11 +13,21 @@ pub enum Role {
     Deal,
     Finance,
     Issuer,
+    /// Break-glass access to personal data (an investor's decrypted Myinfo record), each
+    /// use with a reason and audited.
+    DataProtection,
 }
 
 impl Role {
-    pub const ALL: [Role; 6] =
-        [Self::SuperAdmin, Self::CoOperator, Self::MemberManagement, Self::Deal, Self::Finance, Self::Issuer];
+    pub const ALL: [Role; 7] = [
+        Self::SuperAdmin,
+        Self::CoOperator,
+        Self::MemberManagement,
+        Self::Deal,
+        Self::Finance,
+        Self::Issuer,
+        Self::DataProtection,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -27,6 +37,7 @@ impl Role {
             Self::Deal => "deal",
             Self::Finance => "finance",
             Self::Issuer => "issuer",
+            Self::DataProtection => "data-protection",
         }
     }
 
@@ -69,6 +80,11 @@ pub enum Action {
     ActForIssuer,
     /// Rotate the token keys at once (an emergency: a key or the refresh secret leaked).
     RotateKeys,
+    /// Read an offering's terms (price, supply, documents, window): opted-in accredited
+    /// investors only (SFA s275 forbids offering to the public).
+    ReadOffers,
+    /// Read a person's decrypted Myinfo data, or erase it (break-glass).
+    RevealPersonalData,
 }
 
 /// What the action is about, for object-level checks.
@@ -133,11 +149,15 @@ fn operator_roles(action: Action) -> &'static [Role] {
         Action::DecideChangeRequest | Action::ListChangeRequests => &[SuperAdmin, CoOperator],
         Action::ReadAudit => &[SuperAdmin, CoOperator],
         Action::RotateKeys => &[SuperAdmin],
+        Action::RevealPersonalData => &[DataProtection],
         Action::ManageDeals | Action::ReviewIssuers => &[SuperAdmin, Deal],
         Action::ManageSettlement | Action::ManageReconciliation | Action::ReadLedger => &[SuperAdmin, Finance],
-        Action::ManageOwnAccount | Action::ReadOwned | Action::Subscribe | Action::Withdraw | Action::ActForIssuer => {
-            &[]
-        }
+        Action::ManageOwnAccount
+        | Action::ReadOwned
+        | Action::Subscribe
+        | Action::Withdraw
+        | Action::ActForIssuer
+        | Action::ReadOffers => &[],
     }
 }
 
@@ -160,6 +180,8 @@ pub fn decide(subject: &Subject<'_>, action: Action, resource: Resource<'_>) -> 
             Decision::Allow("second factor proved at login")
         }
         Action::Withdraw => Decision::Deny("withdrawing needs a login with the second factor (level 2)"),
+        Action::ReadOffers if subject.level >= LEVEL_ACCREDITED => Decision::Allow("opted-in accredited investor"),
+        Action::ReadOffers => Decision::Deny("offer terms are for opted-in accredited investors only"),
         Action::ActForIssuer => match (resource, subject.issuer_id) {
             _ if !subject.roles.contains(&Role::Issuer) => Decision::Deny("the caller is not an issuer user"),
             _ if !subject.second_factor => Decision::Deny("issuer users need a login with the second factor"),
@@ -214,27 +236,31 @@ mod tests {
             ReadLedger,
             ActForIssuer,
             RotateKeys,
+            ReadOffers,
+            RevealPersonalData,
         ];
         // Columns in the order of `actions`: A allowed, - denied.
         // The issuer column asks about the caller's own issuer (`iss_1`).
         // (who, roles, level, second factor proved at login, expected).
-        let table: [(&str, &[Role], u8, bool, &str); 16] = [
-            ("investor level 1", &[], 1, false, "A----------------"),
-            ("investor level 2", &[], 2, true, "A--A-------------"),
-            ("investor level 2, session before enrolment", &[], 2, false, "A----------------"),
-            ("investor level 3", &[], 3, true, "A-AA-------------"),
-            ("investor level 3, no second factor", &[], 3, false, "A----------------"),
-            ("super-admin", &[Role::SuperAdmin], 2, true, "A--AAAAAAAAAAAA-A"),
-            ("super-admin without second factor", &[Role::SuperAdmin], 1, false, "A----------------"),
-            ("super-admin at level 2, session before enrolment", &[Role::SuperAdmin], 2, false, "A----------------"),
-            ("co-operator", &[Role::CoOperator], 2, true, "A--AA--AAA-------"),
-            ("member-management", &[Role::MemberManagement], 2, true, "A--AAAA----------"),
-            ("deal", &[Role::Deal], 2, true, "A--A------AA-----"),
-            ("finance", &[Role::Finance], 2, true, "A--A--------AAA--"),
-            ("issuer", &[Role::Issuer], 2, true, "A--A-----------A-"),
-            ("issuer without second factor", &[Role::Issuer], 2, false, "A----------------"),
-            ("deal without second factor", &[Role::Deal], 1, false, "A----------------"),
-            ("finance and deal", &[Role::Finance, Role::Deal], 2, true, "A--A------AAAAA--"),
+        let table: [(&str, &[Role], u8, bool, &str); 18] = [
+            ("investor level 1", &[], 1, false, "A------------------"),
+            ("investor level 2", &[], 2, true, "A--A---------------"),
+            ("investor level 2, session before enrolment", &[], 2, false, "A------------------"),
+            ("investor level 3", &[], 3, true, "A-AA-------------A-"),
+            ("investor level 3, no second factor", &[], 3, false, "A----------------A-"),
+            ("super-admin", &[Role::SuperAdmin], 2, true, "A--AAAAAAAAAAAA-A--"),
+            ("super-admin without second factor", &[Role::SuperAdmin], 1, false, "A------------------"),
+            ("super-admin at level 2, session before enrolment", &[Role::SuperAdmin], 2, false, "A------------------"),
+            ("co-operator", &[Role::CoOperator], 2, true, "A--AA--AAA---------"),
+            ("member-management", &[Role::MemberManagement], 2, true, "A--AAAA------------"),
+            ("deal", &[Role::Deal], 2, true, "A--A------AA-------"),
+            ("finance", &[Role::Finance], 2, true, "A--A--------AAA----"),
+            ("issuer", &[Role::Issuer], 2, true, "A--A-----------A---"),
+            ("issuer without second factor", &[Role::Issuer], 2, false, "A------------------"),
+            ("deal without second factor", &[Role::Deal], 1, false, "A------------------"),
+            ("finance and deal", &[Role::Finance, Role::Deal], 2, true, "A--A------AAAAA----"),
+            ("data-protection", &[Role::DataProtection], 2, true, "A--A--------------A"),
+            ("data-protection without second factor", &[Role::DataProtection], 2, false, "A------------------"),
         ];
         for (who, roles, level, second_factor, expected) in table {
             let subject = Subject { user_id: "usr_me", roles, level, issuer_id: Some("iss_1"), second_factor };

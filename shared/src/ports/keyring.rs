@@ -52,4 +52,14 @@ pub trait Keyring: Send + Sync {
 
     /// Starts using new master key material; ciphertexts made before stay readable.
     async fn rotate(&self) -> Result<(), KeyringError>;
+
+    /// The same data key wrapped again under the current master key material (KMS
+    /// `ReEncrypt`): answers its key id and wrapped form. The plaintext never leaves the
+    /// keyring; `context` must be the one it was made with.
+    async fn rewrap(
+        &self,
+        key_id: &str,
+        wrapped: &[u8],
+        context: &EncryptionContext,
+    ) -> Result<(String, Vec<u8>), KeyringError>;
 }

@@ -73,6 +73,34 @@ impl Keyring for KmsKeyring {
     }
 
     #[instrument(skip_all)]
+    async fn rewrap(
+        &self,
+        key_id: &str,
+        wrapped: &[u8],
+        context: &EncryptionContext,
+    ) -> Result<(String, Vec<u8>), KeyringError> {
+        let context: std::collections::HashMap<String, String> = context.clone().into_iter().collect();
+        let output = self
+            .client
+            .re_encrypt()
+            .source_key_id(key_id)
+            .ciphertext_blob(Blob::new(wrapped))
+            .set_source_encryption_context(Some(context.clone()))
+            .destination_key_id(&self.key_id)
+            .set_destination_encryption_context(Some(context))
+            .send()
+            .await
+            .map_err(|e| match e.into_service_error() {
+                e if e.is_invalid_ciphertext_exception() || e.is_incorrect_key_exception() => KeyringError::Decrypt,
+                e => KeyringError::unavailable(e),
+            })?;
+        Ok((
+            output.key_id.unwrap_or_else(|| self.key_id.clone()),
+            output.ciphertext_blob.map(|b| b.into_inner()).unwrap_or_default(),
+        ))
+    }
+
+    #[instrument(skip_all)]
     async fn rotate(&self) -> Result<(), KeyringError> {
         self.client
             .rotate_key_on_demand()

@@ -129,6 +129,21 @@ impl Keyring for LocalKeyring {
         open(&master, &Self::wrap_aad(context), nonce, sealed)?.try_into().map_err(|_| KeyringError::Decrypt)
     }
 
+    async fn rewrap(
+        &self,
+        key_id: &str,
+        wrapped: &[u8],
+        context: &EncryptionContext,
+    ) -> Result<(String, Vec<u8>), KeyringError> {
+        let plaintext = self.unwrap_data_key(key_id, wrapped, context).await?;
+        let (version, master) = {
+            let (current, keys) = &*self.keys.read().unwrap_or_else(|p| p.into_inner());
+            (*current, keys[current])
+        };
+        let (nonce, sealed) = seal(&master, &Self::wrap_aad(context), &plaintext)?;
+        Ok((format!("local:v{version}"), [nonce, sealed].concat()))
+    }
+
     async fn rotate(&self) -> Result<(), KeyringError> {
         let fresh = random_bytes()?;
         {

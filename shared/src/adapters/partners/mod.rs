@@ -9,6 +9,7 @@ mod custody_sim;
 mod faults;
 mod http;
 mod serve;
+pub mod singpass_sim;
 
 pub use bank_sim::{BankSimulator, SimulatedDeposit};
 pub use chain_sim::ChainSimulator;
@@ -16,3 +17,4 @@ pub use custody_sim::{CustodyCall, CustodySimulator};
 pub use faults::{Fault, FaultKind, Faults, next_seq};
 pub use http::{HttpBank, HttpChain, HttpCustody};
 pub use serve::{bank_router, chain_router, custody_router};
+pub use singpass_sim::SingpassSimulator;

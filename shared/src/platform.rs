@@ -304,6 +304,19 @@ impl Platform {
         Self::assemble(parts, dir, clock, secrets, (ChainSimulator::in_memory(), custody))
     }
 
+    /// The same embedded platform on another store (the tests' DynamoDB in the emulator);
+    /// the Singpass simulator follows it.
+    #[cfg(feature = "embedded")]
+    pub fn with_store(mut self, store: Arc<dyn Store>) -> Result<Self, PlatformError> {
+        let (simulator, singpass) = simulated_singpass(&store, &self.clock)?;
+        if let Some(simulators) = &mut self.simulators {
+            simulators.singpass = simulator;
+        }
+        self.singpass = singpass;
+        self.store = store;
+        Ok(self)
+    }
+
     #[cfg(feature = "embedded")]
     fn assemble(
         (store, [keyring, token_keyring, audit_keyring]): (Arc<dyn Store>, [Arc<dyn Keyring>; 3]),
@@ -313,22 +326,8 @@ impl Platform {
         (chain, custody): (ChainSimulator, CustodySimulator),
     ) -> Result<Self, PlatformError> {
         let ids: Arc<dyn Ids> = Arc::new(UlidIds::default());
-        let public_url = "http://127.0.0.1:3000".to_owned();
-        let singpass = singpass_config(
-            format!("{public_url}{}", crate::adapters::partners::singpass_sim::BASE_PATH),
-            "dabs-platform".to_owned(),
-            &public_url,
-        );
-        let published = crate::app::myinfo::keys::PublishedKeys { store: store.clone(), clock: clock.clone() };
-        let simulator = SingpassSimulator::new(
-            singpass.issuer.clone(),
-            singpass.client_id.clone(),
-            singpass.redirect_uri.clone(),
-            Arc::new(published),
-            clock.clone(),
-        )
-        .map(Arc::new)
-        .map_err(|e| crate::ports::keyring::KeyringError::Crypto(e.to_string()))?;
+        let public_url = EMBEDDED_URL.to_owned();
+        let (simulator, singpass) = simulated_singpass(&store, &clock)?;
         let simulators = Simulators {
             bank: Arc::new(BankSimulator::new(bank_webhook_secret.clone(), clock.clone(), ids.clone())),
             chain: Arc::new(chain),
@@ -346,10 +345,7 @@ impl Platform {
             bank: simulators.bank.clone(),
             chain: simulators.chain.clone(),
             custody: simulators.custody.clone(),
-            singpass: Arc::new(FapiClient::new(
-                singpass,
-                Arc::new(crate::app::myinfo::client::RouterTransport(simulator.router())),
-            )),
+            singpass,
             clock,
             ids,
             config: Arc::new(Config {
@@ -361,6 +357,33 @@ impl Platform {
             simulators: Some(simulators),
         })
     }
+}
+
+/// Where the embedded platform's API answers.
+#[cfg(feature = "embedded")]
+const EMBEDDED_URL: &str = "http://127.0.0.1:3000";
+
+/// The Singpass simulator over `store` (it reads the platform's published keys there, as
+/// Singpass reads the registered JWKS URL) and a client that reaches it in process.
+#[cfg(feature = "embedded")]
+fn simulated_singpass(
+    store: &Arc<dyn Store>,
+    clock: &Arc<dyn Clock>,
+) -> Result<(Arc<SingpassSimulator>, Arc<FapiClient>), PlatformError> {
+    let issuer = format!("{EMBEDDED_URL}{}", crate::adapters::partners::singpass_sim::BASE_PATH);
+    let config = singpass_config(issuer, "dabs-platform".to_owned(), EMBEDDED_URL);
+    let published = crate::app::myinfo::keys::PublishedKeys { store: store.clone(), clock: clock.clone() };
+    let simulator = SingpassSimulator::new(
+        config.issuer.clone(),
+        config.client_id.clone(),
+        config.redirect_uri.clone(),
+        Arc::new(published),
+        clock.clone(),
+    )
+    .map(Arc::new)
+    .map_err(|e| crate::ports::keyring::KeyringError::Crypto(e.to_string()))?;
+    let transport = Arc::new(crate::app::myinfo::client::RouterTransport(simulator.router()));
+    Ok((simulator.clone(), Arc::new(FapiClient::new(config, transport))))
 }
 
 /// Singpass as the platform is registered with it: the callback is under `public_url`.

@@ -41,7 +41,7 @@ async fn spawn(dynamodb: bool) -> TestApp {
         let client = aws_sdk_dynamodb::Client::new(&emulator_config(&endpoint).await.unwrap());
         let table = format!("app-{}", ulid::Ulid::new().to_string().to_lowercase());
         DynamoStore::create_table(&client, &table).await.unwrap();
-        platform.store = Arc::new(DynamoStore::new(client, table, clock.clone()));
+        platform = platform.with_store(Arc::new(DynamoStore::new(client, table, clock.clone()))).unwrap();
     }
     let running = local::start(platform.clone(), "127.0.0.1:0".parse().unwrap()).await.unwrap();
     TestApp { base: format!("http://{}", running.addr), platform, clock, running, client: reqwest::Client::new(), dir }
@@ -379,10 +379,10 @@ impl TestApp {
         let approve = format!("/v1/admin/change-requests/{}/approve", request["id"].as_str().unwrap());
         assert_eq!(self.post_as(&approve, &s.checker, None).await, StatusCode::OK);
         self.clock.advance(chrono::TimeDelta::hours(1));
-        let url = self.url(&format!("/v1/deals/{id}"));
+        let deals = self.platform.deals();
         eventually("the deal opened", || async {
-            let deal: serde_json::Value = self.client.get(&url).send().await.unwrap().json().await.unwrap();
-            deal["state"] == "open"
+            let deal = deals.get(&id).await.unwrap().unwrap();
+            deal.state == shared::domain::deal::DealState::Open
         })
         .await;
         id

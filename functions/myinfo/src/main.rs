@@ -2,5 +2,10 @@
 async fn main() -> Result<(), shared::lambda::Error> {
     shared::telemetry::init();
     let platform = shared::Platform::aws().await?;
-    shared::lambda::serve_http(myinfo::app(&platform)).await
+    let woken = platform.clone();
+    shared::lambda::serve_http_sqs_or_wake(myinfo::app(&platform), myinfo::handler(&platform), move |event| {
+        let platform = woken.clone();
+        async move { myinfo::woken(&platform, event).await }
+    })
+    .await
 }

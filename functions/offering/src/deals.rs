@@ -11,7 +11,7 @@ use shared::app::sessions::Principal;
 use shared::domain::access::{self, Action, Resource};
 use shared::domain::deal::{Building, BuildingType, DealState, Step, Terms};
 use shared::domain::money::{format_cents, parse_cents};
-use shared::http::auth::{Authenticated, authorize};
+use shared::http::auth::{Authenticated, as_of_now, authorize};
 use shared::http::openapi::DecimalAmount;
 use shared::http::page::{PageOf, Paging};
 use shared::http::problem::{PROBLEM_JSON, Problem};
@@ -276,15 +276,27 @@ pub struct StateFilter {
     state: Option<String>,
 }
 
-/// Published and later deals, oldest first; `state` narrows to one state. No sign-in needed.
-#[utoipa::path(get, path = "/v1/deals", tag = "deals",
+/// Offer terms are for opted-in accredited investors only (SFA s275: no offer to the
+/// public). Operators and issuers read deals through their own routes.
+async fn offer_reader(state: &OfferingState, me: &Principal) -> Result<(), ApiError> {
+    authorize(&state.platform, &as_of_now(&state.platform, me).await?, Action::ReadOffers, Resource::None, "deals.read")
+        .await
+}
+
+/// Published and later deals, oldest first; `state` narrows to one state. Opted-in
+/// accredited investors (level 3) only.
+#[utoipa::path(get, path = "/v1/deals", tag = "deals", security(("bearer" = [])),
     params(("state" = Option<String>, Query), ("limit" = Option<usize>, Query), ("cursor" = Option<String>, Query)),
-    responses((status = 200, body = PageOf<DealView>), (status = 400, body = Problem, content_type = PROBLEM_JSON)))]
+    responses((status = 200, body = PageOf<DealView>), (status = 400, body = Problem, content_type = PROBLEM_JSON),
+        (status = 401, description = "No sign-in: offer terms are not shown to the public", body = Problem, content_type = PROBLEM_JSON),
+        (status = 403, description = "Not an opted-in accredited investor (level 3)", body = Problem, content_type = PROBLEM_JSON)))]
 pub async fn list_public(
     State(state): State<OfferingState>,
+    Authenticated(me): Authenticated,
     Query(filter): Query<StateFilter>,
     paging: Paging,
 ) -> Result<Json<PageOf<DealView>>, ApiError> {
+    offer_reader(&state, &me).await?;
     let public: Vec<DealState> = DealState::ALL.into_iter().filter(|s| s.is_public()).collect();
     let states = match filter.state.as_deref() {
         None => public,
@@ -303,19 +315,24 @@ pub async fn list_public(
     Ok(Json(PageOf::new(deals.into_iter().map(DealView::from).collect(), next)))
 }
 
-/// One deal: public once published; before that, for deal operators and its issuer's users.
-#[utoipa::path(get, path = "/v1/deals/{id}", tag = "deals", params(("id" = String, Path)),
+/// One deal: for deal operators and its issuer's users in any state; once published, for
+/// opted-in accredited investors (level 3) too.
+#[utoipa::path(get, path = "/v1/deals/{id}", tag = "deals", security(("bearer" = [])), params(("id" = String, Path)),
     responses((status = 200, body = DealView), (status = 404, body = Problem, content_type = PROBLEM_JSON),
-        (status = 401, description = "A bearer token was given, and it is invalid or expired", body = Problem, content_type = PROBLEM_JSON)))]
+        (status = 401, description = "No sign-in, or an invalid or expired token", body = Problem, content_type = PROBLEM_JSON),
+        (status = 403, description = "Not an opted-in accredited investor (level 3)", body = Problem, content_type = PROBLEM_JSON)))]
 pub async fn get(
     State(state): State<OfferingState>,
-    caller: Option<Authenticated>,
+    Authenticated(me): Authenticated,
     Path(id): Path<String>,
 ) -> Result<Json<DealView>, ApiError> {
     let not_found = || ApiError::not_found("no such deal");
     let deal = state.deals.get(&id).await?.ok_or_else(not_found)?;
-    let visible = deal.state.is_public() || caller.is_some_and(|Authenticated(me)| may_see_unpublished(&me, &deal));
-    if !visible {
+    if may_see_unpublished(&me, &deal) {
+        return Ok(Json(deal.into()));
+    }
+    offer_reader(&state, &me).await?;
+    if !deal.state.is_public() {
         return Err(not_found());
     }
     Ok(Json(deal.into()))

@@ -117,7 +117,9 @@ pub async fn subscribe(
     IdempotencyKey(key): IdempotencyKey,
     Json(body): Json<SubscriptionRequest>,
 ) -> Result<(StatusCode, Json<SubscriptionView>), ApiError> {
-    authorize(&state.platform, &me, Action::Subscribe, Resource::OwnedBy(&me.user_id), "subscription.create").await?;
+    // The stored level: an investor who opted out is refused at once.
+    let now = shared::http::auth::as_of_now(&state.platform, &me).await?;
+    authorize(&state.platform, &now, Action::Subscribe, Resource::OwnedBy(&me.user_id), "subscription.create").await?;
     let sub =
         state.subscriptions.subscribe(&me.user_id, &deal_id, &key, body.units).await.map_err(subscription_error)?;
     if sub.status == SubscriptionStatus::Rejected {

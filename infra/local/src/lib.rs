@@ -57,6 +57,7 @@ fn consumers(platform: &Platform) -> Vec<(QueueName, Arc<dyn BatchHandler>)> {
         (settlement::QUEUE, settlement::handler(platform)),
         (notify::QUEUE, notify::handler(platform, &templates())),
         (reconcile::QUEUE, reconcile::handler(platform)),
+        (myinfo::QUEUE, myinfo::handler(platform)),
     ]
 }
 

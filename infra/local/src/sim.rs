@@ -58,7 +58,8 @@ pub fn routes(simulators: Simulators) -> Router {
         .route("/sim/chain/accounts/{account}/balance", get(chain_balance))
         .route("/sim/custody/calls", get(custody_calls))
         .route("/sim/faults", post(inject).delete(clear))
-        .with_state(simulators)
+        .with_state(simulators.clone())
+        .merge(simulators.singpass.router())
 }
 
 /// Makes the bank send its webhooks for money arriving at a virtual account.

@@ -85,6 +85,8 @@ pub enum Action {
     ReadOffers,
     /// Read a person's decrypted Myinfo data, or erase it (break-glass).
     RevealPersonalData,
+    /// Start Myinfo onboarding (a second factor first: level 2).
+    Onboard,
 }
 
 /// What the action is about, for object-level checks.
@@ -157,7 +159,8 @@ fn operator_roles(action: Action) -> &'static [Role] {
         | Action::Subscribe
         | Action::Withdraw
         | Action::ActForIssuer
-        | Action::ReadOffers => &[],
+        | Action::ReadOffers
+        | Action::Onboard => &[],
     }
 }
 
@@ -180,6 +183,10 @@ pub fn decide(subject: &Subject<'_>, action: Action, resource: Resource<'_>) -> 
             Decision::Allow("second factor proved at login")
         }
         Action::Withdraw => Decision::Deny("withdrawing needs a login with the second factor (level 2)"),
+        Action::Onboard if subject.level >= LEVEL_SECOND_FACTOR && subject.second_factor => {
+            Decision::Allow("second factor proved at login")
+        }
+        Action::Onboard => Decision::Deny("onboarding needs a login with the second factor (level 2)"),
         Action::ReadOffers if subject.level >= LEVEL_ACCREDITED => Decision::Allow("opted-in accredited investor"),
         Action::ReadOffers => Decision::Deny("offer terms are for opted-in accredited investors only"),
         Action::ActForIssuer => match (resource, subject.issuer_id) {
@@ -238,29 +245,30 @@ mod tests {
             RotateKeys,
             ReadOffers,
             RevealPersonalData,
+            Onboard,
         ];
         // Columns in the order of `actions`: A allowed, - denied.
         // The issuer column asks about the caller's own issuer (`iss_1`).
         // (who, roles, level, second factor proved at login, expected).
         let table: [(&str, &[Role], u8, bool, &str); 18] = [
-            ("investor level 1", &[], 1, false, "A------------------"),
-            ("investor level 2", &[], 2, true, "A--A---------------"),
-            ("investor level 2, session before enrolment", &[], 2, false, "A------------------"),
-            ("investor level 3", &[], 3, true, "A-AA-------------A-"),
-            ("investor level 3, no second factor", &[], 3, false, "A----------------A-"),
-            ("super-admin", &[Role::SuperAdmin], 2, true, "A--AAAAAAAAAAAA-A--"),
-            ("super-admin without second factor", &[Role::SuperAdmin], 1, false, "A------------------"),
-            ("super-admin at level 2, session before enrolment", &[Role::SuperAdmin], 2, false, "A------------------"),
-            ("co-operator", &[Role::CoOperator], 2, true, "A--AA--AAA---------"),
-            ("member-management", &[Role::MemberManagement], 2, true, "A--AAAA------------"),
-            ("deal", &[Role::Deal], 2, true, "A--A------AA-------"),
-            ("finance", &[Role::Finance], 2, true, "A--A--------AAA----"),
-            ("issuer", &[Role::Issuer], 2, true, "A--A-----------A---"),
-            ("issuer without second factor", &[Role::Issuer], 2, false, "A------------------"),
-            ("deal without second factor", &[Role::Deal], 1, false, "A------------------"),
-            ("finance and deal", &[Role::Finance, Role::Deal], 2, true, "A--A------AAAAA----"),
-            ("data-protection", &[Role::DataProtection], 2, true, "A--A--------------A"),
-            ("data-protection without second factor", &[Role::DataProtection], 2, false, "A------------------"),
+            ("investor level 1", &[], 1, false, "A-------------------"),
+            ("investor level 2", &[], 2, true, "A--A---------------A"),
+            ("investor level 2, session before enrolment", &[], 2, false, "A-------------------"),
+            ("investor level 3", &[], 3, true, "A-AA-------------A-A"),
+            ("investor level 3, no second factor", &[], 3, false, "A----------------A--"),
+            ("super-admin", &[Role::SuperAdmin], 2, true, "A--AAAAAAAAAAAA-A--A"),
+            ("super-admin without second factor", &[Role::SuperAdmin], 1, false, "A-------------------"),
+            ("super-admin at level 2, session before enrolment", &[Role::SuperAdmin], 2, false, "A-------------------"),
+            ("co-operator", &[Role::CoOperator], 2, true, "A--AA--AAA---------A"),
+            ("member-management", &[Role::MemberManagement], 2, true, "A--AAAA------------A"),
+            ("deal", &[Role::Deal], 2, true, "A--A------AA-------A"),
+            ("finance", &[Role::Finance], 2, true, "A--A--------AAA----A"),
+            ("issuer", &[Role::Issuer], 2, true, "A--A-----------A---A"),
+            ("issuer without second factor", &[Role::Issuer], 2, false, "A-------------------"),
+            ("deal without second factor", &[Role::Deal], 1, false, "A-------------------"),
+            ("finance and deal", &[Role::Finance, Role::Deal], 2, true, "A--A------AAAAA----A"),
+            ("data-protection", &[Role::DataProtection], 2, true, "A--A--------------AA"),
+            ("data-protection without second factor", &[Role::DataProtection], 2, false, "A-------------------"),
         ];
         for (who, roles, level, second_factor, expected) in table {
             let subject = Subject { user_id: "usr_me", roles, level, issuer_id: Some("iss_1"), second_factor };

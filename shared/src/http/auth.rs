@@ -115,6 +115,16 @@ impl<S: VerifierSource> FromRequestParts<S> for Authenticated {
     }
 }
 
+/// The caller as of now: the token's level lowered to the stored one, so an investor who
+/// opted out of accredited-investor status loses level 3 at once, not when the access
+/// token expires.
+pub async fn as_of_now(platform: &crate::Platform, me: &Principal) -> Result<Principal, ApiError> {
+    let stored = platform.accounts().user(&me.user_id).await.map_err(|e| ApiError::internal(&e))?;
+    let mut me = me.clone();
+    me.level = me.level.min(stored.map_or(0, |u| u.level));
+    Ok(me)
+}
+
 /// Checks an action with the access policy; a refusal is written to the audit log and
 /// answered 403. `name` is the action as the audit log records it. Refusals are throttled
 /// per caller ([`crate::app::throttle::REFUSED`]): past the limit the caller gets 429 and

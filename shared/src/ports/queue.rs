@@ -21,10 +21,12 @@ pub enum QueueName {
     Notify,
     /// Reconciliation runs an operator asked for (too long for an HTTP request).
     Reconcile,
+    /// Pages of the re-wrap of person data keys.
+    Myinfo,
 }
 
 impl QueueName {
-    pub const ALL: [QueueName; 4] = [Self::Allocation, Self::Settlement, Self::Notify, Self::Reconcile];
+    pub const ALL: [QueueName; 5] = [Self::Allocation, Self::Settlement, Self::Notify, Self::Reconcile, Self::Myinfo];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -32,6 +34,7 @@ impl QueueName {
             Self::Settlement => "settlement",
             Self::Notify => "notify",
             Self::Reconcile => "reconcile",
+            Self::Myinfo => "myinfo",
         }
     }
 }

@@ -317,12 +317,10 @@ impl SingpassSimulator {
             return Err(refuse());
         }
         let assertion = params.get("client_assertion").ok_or_else(refuse)?;
-        let kid = jose::peek_header(assertion).ok().and_then(|h| h.get("kid").and_then(Value::as_str).map(str::to_owned));
+        let kid =
+            jose::peek_header(assertion).ok().and_then(|h| h.get("kid").and_then(Value::as_str).map(str::to_owned));
         let keys = self.client_keys.keys().await;
-        let key = keys
-            .iter()
-            .find(|k| k.kid == kid && k.use_.as_deref() == Some("sig"))
-            .ok_or_else(refuse)?;
+        let key = keys.iter().find(|k| k.kid == kid && k.use_.as_deref() == Some("sig")).ok_or_else(refuse)?;
         let claims: Value = jose::verify(assertion, key).and_then(|v| v.claims()).map_err(|_| refuse())?;
         let text = |name: &str| claims.get(name).and_then(Value::as_str).unwrap_or_default().to_owned();
         let (exp, iat) = (claims["exp"].as_i64().unwrap_or(0), claims["iat"].as_i64().unwrap_or(0));
@@ -353,7 +351,10 @@ impl SingpassSimulator {
         let claims: Value = jose::verify(proof, &jwk).and_then(|v| v.claims()).map_err(|_| refuse())?;
         let now = self.now();
         let iat = claims["iat"].as_i64().unwrap_or(0);
-        if claims["htm"].as_str() != Some(htm) || claims["htu"].as_str() != Some(htu) || (iat - now).abs() > PROOF_WINDOW {
+        if claims["htm"].as_str() != Some(htm)
+            || claims["htu"].as_str() != Some(htu)
+            || (iat - now).abs() > PROOF_WINDOW
+        {
             return Err(refuse());
         }
         if ath.is_some() && claims["ath"].as_str() != ath {
@@ -398,7 +399,8 @@ impl SingpassSimulator {
         };
         let extra: Map<String, Value> =
             jose::header(&[("kid", recipient.kid.clone().unwrap_or_default().into()), ("cty", "JWT".into())]);
-        jose::encrypt(jws.as_bytes(), &recipient, KeyAlg::EcdhEsA256Kw, ContentAlg::A256Gcm, extra).map_err(|_| failed())
+        jose::encrypt(jws.as_bytes(), &recipient, KeyAlg::EcdhEsA256Kw, ContentAlg::A256Gcm, extra)
+            .map_err(|_| failed())
     }
 
     async fn par(&self, body: &[u8]) -> Response {
@@ -506,7 +508,9 @@ impl SingpassSimulator {
             Err(refused) => return refused,
         };
         let access_token = token();
-        self.lock().tokens.insert(access_token.clone(), IssuedToken { jkt, persona: issued.persona, expires: now + 1800 });
+        self.lock()
+            .tokens
+            .insert(access_token.clone(), IssuedToken { jkt, persona: issued.persona, expires: now + 1800 });
         axum::Json(json!({
             "access_token": access_token, "token_type": "DPoP", "expires_in": 1800, "id_token": id_token,
             "scope": issued.params.get("scope"),

@@ -5,7 +5,7 @@
 //! transaction log; the client itself keeps nothing.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -14,14 +14,14 @@ use serde_json::{Value, json};
 use tokio::sync::RwLock;
 
 use crate::domain::uri::percent_encode;
-use crate::jose::{self, DecryptionKey, Jwk, JoseError, SigningKey, b64};
+use crate::jose::{self, DecryptionKey, JoseError, Jwk, SigningKey, b64};
 
 /// A client assertion lives this long (Singpass accepts at most two minutes).
 const ASSERTION_LIFE: i64 = 60;
 /// The ID token's clock skew allowance.
 const SKEW: i64 = 60;
 /// Singpass's key set is fetched again for an unknown `kid` at most this often.
-pub const JWKS_RELOAD_EVERY: Duration = Duration::from_secs(30);
+pub const JWKS_RELOAD_EVERY: chrono::TimeDelta = chrono::TimeDelta::seconds(30);
 
 /// Where Singpass is and who the platform is to it.
 #[derive(Debug, Clone, Default)]
@@ -186,7 +186,7 @@ pub struct Obtained {
 #[derive(Default)]
 struct JwksCache {
     keys: Vec<Jwk>,
-    fetched: Option<Instant>,
+    fetched: Option<DateTime<Utc>>,
 }
 
 /// The FAPI 2.0 client. Cheap to share; it caches the discovery document and Singpass's
@@ -245,8 +245,8 @@ impl FapiClient {
             return Ok(found);
         }
         let url = format!("{}/.well-known/openid-configuration", self.config.issuer.trim_end_matches('/'));
-        let document: Discovery = serde_json::from_value(self.get_json(&url).await?)
-            .map_err(|_| FapiError::Check("discovery"))?;
+        let document: Discovery =
+            serde_json::from_value(self.get_json(&url).await?).map_err(|_| FapiError::Check("discovery"))?;
         if document.issuer != self.config.issuer {
             return Err(FapiError::Check("issuer"));
         }
@@ -256,7 +256,7 @@ impl FapiClient {
 
     /// Singpass's signing key `kid`: from the cache, or from a fresh copy of the key set if
     /// the cache does not have it and was not fetched within [`JWKS_RELOAD_EVERY`].
-    async fn singpass_key(&self, kid: &str) -> Result<Jwk, FapiError> {
+    async fn singpass_key(&self, kid: &str, now: DateTime<Utc>) -> Result<Jwk, FapiError> {
         if let Some(key) = self.jwks.read().await.keys.iter().find(|k| k.kid.as_deref() == Some(kid)) {
             return Ok(key.clone());
         }
@@ -264,14 +264,14 @@ impl FapiClient {
         if let Some(key) = cache.keys.iter().find(|k| k.kid.as_deref() == Some(kid)) {
             return Ok(key.clone());
         }
-        if cache.fetched.is_some_and(|at| at.elapsed() < JWKS_RELOAD_EVERY) {
+        if cache.fetched.is_some_and(|at| now - at < JWKS_RELOAD_EVERY) {
             return Err(FapiError::UnknownKid);
         }
         let url = self.discovery().await?.jwks_uri;
         let set = self.get_json(&url).await?;
         let keys: Vec<Jwk> = serde_json::from_value(set.get("keys").cloned().unwrap_or_default())
             .map_err(|_| FapiError::Check("jwks"))?;
-        *cache = JwksCache { keys, fetched: Some(Instant::now()) };
+        *cache = JwksCache { keys, fetched: Some(now) };
         cache.keys.iter().find(|k| k.kid.as_deref() == Some(kid)).cloned().ok_or(FapiError::UnknownKid)
     }
 
@@ -370,7 +370,8 @@ impl FapiClient {
             if let Some(fresh) = wants_nonce(&answer)
                 && tries == 1
             {
-                record(log, "token", "POST", &url, now, answer)?;
+                // Logged; the refusal is the nonce to use, not a failure.
+                let _ = record(log, "token", "POST", &url, now, answer);
                 nonce = Some(fresh);
                 continue;
             }
@@ -397,7 +398,7 @@ impl FapiClient {
                 if let Some(last) = log.last_mut() {
                     last.personal = Some(claims);
                 }
-                checked?
+                checked.map_err(|e| annotate(log, e))?
             }
             Err(e) => return Err(annotate(log, e)),
         };
@@ -416,7 +417,7 @@ impl FapiClient {
             if let Some(fresh) = wants_nonce(&answer)
                 && tries == 1
             {
-                record(log, "userinfo", "GET", &url, now, answer)?;
+                let _ = record(log, "userinfo", "GET", &url, now, answer);
                 nonce = Some(fresh);
                 continue;
             }
@@ -446,7 +447,7 @@ impl FapiClient {
         let (_, inner) = key.decrypt(jwe)?;
         let inner = String::from_utf8(inner).map_err(|_| FapiError::Check("jws"))?;
         let kid = jose::peek_header(&inner)?.get("kid").and_then(Value::as_str).map(str::to_owned);
-        let signer = self.singpass_key(&kid.ok_or(FapiError::UnknownKid)?).await?;
+        let signer = self.singpass_key(&kid.ok_or(FapiError::UnknownKid)?, now).await?;
         let claims: Value = jose::verify(&inner, &signer)?.claims()?;
         let discovery = self.discovery().await?;
         if claims.get("iss").and_then(Value::as_str) != Some(discovery.issuer.as_str()) {

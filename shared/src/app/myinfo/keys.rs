@@ -52,7 +52,10 @@ fn set_key() -> Key {
 }
 
 fn context(kid: &str) -> EncryptionContext {
-    EncryptionContext::from([("purpose".to_owned(), "myinfo-client-key".to_owned()), ("kid".to_owned(), kid.to_owned())])
+    EncryptionContext::from([
+        ("purpose".to_owned(), "myinfo-client-key".to_owned()),
+        ("kid".to_owned(), kid.to_owned()),
+    ])
 }
 
 fn published(key: &StoredKey, now: DateTime<Utc>, overlap: TimeDelta) -> bool {

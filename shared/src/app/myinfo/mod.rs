@@ -6,6 +6,7 @@
 
 pub mod client;
 pub mod keys;
+pub mod rewrap;
 pub mod vault;
 
 use std::sync::Arc;
@@ -382,11 +383,8 @@ impl Onboarding {
                 nric_masked: record.nric_masked.clone(),
                 assessed_at: record.assessed_at,
             };
-            let change = Change::SetLevel {
-                user_id: user_id.to_owned(),
-                level: LEVEL_ACCREDITED,
-                myinfo: Some(attachment),
-            };
+            let change =
+                Change::SetLevel { user_id: user_id.to_owned(), level: LEVEL_ACCREDITED, myinfo: Some(attachment) };
             let changes = ChangeRequests::new(self.store.clone(), self.clock.clone(), self.ids.clone());
             match changes.propose(&system, change).await {
                 Ok(request) => record.review = Some(request.id),
@@ -395,7 +393,9 @@ impl Onboarding {
             }
         }
         match self.store.put(Item::new(key, &record)?, Condition::VersionIs(item.version)).await {
-            Err(StoreError::ConditionFailed { .. }) => return Err(OnboardingError::Conflict("changed meanwhile: retry")),
+            Err(StoreError::ConditionFailed { .. }) => {
+                return Err(OnboardingError::Conflict("changed meanwhile: retry"));
+            }
             other => other?,
         }
         self.event(user_id, "accreditation.opt-in", &format!("notice {notice_version}")).await?;
@@ -478,6 +478,10 @@ impl Onboarding {
         })
         .await?;
         Ok(erased)
+    }
+
+    pub fn rewrap(&self, queue: Arc<dyn crate::ports::Queue>) -> rewrap::Rewrap {
+        rewrap::Rewrap { vault: self.vault(), queue, clock: self.clock.clone(), ids: self.ids.clone() }
     }
 
     /// The investor's transaction log, newest first (personal parts stay sealed).

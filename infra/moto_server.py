@@ -166,9 +166,15 @@ def name_resources():
         "sqs:ChangeMessageVisibilityBatch": "sqs:ChangeMessageVisibility",
     }
 
+    # KMS authorizes ReEncrypt by ReEncryptFrom on the source key and ReEncryptTo on the
+    # destination; both are checked on the source key (the platform re-wraps within one key).
+    split = {"kms:ReEncrypt": ["kms:ReEncryptFrom", "kms:ReEncryptTo"]}
+
     def actions(request):
         if request._action in batches:
             return [batches[request._action]]
+        if request._action in split:
+            return split[request._action]
         if request._action not in ("dynamodb:TransactWriteItems", "dynamodb:TransactGetItems"):
             return [request._action]
         items = json.loads(request._body or b"{}").get("TransactItems", [])

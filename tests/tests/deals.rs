@@ -30,15 +30,15 @@ async fn state_of(app: &TestApp, id: &str, token: &str) -> String {
     deal["state"].as_str().unwrap().to_owned()
 }
 
-/// A published deal's state, as anyone sees it.
+/// A deal's state as stored (the clock moves past every token's life while it is awaited).
 async fn public_state(app: &TestApp, id: &str) -> String {
-    let deal: Value = app.client.get(app.url(&format!("/v1/deals/{id}"))).send().await.unwrap().json().await.unwrap();
-    deal["state"].as_str().unwrap().to_owned()
+    app.platform.deals().get(id).await.unwrap().unwrap().state.as_str().to_owned()
 }
 
 async fn a_deal_goes_from_draft_through_publication_to_open_and_closed_by_its_window(app: TestApp) {
     let s = app.approved_issuer("201912345K").await;
-    let (_, investor) = app.operator("investor@example.sg", &[]).await;
+    let (_, investor) = app.accredited_investor("investor@example.sg").await;
+    let (_, unaccredited) = app.operator("unaccredited@example.sg", &[]).await;
 
     // Registration: deal operators only, valid terms, an approved issuer.
     assert_eq!(
@@ -59,15 +59,18 @@ async fn a_deal_goes_from_draft_through_publication_to_open_and_closed_by_its_wi
     assert_eq!((status, deal["state"].as_str()), (StatusCode::CREATED, Some("draft")), "{deal}");
     let id = deal["id"].as_str().unwrap().to_owned();
 
-    // A draft is seen by deal operators and its issuer's users only.
+    // A draft is seen by deal operators and its issuer's users only; no deal is shown to
+    // the public or to an investor below level 3 (SFA s275).
     let anonymous = app.client.get(app.url(&format!("/v1/deals/{id}"))).send().await.unwrap().status();
-    assert_eq!(anonymous, StatusCode::NOT_FOUND);
+    assert_eq!(anonymous, StatusCode::UNAUTHORIZED);
+    assert_eq!(app.get_as(&format!("/v1/deals/{id}"), &unaccredited).await.0, StatusCode::FORBIDDEN);
     assert_eq!(app.get_as(&format!("/v1/deals/{id}"), &investor).await.0, StatusCode::NOT_FOUND);
     assert_eq!(state_of(&app, &id, &s.owner).await, "draft");
     let (status, own) = app.get_as(&format!("/v1/issuers/{}/deals", s.issuer_id), &s.owner).await;
     assert_eq!((status, own["items"].as_array().map(Vec::len)), (StatusCode::OK, Some(1)));
     let other = app.approved_issuer("53312345D").await;
-    assert_eq!(app.get_as(&format!("/v1/deals/{id}"), &other.owner).await.0, StatusCode::NOT_FOUND);
+    // Another issuer's user is no accredited investor: refused before the deal is looked at.
+    assert_eq!(app.get_as(&format!("/v1/deals/{id}"), &other.owner).await.0, StatusCode::FORBIDDEN);
     assert_eq!(app.get_as(&format!("/v1/issuers/{}/deals", s.issuer_id), &other.owner).await.0, StatusCode::NOT_FOUND);
 
     // Economic terms change freely before publication.

@@ -22,6 +22,7 @@ async fn a_forged_cursor_is_a_400_problem_naming_the_cursor_on_every_list(app: T
     let (_, investor) = app.funded_investor("ina@example.sg", "10.00").await;
     let (victim, _) = app.funded_investor("victim@example.sg", "10.00").await;
     let (_, admin) = app.operator("admin@example.sg", &["super-admin"]).await;
+    let (_, accredited) = app.accredited_investor("ada@example.sg").await;
     let someone_elses = [
         forged(&format!("ACCOUNT#deposit:{victim}:SGD"), "ENTRY#00000000000000000001", None),
         forged("USER#x", "PROFILE", Some(("ELSEWHERE", "x"))),
@@ -30,7 +31,7 @@ async fn a_forged_cursor_is_a_400_problem_naming_the_cursor_on_every_list(app: T
     let lists = [
         ("/v1/accounts/me/statement", &investor),
         ("/v1/me/subscriptions", &investor),
-        ("/v1/deals", &investor),
+        ("/v1/deals", &accredited),
         ("/v1/admin/users", &admin),
         ("/v1/admin/audit", &admin),
         ("/v1/admin/change-requests", &admin),
@@ -55,6 +56,7 @@ async fn a_forged_cursor_is_a_400_problem_naming_the_cursor_on_every_list(app: T
 async fn a_bad_path_or_query_parameter_is_a_400_problem() {
     let app = platform_tests::spawn_app().await;
     let (_, investor) = app.funded_investor("ina@example.sg", "10.00").await;
+    let (_, accredited) = app.accredited_investor("ada@example.sg").await;
     for (path, field) in [
         ("/v1/deals/%FF", "path"),
         ("/v1/deals?state=%FF", "state"),
@@ -62,7 +64,9 @@ async fn a_bad_path_or_query_parameter_is_a_400_problem() {
         ("/v1/accounts/me/statement?asset=SGD&asset=DABS", "query"),
         ("/v1/accounts/me/withdrawals/%C3%28", "path"),
     ] {
-        let response = app.client.get(app.url(path)).bearer_auth(&investor).send().await.unwrap();
+        // Offer terms are for accredited investors only (SFA s275).
+        let token = if path.starts_with("/v1/deals") { &accredited } else { &investor };
+        let response = app.client.get(app.url(path)).bearer_auth(token).send().await.unwrap();
         let status = response.status();
         let content_type = response.headers()["content-type"].to_str().unwrap().to_owned();
         let problem: Value = response.json().await.unwrap();

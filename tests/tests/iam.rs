@@ -381,15 +381,72 @@ async fn finance_asks_for_a_reconciliation_and_the_reconcile_function_runs_it_un
     assert!(scheduled.is_ok(), "{scheduled:?}");
 }
 
+/// Myinfo onboarding under the myinfo function's own policy, against the Singpass
+/// simulator on loopback (as Singpass, it reads the platform's published keys): the
+/// client keys and the person key made and opened by KMS under their encryption contexts,
+/// the assessment, the opt-in, break-glass, the re-wrap pages on the queue with KMS
+/// `ReEncrypt`, the client keys' rotation and the erasure.
 #[tokio::test]
-async fn the_function_without_aws_work_yet_holds_no_permission_and_still_starts() {
-    let Some(d) = deployed().await else { return };
-    assert!(d.stack.policy_of("MyinfoFunction").is_none(), "it makes no AWS call: its role grants none");
-    // Its router serves the shared document and nothing that needs AWS (API Gateway
-    // sends /health, which reads the table, to the auth function).
+async fn myinfo_onboards_opts_in_reveals_rewraps_and_erases_under_its_own_policy() {
+    use shared::adapters::partners::SingpassSimulator;
+    use shared::app::myinfo::keys::PublishedKeys;
+    let Some(mut d) = deployed().await else { return };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let issuer = format!("http://{}/sim/singpass", listener.local_addr().unwrap());
+    d.stack.partner("SingpassIssuer", issuer.clone());
     let myinfo = d.stack.function("MyinfoFunction").await;
-    let (status, document) = call(&myinfo::app(&myinfo), "GET", "/openapi.json", None, None).await;
-    assert_eq!((status, document["openapi"].is_string()), (StatusCode::OK, true));
+    let config = myinfo.singpass.config().clone();
+    let published = PublishedKeys { store: d.admin.store.clone(), clock: Arc::new(SystemClock) };
+    let simulator = SingpassSimulator::new(
+        issuer,
+        config.client_id.clone(),
+        config.redirect_uri.clone(),
+        Arc::new(published),
+        Arc::new(SystemClock),
+    )
+    .unwrap();
+    let router = Arc::new(simulator).router();
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+
+    let auth = d.stack.function("AuthFunction").await;
+    let app = myinfo::app(&myinfo);
+    let (user_id, token) = with_second_factor(&d, &auth, "myinfo-iam@example.sg", &[], 2).await;
+    let (status, started) = call(&app, "POST", "/v1/myinfo/authorize", Some(&token), Some(json!({}))).await;
+    assert_eq!(status, StatusCode::CREATED, "{started}");
+    let url = format!("{}&persona=S9812381D", started["authorize_url"].as_str().unwrap());
+    let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let redirected = client.get(url).send().await.unwrap();
+    assert_eq!(redirected.status(), StatusCode::FOUND);
+    let location = redirected.headers()["location"].to_str().unwrap().to_owned();
+    let callback = &location[location.find("/v1/myinfo/callback").unwrap()..];
+    let (status, assessed) = call(&app, "GET", callback, None, None).await;
+    assert_eq!((status, assessed["outcome"].as_str()), (StatusCode::OK, Some("passed")), "{assessed}");
+    let body = json!({"notice_version": assessed["notice_version"]});
+    let (status, opted) = call(&app, "POST", "/v1/me/accreditation/opt-in", Some(&token), Some(body)).await;
+    assert_eq!((status, opted["level"].as_u64()), (StatusCode::OK, Some(3)), "{opted}");
+    let (status, jwks) = call(&app, "GET", "/.well-known/myinfo-jwks.json", None, None).await;
+    assert_eq!((status, jwks["keys"].as_array().map(Vec::len)), (StatusCode::OK, Some(2)));
+
+    let (_, guardian) = with_second_factor(&d, &auth, "dpo-iam@example.sg", &["data-protection"], 2).await;
+    let reveal = format!("/v1/admin/users/{user_id}/myinfo/reveal");
+    let reason = json!({"reason": "an IAM test reads the record once"});
+    let (status, data) = call(&app, "POST", &reveal, Some(&guardian), Some(reason.clone())).await;
+    assert_eq!((status, data["person"]["uinfin"]["value"].as_str()), (StatusCode::OK, Some("S9812381D")), "{data}");
+
+    let (_, admin) = with_second_factor(&d, &auth, "keys-iam@example.sg", &["super-admin"], 2).await;
+    let (status, job) = call(&app, "POST", "/v1/admin/myinfo/rewrap", Some(&admin), None).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{job}");
+    assert!(work(&d.admin, QueueName::Myinfo, myinfo::handler(&myinfo).as_ref()).await >= 1);
+    let path = format!("/v1/admin/myinfo/rewrap/{}", job["id"].as_str().unwrap());
+    let (_, report) = call(&app, "GET", &path, Some(&admin), None).await;
+    assert_eq!((report["rewrapped"].as_u64(), report["finished_at"].is_string()), (Some(1), true), "{report}");
+    let rotated = myinfo::woken(&myinfo, json!({"rotate_client_keys": true})).await.unwrap();
+    assert_eq!(rotated["client_keys"].as_array().map(Vec::len), Some(2), "{rotated}");
+
+    let erase = format!("/v1/admin/users/{user_id}/myinfo/erase");
+    let (status, erased) = call(&app, "POST", &erase, Some(&guardian), Some(reason.clone())).await;
+    assert_eq!((status, erased["erased"].as_bool()), (StatusCode::OK, Some(true)), "{erased}");
+    assert_eq!(call(&app, "POST", &reveal, Some(&guardian), Some(reason)).await.0, StatusCode::NOT_FOUND);
 }
 
 /// `policy` without `action` in any statement.

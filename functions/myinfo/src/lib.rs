@@ -511,33 +511,25 @@ pub fn app(platform: &Platform) -> Router {
     shared::http::service(routes(platform), platform, shared::http::openapi::published())
 }
 
-/// The re-wrap pages on the `myinfo` queue.
-struct Pages(shared::app::myinfo::rewrap::Rewrap);
+/// The re-wrap pages on the `myinfo` queue: an unreadable one is dead-lettered at once;
+/// a page that fails is delivered again (it is safe to run twice).
+struct Pages {
+    rewrap: shared::app::myinfo::rewrap::Rewrap,
+    queue: Arc<dyn shared::ports::Queue>,
+}
 
 #[async_trait::async_trait]
 impl BatchHandler for Pages {
     async fn handle(&self, batch: &[Message]) -> Vec<String> {
-        let mut failed = Vec::new();
-        for message in batch {
-            let page = match serde_json::from_str::<RewrapMessage>(&message.body) {
-                Ok(page) => page.rewrap,
-                Err(error) => {
-                    tracing::error!(%error, "not a re-wrap page; dead-lettering");
-                    failed.push(message.id.clone());
-                    continue;
-                }
-            };
-            if let Err(error) = self.0.run_page(&page).await {
-                tracing::warn!(%error, job = %page.job, "re-wrap page failed; it will be retried");
-                failed.push(message.id.clone());
-            }
-        }
-        failed
+        shared::app::consumer::each_message(self.queue.as_ref(), QUEUE, batch, |message: RewrapMessage| async move {
+            self.rewrap.run_page(&message.rewrap).await
+        })
+        .await
     }
 }
 
 pub fn handler(platform: &Platform) -> Arc<dyn BatchHandler> {
-    Arc::new(Pages(platform.onboarding().rewrap(platform.queue.clone())))
+    Arc::new(Pages { rewrap: platform.onboarding().rewrap(platform.queue.clone()), queue: platform.queue.clone() })
 }
 
 /// A schedule woke the function: `{"rewrap": true}` starts a re-wrap of every person key

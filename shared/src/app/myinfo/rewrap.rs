@@ -55,6 +55,15 @@ pub enum RewrapError {
     NotFound,
 }
 
+impl crate::app::failure::Permanence for RewrapError {
+    fn is_permanent(&self) -> bool {
+        match self {
+            Self::Store(e) | Self::Vault(VaultError::Store(e)) => e.is_permanent(),
+            _ => false,
+        }
+    }
+}
+
 fn job_key(id: &str) -> Key {
     Key::new("MYINFO#REWRAP", id)
 }

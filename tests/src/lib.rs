@@ -24,6 +24,12 @@ pub async fn spawn_app() -> TestApp {
     spawn(false).await
 }
 
+/// [`spawn_app`] with the platform changed by `adjust` before it starts (an adapter
+/// wrapped to watch what it is asked).
+pub async fn spawn_app_with(adjust: impl FnOnce(&mut Platform)) -> TestApp {
+    spawn_adjusted(false, adjust).await
+}
+
 /// The same, with the store on DynamoDB in the emulator (`DABS_AWS_ENDPOINT`, set by
 /// `./infra/test.sh`); [`on_both_stores`] skips it without one.
 pub async fn spawn_app_on_dynamodb() -> TestApp {
@@ -31,6 +37,10 @@ pub async fn spawn_app_on_dynamodb() -> TestApp {
 }
 
 async fn spawn(dynamodb: bool) -> TestApp {
+    spawn_adjusted(dynamodb, |_| {}).await
+}
+
+async fn spawn_adjusted(dynamodb: bool, adjust: impl FnOnce(&mut Platform)) -> TestApp {
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(ManualClock::at("2026-11-25T06:00:00Z".parse().unwrap()));
     let mut platform = Platform::ephemeral(dir.path(), clock.clone()).unwrap();
@@ -43,6 +53,7 @@ async fn spawn(dynamodb: bool) -> TestApp {
         DynamoStore::create_table(&client, &table).await.unwrap();
         platform = platform.with_store(Arc::new(DynamoStore::new(client, table, clock.clone()))).unwrap();
     }
+    adjust(&mut platform);
     let running = local::start(platform.clone(), "127.0.0.1:0".parse().unwrap()).await.unwrap();
     TestApp { base: format!("http://{}", running.addr), platform, clock, running, client: reqwest::Client::new(), dir }
 }

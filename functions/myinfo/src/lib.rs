@@ -149,7 +149,7 @@ pub struct CallbackQuery {
     /// The authorization code (absent when Singpass answers an error).
     pub code: Option<String>,
     /// The `state` of the authorization request, used once.
-    pub state: Option<String>,
+    pub state: String,
     /// Singpass's error (the investor cancelled, or Singpass refused).
     pub error: Option<String>,
 }
@@ -171,9 +171,9 @@ pub struct Assessed {
 #[utoipa::path(get, path = "/v1/myinfo/callback", tag = "onboarding", params(CallbackQuery),
     responses(
         (status = 200, body = Assessed),
-        (status = 400, body = Problem, content_type = PROBLEM_JSON, description = "No `state`, or neither `code` nor `error`"),
+        (status = 400, body = Problem, content_type = PROBLEM_JSON, description = "No `state`"),
         (status = 404, body = Problem, content_type = PROBLEM_JSON, description = "The `state` is unknown, already used or expired"),
-        (status = 422, body = Problem, content_type = PROBLEM_JSON, description = "Singpass answered an error (`error`): the authorization is spent"),
+        (status = 422, body = Problem, content_type = PROBLEM_JSON, description = "Singpass answered an error (`error`): the authorization is spent; or neither `code` nor `error` came (`code`)"),
         (status = 502, body = Problem, content_type = PROBLEM_JSON, description = "Singpass's answer failed a check (named in `detail`)"),
     ))]
 pub async fn callback(
@@ -181,15 +181,13 @@ pub async fn callback(
     query: shared::http::Query<CallbackQuery>,
 ) -> Result<Json<Assessed>, ApiError> {
     let shared::http::Query(query) = query;
-    let Some(flow_state) = query.state.as_deref().filter(|s| !s.is_empty()) else {
-        return Err(ApiError::validation(vec![FieldError::new("state", "the callback needs the `state`")]));
-    };
+    let flow_state = query.state.as_str();
     if let Some(error) = query.error.as_deref() {
         state.services.refused(flow_state, error).await.map_err(onboarding_error)?;
         return Err(ApiError::unprocessable("Singpass did not authorise: start again"));
     }
     let Some(code) = query.code.as_deref().filter(|c| !c.is_empty()) else {
-        return Err(ApiError::validation(vec![FieldError::new("code", "the callback needs a `code` or an `error`")]));
+        return Err(ApiError::validation(vec![FieldError::refused("code", "the callback needs a `code` or an `error`")]));
     };
     let completed = state.services.callback(code, flow_state).await.map_err(onboarding_error)?;
     Ok(Json(Assessed {

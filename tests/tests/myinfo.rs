@@ -12,6 +12,7 @@ on_both_stores!(
     personal_data_is_read_only_by_break_glass_and_erasure_shreds_it,
     a_key_rotation_is_followed_by_a_rewrap_that_keeps_every_record_readable,
     every_failed_check_stops_the_flow_and_stores_nothing,
+    singpass_refuses_dpop_proofs_with_the_wrong_method_or_key,
 );
 
 /// Where the embedded platform says it is; the test's app listens elsewhere.
@@ -350,4 +351,94 @@ async fn every_failed_check_stops_the_flow_and_stores_nothing(app: TestApp) {
     app.clock.advance(chrono::TimeDelta::seconds(31));
     let (status, assessed) = onboard(&app, &token, "S9812381D", json!(null)).await;
     assert_eq!(status, StatusCode::OK, "{assessed}");
+}
+
+/// The simulator holds the platform to RFC 9449 as Singpass does: a proof for another
+/// method, a replayed proof, and a resource request proved with another key than the
+/// token is bound to are refused.
+async fn singpass_refuses_dpop_proofs_with_the_wrong_method_or_key(app: TestApp) {
+    use shared::app::myinfo::client::dpop_proof;
+    use shared::app::myinfo::keys::MyinfoKeys;
+    use shared::jose::{self, SigningKey, b64};
+    let (_, tokens) = investor(&app, "dpop@example.sg").await;
+    let authorize_url = start(&app, &access(&tokens), json!(null)).await;
+    let callback = log_in_at_singpass(&app, &authorize_url, "S9812381D").await;
+    let query: std::collections::HashMap<String, String> = url_query(&callback).into_iter().collect();
+    let hash = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, query["state"].as_bytes());
+    let flow_key = shared::ports::store::Key::new(
+        format!("MYINFO#FLOW#{}", data_encoding::HEXLOWER.encode(hash.as_ref())),
+        "FLOW",
+    );
+    let flow: Value = app.platform.store.get(&flow_key).await.unwrap().unwrap().decode().unwrap();
+    let p = &app.platform;
+    let keys = MyinfoKeys::load(p.store.as_ref(), p.keyring.as_ref(), p.clock.as_ref(), p.ids.as_ref()).await.unwrap();
+    let config = p.singpass.config().clone();
+    let now = p.clock.now();
+    let assertion = || {
+        let claims = json!({"iss": config.client_id, "sub": config.client_id, "aud": config.issuer,
+            "iat": now.timestamp(), "exp": now.timestamp() + 60, "jti": ulid::Ulid::new().to_string()});
+        keys.signing.sign_json(jose::header(&[("kid", keys.signing_kid.clone().into())]), &claims).unwrap()
+    };
+    let token_url = format!("{}/token", config.issuer);
+    let sim = app.url("/sim/singpass/token");
+    let form = |assertion: String| {
+        vec![
+            ("grant_type", "authorization_code".to_owned()),
+            ("code", query["code"].clone()),
+            ("redirect_uri", config.redirect_uri.clone()),
+            ("client_id", config.client_id.clone()),
+            ("code_verifier", flow["pushed"]["code_verifier"].as_str().unwrap().to_owned()),
+            ("client_assertion_type", "urn:ietf:params:oauth:client-assertion-type:jwt-bearer".to_owned()),
+            ("client_assertion", assertion),
+        ]
+    };
+    let key = SigningKey::generate().unwrap();
+    // The server's nonce first.
+    let proof = dpop_proof(&key, "POST", &token_url, None, None, now).unwrap();
+    let first = app.client.post(&sim).header("dpop", proof).form(&form(assertion())).send().await.unwrap();
+    assert_eq!(first.status(), StatusCode::BAD_REQUEST);
+    let nonce = first.headers()["dpop-nonce"].to_str().unwrap().to_owned();
+    // A proof made for GET, then a proof for another URL: refused.
+    for (method, url) in [("GET", token_url.as_str()), ("POST", "https://elsewhere.example/token")] {
+        let proof = dpop_proof(&key, method, url, Some(&nonce), None, now).unwrap();
+        let refused = app.client.post(&sim).header("dpop", proof).form(&form(assertion())).send().await.unwrap();
+        assert_eq!(refused.status(), StatusCode::BAD_REQUEST, "{method} {url}");
+        let body: Value = refused.json().await.unwrap();
+        assert_eq!(body["error"], "invalid_dpop_proof");
+    }
+    // A good proof, used twice: the second is a replay.
+    let proof = dpop_proof(&key, "POST", &token_url, Some(&nonce), None, now).unwrap();
+    let issued = app.client.post(&sim).header("dpop", &proof).form(&form(assertion())).send().await.unwrap();
+    assert_eq!(issued.status(), StatusCode::OK);
+    let issued: Value = issued.json().await.unwrap();
+    let replayed = app.client.post(&sim).header("dpop", &proof).form(&form(assertion())).send().await.unwrap();
+    assert_eq!(replayed.status(), StatusCode::BAD_REQUEST);
+    // The token is bound to `key`: /userinfo proved with another key is refused, with the
+    // right key it answers.
+    let access_token = issued["access_token"].as_str().unwrap();
+    let ath = b64(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, access_token.as_bytes()));
+    let userinfo_url = format!("{}/userinfo", config.issuer);
+    let stranger = SigningKey::generate().unwrap();
+    for (signer, expected) in [(&stranger, StatusCode::UNAUTHORIZED), (&key, StatusCode::OK)] {
+        let proof = dpop_proof(signer, "GET", &userinfo_url, Some(&nonce), Some(&ath), now).unwrap();
+        let answer = app
+            .client
+            .get(app.url("/sim/singpass/userinfo"))
+            .header("authorization", format!("DPoP {access_token}"))
+            .header("dpop", proof)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), expected);
+    }
+}
+
+fn url_query(url: &str) -> Vec<(String, String)> {
+    url.split_once('?')
+        .map(|(_, q)| q)
+        .unwrap_or_default()
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .map(|(k, v)| (k.to_owned(), shared::domain::uri::percent_decode(v).unwrap()))
+        .collect()
 }

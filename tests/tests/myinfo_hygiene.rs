@@ -43,14 +43,24 @@ impl Keyring for Watched {
         self.saw(context);
         self.inner.generate_data_key(context).await
     }
-    async fn unwrap_data_key(&self, id: &str, wrapped: &[u8], context: &EncryptionContext) -> Result<[u8; 32], KeyringError> {
+    async fn unwrap_data_key(
+        &self,
+        id: &str,
+        wrapped: &[u8],
+        context: &EncryptionContext,
+    ) -> Result<[u8; 32], KeyringError> {
         self.saw(context);
         self.inner.unwrap_data_key(id, wrapped, context).await
     }
     async fn rotate(&self) -> Result<(), KeyringError> {
         self.inner.rotate().await
     }
-    async fn rewrap(&self, id: &str, wrapped: &[u8], context: &EncryptionContext) -> Result<(String, Vec<u8>), KeyringError> {
+    async fn rewrap(
+        &self,
+        id: &str,
+        wrapped: &[u8],
+        context: &EncryptionContext,
+    ) -> Result<(String, Vec<u8>), KeyringError> {
         self.saw(context);
         self.inner.rewrap(id, wrapped, context).await
     }
@@ -96,8 +106,13 @@ async fn onboarding_logs_and_encryption_contexts_hold_no_nric_name_or_income() {
             let expected = if fault.is_some() { StatusCode::BAD_GATEWAY } else { StatusCode::OK };
             assert_eq!(answer.status(), expected);
         }
-        let (status, _) =
-            app.post_json_as("/v1/me/accreditation/opt-in", token, json!({"notice_version": shared::app::myinfo::NOTICE_VERSION})).await;
+        let (status, _) = app
+            .post_json_as(
+                "/v1/me/accreditation/opt-in",
+                token,
+                json!({"notice_version": shared::app::myinfo::NOTICE_VERSION}),
+            )
+            .await;
         assert_eq!(status, StatusCode::OK);
         let (status, view) = app.get_as("/v1/me/accreditation", token).await;
         assert_eq!(status, StatusCode::OK);
@@ -118,7 +133,11 @@ async fn onboarding_logs_and_encryption_contexts_hold_no_nric_name_or_income() {
     for persona in PERSONAS {
         secrets.extend([persona.nric.to_owned(), persona.name.to_owned()]);
         if let Some(cents) = persona.income {
-            secrets.extend([format!("{}", cents / 100), format!("{}.{:02}", cents / 100, cents % 100), cents.to_string()]);
+            secrets.extend([
+                format!("{}", cents / 100),
+                format!("{}.{:02}", cents / 100, cents % 100),
+                cents.to_string(),
+            ]);
         }
     }
     let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();

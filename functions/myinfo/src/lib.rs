@@ -187,7 +187,10 @@ pub async fn callback(
         return Err(ApiError::unprocessable("Singpass did not authorise: start again"));
     }
     let Some(code) = query.code.as_deref().filter(|c| !c.is_empty()) else {
-        return Err(ApiError::validation(vec![FieldError::refused("code", "the callback needs a `code` or an `error`")]));
+        return Err(ApiError::validation(vec![FieldError::refused(
+            "code",
+            "the callback needs a `code` or an `error`",
+        )]));
     };
     let completed = state.services.callback(code, flow_state).await.map_err(onboarding_error)?;
     Ok(Json(Assessed {

@@ -11,6 +11,9 @@
 //! assets; the primary residence counts only if Myinfo shows the investor owns property.
 //! The rest is the investor's declaration. Amounts are integer cents.
 
+// Amounts in cents are written dollars_cents (`350_000_00` is S$350,000.00).
+#![allow(clippy::inconsistent_digit_grouping)]
+
 use chrono::{Datelike, NaiveDate};
 use serde::{Deserialize, Serialize};
 

@@ -4,6 +4,9 @@
 //! accreditation test and ones that meet none, and faults a test injects through
 //! `POST /sim/singpass/faults`.
 
+// Amounts in cents are written dollars_cents (`350_000_00` is S$350,000.00).
+#![allow(clippy::inconsistent_digit_grouping)]
+
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 
@@ -309,8 +312,8 @@ impl SingpassSimulator {
     }
 
     /// Checks a `private_key_jwt` client assertion against the client's published keys.
-    async fn client_authenticated(&self, params: &HashMap<String, String>) -> Result<(), Response> {
-        let refuse = || oauth_error(StatusCode::UNAUTHORIZED, "invalid_client");
+    async fn client_authenticated(&self, params: &HashMap<String, String>) -> Result<(), Box<Response>> {
+        let refuse = || Box::new(oauth_error(StatusCode::UNAUTHORIZED, "invalid_client"));
         if params.get("client_assertion_type").map(String::as_str)
             != Some("urn:ietf:params:oauth:client-assertion-type:jwt-bearer")
         {
@@ -336,9 +339,15 @@ impl SingpassSimulator {
     }
 
     /// Checks a DPoP proof for `htm` `htu`; answers the proof key's thumbprint.
-    fn dpop_checked(&self, headers: &HeaderMap, htm: &str, htu: &str, ath: Option<&str>) -> Result<String, Response> {
+    fn dpop_checked(
+        &self,
+        headers: &HeaderMap,
+        htm: &str,
+        htu: &str,
+        ath: Option<&str>,
+    ) -> Result<String, Box<Response>> {
         let status = if ath.is_some() { StatusCode::UNAUTHORIZED } else { StatusCode::BAD_REQUEST };
-        let refuse = || oauth_error(status, "invalid_dpop_proof");
+        let refuse = || Box::new(oauth_error(status, "invalid_dpop_proof"));
         if self.take_fault(&[SingpassFault::BadDpop]).is_some() {
             return Err(refuse());
         }
@@ -362,7 +371,7 @@ impl SingpassSimulator {
         }
         let nonce = self.lock().dpop_nonce.clone();
         if claims["nonce"].as_str() != Some(nonce.as_str()) {
-            return Err(use_nonce(status, &nonce));
+            return Err(Box::new(use_nonce(status, &nonce)));
         }
         let jti = claims["jti"].as_str().unwrap_or_default();
         if jti.is_empty() || !self.lock().jtis.insert(format!("dpop:{jti}")) {
@@ -373,8 +382,8 @@ impl SingpassSimulator {
 
     /// Signs `claims` and encrypts them to the client's newest encryption key, as the
     /// faults say.
-    async fn sealed_for_client(&self, claims: &Value) -> Result<String, Response> {
-        let failed = || oauth_error(StatusCode::INTERNAL_SERVER_ERROR, "server_error");
+    async fn sealed_for_client(&self, claims: &Value) -> Result<String, Box<Response>> {
+        let failed = || Box::new(oauth_error(StatusCode::INTERNAL_SERVER_ERROR, "server_error"));
         let kid = self.lock().signing.first().map(|(kid, _)| kid.clone()).ok_or_else(failed)?;
         let fault = self.take_fault(&[SingpassFault::UnknownKid, SingpassFault::ForgedIdToken]);
         let header = jose::header(&[
@@ -406,7 +415,7 @@ impl SingpassSimulator {
     async fn par(&self, body: &[u8]) -> Response {
         let params = parse_form(body);
         if let Err(refused) = self.client_authenticated(&params).await {
-            return refused;
+            return *refused;
         }
         let required = ["response_type", "redirect_uri", "scope", "state", "nonce", "code_challenge"];
         if required.iter().any(|name| params.get(*name).is_none_or(String::is_empty))
@@ -472,10 +481,10 @@ impl SingpassSimulator {
         let params = parse_form(body);
         let jkt = match self.dpop_checked(headers, "POST", &self.endpoint("/token"), None) {
             Ok(jkt) => jkt,
-            Err(refused) => return refused,
+            Err(refused) => return *refused,
         };
         if let Err(refused) = self.client_authenticated(&params).await {
-            return refused;
+            return *refused;
         }
         if params.get("grant_type").map(String::as_str) != Some("authorization_code") {
             return oauth_error(StatusCode::BAD_REQUEST, "unsupported_grant_type");
@@ -505,7 +514,7 @@ impl SingpassSimulator {
         });
         let id_token = match self.sealed_for_client(&claims).await {
             Ok(jwe) => jwe,
-            Err(refused) => return refused,
+            Err(refused) => return *refused,
         };
         let access_token = token();
         self.lock()
@@ -528,7 +537,7 @@ impl SingpassSimulator {
         let ath = b64(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, access_token.as_bytes()));
         let jkt = match self.dpop_checked(headers, "GET", &self.endpoint("/userinfo"), Some(&ath)) {
             Ok(jkt) => jkt,
-            Err(refused) => return refused,
+            Err(refused) => return *refused,
         };
         let now = self.now();
         let persona = {
@@ -546,7 +555,7 @@ impl SingpassSimulator {
         person["exp"] = (now + 600).into();
         match self.sealed_for_client(&person).await {
             Ok(jwe) => ([(header::CONTENT_TYPE, "application/jwt")], jwe).into_response(),
-            Err(refused) => refused,
+            Err(refused) => *refused,
         }
     }
 

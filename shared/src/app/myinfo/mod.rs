@@ -522,8 +522,8 @@ mod tests {
             "ownerprivate": { "value": false }, "hdbownership": [{ "noofowners": { "value": 2 } }],
         });
         let verified = verified_of(&person);
-        assert_eq!(verified.income, Some((350_000_10, 2026)));
-        assert_eq!(verified.cpf_balances, Some(3_000_15));
+        assert_eq!(verified.income, Some((35_000_010, 2026)));
+        assert_eq!(verified.cpf_balances, Some(300_015));
         assert!(verified.owns_property, "an HDB flat counts");
         assert_eq!(verified_of(&serde_json::json!({})), Verified::default());
     }

@@ -266,6 +266,11 @@ async fn a_key_rotation_is_followed_by_a_rewrap_that_keeps_every_record_readable
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     assert_eq!((report["rewrapped"].as_u64(), report["skipped"].as_u64()), (Some(3), Some(0)), "{report}");
+    // Resuming a finished job sends nothing and counts nothing more.
+    let resumed = app.client.post(app.url(&format!("{path}/resume"))).bearer_auth(&admin).send().await.unwrap();
+    assert_eq!(resumed.status(), StatusCode::ACCEPTED);
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert_eq!(app.get_as(&path, &admin).await.1["rewrapped"], 3);
 
     // Every record still opens, and a new flow works with the rotated keys.
     let (_, guardian) = app.operator("dpo2@example.sg", &["data-protection"]).await;

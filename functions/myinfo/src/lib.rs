@@ -473,6 +473,29 @@ pub async fn rewrap_job(
     Ok(Json(job.ok_or_else(|| ApiError::not_found("no such re-wrap job"))?))
 }
 
+/// Sends an unfinished job's next page again (after its chain of messages stopped, e.g. a
+/// page dead-lettered and mended): it goes on from its last cursor.
+#[utoipa::path(post, path = "/v1/admin/myinfo/rewrap/{id}/resume", tag = "onboarding", security(("bearer" = [])),
+    params(("id" = String, Path)),
+    responses(
+        (status = 202, body = RewrapJob, description = "The job as it stands; its next page is on the queue unless it finished"),
+        (status = 401, body = Problem, content_type = PROBLEM_JSON),
+        (status = 403, body = Problem, content_type = PROBLEM_JSON),
+        (status = 404, body = Problem, content_type = PROBLEM_JSON),
+    ))]
+pub async fn resume_rewrap(
+    State(state): State<MyinfoState>,
+    Authenticated(me): Authenticated,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, Json<RewrapJob>), ApiError> {
+    authorize(&state.platform, &me, Action::RotateKeys, Resource::None, "myinfo.rewrap.resume").await?;
+    let job = state.services.rewrap(state.platform.queue.clone()).resume(&id).await.map_err(|e| match e {
+        shared::app::myinfo::rewrap::RewrapError::NotFound => ApiError::not_found("no such re-wrap job"),
+        e => ApiError::internal(&e),
+    })?;
+    Ok((StatusCode::ACCEPTED, Json(job)))
+}
+
 /// This function's own routes.
 pub fn routes(platform: &Platform) -> Router {
     use axum::routing::{get, post};
@@ -489,12 +512,13 @@ pub fn routes(platform: &Platform) -> Router {
         .route("/v1/admin/users/{id}/myinfo/log", get(log))
         .route("/v1/admin/myinfo/rewrap", post(start_rewrap))
         .route("/v1/admin/myinfo/rewrap/{id}", get(rewrap_job))
+        .route("/v1/admin/myinfo/rewrap/{id}/resume", post(resume_rewrap))
         .with_state(ApiState::with(platform, services))
 }
 
 #[derive(utoipa::OpenApi)]
 #[openapi(
-    paths(start, callback, jwks, status, opt_in, opt_out, reveal, erase, log, start_rewrap, rewrap_job),
+    paths(start, callback, jwks, status, opt_in, opt_out, reveal, erase, log, start_rewrap, rewrap_job, resume_rewrap),
     components(schemas(AuthorizeRequest, DeclarationInput, Authorization, Assessed, AccreditationView, Notice,
         OptInRequest, OptIn, BreakGlass, Erased, LogPage, LogEntry, RewrapJob, Outcome, Criterion)),
     tags((name = "onboarding", description = "Singpass Myinfo onboarding, accredited-investor status and personal data"))

@@ -119,7 +119,7 @@ pub struct EmailIndex {
 }
 
 #[derive(Serialize, Deserialize)]
-struct StoredIndexKey {
+struct SealedSecret {
     sealed: Envelope,
 }
 
@@ -154,9 +154,9 @@ pub async fn sealed_secret(
     context: &EncryptionContext,
 ) -> Result<Vec<u8>, AccountError> {
     let stored = match store.get(&key).await? {
-        Some(item) => item.decode::<StoredIndexKey>()?,
+        Some(item) => item.decode::<SealedSecret>()?,
         None => {
-            let made = StoredIndexKey { sealed: keyring.encrypt(&random_bytes::<32>()?, context).await? };
+            let made = SealedSecret { sealed: keyring.encrypt(&random_bytes::<32>()?, context).await? };
             match store.put(Item::new(key.clone(), &made)?, Condition::NotExists).await {
                 Ok(()) => made,
                 Err(StoreError::ConditionFailed { .. }) => {

@@ -402,12 +402,6 @@ impl Notices {
         })
     }
 
-    /// Notices waiting for the relay, oldest first.
-    pub async fn waiting(&self, limit: usize) -> Result<Vec<Noted>, StoreError> {
-        let page = self.store.query(&Query::secondary(PENDING).limit(limit)).await?;
-        page.items.iter().map(Item::decode).collect()
-    }
-
     /// Sends up to `max` waiting notices to the notify queue and marks them queued;
     /// answers how many. Harmless to run twice, or beside another relay.
     pub async fn relay(&self, max: usize) -> Result<usize, NoticeError> {

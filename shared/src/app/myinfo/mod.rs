@@ -435,22 +435,31 @@ impl Onboarding {
         .map(|_| ())
     }
 
-    /// Break-glass: a data-protection operator reads a person's decrypted Myinfo record,
-    /// with a reason; audited whether allowed or not.
-    pub async fn reveal(&self, actor: &Subject<'_>, user_id: &str, reason: &str) -> Result<Value, OnboardingError> {
+    /// Checks a break-glass action and audits it, allowed or denied, with its reason.
+    async fn break_glass(
+        &self,
+        actor: &Subject<'_>,
+        action: &str,
+        user_id: &str,
+        reason: &str,
+    ) -> Result<(), OnboardingError> {
         let decision = access::decide(actor, Action::RevealPersonalData, Resource::None);
         self.audit()
             .append(Event {
                 actor: actor.user_id.to_owned(),
-                action: "myinfo.reveal".into(),
+                action: action.to_owned(),
                 target: format!("user:{user_id}"),
                 decision: if decision.is_allowed() { "allowed".into() } else { "denied".into() },
                 reason: reason.to_owned(),
             })
             .await?;
-        if !decision.is_allowed() {
-            return Err(OnboardingError::Forbidden(decision.reason()));
-        }
+        if decision.is_allowed() { Ok(()) } else { Err(OnboardingError::Forbidden(decision.reason())) }
+    }
+
+    /// Break-glass: a data-protection operator reads a person's decrypted Myinfo record,
+    /// with a reason; audited whether allowed or not.
+    pub async fn reveal(&self, actor: &Subject<'_>, user_id: &str, reason: &str) -> Result<Value, OnboardingError> {
+        self.break_glass(actor, "myinfo.reveal", user_id, reason).await?;
         let record = self.accreditation(user_id).await?.ok_or(OnboardingError::NotFound)?;
         Ok(self.vault().open(user_id, SEALED_LABEL, &record.sealed).await?)
     }
@@ -458,19 +467,7 @@ impl Onboarding {
     /// PDPA erasure: the person's data key is deleted, so their Myinfo data and every log
     /// entry's personal part are unreadable; the record keeps only what is not personal.
     pub async fn erase(&self, actor: &Subject<'_>, user_id: &str, reason: &str) -> Result<bool, OnboardingError> {
-        let decision = access::decide(actor, Action::RevealPersonalData, Resource::None);
-        self.audit()
-            .append(Event {
-                actor: actor.user_id.to_owned(),
-                action: "myinfo.erase".into(),
-                target: format!("user:{user_id}"),
-                decision: if decision.is_allowed() { "allowed".into() } else { "denied".into() },
-                reason: reason.to_owned(),
-            })
-            .await?;
-        if !decision.is_allowed() {
-            return Err(OnboardingError::Forbidden(decision.reason()));
-        }
+        self.break_glass(actor, "myinfo.erase", user_id, reason).await?;
         let erased = self.vault().erase(user_id).await?;
         let now = self.clock.now();
         crate::ports::store::update(self.store.as_ref(), &accreditation_key(user_id), |record: &mut Accreditation| {

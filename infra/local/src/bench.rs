@@ -15,6 +15,7 @@ mod allocation;
 mod auth;
 mod http_setup;
 mod ledger;
+mod myinfo;
 mod notices;
 pub mod reconcile;
 mod store;
@@ -112,6 +113,15 @@ pub enum Bench {
         #[arg(long, default_value_t = 4)]
         workers: usize,
     },
+    /// `flows` investors through Myinfo onboarding against the Singpass simulator
+    /// (`concurrency` at a time) to the opt-in; then the re-wrap of every person key after
+    /// a key rotation.
+    Myinfo {
+        #[arg(long, default_value_t = 1_000)]
+        flows: usize,
+        #[arg(long, default_value_t = 4)]
+        concurrency: usize,
+    },
     /// The monthly statement run over `investors` investors with a deposit each.
     Statements {
         #[arg(long, default_value_t = 10_000)]
@@ -170,6 +180,9 @@ pub async fn run(bench: Bench) -> anyhow::Result<()> {
         }
         Bench::Notices { count, workers } => {
             notices::notices_bench(&shared::Platform::embedded(folder.path())?, count.max(1), workers.max(1)).await
+        }
+        Bench::Myinfo { flows, concurrency } => {
+            myinfo::myinfo_bench(&shared::Platform::embedded(folder.path())?, flows.max(1), concurrency.max(1)).await
         }
         Bench::Statements { investors, workers } => {
             notices::statements_bench(&shared::Platform::embedded(folder.path())?, investors.max(1), workers.max(1))

@@ -69,7 +69,7 @@ async fn deliver_all(
     Ok(())
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
+pub(super) fn percentile(sorted: &[f64], p: f64) -> f64 {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     (sorted.get(i).copied().unwrap_or(0.0) * 1000.0).round() / 1000.0
 }

@@ -175,3 +175,29 @@ fn the_readme_lists_exactly_the_templates_parameters() {
         assert!(deploy.contains(&format!("`{key}`")), "the README does not name the secret key {key}");
     }
 }
+
+/// The myinfo role may use the data key only under the purposes its code passes: person
+/// keys (generate, open, re-wrap) and its client keys (generate, open). moto does not
+/// evaluate conditions, so this reads them.
+#[test]
+fn the_myinfo_role_uses_the_data_key_under_its_own_purposes_only() {
+    use shared::app::myinfo::{keys, vault};
+    let t = Template::load();
+    let policy = t.policy_of("MyinfoFunction", "Code").expect("a Code policy");
+    let mut kms = Vec::new();
+    for statement in policy["Statement"].as_array().unwrap() {
+        let actions = names(&statement["Action"]);
+        if actions.iter().any(|a| a.starts_with("kms:")) {
+            let purposes = names(&statement["Condition"]["StringEquals"]["kms:EncryptionContext:purpose"]);
+            kms.push((actions, purposes));
+        }
+    }
+    let (person, client) = (vault::PURPOSE.to_owned(), keys::PURPOSE.to_owned());
+    assert_eq!(
+        kms,
+        vec![
+            (vec!["kms:GenerateDataKey".to_owned(), "kms:Decrypt".to_owned()], vec![person.clone(), client]),
+            (vec!["kms:ReEncryptFrom".to_owned(), "kms:ReEncryptTo".to_owned()], vec![person]),
+        ]
+    );
+}

@@ -14,6 +14,9 @@ use crate::ports::envelope::{EncryptionContext, Envelope, Sealing};
 use crate::ports::store::{Condition, Contention, Item, Key, StoreError};
 use crate::ports::{Clock, Ids, Keyring, Store};
 
+/// The encryption context's purpose for the client's private keys.
+pub const PURPOSE: &str = "myinfo-client-key";
+
 /// How long a replaced key stays published: Singpass caches a client's key set for an
 /// hour; a day leaves room.
 pub const OVERLAP: TimeDelta = TimeDelta::hours(24);
@@ -52,10 +55,7 @@ fn set_key() -> Key {
 }
 
 fn context(kid: &str) -> EncryptionContext {
-    EncryptionContext::from([
-        ("purpose".to_owned(), "myinfo-client-key".to_owned()),
-        ("kid".to_owned(), kid.to_owned()),
-    ])
+    EncryptionContext::from([("purpose".to_owned(), PURPOSE.to_owned()), ("kid".to_owned(), kid.to_owned())])
 }
 
 fn published(key: &StoredKey, now: DateTime<Utc>, overlap: TimeDelta) -> bool {

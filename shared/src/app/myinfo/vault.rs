@@ -15,6 +15,10 @@ use crate::ports::keyring::KeyringError;
 use crate::ports::store::{Condition, Contention, Cursor, Item, Key, Query, StoreError};
 use crate::ports::{Clock, Keyring, Store};
 
+/// The encryption context's purpose for person data keys (the myinfo role may use the
+/// data key under it and its client keys' purpose only).
+pub const PURPOSE: &str = "myinfo-person";
+
 /// Every person's key lives in this one partition, so the re-wrap job can walk them.
 const KEYS_PARTITION: &str = "MYINFO#PERSON-KEYS";
 
@@ -50,10 +54,7 @@ fn key_of(user_id: &str) -> Key {
 }
 
 fn context(user_id: &str) -> EncryptionContext {
-    EncryptionContext::from([
-        ("purpose".to_owned(), "myinfo-person".to_owned()),
-        ("subject".to_owned(), user_id.to_owned()),
-    ])
+    EncryptionContext::from([("purpose".to_owned(), PURPOSE.to_owned()), ("subject".to_owned(), user_id.to_owned())])
 }
 
 /// What one page of the re-wrap job did.

@@ -1,31 +1,15 @@
 //! Everything the platform logs during the sensitive flows, captured at TRACE level and
 //! searched for the secrets those flows handle: none may appear.
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
-
 use chrono::TimeDelta;
 use platform_tests::spawn_app;
 use reqwest::StatusCode;
 use serde_json::json;
 use shared::domain::totp;
 
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test]
 async fn logs_never_contain_passwords_tokens_codes_or_secrets() {
-    let captured = Captured::default();
+    let captured = platform_tests::Captured::default();
     let writer = captured.clone();
     tracing_subscriber::fmt()
         .with_max_level(tracing::Level::TRACE)

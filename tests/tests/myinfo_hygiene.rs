@@ -2,7 +2,6 @@
 //! encryption context the keyring is handed (KMS writes contexts to CloudTrail in the
 //! clear): no NRIC, name or income may appear in either.
 
-use std::io::Write;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -11,19 +10,6 @@ use serde_json::{Value, json};
 use shared::adapters::partners::singpass_sim::PERSONAS;
 use shared::ports::Keyring;
 use shared::ports::keyring::{DataKey, EncryptionContext, KeyringError};
-
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 /// The platform's keyring, with every context it is handed kept.
 struct Watched {
@@ -70,7 +56,7 @@ const EMBEDDED: &str = "http://127.0.0.1:3000";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn onboarding_logs_and_encryption_contexts_hold_no_nric_name_or_income() {
-    let captured = Captured::default();
+    let captured = platform_tests::Captured::default();
     let writer = captured.clone();
     tracing_subscriber::fmt()
         .with_max_level(tracing::Level::TRACE)

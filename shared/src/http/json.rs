@@ -69,8 +69,14 @@ fn whole_numbers(value: &mut serde_json::Value) {
 }
 
 /// Parses a JSON document, naming the field at fault. Straight from the bytes; only a
-/// body that does not fit its type is read again with whole numbers normalised.
+/// body that does not fit its type is read again with whole numbers normalised. Every
+/// body the API takes is an object: serde would read a struct from an array of its
+/// fields in order (`[false]`), which the documented schema refuses, so this does too.
 pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+    if first.is_some_and(|b| *b != b'{') && serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_ok() {
+        return Err(ApiError::validation(vec![FieldError::new("body", "the body must be a JSON object")]));
+    }
     let deserializer = &mut serde_json::Deserializer::from_slice(bytes);
     let error = match serde_path_to_error::deserialize(deserializer) {
         Ok(value) => return Ok(value),
@@ -117,6 +123,17 @@ mod tests {
     #[serde(deny_unknown_fields)]
     struct Body {
         units: u64,
+    }
+
+    #[test]
+    fn a_body_that_is_not_an_object_is_refused_naming_the_body() {
+        for other in [&b"[10]"[..], b" [10]", b"10", b"\"units\"", b"null", b"true"] {
+            let refused = super::parse::<Body>(other).unwrap_err();
+            assert_eq!(refused.status(), axum::http::StatusCode::BAD_REQUEST);
+            assert_eq!(refused.problem().errors[0].field, "body", "{}", String::from_utf8_lossy(other));
+        }
+        // Not JSON at all is malformed, as before.
+        assert_eq!(super::parse::<Body>(b"[10").unwrap_err().problem().errors.len(), 0);
     }
 
     #[test]

@@ -443,6 +443,18 @@ async fn myinfo_onboards_opts_in_reveals_rewraps_and_erases_under_its_own_policy
     let rotated = myinfo::woken(&myinfo, json!({"rotate_client_keys": true})).await.unwrap();
     assert_eq!(rotated["client_keys"].as_array().map(Vec::len), Some(2), "{rotated}");
 
+    // A page that can never be read goes to the dead-letter queue at once, sent by the
+    // function itself.
+    let unreadable = format!("not a re-wrap page {user_id}");
+    d.admin.queue.send(QueueName::Myinfo, vec![unreadable.clone()]).await.unwrap();
+    let received = d.admin.queue.receive(QueueName::Myinfo, 10, Duration::from_secs(1)).await.unwrap();
+    let messages: Vec<Message> = received.iter().map(|r| r.message.clone()).collect();
+    assert_eq!(myinfo::handler(&myinfo).handle(&messages).await, Vec::<String>::new(), "none is delivered again");
+    let receipts: Vec<String> = received.into_iter().map(|r| r.receipt).collect();
+    d.admin.queue.complete(QueueName::Myinfo, &receipts).await.unwrap();
+    let dead = d.admin.queue.dead_letters(QueueName::Myinfo, 10).await.unwrap();
+    assert!(dead.iter().any(|r| r.message.body == unreadable), "{dead:?}");
+
     let erase = format!("/v1/admin/users/{user_id}/myinfo/erase");
     let (status, erased) = call(&app, "POST", &erase, Some(&guardian), Some(reason.clone())).await;
     assert_eq!((status, erased["erased"].as_bool()), (StatusCode::OK, Some(true)), "{erased}");

@@ -452,7 +452,26 @@ impl TestApp {
 
 /// A log writer that keeps everything written to it, for tests that search the logs.
 #[derive(Clone, Default)]
-pub struct Captured(pub Arc<std::sync::Mutex<Vec<u8>>>);
+pub struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl Captured {
+    /// Makes this process log everything, at TRACE, into a capture (once per test binary).
+    pub fn everything() -> Self {
+        let captured = Self::default();
+        let writer = captured.clone();
+        tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .init();
+        captured
+    }
+
+    /// What was logged so far.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
 
 impl std::io::Write for Captured {
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {

@@ -9,13 +9,7 @@ use shared::domain::totp;
 
 #[tokio::test]
 async fn logs_never_contain_passwords_tokens_codes_or_secrets() {
-    let captured = platform_tests::Captured::default();
-    let writer = captured.clone();
-    tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .init();
+    let captured = platform_tests::Captured::everything();
 
     let app = spawn_app().await;
     let email = "secretive.investor@example.sg";
@@ -68,7 +62,7 @@ async fn logs_never_contain_passwords_tokens_codes_or_secrets() {
     assert_eq!(app.post_as("/v1/auth/password", mfa_access, Some(change)).await, StatusCode::NO_CONTENT);
     secrets.push("a brand new passphrase".into());
 
-    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let logs = captured.text();
     assert!(logs.contains("answered"), "the capture works: request logs are there");
     for secret in &secrets {
         assert!(!logs.contains(secret.as_str()), "the logs contain a secret ({} characters)", secret.len());

@@ -56,13 +56,7 @@ const EMBEDDED: &str = "http://127.0.0.1:3000";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn onboarding_logs_and_encryption_contexts_hold_no_nric_name_or_income() {
-    let captured = platform_tests::Captured::default();
-    let writer = captured.clone();
-    tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .init();
+    let captured = platform_tests::Captured::everything();
     let contexts = Arc::new(Mutex::new(Vec::new()));
     let seen = contexts.clone();
     let app = platform_tests::spawn_app_with(move |platform| {
@@ -126,7 +120,7 @@ async fn onboarding_logs_and_encryption_contexts_hold_no_nric_name_or_income() {
             ]);
         }
     }
-    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let logs = captured.text();
     assert!(logs.contains("myinfo assessment stored"), "the capture works");
     let contexts = contexts.lock().unwrap().clone();
     assert!(contexts.iter().any(|c| c.get("purpose").map(String::as_str) == Some("myinfo-person")));

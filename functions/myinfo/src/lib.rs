@@ -238,29 +238,16 @@ async fn view(state: &MyinfoState, user_id: &str) -> Result<AccreditationView, A
     let level =
         state.platform.accounts().user(user_id).await.map_err(|e| ApiError::internal(&e))?.map_or(0, |u| u.level);
     let notice = Notice { version: NOTICE_VERSION.to_owned(), text: NOTICE_TEXT.to_owned() };
-    Ok(match record {
-        Some(r) => AccreditationView {
-            outcome: Some(r.outcome),
-            met: r.met,
-            assessed_at: Some(r.assessed_at),
-            nric_masked: Some(r.nric_masked),
-            notice,
-            opted_in: r.opted_in,
-            opted_out_at: r.opted_out_at,
-            review: r.review,
-            level,
-        },
-        None => AccreditationView {
-            outcome: None,
-            met: Vec::new(),
-            assessed_at: None,
-            nric_masked: None,
-            notice,
-            opted_in: None,
-            opted_out_at: None,
-            review: None,
-            level,
-        },
+    Ok(AccreditationView {
+        outcome: record.as_ref().map(|r| r.outcome),
+        met: record.as_ref().map(|r| r.met.clone()).unwrap_or_default(),
+        assessed_at: record.as_ref().map(|r| r.assessed_at),
+        nric_masked: record.as_ref().map(|r| r.nric_masked.clone()),
+        notice,
+        opted_in: record.as_ref().and_then(|r| r.opted_in.clone()),
+        opted_out_at: record.as_ref().and_then(|r| r.opted_out_at),
+        review: record.and_then(|r| r.review),
+        level,
     })
 }
 
@@ -347,12 +334,6 @@ impl BreakGlass {
     }
 }
 
-fn subject_of(
-    me: &shared::app::sessions::Principal,
-) -> (Vec<shared::domain::access::Role>, &shared::app::sessions::Principal) {
-    (me.known_roles(), me)
-}
-
 /// Break-glass: reads a person's decrypted Myinfo record. Data-protection role only,
 /// with a reason; every attempt is audited.
 #[utoipa::path(post, path = "/v1/admin/users/{id}/myinfo/reveal", tag = "onboarding", security(("bearer" = [])),
@@ -373,7 +354,7 @@ pub async fn reveal(
     Json(body): Json<BreakGlass>,
 ) -> Result<axum::Json<serde_json::Value>, ApiError> {
     let reason = body.reason()?;
-    let (roles, me) = subject_of(&me);
+    let roles = me.known_roles();
     let data = state.services.reveal(&me.subject(&roles), &user_id, reason).await.map_err(|e| match e {
         OnboardingError::Vault(shared::app::myinfo::vault::VaultError::Erased) => {
             ApiError::not_found("the person's data was erased")
@@ -408,7 +389,7 @@ pub async fn erase(
     Json(body): Json<BreakGlass>,
 ) -> Result<Json<Erased>, ApiError> {
     let reason = body.reason()?;
-    let (roles, me) = subject_of(&me);
+    let roles = me.known_roles();
     let erased = state.services.erase(&me.subject(&roles), &user_id, reason).await.map_err(onboarding_error)?;
     Ok(Json(Erased { erased }))
 }

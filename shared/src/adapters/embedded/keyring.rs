@@ -81,6 +81,16 @@ impl LocalKeyring {
         std::fs::rename(&temporary, path).map_err(KeyringError::unavailable)
     }
 
+    /// Wraps a data key under the current master key: its key id and wrapped form.
+    fn wrap(&self, plaintext: &[u8; 32], context: &EncryptionContext) -> Result<(String, Vec<u8>), KeyringError> {
+        let (version, master) = {
+            let (current, keys) = &*self.keys.read().unwrap_or_else(|p| p.into_inner());
+            (*current, keys[current])
+        };
+        let (nonce, sealed) = seal(&master, &Self::wrap_aad(context), plaintext)?;
+        Ok((format!("local:v{version}"), [nonce, sealed].concat()))
+    }
+
     fn wrap_aad(context: &EncryptionContext) -> Vec<u8> {
         let mut aad = b"data-key:".to_vec();
         aad.extend(canonical_context(context));
@@ -102,13 +112,9 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 #[async_trait]
 impl Keyring for LocalKeyring {
     async fn generate_data_key(&self, context: &EncryptionContext) -> Result<DataKey, KeyringError> {
-        let (version, master) = {
-            let (current, keys) = &*self.keys.read().unwrap_or_else(|p| p.into_inner());
-            (*current, keys[current])
-        };
         let plaintext = random_bytes::<32>()?;
-        let (nonce, sealed) = seal(&master, &Self::wrap_aad(context), &plaintext)?;
-        Ok(DataKey { key_id: format!("local:v{version}"), plaintext, wrapped: [nonce, sealed].concat() })
+        let (key_id, wrapped) = self.wrap(&plaintext, context)?;
+        Ok(DataKey { key_id, plaintext, wrapped })
     }
 
     async fn unwrap_data_key(
@@ -136,12 +142,7 @@ impl Keyring for LocalKeyring {
         context: &EncryptionContext,
     ) -> Result<(String, Vec<u8>), KeyringError> {
         let plaintext = self.unwrap_data_key(key_id, wrapped, context).await?;
-        let (version, master) = {
-            let (current, keys) = &*self.keys.read().unwrap_or_else(|p| p.into_inner());
-            (*current, keys[current])
-        };
-        let (nonce, sealed) = seal(&master, &Self::wrap_aad(context), &plaintext)?;
-        Ok((format!("local:v{version}"), [nonce, sealed].concat()))
+        self.wrap(&plaintext, context)
     }
 
     async fn rotate(&self) -> Result<(), KeyringError> {

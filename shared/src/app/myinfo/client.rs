@@ -310,7 +310,7 @@ impl FapiClient {
             ("client_assertion", &assertion),
         ]);
         let url = discovery.pushed_authorization_request_endpoint.clone();
-        let answer = self.post_form(&url, body, None).await;
+        let answer = self.transport.send(form_request(&url, body, None)?).await;
         let answer = record(log, "par", "POST", &url, now, answer)?;
         let request_uri = serde_json::from_slice::<Value>(answer.body())
             .ok()
@@ -325,17 +325,24 @@ impl FapiClient {
         Ok(Pushed { authorize_url, state, nonce, code_verifier })
     }
 
-    async fn post_form(
+    /// Sends what `request` builds with the server's DPoP nonce as known so far. A
+    /// `use_dpop_nonce` refusal is logged and the request built and sent once more with the
+    /// fresh nonce, which later requests then carry.
+    async fn with_dpop_nonce(
         &self,
-        url: &str,
-        body: Vec<u8>,
-        dpop: Option<String>,
+        (step, method, url): (&'static str, &'static str, &str),
+        nonce: &mut Option<String>,
+        now: DateTime<Utc>,
+        log: &mut Vec<Exchange>,
+        request: impl Fn(Option<&str>) -> Result<http::Request<Vec<u8>>, FapiError>,
     ) -> Result<http::Response<Vec<u8>>, FapiError> {
-        let mut request = http::Request::post(url).header("content-type", "application/x-www-form-urlencoded");
-        if let Some(proof) = dpop {
-            request = request.header("dpop", proof);
-        }
-        self.transport.send(request.body(body).map_err(|e| FapiError::Transport(e.to_string()))?).await
+        let answer = self.transport.send(request(nonce.as_deref())?).await;
+        let Some(fresh) = wants_nonce(&answer) else { return record(log, step, method, url, now, answer) };
+        // Logged; the refusal is the nonce to use, not a failure.
+        let _ = record(log, step, method, url, now, answer);
+        *nonce = Some(fresh);
+        let answer = self.transport.send(request(nonce.as_deref())?).await;
+        record(log, step, method, url, now, answer)
     }
 
     /// Exchanges the code and fetches the person: the token request and `/userinfo`, both
@@ -352,9 +359,7 @@ impl FapiClient {
         let dpop = SigningKey::generate()?;
         let mut nonce: Option<String> = None;
         let url = discovery.token_endpoint.clone();
-        let mut tries = 0;
-        let answer = loop {
-            tries += 1;
+        let token_request = |nonce: Option<&str>| {
             let assertion = self.client_assertion(keys, now)?;
             let body = form(&[
                 ("grant_type", "authorization_code"),
@@ -365,18 +370,9 @@ impl FapiClient {
                 ("client_assertion_type", "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"),
                 ("client_assertion", &assertion),
             ]);
-            let proof = dpop_proof(&dpop, "POST", &url, nonce.as_deref(), None, now)?;
-            let answer = self.post_form(&url, body, Some(proof)).await;
-            if let Some(fresh) = wants_nonce(&answer)
-                && tries == 1
-            {
-                // Logged; the refusal is the nonce to use, not a failure.
-                let _ = record(log, "token", "POST", &url, now, answer);
-                nonce = Some(fresh);
-                continue;
-            }
-            break record(log, "token", "POST", &url, now, answer)?;
+            form_request(&url, body, Some(dpop_proof(&dpop, "POST", &url, nonce, None, now)?))
         };
+        let answer = self.with_dpop_nonce(("token", "POST", &url), &mut nonce, now, log, token_request).await?;
         let tokens: Value = serde_json::from_slice(answer.body()).map_err(|_| FapiError::Check("json"))?;
         let text = |name: &'static str| tokens.get(name).and_then(Value::as_str).ok_or(FapiError::Check(name));
         if !text("token_type")?.eq_ignore_ascii_case("DPoP") {
@@ -404,25 +400,15 @@ impl FapiClient {
         };
         let url = discovery.userinfo_endpoint.clone();
         let ath = b64(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, access_token.as_bytes()));
-        let mut tries = 0;
-        let answer = loop {
-            tries += 1;
-            let proof = dpop_proof(&dpop, "GET", &url, nonce.as_deref(), Some(&ath), now)?;
-            let request = http::Request::get(&url)
-                .header("authorization", format!("DPoP {access_token}"))
-                .header("dpop", proof)
-                .body(Vec::new())
-                .map_err(|e| FapiError::Transport(e.to_string()))?;
-            let answer = self.transport.send(request).await;
-            if let Some(fresh) = wants_nonce(&answer)
-                && tries == 1
-            {
-                let _ = record(log, "userinfo", "GET", &url, now, answer);
-                nonce = Some(fresh);
-                continue;
-            }
-            break record(log, "userinfo", "GET", &url, now, answer)?;
-        };
+        let answer = self
+            .with_dpop_nonce(("userinfo", "GET", &url), &mut nonce, now, log, |nonce| {
+                http::Request::get(&url)
+                    .header("authorization", format!("DPoP {access_token}"))
+                    .header("dpop", dpop_proof(&dpop, "GET", &url, nonce, Some(&ath), now)?)
+                    .body(Vec::new())
+                    .map_err(|e| FapiError::Transport(e.to_string()))
+            })
+            .await?;
         let jwt = std::str::from_utf8(answer.body()).map_err(|_| FapiError::Check("userinfo"))?.trim().to_owned();
         let person = match self.verified(keys, &jwt, now).await {
             Ok(person) if person.get("sub").and_then(Value::as_str) == Some(id.sub.as_str()) => person,
@@ -466,6 +452,15 @@ impl FapiClient {
         }
         Ok(claims)
     }
+}
+
+/// A form POST, with a DPoP proof if given.
+fn form_request(url: &str, body: Vec<u8>, dpop: Option<String>) -> Result<http::Request<Vec<u8>>, FapiError> {
+    let mut request = http::Request::post(url).header("content-type", "application/x-www-form-urlencoded");
+    if let Some(proof) = dpop {
+        request = request.header("dpop", proof);
+    }
+    request.body(body).map_err(|e| FapiError::Transport(e.to_string()))
 }
 
 /// Marks the last exchange as failed with `error`'s code.

@@ -328,7 +328,8 @@ impl Onboarding {
             met: assessment.met.clone(),
             nric_masked: nric_masked.clone(),
             sealed,
-            opted_in: previous.as_ref().and_then(|p| p.opted_in.clone()).filter(|_| previous_still_in(&previous)),
+            // An opt-in stands until an opt-out clears it.
+            opted_in: previous.as_ref().and_then(|p| p.opted_in.clone()),
             opted_out_at: previous.as_ref().and_then(|p| p.opted_out_at),
             review: None,
             erased_at: None,
@@ -486,11 +487,6 @@ impl Onboarding {
         let page = self.store.query(&Query::partition(log_partition(user_id)).descending().limit(limit)).await?;
         page.items.iter().map(Item::decode).collect()
     }
-}
-
-/// Whether an earlier opt-in still stands (it was not withdrawn after).
-fn previous_still_in(previous: &Option<Accreditation>) -> bool {
-    previous.as_ref().is_some_and(|p| p.opted_in.is_some() && p.opted_out_at.is_none())
 }
 
 /// The assessment a record holds, opened (for the investor's own view of their figures).

@@ -351,9 +351,18 @@ async fn every_failed_check_stops_the_flow_and_stores_nothing(app: TestApp) {
     assert_eq!(get(&callback).await.0, StatusCode::NOT_FOUND);
 
     // A Singpass signing-key rotation: the unknown kid makes the client fetch the key set
-    // again (once the reload limit allows), and the flow succeeds.
-    app.platform.simulators.as_ref().unwrap().singpass.rotate_signing_key().unwrap();
-    app.clock.advance(chrono::TimeDelta::seconds(31));
+    // again, and the flow succeeds. A second rotation within 30 s of that fetch is not
+    // fetched for (the reload is rate-limited); past the limit it is.
+    let singpass = &app.platform.simulators.as_ref().unwrap().singpass;
+    singpass.rotate_signing_key().unwrap();
+    let (status, assessed) = onboard(&app, &token, "S9812381D", json!(null)).await;
+    assert_eq!(status, StatusCode::OK, "{assessed}");
+    singpass.rotate_signing_key().unwrap();
+    app.clock.advance(chrono::TimeDelta::seconds(20));
+    let (status, problem) = onboard(&app, &token, "S9812381D", json!(null)).await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY, "{problem}");
+    assert!(problem["detail"].as_str().unwrap().contains("unknown_kid"), "{problem}");
+    app.clock.advance(chrono::TimeDelta::seconds(11));
     let (status, assessed) = onboard(&app, &token, "S9812381D", json!(null)).await;
     assert_eq!(status, StatusCode::OK, "{assessed}");
 }

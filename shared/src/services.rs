@@ -21,6 +21,8 @@ use crate::app::reconcile::Reconciler;
 use crate::app::sessions::{SessionError, Sessions};
 use crate::app::settlement::Settlements;
 use crate::app::subscriptions::Subscriptions;
+use crate::app::trading::Trading;
+use crate::app::trading::matching::Matcher;
 use crate::app::verifier::TokenVerifier;
 use crate::domain::session::SessionPolicy;
 
@@ -68,6 +70,14 @@ impl Platform {
 
     pub fn order_locks(&self) -> OrderLocks {
         OrderLocks::new(self.store.clone(), self.clock.clone(), self.ledger())
+    }
+
+    pub fn trading(&self) -> Trading {
+        Trading::new(self.store.clone(), self.clock.clone(), self.queue.clone(), self.ledger())
+    }
+
+    pub fn matcher(&self) -> Matcher {
+        Matcher::new(self.store.clone(), self.clock.clone(), self.ledger())
     }
 
     pub fn reconciler(&self) -> Reconciler {

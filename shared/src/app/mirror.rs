@@ -1,7 +1,7 @@
 //! The mirror: delivers the ledger's chain outbox (written in the same transaction as
 //! each mirrored transfer) to the `Chain`, oldest first, and books the movements of
-//! investors' deposit accounts at the `Custody` too (the Custody's holdings of DABS come
-//! from the distributions it approves), then removes what was delivered. Both are
+//! investors' deposit accounts and the units of trades at the `Custody` too (the
+//! Custody's other holdings of DABS come from the distributions it approves), then removes what was delivered. Both are
 //! idempotent by transfer id, so a record delivered twice (a crash between an answer and
 //! the removal, a timeout after the partner committed) is harmless.
 
@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::app::failure::Permanence;
 use crate::app::ledger::{CHAIN_OUTBOX, outbox_key, sortable};
+use crate::domain::ledger::{Account, Kind, SGD, codes};
 use crate::domain::reconcile::Class;
 use crate::ports::chain::ChainTransfer;
 use crate::ports::custody::CustodyTransfer;
@@ -45,10 +46,37 @@ pub struct Delivered {
     pub delivered_at: DateTime<Utc>,
 }
 
-/// Whether the Custody books a record: it moves an investor's deposit account.
-pub fn booked_at_custody(record: &ChainTransfer) -> bool {
+/// The account the Custody keeps for a ledger account: an owner's order lock is, at the
+/// Custody, still the owner's (DABS locked in a sell order stay in the holding; a buy
+/// order's cash stays in the deposit account until the trade moves it).
+pub fn custody_account(account: &str) -> String {
+    match account.split(':').collect::<Vec<_>>().as_slice() {
+        ["lock", owner, asset] if *asset == SGD => Account::id_of(Kind::Deposit, owner, asset),
+        ["lock", owner, asset] => Account::id_of(Kind::Holding, owner, asset),
+        _ => account.to_owned(),
+    }
+}
+
+/// What the Custody books for a record, if anything: movements of investors' deposit
+/// accounts, and the units of a trade (the Custody's holdings of DABS otherwise come from
+/// the distributions it approves). Order locks are the owner's own accounts there, so
+/// locking, releasing and posting a buy order's hold book nothing.
+pub fn at_custody(record: &ChainTransfer) -> Option<CustodyTransfer> {
+    let (debit, credit) = (custody_account(&record.debit), custody_account(&record.credit));
     let deposit = |account: &str| Class::of(account) == Some(Class::Deposit);
-    deposit(&record.debit) || deposit(&record.credit)
+    let booked = debit != credit && (deposit(&debit) || deposit(&credit) || record.code == codes::TRADE_UNITS);
+    booked.then(|| CustodyTransfer {
+        reference: record.transfer_id.clone(),
+        debit,
+        credit,
+        asset: record.asset.clone(),
+        amount: record.amount,
+    })
+}
+
+/// Whether the Custody books a record (see [`at_custody`]).
+pub fn booked_at_custody(record: &ChainTransfer) -> bool {
+    at_custody(record).is_some()
 }
 
 fn delivered_key(transfer_id: &str) -> Key {
@@ -115,14 +143,7 @@ impl ChainMirror {
             Err(e) => return Err(Failed::Partner(record.transfer_id, e)),
         };
         let mut custody_at = None;
-        if booked_at_custody(&record) {
-            let booking = CustodyTransfer {
-                reference: record.transfer_id.clone(),
-                debit: record.debit.clone(),
-                credit: record.credit.clone(),
-                asset: record.asset.clone(),
-                amount: record.amount,
-            };
+        if let Some(booking) = at_custody(&record) {
             match self.custody.transfer(&booking).await {
                 Ok(receipt) => custody_at = Some(receipt.at),
                 Err(e) => {

@@ -23,6 +23,7 @@ pub mod settlement;
 pub mod signing_keys;
 pub mod subscriptions;
 pub mod throttle;
+pub mod trading;
 pub mod verifier;
 pub mod work;
 

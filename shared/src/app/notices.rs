@@ -132,6 +132,22 @@ pub enum Notice {
         chain_record: String,
         at: DateTime<Utc>,
     },
+    /// A fill of the investor's order on the secondary market, with its contract note.
+    TradeConfirmed {
+        trade_id: String,
+        order_id: String,
+        /// `buy` or `sell`.
+        side: String,
+        market: String,
+        asset: String,
+        units: u64,
+        /// Cents per unit.
+        price: u64,
+        notional: u64,
+        /// The investor's fee: added to a buy, deducted from a sale.
+        fee: u64,
+        at: DateTime<Utc>,
+    },
     /// An offering opened.
     DealPublished {
         deal_id: String,
@@ -182,6 +198,7 @@ impl Notice {
             Self::SubscriptionCancelled { .. } => "subscription_cancelled",
             Self::AllocationResult { .. } => "allocation_result",
             Self::DabsIssued { .. } => "dabs_issued",
+            Self::TradeConfirmed { .. } => "trade_confirmed",
             Self::DealPublished { .. } => "deal_published",
             Self::MonthlyStatement { .. } => "monthly_statement",
             Self::StatementsDue { .. } => "statements_due",
@@ -198,6 +215,7 @@ impl Notice {
             Self::WithdrawalPaid { .. } | Self::WithdrawalFailed { .. } => Some("withdrawal_advice"),
             Self::AllocationResult { .. } => Some("allocation_notice"),
             Self::DabsIssued { .. } => Some("contract_note"),
+            Self::TradeConfirmed { .. } => Some("trade_contract_note"),
             Self::MonthlyStatement { .. } => Some("account_statement"),
             _ => None,
         }

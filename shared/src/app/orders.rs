@@ -29,6 +29,16 @@ pub struct OrderLock {
     pub locked_at: DateTime<Utc>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub released_at: Option<DateTime<Utc>>,
+    /// Units that left the lock in trades, and when.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fills: Vec<LockFill>,
+}
+
+/// Units of a lock delivered to a buyer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockFill {
+    pub at: DateTime<Utc>,
+    pub units: Amount,
 }
 
 impl OrderLock {
@@ -40,6 +50,30 @@ impl OrderLock {
     /// Whether the units were locked at `at`.
     pub fn open_at(&self, at: DateTime<Utc>) -> bool {
         self.locked_at <= at && self.released_at.is_none_or(|released| released > at)
+    }
+
+    /// Units still in the lock at `at`: locked, less those traded by then.
+    pub fn units_at(&self, at: DateTime<Utc>) -> Amount {
+        if !self.open_at(at) {
+            return 0;
+        }
+        self.units - self.fills.iter().filter(|f| f.at <= at).map(|f| f.units).sum::<Amount>()
+    }
+
+    /// Units in the lock now.
+    pub fn remaining(&self) -> Amount {
+        self.units - self.fills.iter().map(|f| f.units).sum::<Amount>()
+    }
+
+    /// The stored form: listed as open, or (once released) by release time for a week.
+    pub fn item(&self) -> Result<Item, StoreError> {
+        let item = Item::new(lock_key(&self.order_id), self)?;
+        Ok(match self.released_at {
+            None => item.with_index(OPEN, &self.order_id),
+            Some(at) => {
+                item.with_index(RELEASED, format!("{}#{}", sortable(at), self.order_id)).expiring_at(at + KEEP_RELEASED)
+            }
+        })
     }
 }
 
@@ -75,6 +109,7 @@ impl OrderLocks {
             units,
             locked_at: self.clock.now(),
             released_at: None,
+            fills: Vec::new(),
         };
         let transfer = Transfer::single(
             format!("lock:{order_id}"),
@@ -84,8 +119,7 @@ impl OrderLocks {
             asset,
             codes::ORDER_LOCK,
         );
-        let item = Item::new(lock_key(order_id), &lock)?.with_index(OPEN, order_id);
-        self.ledger.submit_checked(&[transfer], &[Write::put(item, Condition::NotExists)]).await?;
+        self.ledger.submit_checked(&[transfer], &[Write::put(lock.item()?, Condition::NotExists)]).await?;
         Ok(self.get(order_id).await?.unwrap_or(lock))
     }
 
@@ -106,14 +140,14 @@ impl OrderLocks {
             format!("release:{order_id}"),
             &Account::id_of(Kind::OrderLock, &lock.owner, &lock.asset),
             &lock.holding(),
-            lock.units,
+            lock.remaining(),
             &lock.asset,
             codes::ORDER_RELEASE,
         );
-        let released = Item::new(lock_key(order_id), &lock)?
-            .with_index(RELEASED, format!("{}#{order_id}", sortable(released_at)))
-            .expiring_at(released_at + KEEP_RELEASED);
-        match self.ledger.submit_checked(&[transfer], &[Write::put(released, Condition::VersionIs(item.version))]).await
+        match self
+            .ledger
+            .submit_checked(&[transfer], &[Write::put(lock.item()?, Condition::VersionIs(item.version))])
+            .await
         {
             Ok(_) => Ok(lock),
             // Released meanwhile by another call: that one stands.
@@ -133,7 +167,7 @@ impl OrderLocks {
         for query in [Query::secondary(OPEN), Query::secondary(RELEASED).range(Range::AtLeast(sortable(cut_off)))] {
             store::each(self.store.as_ref(), &query, |item| {
                 let lock: OrderLock = item.decode()?;
-                if lock.open_at(cut_off) {
+                if lock.units_at(cut_off) > 0 {
                     locks.push(lock);
                 }
                 Ok(())

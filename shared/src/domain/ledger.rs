@@ -28,6 +28,16 @@ pub mod codes {
     pub const ORDER_LOCK: u16 = 20;
     /// Locked units back to their owner (the order returned at market close, or was cancelled).
     pub const ORDER_RELEASE: u16 = 21;
+    /// SGD held for an open buy order (a pending transfer to the buyer's order account).
+    pub const ORDER_HOLD: u16 = 22;
+    /// A trade's units, from the seller's order lock to the buyer's holding.
+    pub const TRADE_UNITS: u16 = 30;
+    /// A trade's cost (notional and the buyer's fee), posted from the buyer's hold.
+    pub const TRADE_PAYMENT: u16 = 31;
+    /// A trade's notional less the seller's fee, to the seller's deposit account.
+    pub const TRADE_PROCEEDS: u16 = 32;
+    /// A trade's fees (both sides) to the platform's fee account.
+    pub const TRADE_FEE: u16 = 33;
 }
 
 /// Limits an account enforces on every write.
@@ -56,8 +66,11 @@ pub enum Kind {
     IssuerSettlement,
     /// A DABS asset's source: debited by every unit issued, so the asset sums to zero.
     Issuance,
-    /// DABS units of an owner locked in open sell orders.
+    /// DABS units of an owner locked in open sell orders, or (in SGD) the cash of a buy
+    /// order on its way to the seller.
     OrderLock,
+    /// The platform's trading fees.
+    Fees,
     /// Any other system account.
     #[default]
     System,
@@ -83,6 +96,7 @@ impl Kind {
             Self::IssuerSettlement => "issuer",
             Self::Issuance => "issuance",
             Self::OrderLock => "lock",
+            Self::Fees => "fees",
             Self::System => "system",
         }
     }

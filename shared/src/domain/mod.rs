@@ -8,6 +8,7 @@ pub mod credentials;
 pub mod deal;
 pub mod ledger;
 pub mod lockout;
+pub mod market;
 pub mod money;
 pub mod reconcile;
 pub mod session;

@@ -102,6 +102,8 @@ pub enum RuleId {
     CustodyBookingPending,
     /// A posted transfer the chain had not recorded by the cut-off.
     ChainRecordPending,
+    /// A trade's legs the Custody had not booked by the cut-off.
+    TradeInFlight,
 }
 
 /// A timing rule: which pair it explains, and for how long.
@@ -113,7 +115,7 @@ pub struct Rule {
     pub reason: &'static str,
 }
 
-pub const RULES: [Rule; 5] = [
+pub const RULES: [Rule; 6] = [
     Rule {
         id: RuleId::DepositNotYetAtCustody,
         pair: Pair::LedgerCustody,
@@ -144,6 +146,12 @@ pub const RULES: [Rule; 5] = [
         grace: TimeDelta::minutes(15),
         reason: "the mirror records every posted transfer on the chain within seconds",
     },
+    Rule {
+        id: RuleId::TradeInFlight,
+        pair: Pair::LedgerCustody,
+        grace: TimeDelta::minutes(15),
+        reason: "a trade settles in the ledger at once and its legs reach the Custody through the mirror within seconds",
+    },
 ];
 
 /// The rule that explains a Custody booking of a ledger transfer with `code` still in flight.
@@ -152,6 +160,7 @@ pub fn custody_rule(code: u16) -> RuleId {
     match code {
         codes::DEPOSIT => RuleId::DepositNotYetAtCustody,
         codes::SUBSCRIPTION | codes::PROCEEDS | codes::ISSUANCE => RuleId::SettlementLegPending,
+        codes::TRADE_UNITS | codes::TRADE_PROCEEDS | codes::TRADE_FEE => RuleId::TradeInFlight,
         _ => RuleId::CustodyBookingPending,
     }
 }
@@ -443,6 +452,9 @@ mod tests {
             (codes::PROCEEDS, RuleId::SettlementLegPending),
             (codes::ISSUANCE, RuleId::SettlementLegPending),
             (codes::WITHDRAWAL, RuleId::CustodyBookingPending),
+            (codes::TRADE_UNITS, RuleId::TradeInFlight),
+            (codes::TRADE_PROCEEDS, RuleId::TradeInFlight),
+            (codes::TRADE_FEE, RuleId::TradeInFlight),
         ];
         for (code, rule) in table {
             assert_eq!(custody_rule(code), rule, "code {code}");
@@ -487,16 +499,22 @@ mod tests {
     #[test]
     fn every_rule_id_has_a_rule() {
         use RuleId::*;
-        for id in
-            [DepositNotYetAtCustody, DabsLockedInOrder, SettlementLegPending, CustodyBookingPending, ChainRecordPending]
-        {
+        for id in [
+            DepositNotYetAtCustody,
+            DabsLockedInOrder,
+            SettlementLegPending,
+            CustodyBookingPending,
+            ChainRecordPending,
+            TradeInFlight,
+        ] {
             // A new id without a rule fails the match below to compile, then this lookup.
             match id {
                 DepositNotYetAtCustody
                 | DabsLockedInOrder
                 | SettlementLegPending
                 | CustodyBookingPending
-                | ChainRecordPending => assert_eq!(rule(id).id, id),
+                | ChainRecordPending
+                | TradeInFlight => assert_eq!(rule(id).id, id),
             }
         }
     }

@@ -23,10 +23,14 @@ pub enum QueueName {
     Reconcile,
     /// Pages of the re-wrap of person data keys.
     Myinfo,
+    /// Orders, cancels and closes of the secondary market: a FIFO queue, one message
+    /// group per asset, so one asset's commands are matched in sequence.
+    Matching,
 }
 
 impl QueueName {
-    pub const ALL: [QueueName; 5] = [Self::Allocation, Self::Settlement, Self::Notify, Self::Reconcile, Self::Myinfo];
+    pub const ALL: [QueueName; 6] =
+        [Self::Allocation, Self::Settlement, Self::Notify, Self::Reconcile, Self::Myinfo, Self::Matching];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -35,7 +39,13 @@ impl QueueName {
             Self::Notify => "notify",
             Self::Reconcile => "reconcile",
             Self::Myinfo => "myinfo",
+            Self::Matching => "matching",
         }
+    }
+
+    /// A FIFO queue: messages carry a group and a deduplication id (see [`Queue::send_fifo`]).
+    pub fn is_fifo(self) -> bool {
+        self == Self::Matching
     }
 }
 
@@ -80,6 +90,20 @@ impl QueueError {
 pub trait Queue: Send + Sync {
     /// Enqueues every body; returns the message ids in order.
     async fn send(&self, queue: QueueName, bodies: Vec<String>) -> Result<Vec<String>, QueueError>;
+
+    /// Enqueues `(deduplication id, body)` pairs on a FIFO queue in `group`: a group's
+    /// messages are delivered in order, one batch in flight at a time, and a deduplication
+    /// id seen in the last five minutes is not enqueued again. In process the queue keeps
+    /// one line per queue, which is in order too.
+    async fn send_fifo(
+        &self,
+        queue: QueueName,
+        group: &str,
+        messages: Vec<(String, String)>,
+    ) -> Result<Vec<String>, QueueError> {
+        let _ = group;
+        self.send(queue, messages.into_iter().map(|(_, body)| body).collect()).await
+    }
 
     /// Up to `max` (at most [`RECEIVE_BATCH`]) visible messages, waiting up to `wait` for
     /// the first one.

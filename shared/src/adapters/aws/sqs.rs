@@ -43,9 +43,18 @@ impl SqsQueue {
         max_receives: u32,
         visibility: Duration,
     ) -> Result<QueueUrls, QueueError> {
+        use aws_sdk_sqs::types::QueueAttributeName;
+        // A FIFO queue's name ends in `.fifo`, and so must its dead-letter queue's.
+        let fifo = name.strip_suffix(".fifo");
+        let dead_letter_name = match fifo {
+            Some(base) => format!("{base}-dlq.fifo"),
+            None => format!("{name}-dlq"),
+        };
+        let fifo_attribute = fifo.map(|_| "true".to_owned());
         let dead_letter_url = client
             .create_queue()
-            .queue_name(format!("{name}-dlq"))
+            .queue_name(dead_letter_name)
+            .set_attributes(fifo_attribute.clone().map(|v| [(QueueAttributeName::FifoQueue, v)].into()))
             .send()
             .await
             .map_err(|e| QueueError::unavailable(e.into_service_error()))?
@@ -65,6 +74,7 @@ impl SqsQueue {
         let url = client
             .create_queue()
             .queue_name(name)
+            .set_attributes(fifo_attribute.map(|v| [(QueueAttributeName::FifoQueue, v)].into()))
             .attributes(aws_sdk_sqs::types::QueueAttributeName::RedrivePolicy, redrive)
             .attributes(aws_sdk_sqs::types::QueueAttributeName::VisibilityTimeout, visibility.as_secs().to_string())
             .send()
@@ -121,13 +131,28 @@ impl SqsQueue {
 
 impl SqsQueue {
     /// Sends bodies to the queue at `url`, ten a request; answers the message ids in order.
-    async fn send_to(&self, url: &str, bodies: Vec<String>) -> Result<Vec<String>, QueueError> {
+    /// On a FIFO queue, `fifo` names the group and each message's deduplication id.
+    async fn send_to(
+        &self,
+        url: &str,
+        bodies: Vec<String>,
+        fifo: Option<(&str, Vec<String>)>,
+    ) -> Result<Vec<String>, QueueError> {
         let mut ids = Vec::with_capacity(bodies.len());
-        for chunk in bodies.chunks(SEND_BATCH) {
+        for (n, chunk) in bodies.chunks(SEND_BATCH).enumerate() {
             let entries = chunk
                 .iter()
                 .enumerate()
-                .map(|(i, body)| SendMessageBatchRequestEntry::builder().id(i.to_string()).message_body(body).build())
+                .map(|(i, body)| {
+                    let entry = SendMessageBatchRequestEntry::builder().id(i.to_string()).message_body(body);
+                    match &fifo {
+                        Some((group, dedup)) => entry
+                            .message_group_id(*group)
+                            .message_deduplication_id(dedup.get(n * SEND_BATCH + i).cloned().unwrap_or_default()),
+                        None => entry,
+                    }
+                    .build()
+                })
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|e| QueueError::Invalid(e.to_string()))?;
             let output = self
@@ -156,12 +181,31 @@ fn batch_failed(what: &str, failed: usize) -> Result<(), QueueError> {
 impl Queue for SqsQueue {
     #[instrument(skip_all, fields(%queue, count = bodies.len()))]
     async fn send(&self, queue: QueueName, bodies: Vec<String>) -> Result<Vec<String>, QueueError> {
-        self.send_to(&self.urls(queue)?.url, bodies).await
+        self.send_to(&self.urls(queue)?.url, bodies, None).await
+    }
+
+    #[instrument(skip_all, fields(%queue, group, count = messages.len()))]
+    async fn send_fifo(
+        &self,
+        queue: QueueName,
+        group: &str,
+        messages: Vec<(String, String)>,
+    ) -> Result<Vec<String>, QueueError> {
+        let (dedup, bodies): (Vec<String>, Vec<String>) = messages.into_iter().unzip();
+        self.send_to(&self.urls(queue)?.url, bodies, Some((group, dedup))).await
     }
 
     #[instrument(skip_all, fields(%queue, count = bodies.len()))]
     async fn dead_letter(&self, queue: QueueName, bodies: Vec<String>) -> Result<(), QueueError> {
-        self.send_to(&self.urls(queue)?.dead_letter_url, bodies).await.map(|_| ())
+        // A FIFO dead-letter queue takes a group and deduplication ids too.
+        let fifo = queue.is_fifo().then(|| {
+            let digest = |body: &String| {
+                let hash = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, body.as_bytes());
+                data_encoding::HEXLOWER.encode(hash.as_ref())
+            };
+            ("dead-letters", bodies.iter().map(digest).collect())
+        });
+        self.send_to(&self.urls(queue)?.dead_letter_url, bodies, fifo).await.map(|_| ())
     }
 
     #[instrument(skip_all, fields(%queue))]

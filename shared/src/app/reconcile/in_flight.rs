@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 
 use super::{Failure, Reconciler};
 use crate::app::ledger::{CHAIN_OUTBOX, sortable};
-use crate::app::mirror::{DELIVERED, Delivered, Outboxed, booked_at_custody};
+use crate::app::mirror::{DELIVERED, Delivered, Outboxed, at_custody, booked_at_custody};
 use crate::app::settlement::{ISSUANCES, Issuance, issue_transfer_id};
 use crate::domain::ledger::{Account, Kind};
 use crate::domain::reconcile::{Class, Pending, Position, RuleId, custody_rule};
@@ -29,11 +29,13 @@ impl Flight {
     /// it holds the debited amount still, and not the credited one.
     fn pending(&self) -> impl Iterator<Item = Pending> + '_ {
         let r = &self.record;
-        let rules = [self.chain.then_some(RuleId::ChainRecordPending), self.custody.then(|| custody_rule(r.code))];
-        rules.into_iter().flatten().flat_map(move |rule| {
-            [(&r.debit, 1), (&r.credit, -1)].into_iter().filter(|(account, _)| Class::of(account).is_some()).map(
+        let chain = self.chain.then(|| (RuleId::ChainRecordPending, r.debit.clone(), r.credit.clone()));
+        // The Custody books a trade's legs between the owners' own accounts (see `at_custody`).
+        let custody = at_custody(r).filter(|_| self.custody).map(|t| (custody_rule(r.code), t.debit, t.credit));
+        [chain, custody].into_iter().flatten().flat_map(move |(rule, debit, credit)| {
+            [(debit, 1), (credit, -1)].into_iter().filter(|(account, _)| Class::of(account).is_some()).map(
                 move |(account, sign)| Pending {
-                    position: Position::new(account.clone(), r.asset.clone()),
+                    position: Position::new(account, r.asset.clone()),
                     rule,
                     amount: sign * i128::from(r.amount),
                     since: r.at,
@@ -87,7 +89,7 @@ impl Reconciler {
         pending.extend(locks.iter().map(|lock| Pending {
             position: Position::new(lock.holding(), lock.asset.clone()),
             rule: RuleId::DabsLockedInOrder,
-            amount: i128::from(lock.units),
+            amount: i128::from(lock.units_at(cut_off)),
             since: lock.locked_at,
         }));
         pending.sort_by(|a, b| a.position.cmp(&b.position));

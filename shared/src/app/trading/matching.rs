@@ -1,0 +1,572 @@
+//! The matcher: one asset's commands in sequence, against the book kept in memory.
+//!
+//! Every commit writes the market's item conditioned on the version the matcher last
+//! wrote, so two matchers of one asset (a Lambda still running when its message came back,
+//! a second runner) cannot both commit: the loser drops its book, reads the store again and
+//! runs its commands again. Running a command again is harmless: a booked order has its
+//! `seq`, a cancelled one its state, a closed day its `closed_day`.
+//!
+//! A command's effects are committed in steps that fit one store transaction: orders booked
+//! without trading are written together; each group of fills is one linked ledger batch
+//! (at most [`MAX_LINKED`] transfers) with its orders, locks, trades and notices. An order
+//! is written booked (with its `seq`) only in the last step of its command, so a reader
+//! of the store never sees it resting while it could still trade.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use super::{Command, Held, Market, Order, OrderState, Trade, TradingError, fee_account, open_partition, order_key};
+use crate::app::consumer::{BatchHandler, after_failure};
+use crate::app::failure::Failure;
+use crate::app::ledger::{Ledger, LedgerError, MAX_LINKED};
+use crate::app::notices::{self, Audience, Notice};
+use crate::app::orders::{LockFill, OrderLock};
+use crate::domain::ledger::{Account, Kind, SGD, Transfer, codes};
+use crate::domain::market::{Book, DayStats, Incoming, Resting, Side};
+use crate::ports::queue::Message;
+use crate::ports::store::{self, Condition, Key, MAX_TRANSACTION_OPS, Query, StoreError, Write};
+use crate::ports::{Clock, Queue, Store};
+
+/// Times a run starts over after losing the market's version to another writer.
+const ATTEMPTS: u32 = 20;
+/// Orders booked without trading gathered before they are committed together.
+const GATHER: usize = 40;
+
+/// A book and the market item as this matcher last committed them.
+struct Cached {
+    market: Market,
+    version: u64,
+    book: Book,
+}
+
+/// Why a run stopped.
+enum Stop {
+    /// Another writer committed first: read the store again and run again.
+    Lost,
+    Failed(TradingError),
+}
+
+impl From<TradingError> for Stop {
+    fn from(e: TradingError) -> Self {
+        Self::Failed(e)
+    }
+}
+
+impl From<StoreError> for Stop {
+    fn from(e: StoreError) -> Self {
+        Self::Failed(e.into())
+    }
+}
+
+/// The fills of one step and what they move.
+#[derive(Default, Clone)]
+struct Step {
+    trades: Vec<Trade>,
+    /// Per buy order: what its hold pays out in this step (notional and its fee), and the
+    /// fees of both sides that go to the fee account.
+    paid: BTreeMap<String, (u64, u64)>,
+    /// Orders whose rest returns now (cancelled or expired): their release.
+    released: Vec<Transfer>,
+}
+
+/// A run's working state: the orders and locks it changed and has not committed yet.
+#[derive(Default, Clone)]
+struct Run {
+    orders: HashMap<String, Order>,
+    locks: HashMap<String, OrderLock>,
+}
+
+impl Run {
+    fn is_empty(&self) -> bool {
+        self.orders.is_empty() && self.locks.is_empty()
+    }
+}
+
+impl Step {
+    fn is_empty(&self) -> bool {
+        self.trades.is_empty() && self.released.is_empty()
+    }
+}
+
+pub struct Matcher {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    ledger: Ledger,
+    books: tokio::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<Cached>>>>>,
+    fees_opened: tokio::sync::OnceCell<()>,
+}
+
+impl Matcher {
+    pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, ledger: Ledger) -> Self {
+        Self { store, clock, ledger, books: Default::default(), fees_opened: Default::default() }
+    }
+
+    /// Runs one asset's commands in order; answers the index of the command that failed.
+    pub async fn run(&self, asset: &str, commands: &[Command]) -> Result<(), (usize, TradingError)> {
+        self.fees_opened
+            .get_or_try_init(|| async { self.ledger.open(fee_account()).await })
+            .await
+            .map_err(|e| (0, e.into()))?;
+        let slot = self.books.lock().await.entry(asset.to_owned()).or_default().clone();
+        let mut cached = slot.lock().await;
+        for _ in 0..ATTEMPTS {
+            if cached.is_none() {
+                *cached = Some(self.load(asset).await.map_err(|e| (0, e))?);
+            }
+            let Some(c) = cached.as_mut() else { continue };
+            let mut run = Run::default();
+            let mut outcome = Ok(());
+            for (index, command) in commands.iter().enumerate() {
+                if let Err(stop) = self.apply(c, &mut run, command).await {
+                    outcome = Err((index, stop));
+                    break;
+                }
+            }
+            if outcome.is_ok() {
+                outcome = self.flush(c, &mut run).await.map_err(|stop| (commands.len().saturating_sub(1), stop));
+            }
+            match outcome {
+                Ok(()) => return Ok(()),
+                Err((_, Stop::Lost)) => *cached = None,
+                Err((index, Stop::Failed(e))) => {
+                    // What the book holds may be ahead of the store: read it again next time.
+                    *cached = None;
+                    return Err((index, e));
+                }
+            }
+        }
+        Err((0, TradingError::Busy))
+    }
+
+    /// The market and its book from the store: every open order with a `seq`, in `seq` order.
+    async fn load(&self, asset: &str) -> Result<Cached, TradingError> {
+        let item = self.store.get(&super::market_key(asset)).await?.ok_or(TradingError::NoMarket)?;
+        let (market, version): (Market, u64) = (item.decode()?, item.version);
+        let mut resting = Vec::new();
+        store::each(self.store.as_ref(), &Query::secondary(open_partition(asset)), |item| {
+            let order: Order = item.decode()?;
+            if let Some(seq) = order.seq {
+                resting.push(Resting {
+                    remaining: order.remaining(),
+                    id: order.id,
+                    owner: order.owner,
+                    side: order.side,
+                    price: order.price,
+                    seq,
+                });
+            }
+            Ok(())
+        })
+        .await?;
+        resting.sort_by_key(|r| r.seq);
+        let mut book = Book::default();
+        for order in resting {
+            book.rest(order);
+        }
+        Ok(Cached { market, version, book })
+    }
+
+    async fn order(&self, run: &Run, id: &str) -> Result<Option<Order>, StoreError> {
+        if let Some(order) = run.orders.get(id) {
+            return Ok(Some(order.clone()));
+        }
+        self.store.get(&order_key(id)).await?.map(|i| i.decode()).transpose()
+    }
+
+    async fn lock(&self, run: &Run, id: &str) -> Result<Option<OrderLock>, StoreError> {
+        if let Some(lock) = run.locks.get(id) {
+            return Ok(Some(lock.clone()));
+        }
+        self.store.get(&Key::new(format!("ORDERLOCK#{id}"), "LOCK")).await?.map(|i| i.decode()).transpose()
+    }
+
+    async fn apply(&self, c: &mut Cached, run: &mut Run, command: &Command) -> Result<(), Stop> {
+        match command {
+            Command::Book { order_id, .. } => self.book(c, run, order_id).await,
+            Command::Cancel { order_id, .. } => {
+                let Some(order) = self.order(run, order_id).await? else { return Ok(()) };
+                if order.state != OrderState::Open {
+                    return Ok(());
+                }
+                c.book.remove(order_id);
+                let mut step = Step::default();
+                self.end(run, &mut step, order, OrderState::Cancelled, "cancelled by you").await?;
+                self.commit(c, run, step).await
+            }
+            Command::Close { day, .. } => self.close(c, run, *day).await,
+        }
+    }
+
+    /// Marks `order` ended with what is left of it returned (in `step`).
+    async fn end(
+        &self,
+        run: &mut Run,
+        step: &mut Step,
+        mut order: Order,
+        state: OrderState,
+        reason: &str,
+    ) -> Result<(), Stop> {
+        let now = self.clock.now();
+        step.released.extend(order.release());
+        if order.side == Side::Sell
+            && let Some(mut lock) = self.lock(run, &order.id).await?
+        {
+            lock.released_at.get_or_insert(now);
+            run.locks.insert(lock.order_id.clone(), lock);
+        }
+        order.held = None;
+        order.state = state;
+        order.reason = Some(reason.to_owned());
+        order.updated_at = now;
+        run.orders.insert(order.id.clone(), order);
+        Ok(())
+    }
+
+    async fn book(&self, c: &mut Cached, run: &mut Run, order_id: &str) -> Result<(), Stop> {
+        let Some(mut order) = self.order(run, order_id).await? else { return Ok(()) };
+        if order.state != OrderState::Open || order.seq.is_some() {
+            return Ok(());
+        }
+        if c.market.halted || c.market.closed_day.is_some_and(|closed| closed >= order.day) {
+            let (state, why) = if c.market.halted {
+                (OrderState::Cancelled, "the market was halted before the order reached the book")
+            } else {
+                (OrderState::Expired, "the market closed before the order reached the book")
+            };
+            let mut step = Step::default();
+            self.end(run, &mut step, order, state, why).await?;
+            return self.commit(c, run, step).await;
+        }
+        let seq = c.market.next_seq;
+        let incoming = Incoming {
+            id: order.id.clone(),
+            owner: order.owner.clone(),
+            side: order.side,
+            price: order.price,
+            quantity: order.remaining(),
+        };
+        let outcome = c.book.submit(&incoming, seq);
+        c.market.next_seq += 1;
+        let mut step = Step::default();
+        for own in &outcome.self_trade_cancelled {
+            if let Some(resting) = self.order(run, &own.id).await? {
+                let why =
+                    format!("cancelled by self-trade prevention: your order {} would have traded with it", order.id);
+                self.end(run, &mut step, resting, OrderState::Cancelled, &why).await?;
+                order.self_trade_cancelled.push(own.id.clone());
+            }
+        }
+        run.orders.insert(order.id.clone(), order);
+        for fill in &outcome.fills {
+            loop {
+                let (mut tried, mut scratch) = (step.clone(), run.clone());
+                self.fill(c, &mut scratch, &mut tried, order_id, fill).await?;
+                if self.fits(c, &scratch, &tried)? {
+                    (*run, step) = (scratch, tried);
+                    break;
+                }
+                if step.is_empty() && run.is_empty() {
+                    return Err(Stop::Failed(TradingError::Ledger(LedgerError::Invalid(
+                        "one fill does not fit a transaction".into(),
+                    ))));
+                }
+                // Full: commit what is there; the fill starts the next step.
+                self.commit(c, run, std::mem::take(&mut step)).await?;
+            }
+            let day = crate::domain::market::trading_day(self.clock.now());
+            c.market.stats = Some(DayStats::after(c.market.stats.as_ref(), day, fill.price, fill.quantity));
+            c.market.reference_price = fill.price;
+        }
+        if let Some(incoming) = run.orders.get_mut(order_id)
+            && incoming.state == OrderState::Open
+        {
+            incoming.seq = Some(seq);
+        }
+        if step.is_empty() {
+            // Booked without trading: committed with the next few.
+            if run.orders.len() >= GATHER {
+                self.flush(c, run).await?;
+            }
+            return Ok(());
+        }
+        self.commit(c, run, step).await
+    }
+
+    /// Applies one fill to the orders and locks of `run`, and notes it in `step`.
+    async fn fill(
+        &self,
+        c: &Cached,
+        run: &mut Run,
+        step: &mut Step,
+        taker_id: &str,
+        fill: &crate::domain::market::Fill,
+    ) -> Result<(), Stop> {
+        let now = self.clock.now();
+        let taker = self.order(run, taker_id).await?.ok_or(TradingError::NotFound)?;
+        let maker = self.order(run, &fill.maker).await?.ok_or(TradingError::NotFound)?;
+        let (buy, sell) = if taker.side == Side::Buy { (taker, maker) } else { (maker, taker) };
+        let notional = fill.price * fill.quantity;
+        let rules = &c.market.rules;
+        let (buyer_fee, seller_fee) = (rules.fee(notional), rules.fee(notional));
+        let trade = Trade {
+            id: crate::app::keyed_id("trd", &fill.maker, taker_id),
+            asset: c.market.asset.clone(),
+            price: fill.price,
+            quantity: fill.quantity,
+            buyer: buy.owner.clone(),
+            seller: sell.owner.clone(),
+            buy_order: buy.id.clone(),
+            sell_order: sell.id.clone(),
+            buyer_fee,
+            seller_fee,
+            maker_side: if taker_id == buy.id { Side::Sell } else { Side::Buy },
+            at: now,
+        };
+        let paid = step.paid.entry(buy.id.clone()).or_default();
+        paid.0 += notional + buyer_fee;
+        paid.1 += buyer_fee + seller_fee;
+        for (mut order, cash, fee) in
+            [(buy, notional + buyer_fee, buyer_fee), (sell, notional - seller_fee, seller_fee)]
+        {
+            order.filled += fill.quantity;
+            order.settled_cash += cash;
+            order.fees += fee;
+            order.updated_at = now;
+            if order.remaining() == 0 {
+                order.state = OrderState::Filled;
+            }
+            if order.side == Side::Sell
+                && let Some(mut lock) = self.lock(run, &order.id).await?
+            {
+                lock.fills.push(LockFill { at: now, units: fill.quantity });
+                if lock.remaining() == 0 {
+                    lock.released_at = Some(now);
+                }
+                run.locks.insert(lock.order_id.clone(), lock);
+            }
+            run.orders.insert(order.id.clone(), order);
+        }
+        step.trades.push(trade);
+        Ok(())
+    }
+
+    /// The transfers and writes of `step`, with the buy orders' holds moved on in `run`.
+    fn settle(&self, c: &Cached, run: &mut Run, step: &Step) -> Result<(Vec<Transfer>, Vec<Write>), Stop> {
+        let now = self.clock.now();
+        let fees = fee_account().id;
+        let (mut posts, mut moves, mut holds) = (Vec::new(), Vec::new(), Vec::new());
+        for (order_id, (paid, fee)) in &step.paid {
+            let Some(order) = run.orders.get_mut(order_id) else { continue };
+            let Some(hold) = order.hold() else { continue };
+            posts.push(Transfer::post(format!("{}:post", hold.id), &hold, *paid));
+            if *fee > 0 {
+                let lock = Account::id_of(Kind::OrderLock, &order.owner, SGD);
+                moves.push(
+                    Transfer::single(format!("{}:fee", hold.id), &lock, &fees, *fee, SGD, codes::TRADE_FEE)
+                        .with_reference(order_id),
+                );
+            }
+            let generation = order.held.take().map_or(0, |h| h.generation + 1);
+            if order.state == OrderState::Open && order.remaining() > 0 {
+                order.held = Some(Held { generation, amount: c.market.rules.hold_for(order.price, order.remaining()) });
+                holds.extend(order.hold());
+            }
+        }
+        let mut writes = Vec::new();
+        for trade in &step.trades {
+            let (buyer_lock, seller_lock) = (
+                Account::id_of(Kind::OrderLock, &trade.buyer, SGD),
+                Account::id_of(Kind::OrderLock, &trade.seller, &trade.asset),
+            );
+            let holding = Account::id_of(Kind::Holding, &trade.buyer, &trade.asset);
+            let proceeds = trade.notional() - trade.seller_fee;
+            let deposit = Account::id_of(Kind::Deposit, &trade.seller, SGD);
+            moves.push(
+                Transfer::single(
+                    format!("{}:units", trade.id),
+                    &seller_lock,
+                    &holding,
+                    trade.quantity,
+                    &trade.asset,
+                    codes::TRADE_UNITS,
+                )
+                .with_reference(&trade.id),
+            );
+            if proceeds > 0 {
+                moves.push(
+                    Transfer::single(
+                        format!("{}:proceeds", trade.id),
+                        &buyer_lock,
+                        &deposit,
+                        proceeds,
+                        SGD,
+                        codes::TRADE_PROCEEDS,
+                    )
+                    .with_reference(&trade.id),
+                );
+            }
+            writes.push(Write::put(trade.item_for(&trade.buyer)?, Condition::None));
+            writes.push(Write::put(trade.item_for(&trade.seller)?, Condition::None));
+            for (side, owner) in [(Side::Buy, &trade.buyer), (Side::Sell, &trade.seller)] {
+                let notice = Notice::TradeConfirmed {
+                    trade_id: trade.id.clone(),
+                    order_id: if side == Side::Buy { trade.buy_order.clone() } else { trade.sell_order.clone() },
+                    side: side.as_str().to_owned(),
+                    market: c.market.name.clone(),
+                    asset: trade.asset.clone(),
+                    units: trade.quantity,
+                    price: trade.price,
+                    notional: trade.notional(),
+                    fee: if side == Side::Buy { trade.buyer_fee } else { trade.seller_fee },
+                    at: trade.at,
+                };
+                let origin = format!("{}:{}", trade.id, side.as_str());
+                writes.push(notices::write(&origin, Audience::Investor(owner.clone()), notice, now)?);
+            }
+        }
+        let mut transfers = posts;
+        transfers.extend(moves);
+        transfers.extend(step.released.iter().cloned());
+        transfers.extend(holds);
+        for order in run.orders.values() {
+            writes.push(Write::put(order.item()?, Condition::None));
+        }
+        for lock in run.locks.values() {
+            writes.push(Write::put(lock.item()?, Condition::None));
+        }
+        Ok((transfers, writes))
+    }
+
+    /// Whether `step` (with the orders of `run`) fits one ledger batch and one transaction.
+    fn fits(&self, c: &Cached, run: &Run, step: &Step) -> Result<bool, Stop> {
+        let (transfers, writes) = self.settle(c, &mut run.clone(), step)?;
+        let mut accounts: Vec<&str> = transfers.iter().flat_map(|t| [t.debit.as_str(), t.credit.as_str()]).collect();
+        accounts.sort_unstable();
+        accounts.dedup();
+        // Per transfer: its record, two statement entries, an outbox item, a hold it resolves.
+        let ops = transfers.len() * 5 + accounts.len() + writes.len() + 1;
+        Ok(transfers.len() <= MAX_LINKED && ops <= MAX_TRANSACTION_OPS)
+    }
+
+    /// Commits `step` with what was gathered, and the market's item at the next version.
+    async fn commit(&self, c: &mut Cached, run: &mut Run, step: Step) -> Result<(), Stop> {
+        let (transfers, writes) = self.settle(c, run, &step)?;
+        run.orders.clear();
+        run.locks.clear();
+        self.write(c, transfers, writes).await
+    }
+
+    async fn flush(&self, c: &mut Cached, run: &mut Run) -> Result<(), Stop> {
+        if run.is_empty() {
+            return Ok(());
+        }
+        self.commit(c, run, Step::default()).await
+    }
+
+    async fn write(&self, c: &mut Cached, transfers: Vec<Transfer>, writes: Vec<Write>) -> Result<(), Stop> {
+        let (bids, asks) = c.book.depth(super::DEPTH);
+        c.market.bids = bids;
+        c.market.asks = asks;
+        c.market.updated_at = self.clock.now();
+        let head = Write::put(c.market.item()?, Condition::VersionIs(c.version));
+        let outcome = if transfers.is_empty() {
+            let mut all = writes;
+            let head_at = all.len();
+            all.push(head);
+            match self.store.transact(all).await {
+                Ok(()) => Ok(()),
+                Err(StoreError::ConditionFailed { index, .. }) if index == head_at => Err(Stop::Lost),
+                Err(StoreError::ConditionFailed { .. } | StoreError::Conflict) => Err(Stop::Lost),
+                Err(e) => Err(Stop::Failed(e.into())),
+            }
+        } else {
+            match self.ledger.submit_with(&transfers, &[head], &writes).await {
+                Ok(_) => Ok(()),
+                Err(LedgerError::ContextChanged) => Err(Stop::Lost),
+                Err(e) => Err(Stop::Failed(e.into())),
+            }
+        };
+        outcome?;
+        c.version += 1;
+        Ok(())
+    }
+
+    /// Expires every order of `day` or before still open, booked or not; closes the day.
+    async fn close(&self, c: &mut Cached, run: &mut Run, day: chrono::NaiveDate) -> Result<(), Stop> {
+        if c.market.closed_day.is_some_and(|closed| closed >= day) {
+            return Ok(());
+        }
+        self.flush(c, run).await?;
+        let mut open = Vec::new();
+        store::each(self.store.as_ref(), &Query::secondary(open_partition(&c.market.asset)), |item| {
+            let order: Order = item.decode()?;
+            if order.day <= day {
+                open.push(order.id);
+            }
+            Ok(())
+        })
+        .await?;
+        let mut step = Step::default();
+        for id in open {
+            let Some(order) = self.order(run, &id).await? else { continue };
+            if order.state != OrderState::Open {
+                continue;
+            }
+            c.book.remove(&id);
+            let (mut tried, mut scratch) = (step.clone(), run.clone());
+            self.end(&mut scratch, &mut tried, order.clone(), OrderState::Expired, "expired at the close").await?;
+            if self.fits(c, &scratch, &tried)? {
+                (*run, step) = (scratch, tried);
+            } else {
+                self.commit(c, run, std::mem::take(&mut step)).await?;
+                self.end(run, &mut step, order, OrderState::Expired, "expired at the close").await?;
+            }
+        }
+        c.market.closed_day = Some(day);
+        self.commit(c, run, step).await
+    }
+}
+
+/// The `matching` queue's consumer: commands grouped by asset, each asset's run in order.
+/// A command that fails stops its asset's run there: it and the asset's later commands come
+/// back (after the queue's receive limit, or at once if it can never succeed, to the
+/// dead-letter queue), as a FIFO group's would.
+pub struct MatchingHandler {
+    pub matcher: Arc<Matcher>,
+    pub queue: Arc<dyn Queue>,
+}
+
+#[async_trait::async_trait]
+impl BatchHandler for MatchingHandler {
+    async fn handle(&self, batch: &[Message]) -> Vec<String> {
+        let mut failed = Vec::new();
+        let mut runs: Vec<(String, Vec<(&Message, Command)>)> = Vec::new();
+        for m in batch {
+            match serde_json::from_str::<Command>(&m.body) {
+                Ok(command) => match runs.iter_mut().find(|(asset, _)| asset == command.asset()) {
+                    Some((_, commands)) => commands.push((m, command)),
+                    None => runs.push((command.asset().to_owned(), vec![(m, command)])),
+                },
+                Err(e) => {
+                    let failure = Failure::permanent(&m.id, format!("unreadable message: {e}"));
+                    failed.extend(after_failure(self.queue.as_ref(), super::QUEUE, m, &failure).await);
+                }
+            }
+        }
+        for (asset, commands) in runs {
+            let list: Vec<Command> = commands.iter().map(|(_, c)| c.clone()).collect();
+            if let Err((index, error)) = self.matcher.run(&asset, &list).await {
+                for (at, (m, _)) in commands.iter().enumerate() {
+                    if at == index {
+                        failed.extend(
+                            after_failure(self.queue.as_ref(), super::QUEUE, m, &Failure::of(&m.id, &error)).await,
+                        );
+                    } else {
+                        failed.push(m.id.clone());
+                    }
+                }
+            }
+        }
+        failed
+    }
+}

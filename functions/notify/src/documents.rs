@@ -25,12 +25,13 @@ use typst::{Library, World};
 
 use crate::render::{sgd, sgt};
 
-const TEMPLATES: [(&str, &str); 6] = [
+const TEMPLATES: [(&str, &str); 7] = [
     ("common.typ", include_str!("../templates/pdf/common.typ")),
     ("deposit_advice.typ", include_str!("../templates/pdf/deposit_advice.typ")),
     ("withdrawal_advice.typ", include_str!("../templates/pdf/withdrawal_advice.typ")),
     ("allocation_notice.typ", include_str!("../templates/pdf/allocation_notice.typ")),
     ("contract_note.typ", include_str!("../templates/pdf/contract_note.typ")),
+    ("trade_contract_note.typ", include_str!("../templates/pdf/trade_contract_note.typ")),
     ("account_statement.typ", include_str!("../templates/pdf/account_statement.typ")),
 ];
 

@@ -298,6 +298,22 @@ pub mod samples {
                     resolved: 1,
                 },
             ),
+            (
+                investor(),
+                Notice::TradeConfirmed {
+                    trade_id: "trd_01".into(),
+                    order_id: "ord_01".into(),
+                    side: "buy".into(),
+                    market: deal_name(),
+                    asset: "DABS-MARINA".into(),
+                    units: 40,
+                    price: 10_250,
+                    notional: 410_000,
+                    fee: 820,
+                    net: 410_820,
+                    at: at("2026-12-10T03:15:00Z"),
+                },
+            ),
         ];
         notices
             .into_iter()

@@ -24,7 +24,7 @@ macro_rules! kinds {
     };
 }
 
-const TEMPLATES: [(&str, &str); 27] = kinds!(
+const TEMPLATES: [(&str, &str); 29] = kinds!(
     "deposit_credited",
     "deposit_returned",
     "withdrawal_paid",
@@ -33,6 +33,7 @@ const TEMPLATES: [(&str, &str); 27] = kinds!(
     "subscription_cancelled",
     "allocation_result",
     "dabs_issued",
+    "trade_confirmed",
     "deal_published",
     "monthly_statement",
     "change_awaiting_checker",

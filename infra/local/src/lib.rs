@@ -25,6 +25,7 @@ pub fn app(platform: &Platform) -> Router {
         .merge(settlement::routes(platform))
         .merge(reconcile::routes(platform))
         .merge(myinfo::routes(platform))
+        .merge(matching::routes(platform))
         .merge(notify::routes(platform, &templates()));
     if let Some(simulators) = &platform.simulators {
         routes = routes.merge(sim::routes(simulators.clone()));
@@ -36,6 +37,9 @@ pub fn app(platform: &Platform) -> Router {
 /// instruct again); in AWS the table's stream and a one-minute schedule wake them.
 const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
 
+/// How often the local runner asks whether a market's session ended.
+const CLOSE_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The whole API's OpenAPI document, merged from every HTTP function.
 pub fn docs() -> serde_json::Value {
     let document = shared::http::openapi::document([
@@ -45,6 +49,7 @@ pub fn docs() -> serde_json::Value {
         settlement::openapi(),
         reconcile::openapi(),
         myinfo::openapi(),
+        matching::openapi(),
         notify::openapi(),
     ]);
     shared::http::openapi::complete(serde_json::to_value(document).unwrap_or_default())
@@ -58,6 +63,7 @@ fn consumers(platform: &Platform) -> Vec<(QueueName, Arc<dyn BatchHandler>)> {
         (notify::QUEUE, notify::handler(platform, &templates())),
         (reconcile::QUEUE, reconcile::handler(platform)),
         (myinfo::QUEUE, myinfo::handler(platform)),
+        (matching::QUEUE, matching::handler(platform)),
     ]
 }
 
@@ -124,6 +130,7 @@ pub async fn start(platform: Platform, addr: SocketAddr) -> std::io::Result<Runn
         workers.spawn(pump(platform.queue.clone(), queue, handler, workers_stopped.clone()));
     }
 
+    let workers_stopped_close = workers_stopped.clone();
     let mut until = workers_stopped;
     let sweeper = settlement::Sweeper::new(&platform);
     let notices = platform.notices();
@@ -137,6 +144,22 @@ pub async fn start(platform: Platform, addr: SocketAddr) -> std::io::Result<Runn
                     // The relay the table's stream wakes in AWS.
                     if let Err(error) = notices.relay(notify::RELAY_BATCH).await {
                         tracing::warn!(%error, "notice relay failed; retrying");
+                    }
+                }
+                _ = stop_requested(&mut until) => return,
+            }
+        }
+    });
+
+    // The schedule that closes each market's day (every five minutes in AWS).
+    let mut until = workers_stopped_close;
+    let trading = platform.trading();
+    workers.spawn(async move {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(CLOSE_EVERY) => {
+                    if let Err(error) = trading.close_due().await {
+                        tracing::warn!(%error, "closing the markets failed; retrying");
                     }
                 }
                 _ = stop_requested(&mut until) => return,

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::accounts::{User, user_item, user_key};
 use super::audit::{AuditLog, Event};
 use super::deals::{Deal, DealPatch, apply_patch, deal_item, deal_key, differences};
+use super::trading::Market;
 use super::issuers::{IssuerStatus, StoredIssuer, issuer_item, issuer_key};
 use super::notices::{self, Audience, Notice};
 use super::reconcile::{BreakStatus, TrackedBreak, break_item, break_key};
@@ -84,6 +85,19 @@ pub enum Change {
         asset: String,
         note: String,
     },
+    /// Halts an asset's market: no order is taken or matched until it resumes.
+    HaltMarket {
+        asset: String,
+        reason: String,
+    },
+    ResumeMarket {
+        asset: String,
+    },
+    /// Sets an asset's market rules (session, tick, lot, band, fee) from the next order on.
+    SetMarketRules {
+        asset: String,
+        rules: crate::domain::market::Rules,
+    },
 }
 
 impl Change {
@@ -99,6 +113,9 @@ impl Change {
             | Self::CloseDeal { deal_id }
             | Self::CancelDeal { deal_id } => deal_key(deal_id),
             Self::AcceptBreak { pair, account, asset, .. } => break_key(*pair, account, asset),
+            Self::HaltMarket { asset, .. } | Self::ResumeMarket { asset } | Self::SetMarketRules { asset, .. } => {
+                crate::app::trading::market_key(asset)
+            }
         }
     }
 
@@ -117,6 +134,8 @@ impl Change {
             Self::AcceptBreak { pair, account, asset, .. } => {
                 format!("reconciliation:{}:{account}:{asset}:accept", pair.other_book())
             }
+            Self::HaltMarket { asset, .. } | Self::ResumeMarket { asset } => format!("market:{asset}:state"),
+            Self::SetMarketRules { asset, .. } => format!("market:{asset}:rules"),
         }
     }
 
@@ -136,6 +155,7 @@ impl Change {
             Self::SetLevel { .. } => Action::ProposeAccreditation,
             Self::DecideIssuer { .. } => Action::ReviewIssuers,
             Self::PublishDeal { .. } | Self::EditDeal { .. } | Self::CancelDeal { .. } => Action::ManageDeals,
+            Self::HaltMarket { .. } | Self::ResumeMarket { .. } | Self::SetMarketRules { .. } => Action::ManageDeals,
             Self::CloseDeal { .. } => Action::ManageSettlement,
             Self::AcceptBreak { .. } => Action::ManageReconciliation,
         }
@@ -147,6 +167,7 @@ impl Change {
         match self {
             Self::DecideIssuer { .. } => Action::ReviewIssuers,
             Self::PublishDeal { .. } | Self::EditDeal { .. } | Self::CancelDeal { .. } => Action::ManageDeals,
+            Self::HaltMarket { .. } | Self::ResumeMarket { .. } | Self::SetMarketRules { .. } => Action::ManageDeals,
             Self::CloseDeal { .. } => Action::ManageSettlement,
             Self::AcceptBreak { .. } => Action::ManageReconciliation,
             _ => Action::DecideChangeRequest,
@@ -165,6 +186,9 @@ impl Change {
             Self::CloseDeal { .. } => "close-deal",
             Self::CancelDeal { .. } => "cancel-deal",
             Self::AcceptBreak { .. } => "accept-break",
+            Self::HaltMarket { .. } => "halt-market",
+            Self::ResumeMarket { .. } => "resume-market",
+            Self::SetMarketRules { .. } => "set-market-rules",
         }
     }
 
@@ -239,6 +263,19 @@ impl Change {
             Self::AcceptBreak { .. } if target.decode::<TrackedBreak>()?.status != BreakStatus::Open => {
                 Err(ChangeError::Invalid("only an open break can be accepted"))
             }
+            Self::HaltMarket { reason, .. } if reason.trim().is_empty() => {
+                Err(ChangeError::Invalid("halting a market needs a reason"))
+            }
+            Self::HaltMarket { .. } if target.decode::<Market>()?.halted => {
+                Err(ChangeError::Invalid("the market is halted already"))
+            }
+            Self::ResumeMarket { .. } if !target.decode::<Market>()?.halted => {
+                Err(ChangeError::Invalid("the market is not halted"))
+            }
+            Self::SetMarketRules { rules, .. } => match crate::domain::market::check_rules(rules) {
+                Ok(()) => Ok(None),
+                Err((_, why)) => Err(ChangeError::Invalid(why)),
+            },
             _ => Ok(None),
         }
     }
@@ -273,6 +310,23 @@ impl Change {
             tracked.status = BreakStatus::Accepted;
             tracked.note = Some(note.clone());
             return Ok(Some(break_item(&tracked)?));
+        }
+        if let Self::HaltMarket { .. } | Self::ResumeMarket { .. } | Self::SetMarketRules { .. } = self {
+            let mut market: Market = target.decode()?;
+            match self {
+                Self::HaltMarket { reason, .. } if !market.halted => {
+                    market.halted = true;
+                    market.halt_reason = Some(reason.clone());
+                }
+                Self::ResumeMarket { .. } if market.halted => {
+                    market.halted = false;
+                    market.halt_reason = None;
+                }
+                Self::SetMarketRules { rules, .. } if market.rules != *rules => market.rules = rules.clone(),
+                _ => return Ok(None),
+            }
+            market.updated_at = now;
+            return Ok(Some(market.item()?));
         }
         if let Self::DecideIssuer { approve, .. } = self {
             let mut issuer: StoredIssuer = target.decode()?;

@@ -146,6 +146,8 @@ pub enum Notice {
         notional: u64,
         /// The investor's fee: added to a buy, deducted from a sale.
         fee: u64,
+        /// What the investor paid (a buy) or received (a sale).
+        net: u64,
         at: DateTime<Utc>,
     },
     /// An offering opened.

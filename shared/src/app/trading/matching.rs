@@ -418,6 +418,11 @@ impl Matcher {
                     price: trade.price,
                     notional: trade.notional(),
                     fee: if side == Side::Buy { trade.buyer_fee } else { trade.seller_fee },
+                    net: if side == Side::Buy {
+                        trade.notional() + trade.buyer_fee
+                    } else {
+                        trade.notional() - trade.seller_fee
+                    },
                     at: trade.at,
                 };
                 let origin = format!("{}:{}", trade.id, side.as_str());

@@ -354,6 +354,18 @@ impl TestApp {
         IssuerSetup { issuer_id, owner: refreshed["access_token"].as_str().unwrap().to_owned(), maker, checker }
     }
 
+    /// PUT with a bearer token and a JSON body; answers status and body.
+    pub async fn put_json_as(
+        &self,
+        path: &str,
+        access_token: &str,
+        body: serde_json::Value,
+    ) -> (reqwest::StatusCode, serde_json::Value) {
+        let response = self.client.put(self.url(path)).bearer_auth(access_token).json(&body).send().await.unwrap();
+        let status = response.status();
+        (status, response.json().await.unwrap_or(serde_json::Value::Null))
+    }
+
     /// PATCH with a bearer token and a JSON body; answers status and body.
     pub async fn patch_json_as(
         &self,

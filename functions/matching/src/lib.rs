@@ -10,6 +10,7 @@ use axum::http::StatusCode;
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use shared::Platform;
+use shared::app::changes::{Change, ChangeRequest, ChangeRequests};
 use shared::app::consumer::BatchHandler;
 use shared::app::trading::matching::MatchingHandler;
 use shared::app::trading::{Market, Order, OrderState, Placement, Trade, Trading, TradingError};
@@ -28,7 +29,13 @@ use utoipa::ToSchema;
 /// The queue this function consumes.
 pub const QUEUE: QueueName = QueueName::Matching;
 
-pub type TradingState = ApiState<Arc<Trading>>;
+/// What the routes use: the market, and change requests for its operators.
+pub struct Services {
+    pub trading: Trading,
+    pub changes: ChangeRequests,
+}
+
+pub type TradingState = ApiState<Services>;
 
 fn cents(amount: u64) -> String {
     format_cents(i128::from(amount))
@@ -39,11 +46,17 @@ fn trading_error(e: TradingError) -> ApiError {
         TradingError::NoMarket => ApiError::not_found("no market: the asset is not an issued DABS"),
         TradingError::NotFound => ApiError::not_found("no such order"),
         TradingError::Halted => ApiError::conflict("the market is halted"),
-        TradingError::Closed => ApiError::conflict("the market is closed: orders are taken in its session on business days"),
-        TradingError::Refused(refused) => ApiError::validation(vec![FieldError::refused(refused.field, refused.reason)]),
+        TradingError::Closed => {
+            ApiError::conflict("the market is closed: orders are taken in its session on business days")
+        }
+        TradingError::Refused(refused) => {
+            ApiError::validation(vec![FieldError::refused(refused.field, refused.reason)])
+        }
         TradingError::Uncovered { field, reason } => ApiError::validation(vec![FieldError::refused(field, reason)]),
         TradingError::KeyReused => ApiError::unprocessable("the Idempotency-Key was used for another order"),
-        TradingError::NotOpen(state) => ApiError::conflict(format!("the order is {}: nothing to cancel", state_name(state))),
+        TradingError::NotOpen(state) => {
+            ApiError::conflict(format!("the order is {}: nothing to cancel", state_name(state)))
+        }
         TradingError::Busy => ApiError::unavailable("the market is busy; retry"),
         other => ApiError::internal(&other),
     }
@@ -279,7 +292,7 @@ pub async fn market(
 ) -> Result<Json<MarketView>, ApiError> {
     let now = shared::http::auth::as_of_now(&state.platform, &me).await?;
     authorize(&state.platform, &now, Action::ReadOffers, Resource::None, "market.read").await?;
-    let (market, _) = state.services.market(&asset).await.map_err(trading_error)?;
+    let (market, _) = state.services.trading.market(&asset).await.map_err(trading_error)?;
     Ok(Json(MarketView::of(market, state.platform.clock.now())))
 }
 
@@ -310,9 +323,10 @@ pub async fn place(
     // The stored level: an investor who opted out is refused at once.
     let now = shared::http::auth::as_of_now(&state.platform, &me).await?;
     authorize(&state.platform, &now, Action::Subscribe, Resource::OwnedBy(&me.user_id), "order.place").await?;
-    let price = money::parse_cents(&body.price).map_err(|e| ApiError::validation(vec![FieldError::amount("price", &e)]))?;
+    let price =
+        money::parse_cents(&body.price).map_err(|e| ApiError::validation(vec![FieldError::amount("price", &e)]))?;
     let placement = Placement { side: body.side, price, quantity: body.quantity };
-    let order = state.services.place(&me.user_id, &asset, &key, &placement).await.map_err(trading_error)?;
+    let order = state.services.trading.place(&me.user_id, &asset, &key, &placement).await.map_err(trading_error)?;
     Ok((StatusCode::CREATED, Json(order.into())))
 }
 
@@ -330,7 +344,7 @@ pub async fn cancel(
     Path(id): Path<String>,
 ) -> Result<(StatusCode, Json<OrderView>), ApiError> {
     authorize(&state.platform, &me, Action::ReadOwned, Resource::OwnedBy(&me.user_id), "order.cancel").await?;
-    let order = state.services.cancel(&me.user_id, &id).await.map_err(trading_error)?;
+    let order = state.services.trading.cancel(&me.user_id, &id).await.map_err(trading_error)?;
     Ok((StatusCode::ACCEPTED, Json(order.into())))
 }
 
@@ -345,7 +359,7 @@ pub async fn order(
     Path(id): Path<String>,
 ) -> Result<Json<OrderView>, ApiError> {
     authorize(&state.platform, &me, Action::ReadOwned, Resource::OwnedBy(&me.user_id), "order.read").await?;
-    Ok(Json(state.services.order_of(&me.user_id, &id).await.map_err(trading_error)?.into()))
+    Ok(Json(state.services.trading.order_of(&me.user_id, &id).await.map_err(trading_error)?.into()))
 }
 
 /// The caller's orders, newest first.
@@ -359,7 +373,7 @@ pub async fn my_orders(
     paging: Paging,
 ) -> Result<Json<PageOf<OrderView>>, ApiError> {
     authorize(&state.platform, &me, Action::ReadOwned, Resource::OwnedBy(&me.user_id), "orders.mine").await?;
-    let (orders, next) = state.services.orders_of(&me.user_id, paging.limit, paging.cursor).await?;
+    let (orders, next) = state.services.trading.orders_of(&me.user_id, paging.limit, paging.cursor).await?;
     Ok(Json(PageOf::new(orders.into_iter().map(OrderView::from).collect(), next)))
 }
 
@@ -374,12 +388,91 @@ pub async fn my_trades(
     paging: Paging,
 ) -> Result<Json<PageOf<TradeView>>, ApiError> {
     authorize(&state.platform, &me, Action::ReadOwned, Resource::OwnedBy(&me.user_id), "trades.mine").await?;
-    let (trades, next) = state.services.trades_of(&me.user_id, paging.limit, paging.cursor).await?;
+    let (trades, next) = state.services.trading.trades_of(&me.user_id, paging.limit, paging.cursor).await?;
     Ok(Json(PageOf::new(trades.into_iter().map(|t| TradeView::of(t, &me.user_id)).collect(), next)))
 }
 
+/// `POST /v1/admin/markets/{asset}/halt`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HaltRequest {
+    /// Why, for the checker and the audit log.
+    #[schema(min_length = 1, max_length = 500)]
+    pub reason: String,
+}
+
+/// Proposes a change to an asset's market (deal operators); a second deal operator approves
+/// it at `POST /v1/admin/change-requests/{id}/approve`. The market exists first.
+async fn propose(
+    state: &TradingState,
+    me: &shared::app::sessions::Principal,
+    asset: &str,
+    change: Change,
+) -> Result<(StatusCode, Json<ChangeRequest>), ApiError> {
+    authorize(&state.platform, me, Action::ManageDeals, Resource::None, "market.change").await?;
+    state.services.trading.market(asset).await.map_err(trading_error)?;
+    let roles = me.known_roles();
+    let request =
+        state.services.changes.propose(&me.subject(&roles), change).await.map_err(shared::http::change_error)?;
+    Ok((StatusCode::ACCEPTED, Json(request)))
+}
+
+/// Proposes halting an asset's market: once approved, no order is taken and orders still
+/// on their way to the book are cancelled; resting orders stay until the close.
+#[utoipa::path(post, path = "/v1/admin/markets/{asset}/halt", tag = "trading", security(("bearer" = [])),
+    params(("asset" = String, Path)), request_body = HaltRequest,
+    responses((status = 202, body = ChangeRequest), (status = 400, body = Problem, content_type = PROBLEM_JSON),
+        (status = 401, body = Problem, content_type = PROBLEM_JSON), (status = 403, body = Problem, content_type = PROBLEM_JSON),
+        (status = 404, body = Problem, content_type = PROBLEM_JSON), (status = 409, body = Problem, content_type = PROBLEM_JSON),
+        (status = 422, body = Problem, content_type = PROBLEM_JSON)))]
+pub async fn halt(
+    State(state): State<TradingState>,
+    Authenticated(me): Authenticated,
+    Path(asset): Path<String>,
+    Json(body): Json<HaltRequest>,
+) -> Result<(StatusCode, Json<ChangeRequest>), ApiError> {
+    if body.reason.trim().is_empty() || body.reason.len() > 500 {
+        return Err(ApiError::validation(vec![FieldError::new("reason", "1 to 500 characters")]));
+    }
+    propose(&state, &me, &asset.clone(), Change::HaltMarket { asset, reason: body.reason }).await
+}
+
+/// Proposes resuming a halted market.
+#[utoipa::path(post, path = "/v1/admin/markets/{asset}/resume", tag = "trading", security(("bearer" = [])),
+    params(("asset" = String, Path)),
+    responses((status = 202, body = ChangeRequest), (status = 401, body = Problem, content_type = PROBLEM_JSON),
+        (status = 403, body = Problem, content_type = PROBLEM_JSON), (status = 404, body = Problem, content_type = PROBLEM_JSON),
+        (status = 409, body = Problem, content_type = PROBLEM_JSON), (status = 422, body = Problem, content_type = PROBLEM_JSON)))]
+pub async fn resume(
+    State(state): State<TradingState>,
+    Authenticated(me): Authenticated,
+    Path(asset): Path<String>,
+) -> Result<(StatusCode, Json<ChangeRequest>), ApiError> {
+    propose(&state, &me, &asset.clone(), Change::ResumeMarket { asset }).await
+}
+
+/// Proposes an asset's market rules: the session (Singapore time), tick, lot, band and fee.
+#[utoipa::path(put, path = "/v1/admin/markets/{asset}/rules", tag = "trading", security(("bearer" = [])),
+    params(("asset" = String, Path)), request_body = Rules,
+    responses((status = 202, body = ChangeRequest), (status = 400, body = Problem, content_type = PROBLEM_JSON),
+        (status = 401, body = Problem, content_type = PROBLEM_JSON), (status = 403, body = Problem, content_type = PROBLEM_JSON),
+        (status = 404, body = Problem, content_type = PROBLEM_JSON), (status = 409, body = Problem, content_type = PROBLEM_JSON),
+        (status = 422, body = Problem, content_type = PROBLEM_JSON)))]
+pub async fn set_rules(
+    State(state): State<TradingState>,
+    Authenticated(me): Authenticated,
+    Path(asset): Path<String>,
+    Json(rules): Json<Rules>,
+) -> Result<(StatusCode, Json<ChangeRequest>), ApiError> {
+    if let Err((field, why)) = shared::domain::market::check_rules(&rules) {
+        return Err(ApiError::validation(vec![FieldError::refused(field, why)]));
+    }
+    propose(&state, &me, &asset.clone(), Change::SetMarketRules { asset, rules }).await
+}
+
 pub fn routes(platform: &Platform) -> Router {
-    use axum::routing::{get, post};
+    use axum::routing::{get, post, put};
+    let changes = ChangeRequests::new(platform.store.clone(), platform.clock.clone(), platform.ids.clone());
     Router::new()
         .route("/v1/markets/{asset}", get(market))
         .route("/v1/markets/{asset}/orders", post(place))
@@ -387,13 +480,16 @@ pub fn routes(platform: &Platform) -> Router {
         .route("/v1/orders/{id}/cancel", post(cancel))
         .route("/v1/me/orders", get(my_orders))
         .route("/v1/me/trades", get(my_trades))
-        .with_state(ApiState::with(platform, Arc::new(platform.trading())))
+        .route("/v1/admin/markets/{asset}/halt", post(halt))
+        .route("/v1/admin/markets/{asset}/resume", post(resume))
+        .route("/v1/admin/markets/{asset}/rules", put(set_rules))
+        .with_state(ApiState::with(platform, Services { trading: platform.trading(), changes }))
 }
 
 #[derive(utoipa::OpenApi)]
 #[openapi(
-    paths(market, place, cancel, order, my_orders, my_trades),
-    components(schemas(OrderRequest, OrderView, TradeView, MarketView, LevelView, DayView, MarketStatus, Rules, Side,
+    paths(market, place, cancel, order, my_orders, my_trades, halt, resume, set_rules),
+    components(schemas(HaltRequest, OrderRequest, OrderView, TradeView, MarketView, LevelView, DayView, MarketStatus, Rules, Side,
         OrderState)),
     tags((name = "trading", description = "The secondary market: limit orders, price-time matching, trades"))
 )]

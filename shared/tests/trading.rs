@@ -1,0 +1,270 @@
+//! The secondary market over random order streams on the embedded platform: places,
+//! cancels, partial fills and closes, each followed by the matcher. After every step the
+//! book is not crossed, every trade is at the resting order's price within the incoming
+//! order's limit, units and cash are conserved across investors, locks, holds and fees,
+//! what is locked and held is exactly what the open orders say, and after a close no
+//! lock or hold remains.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use proptest::prelude::*;
+use shared::Platform;
+use shared::adapters::clock::ManualClock;
+use shared::app::consumer::pump_once;
+use shared::app::trading::matching::MatchingHandler;
+use shared::app::trading::{Market, OrderState, Placement, Trade, TradingError};
+use shared::domain::ledger::{Account, Kind, SGD, Transfer, codes};
+use shared::domain::market::{Rules, Side, trading_day};
+use shared::ports::queue::QueueName;
+use shared::ports::store::Condition;
+
+const ASSET: &str = "DABS-prop";
+const INVESTORS: usize = 4;
+const UNITS_EACH: u64 = 200;
+const CASH_EACH: u64 = 5_000_000;
+/// 10.00 a unit.
+const REFERENCE: u64 = 1_000;
+
+#[derive(Debug, Clone)]
+enum Op {
+    Place { investor: usize, buy: bool, ticks: i64, quantity: u64 },
+    Cancel { pick: usize },
+    Close,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        8 => (0..INVESTORS, any::<bool>(), -8i64..=8, 1u64..=60)
+            .prop_map(|(investor, buy, ticks, quantity)| Op::Place { investor, buy, ticks, quantity }),
+        2 => any::<usize>().prop_map(|pick| Op::Cancel { pick }),
+        1 => Just(Op::Close),
+    ]
+}
+
+struct World {
+    platform: Platform,
+    clock: Arc<ManualClock>,
+    handler: MatchingHandler,
+    investors: Vec<String>,
+    orders: Vec<(String, String)>,
+    rules: Rules,
+    _dir: tempfile::TempDir,
+}
+
+/// 11:00 Singapore time on Wednesday 2026-11-25.
+fn morning() -> DateTime<Utc> {
+    "2026-11-25T03:00:00Z".parse().unwrap()
+}
+
+async fn world() -> World {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::at(morning()));
+    let platform = Platform::ephemeral(dir.path(), clock.clone()).unwrap();
+    let ledger = platform.ledger();
+    let (bank, issuance) = (Account::of(Kind::Omnibus, "bank", SGD), Account::of(Kind::Issuance, ASSET, ASSET));
+    ledger.open(bank.clone()).await.unwrap();
+    ledger.open(issuance.clone()).await.unwrap();
+    let mut investors = Vec::new();
+    for n in 0..INVESTORS {
+        let user = format!("usr_{n}");
+        let (deposit, holding) = (Account::of(Kind::Deposit, &user, SGD), Account::of(Kind::Holding, &user, ASSET));
+        ledger.open(deposit.clone()).await.unwrap();
+        ledger.open(holding.clone()).await.unwrap();
+        let fund = Transfer::single(format!("fund:{n}"), &bank.id, &deposit.id, CASH_EACH, SGD, codes::DEPOSIT);
+        let issue =
+            Transfer::single(format!("issue:{n}"), &issuance.id, &holding.id, UNITS_EACH, ASSET, codes::ISSUANCE);
+        ledger.submit_linked(&[fund, issue]).await.unwrap();
+        investors.push(user);
+    }
+    let rules = Rules { tick_cents: 5, lot_units: 1, band_bps: 1_000, fee_bps: 25, ..Rules::default() };
+    let market = Market {
+        asset: ASSET.into(),
+        deal_id: "prop".into(),
+        name: "Property Test Tower".into(),
+        rules: rules.clone(),
+        reference_price: REFERENCE,
+        halted: false,
+        halt_reason: None,
+        stats: None,
+        closed_day: None,
+        next_seq: 1,
+        bids: Vec::new(),
+        asks: Vec::new(),
+        updated_at: morning(),
+    };
+    platform.store.put(market.item().unwrap(), Condition::NotExists).await.unwrap();
+    let handler = MatchingHandler { matcher: Arc::new(platform.matcher()), queue: platform.queue.clone() };
+    World { platform, clock, handler, investors, orders: Vec::new(), rules, _dir: dir }
+}
+
+impl World {
+    /// Runs the matcher until its queue is empty.
+    async fn settle(&self) {
+        while pump_once(self.platform.queue.as_ref(), QueueName::Matching, &self.handler, Duration::ZERO).await.unwrap()
+            > 0
+        {}
+        assert!(self.platform.queue.dead_letters(QueueName::Matching, 1).await.unwrap().is_empty(), "dead-lettered");
+    }
+
+    async fn posted(&self, account: &str) -> i128 {
+        self.platform.ledger().account(account).await.unwrap().map_or(0, |a| a.posted_balance())
+    }
+
+    async fn step(&mut self, n: usize, op: &Op) {
+        let trading = self.platform.trading();
+        match op {
+            Op::Place { investor, buy, ticks, quantity } => {
+                let price = u64::try_from(REFERENCE as i64 + ticks * 5).unwrap();
+                let side = if *buy { Side::Buy } else { Side::Sell };
+                let owner = &self.investors[*investor];
+                match trading
+                    .place(owner, ASSET, &format!("k{n}"), &Placement { side, price, quantity: *quantity })
+                    .await
+                {
+                    Ok(order) => self.orders.push((owner.clone(), order.id)),
+                    // Off the band after the reference moved, or not covered: nothing locked.
+                    Err(TradingError::Refused(_) | TradingError::Uncovered { .. }) => {}
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            Op::Cancel { pick } if !self.orders.is_empty() => {
+                let (owner, id) = &self.orders[pick % self.orders.len()];
+                match trading.cancel(owner, id).await {
+                    Ok(_) | Err(TradingError::NotOpen(_)) => {}
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            Op::Cancel { .. } => {}
+            Op::Close => {
+                let today = trading_day(self.platform.clock.now());
+                self.clock.set(self.rules.close_of(today) + TimeDelta::seconds(1));
+                assert_eq!(trading.close_due().await.unwrap(), [ASSET]);
+                self.settle().await;
+                self.check_closed().await;
+                // The next business day, 11:00 (a Friday's close skips the weekend).
+                let mut next = self.platform.clock.now() + TimeDelta::hours(18);
+                while self.rules.session_at(next).is_none() {
+                    next += TimeDelta::days(1);
+                }
+                self.clock.set(next);
+            }
+        }
+        self.settle().await;
+    }
+
+    async fn check(&self) {
+        let trading = self.platform.trading();
+        let (market, _) = trading.market(ASSET).await.unwrap();
+        if let (Some(bid), Some(ask)) = (market.bids.first(), market.asks.first()) {
+            assert!(bid.price < ask.price, "crossed: {bid:?} {ask:?}");
+        }
+        let (mut units, mut cash) = (0i128, 0i128);
+        let mut orders: HashMap<String, shared::app::trading::Order> = HashMap::new();
+        for user in &self.investors {
+            for o in trading.orders_of(user, 1_000, None).await.unwrap().0 {
+                orders.insert(o.id.clone(), o);
+            }
+        }
+        for user in &self.investors {
+            let ledger = self.platform.ledger();
+            let deposit = ledger.account(&Account::id_of(Kind::Deposit, user, SGD)).await.unwrap().unwrap();
+            assert!(deposit.available() >= 0, "{deposit:?}");
+            let lock = self.posted(&Account::id_of(Kind::OrderLock, user, ASSET)).await;
+            let holding = self.posted(&Account::id_of(Kind::Holding, user, ASSET)).await;
+            assert!(holding >= 0 && lock >= 0);
+            assert_eq!(
+                self.posted(&Account::id_of(Kind::OrderLock, user, SGD)).await,
+                0,
+                "a buyer's lock empties in its step"
+            );
+            units += holding + lock;
+            cash += deposit.posted_balance();
+            let open = orders.values().filter(|o| &o.owner == user && o.state == OrderState::Open);
+            let (locked, held): (u64, u64) = open.fold((0, 0), |(l, h), o| match o.side {
+                Side::Sell => (l + o.remaining(), h),
+                Side::Buy => (l, h + o.held.map_or(0, |x| x.amount)),
+            });
+            assert_eq!(i128::from(locked), lock, "{user}: locked units are the open sells' remainders");
+            assert_eq!(u128::from(held), deposit.debits_pending, "{user}: held cash is the open buys' holds");
+        }
+        let fees = self.posted("fees:platform:SGD").await;
+        assert_eq!(units, (INVESTORS as u64 * UNITS_EACH) as i128, "units are conserved");
+        assert_eq!(cash + fees, (INVESTORS as u64 * CASH_EACH) as i128, "cash is conserved, fees included");
+        // Every trade: at the resting order's price, within the incoming order's limit.
+        let mut trades: HashMap<String, Trade> = HashMap::new();
+        for user in &self.investors {
+            for t in trading.trades_of(user, 1_000, None).await.unwrap().0 {
+                trades.insert(t.id.clone(), t);
+            }
+        }
+        let mut fee_total = 0;
+        for t in trades.values() {
+            let (buy, sell) = (&orders[&t.buy_order], &orders[&t.sell_order]);
+            let (maker, taker) = if t.maker_side == Side::Buy { (buy, sell) } else { (sell, buy) };
+            assert_eq!(t.price, maker.price, "{t:?}");
+            assert!(maker.seq < taker.seq.or(Some(u64::MAX)), "the maker rested first: {t:?}");
+            assert!(t.price <= buy.price && t.price >= sell.price, "{t:?}");
+            assert_ne!(t.buyer, t.seller, "no self-trade");
+            fee_total += t.buyer_fee + t.seller_fee;
+        }
+        assert_eq!(i128::from(fee_total), fees, "the fee account holds every trade's fees");
+    }
+
+    async fn check_closed(&self) {
+        assert!(self.platform.order_locks().open_at(self.platform.clock.now()).await.unwrap().is_empty(), "a lock is open");
+        for user in &self.investors {
+            let deposit =
+                self.platform.ledger().account(&Account::id_of(Kind::Deposit, user, SGD)).await.unwrap().unwrap();
+            assert_eq!(deposit.debits_pending, 0, "{user}: a hold remains after the close");
+            assert_eq!(self.posted(&Account::id_of(Kind::OrderLock, user, ASSET)).await, 0);
+            for o in self.platform.trading().orders_of(user, 1_000, None).await.unwrap().0 {
+                assert_ne!(o.state, OrderState::Open, "{o:?}");
+            }
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    #[test]
+    fn random_order_streams_conserve_units_and_cash_and_leave_nothing_locked_after_the_close(
+        ops in prop::collection::vec(op(), 1..40)
+    ) {
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        runtime.block_on(async {
+            let mut world = world().await;
+            for (n, op) in ops.iter().enumerate() {
+                world.step(n, op).await;
+                world.check().await;
+            }
+            world.step(ops.len(), &Op::Close).await;
+            world.check().await;
+        });
+    }
+}
+
+/// A step too large for one transaction is split: one buy sweeping many small offers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_buy_that_sweeps_many_offers_settles_in_several_steps_and_conserves_everything() {
+    let mut world = world().await;
+    for n in 0..30 {
+        world.step(n, &Op::Place { investor: n % 3, buy: false, ticks: (n % 5) as i64, quantity: 2 }).await;
+    }
+    world.step(30, &Op::Place { investor: 3, buy: true, ticks: 8, quantity: 60 }).await;
+    world.check().await;
+    let (id, buy) = {
+        let (_, id) = world.orders.last().unwrap();
+        (id.clone(), world.platform.trading().get(id).await.unwrap().unwrap())
+    };
+    assert_eq!((buy.state, buy.filled), (OrderState::Filled, 60), "{id}");
+    let trades = world.platform.trading().trades_of("usr_3", 100, None).await.unwrap().0;
+    assert_eq!(trades.len(), 30);
+    world.step(31, &Op::Close).await;
+    world.check().await;
+}

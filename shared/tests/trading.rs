@@ -216,7 +216,10 @@ impl World {
     }
 
     async fn check_closed(&self) {
-        assert!(self.platform.order_locks().open_at(self.platform.clock.now()).await.unwrap().is_empty(), "a lock is open");
+        assert!(
+            self.platform.order_locks().open_at(self.platform.clock.now()).await.unwrap().is_empty(),
+            "a lock is open"
+        );
         for user in &self.investors {
             let deposit =
                 self.platform.ledger().account(&Account::id_of(Kind::Deposit, user, SGD)).await.unwrap().unwrap();

@@ -207,7 +207,13 @@ impl Stack {
                     (unique.clone(), vec![("Arn", table), ("StreamArn", stream)])
                 }
                 "AWS::SQS::Queue" => {
-                    let url = sqs.create_queue().queue_name(&unique).send().await.expect("queue").queue_url.unwrap();
+                    // A FIFO queue's name ends in `.fifo`.
+                    let fifo = resource["Properties"]["FifoQueue"] == json!(true);
+                    let unique = if fifo { format!("{unique}.fifo") } else { unique };
+                    let attributes =
+                        fifo.then(|| [(aws_sdk_sqs::types::QueueAttributeName::FifoQueue, "true".to_owned())].into());
+                    let made = sqs.create_queue().queue_name(&unique).set_attributes(attributes).send().await;
+                    let url = made.expect("queue").queue_url.unwrap();
                     (url, vec![("Arn", arn("sqs", unique.clone())), ("QueueName", unique.clone())])
                 }
                 "AWS::KMS::Key" => {

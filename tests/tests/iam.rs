@@ -461,6 +461,104 @@ async fn myinfo_onboards_opts_in_reveals_rewraps_and_erases_under_its_own_policy
     assert_eq!(call(&app, "POST", &reveal, Some(&guardian), Some(reason)).await.0, StatusCode::NOT_FOUND);
 }
 
+/// The secondary market under the matching function's own policy: a market opened on
+/// first read, orders locked and held, a cancel, the FIFO queue matched by the function,
+/// the trade settled in the ledger, the day closed by its schedule, and a command that
+/// can never be read dead-lettered by the function itself.
+#[tokio::test]
+async fn the_matching_function_takes_orders_matches_them_and_closes_the_day_under_its_own_policy() {
+    use shared::adapters::clock::ManualClock;
+    use shared::app::trading::OrderState;
+    use shared::domain::ledger::{Account, Kind, SGD, Transfer, codes};
+
+    let Some(d) = deployed().await else { return };
+    let deal = local::bench::write_deal(&d.admin, "iam-market", DealState::Issued, 1_000, 10_000).await.unwrap();
+    let auth = d.stack.function("AuthFunction").await;
+    let (seller, seller_token) = with_second_factor(&d, &auth, "seller-iam@example.sg", &[], 3).await;
+    let (buyer, buyer_token) = with_second_factor(&d, &auth, "buyer-iam@example.sg", &[], 3).await;
+    let ledger = d.admin.ledger();
+    let (bank, issuance) =
+        (Account::of(Kind::Omnibus, "bank", SGD), Account::of(Kind::Issuance, &deal.asset, &deal.asset));
+    ledger.open(bank.clone()).await.unwrap();
+    ledger.open(issuance.clone()).await.unwrap();
+    for user in [&seller, &buyer] {
+        d.admin.deposit_accounts().account_for(user).await.unwrap();
+        let deposit = Account::id_of(Kind::Deposit, user, SGD);
+        ledger
+            .submit(&Transfer::single(format!("fund:{user}"), &bank.id, &deposit, 1_000_000, SGD, codes::DEPOSIT))
+            .await
+            .unwrap();
+    }
+    let holding = Account::of(Kind::Holding, &seller, &deal.asset);
+    ledger.open(holding.clone()).await.unwrap();
+    ledger
+        .submit(&Transfer::single("issue:iam", &issuance.id, &holding.id, 100, &deal.asset, codes::ISSUANCE))
+        .await
+        .unwrap();
+
+    // In session: a Wednesday, 11:00 in Singapore (tokens are checked for expiry only).
+    let clock = Arc::new(ManualClock::at("2026-11-25T03:00:00Z".parse().unwrap()));
+    let mut matching = d.stack.function("MatchingFunction").await;
+    matching.clock = clock.clone();
+    let app = matching::app(&matching);
+    let asset = deal.asset.clone();
+    let (status, market) = call(&app, "GET", &format!("/v1/markets/{asset}"), Some(&buyer_token), None).await;
+    assert_eq!((status, market["status"].as_str()), (StatusCode::OK, Some("open")), "{market}");
+    let place = |token: &str, key: &str, body: Value| {
+        let request = Request::post(format!("/v1/markets/{asset}/orders"))
+            .header("content-type", "application/json")
+            .header("authorization", format!("Bearer {token}"))
+            .header("idempotency-key", key)
+            .body(Body::from(body.to_string()))
+            .unwrap();
+        let app = app.clone();
+        async move {
+            let response = app.oneshot(request).await.unwrap();
+            let status = response.status();
+            let bytes = response.into_body().collect().await.unwrap().to_bytes();
+            (status, serde_json::from_slice::<Value>(&bytes).unwrap_or(Value::Null))
+        }
+    };
+    let (status, sell) = place(&seller_token, "s1", json!({"side": "sell", "price": "100.00", "quantity": 10})).await;
+    assert_eq!(status, StatusCode::CREATED, "{sell}");
+    let (status, other) = place(&seller_token, "s2", json!({"side": "sell", "price": "105.00", "quantity": 5})).await;
+    assert_eq!(status, StatusCode::CREATED, "{other}");
+    let cancel = format!("/v1/orders/{}/cancel", other["id"].as_str().unwrap());
+    assert_eq!(call(&app, "POST", &cancel, Some(&seller_token), None).await.0, StatusCode::ACCEPTED);
+    let (status, buy) = place(&buyer_token, "b1", json!({"side": "buy", "price": "100.00", "quantity": 4})).await;
+    assert_eq!(status, StatusCode::CREATED, "{buy}");
+    let handler = matching::handler(&matching);
+    assert_eq!(work(&d.admin, QueueName::Matching, handler.as_ref()).await, 4, "three books and a cancel");
+    let (status, trades) = call(&app, "GET", "/v1/me/trades", Some(&buyer_token), None).await;
+    assert_eq!((status, trades["items"][0]["quantity"].as_u64()), (StatusCode::OK, Some(4)), "{trades}");
+    let trading = d.admin.trading();
+    assert_eq!(trading.get(other["id"].as_str().unwrap()).await.unwrap().unwrap().state, OrderState::Cancelled);
+    let units = ledger.account(&Account::id_of(Kind::Holding, &buyer, &asset)).await.unwrap().unwrap().posted_balance();
+    assert_eq!(units, 4);
+
+    // The schedule closes the day: the rest of the sell expires and its units return.
+    clock.set(
+        shared::domain::market::Rules::default().close_of(shared::domain::market::trading_day(clock.now()))
+            + chrono::TimeDelta::seconds(1),
+    );
+    let closed = matching::woken(&matching, json!({"close_markets": true})).await.unwrap();
+    assert_eq!(closed["closing"], json!([asset.clone()]), "{closed}");
+    assert_eq!(work(&d.admin, QueueName::Matching, handler.as_ref()).await, 1);
+    assert_eq!(trading.get(sell["id"].as_str().unwrap()).await.unwrap().unwrap().state, OrderState::Expired);
+    assert_eq!(ledger.account(&holding.id).await.unwrap().unwrap().posted_balance(), 96);
+
+    // A command that can never be read goes to the dead-letter queue, sent by the function.
+    let unreadable = format!("not a command {seller}");
+    d.admin.queue.send_fifo(QueueName::Matching, &asset, vec![("junk".into(), unreadable.clone())]).await.unwrap();
+    let received = d.admin.queue.receive(QueueName::Matching, 10, Duration::from_secs(1)).await.unwrap();
+    let messages: Vec<Message> = received.iter().map(|r| r.message.clone()).collect();
+    assert_eq!(handler.handle(&messages).await, Vec::<String>::new(), "none is delivered again");
+    let receipts: Vec<String> = received.into_iter().map(|r| r.receipt).collect();
+    d.admin.queue.complete(QueueName::Matching, &receipts).await.unwrap();
+    let dead = d.admin.queue.dead_letters(QueueName::Matching, 10).await.unwrap();
+    assert!(dead.iter().any(|r| r.message.body == unreadable), "{dead:?}");
+}
+
 /// `policy` without `action` in any statement.
 fn without(mut policy: Value, action: &str) -> Value {
     let statements = policy["Statement"].as_array_mut().unwrap();

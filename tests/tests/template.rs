@@ -40,7 +40,10 @@ fn every_queue_gives_its_consumer_six_times_its_timeout_to_finish() {
             pairs += 1;
         }
     }
-    assert_eq!(pairs, 5, "the allocation, settlement, notify, reconcile and myinfo queues, each with its consumer");
+    assert_eq!(
+        pairs, 6,
+        "the allocation, settlement, notify, reconcile, myinfo and matching queues, each with its consumer"
+    );
 }
 
 #[test]
@@ -114,7 +117,7 @@ fn failures_land_somewhere_an_operator_sees_and_alarms_watch_them() {
         .filter(|(_, r)| r["Type"] == "AWS::SQS::Queue" && r["Properties"]["VisibilityTimeout"].is_null())
         .map(|(name, _)| name)
         .collect();
-    assert_eq!(dead_letter_queues.len(), 7);
+    assert_eq!(dead_letter_queues.len(), 8);
     for queue in dead_letter_queues {
         let watched = t.resources().values().any(|r| {
             r["Type"] == "AWS::CloudWatch::Alarm"

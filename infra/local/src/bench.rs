@@ -20,6 +20,7 @@ mod notices;
 pub mod reconcile;
 mod store;
 mod subscriptions;
+mod trading;
 
 pub use allocation::allocation_bench;
 
@@ -122,6 +123,16 @@ pub enum Bench {
         #[arg(long, default_value_t = 4)]
         concurrency: usize,
     },
+    /// `orders` random limit orders on one asset (`investors` investors, `concurrency` at
+    /// a time) through the embedded platform while the matcher runs.
+    Trading {
+        #[arg(long, default_value_t = 100_000)]
+        orders: usize,
+        #[arg(long, default_value_t = 1_000)]
+        investors: usize,
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+    },
     /// The monthly statement run over `investors` investors with a deposit each.
     Statements {
         #[arg(long, default_value_t = 10_000)]
@@ -183,6 +194,10 @@ pub async fn run(bench: Bench) -> anyhow::Result<()> {
         }
         Bench::Myinfo { flows, concurrency } => {
             myinfo::myinfo_bench(&shared::Platform::embedded(folder.path())?, flows.max(1), concurrency.max(1)).await
+        }
+        Bench::Trading { orders, investors, concurrency } => {
+            let platform = shared::Platform::embedded(folder.path())?;
+            trading::trading_bench(platform, orders.max(1), investors.max(2), concurrency.max(1)).await
         }
         Bench::Statements { investors, workers } => {
             notices::statements_bench(&shared::Platform::embedded(folder.path())?, investors.max(1), workers.max(1))

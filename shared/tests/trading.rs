@@ -1,5 +1,6 @@
 //! The secondary market over random order streams on the embedded platform: places,
-//! cancels, partial fills and closes, each followed by the matcher. After every step the
+//! cancels, partial fills and closes, the matcher taking what is queued at random points
+//! (so several commands share its steps). After every step the
 //! book is not crossed, every trade is at the resting order's price within the incoming
 //! order's limit, units and cash are conserved across investors, locks, holds and fees,
 //! what is locked and held is exactly what the open orders say, and after a close no
@@ -32,8 +33,17 @@ const REFERENCE: u64 = 1_000;
 
 #[derive(Debug, Clone)]
 enum Op {
-    Place { investor: usize, buy: bool, ticks: i64, quantity: u64 },
-    Cancel { pick: usize },
+    Place {
+        investor: usize,
+        buy: bool,
+        ticks: i64,
+        quantity: u64,
+    },
+    Cancel {
+        pick: usize,
+    },
+    /// The matcher takes what is queued (several commands share its steps).
+    Match,
     Close,
 }
 
@@ -42,6 +52,7 @@ fn op() -> impl Strategy<Value = Op> {
         8 => (0..INVESTORS, any::<bool>(), -8i64..=8, 1u64..=60)
             .prop_map(|(investor, buy, ticks, quantity)| Op::Place { investor, buy, ticks, quantity }),
         2 => any::<usize>().prop_map(|pick| Op::Cancel { pick }),
+        3 => Just(Op::Match),
         1 => Just(Op::Close),
     ]
 }
@@ -140,6 +151,7 @@ impl World {
                 }
             }
             Op::Cancel { .. } => {}
+            Op::Match => self.settle().await,
             Op::Close => {
                 let today = trading_day(self.platform.clock.now());
                 self.clock.set(self.rules.close_of(today) + TimeDelta::seconds(1));
@@ -154,7 +166,6 @@ impl World {
                 self.clock.set(next);
             }
         }
-        self.settle().await;
     }
 
     async fn check(&self) {
@@ -246,7 +257,9 @@ proptest! {
                 world.step(n, op).await;
                 world.check().await;
             }
-            world.step(ops.len(), &Op::Close).await;
+            world.step(ops.len(), &Op::Match).await;
+            world.check().await;
+            world.step(ops.len() + 1, &Op::Close).await;
             world.check().await;
         });
     }
@@ -258,8 +271,10 @@ async fn a_buy_that_sweeps_many_offers_settles_in_several_steps_and_conserves_ev
     let mut world = world().await;
     for n in 0..30 {
         world.step(n, &Op::Place { investor: n % 3, buy: false, ticks: (n % 5) as i64, quantity: 2 }).await;
+        world.step(n, &Op::Match).await;
     }
     world.step(30, &Op::Place { investor: 3, buy: true, ticks: 8, quantity: 60 }).await;
+    world.step(31, &Op::Match).await;
     world.check().await;
     let (id, buy) = {
         let (_, id) = world.orders.last().unwrap();
@@ -268,6 +283,6 @@ async fn a_buy_that_sweeps_many_offers_settles_in_several_steps_and_conserves_ev
     assert_eq!((buy.state, buy.filled), (OrderState::Filled, 60), "{id}");
     let trades = world.platform.trading().trades_of("usr_3", 100, None).await.unwrap().0;
     assert_eq!(trades.len(), 30);
-    world.step(31, &Op::Close).await;
+    world.step(32, &Op::Close).await;
     world.check().await;
 }

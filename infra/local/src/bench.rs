@@ -132,6 +132,9 @@ pub enum Bench {
         investors: usize,
         #[arg(long, default_value_t = 64)]
         concurrency: usize,
+        /// Place every order first, then match them (each side measured alone).
+        #[arg(long)]
+        phased: bool,
     },
     /// The monthly statement run over `investors` investors with a deposit each.
     Statements {
@@ -195,9 +198,9 @@ pub async fn run(bench: Bench) -> anyhow::Result<()> {
         Bench::Myinfo { flows, concurrency } => {
             myinfo::myinfo_bench(&shared::Platform::embedded(folder.path())?, flows.max(1), concurrency.max(1)).await
         }
-        Bench::Trading { orders, investors, concurrency } => {
+        Bench::Trading { orders, investors, concurrency, phased } => {
             let platform = shared::Platform::embedded(folder.path())?;
-            trading::trading_bench(platform, orders.max(1), investors.max(2), concurrency.max(1)).await
+            trading::trading_bench(platform, orders.max(1), investors.max(2), concurrency.max(1), phased).await
         }
         Bench::Statements { investors, workers } => {
             notices::statements_bench(&shared::Platform::embedded(folder.path())?, investors.max(1), workers.max(1))

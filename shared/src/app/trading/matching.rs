@@ -69,16 +69,18 @@ struct Step {
     released: Vec<Transfer>,
 }
 
-/// A run's working state: the orders and locks it changed and has not committed yet.
+/// A run's working state: the orders and locks it changed, and the fills and releases,
+/// not committed yet. Commands of a run share steps: a commit takes what fits.
 #[derive(Default, Clone)]
 struct Run {
     orders: HashMap<String, Order>,
     locks: HashMap<String, OrderLock>,
+    step: Step,
 }
 
 impl Run {
     fn is_empty(&self) -> bool {
-        self.orders.is_empty() && self.locks.is_empty()
+        self.orders.is_empty() && self.locks.is_empty() && self.step.is_empty()
     }
 }
 
@@ -123,7 +125,7 @@ impl Matcher {
                 }
             }
             if outcome.is_ok() {
-                outcome = self.flush(c, &mut run).await.map_err(|stop| (commands.len().saturating_sub(1), stop));
+                outcome = self.commit(c, &mut run).await.map_err(|stop| (commands.len().saturating_sub(1), stop));
             }
             match outcome {
                 Ok(()) => return Ok(()),
@@ -189,32 +191,47 @@ impl Matcher {
                     return Ok(());
                 }
                 c.book.remove(order_id);
-                let mut step = Step::default();
-                self.end(run, &mut step, order, OrderState::Cancelled, "cancelled by you").await?;
-                self.commit(c, run, step).await
+                self.end(c, run, order, OrderState::Cancelled, "cancelled by you").await
             }
             Command::Close { day, .. } => self.close(c, run, *day).await,
         }
     }
 
-    /// Marks `order` ended with what is left of it returned (in `step`).
+    /// Marks `order` ended with what is left of it returned, in the run's step (committed
+    /// first if the step is full).
     async fn end(
         &self,
+        c: &mut Cached,
         run: &mut Run,
-        step: &mut Step,
-        mut order: Order,
+        order: Order,
         state: OrderState,
         reason: &str,
     ) -> Result<(), Stop> {
+        let mut tried = run.clone();
+        self.ended(&mut tried, order.clone(), state, reason).await?;
+        if !self.fits(c, &tried) {
+            self.commit(c, run).await?;
+            let order = self.order(run, &order.id).await?.ok_or(TradingError::NotFound)?;
+            tried = run.clone();
+            self.ended(&mut tried, order, state, reason).await?;
+        }
+        *run = tried;
+        Ok(())
+    }
+
+    async fn ended(&self, run: &mut Run, mut order: Order, state: OrderState, reason: &str) -> Result<(), Stop> {
         let now = self.clock.now();
-        step.released.extend(order.release());
+        // A buy whose hold pays out in this step: posting it releases the rest.
+        if !run.step.paid.contains_key(&order.id) {
+            run.step.released.extend(order.release());
+            order.held = None;
+        }
         if order.side == Side::Sell
             && let Some(mut lock) = self.lock(run, &order.id).await?
         {
             lock.released_at.get_or_insert(now);
             run.locks.insert(lock.order_id.clone(), lock);
         }
-        order.held = None;
         order.state = state;
         order.reason = Some(reason.to_owned());
         order.updated_at = now;
@@ -233,9 +250,7 @@ impl Matcher {
             } else {
                 (OrderState::Expired, "the market closed before the order reached the book")
             };
-            let mut step = Step::default();
-            self.end(run, &mut step, order, state, why).await?;
-            return self.commit(c, run, step).await;
+            return self.end(c, run, order, state, why).await;
         }
         let seq = c.market.next_seq;
         let incoming = Incoming {
@@ -247,31 +262,31 @@ impl Matcher {
         };
         let outcome = c.book.submit(&incoming, seq);
         c.market.next_seq += 1;
-        let mut step = Step::default();
-        for own in &outcome.self_trade_cancelled {
-            if let Some(resting) = self.order(run, &own.id).await? {
+        let cancelled: Vec<String> = outcome.self_trade_cancelled.iter().map(|o| o.id.clone()).collect();
+        order.self_trade_cancelled.extend(cancelled.iter().cloned());
+        run.orders.insert(order.id.clone(), order);
+        for own in &cancelled {
+            if let Some(resting) = self.order(run, own).await? {
                 let why =
-                    format!("cancelled by self-trade prevention: your order {} would have traded with it", order.id);
-                self.end(run, &mut step, resting, OrderState::Cancelled, &why).await?;
-                order.self_trade_cancelled.push(own.id.clone());
+                    format!("cancelled by self-trade prevention: your order {order_id} would have traded with it");
+                self.end(c, run, resting, OrderState::Cancelled, &why).await?;
             }
         }
-        run.orders.insert(order.id.clone(), order);
         for fill in &outcome.fills {
             loop {
-                let (mut tried, mut scratch) = (step.clone(), run.clone());
-                self.fill(c, &mut scratch, &mut tried, order_id, fill).await?;
-                if self.fits(c, &scratch, &tried)? {
-                    (*run, step) = (scratch, tried);
+                let mut tried = run.clone();
+                self.fill(c, &mut tried, order_id, fill).await?;
+                if self.fits(c, &tried) {
+                    *run = tried;
                     break;
                 }
-                if step.is_empty() && run.is_empty() {
+                if run.is_empty() {
                     return Err(Stop::Failed(TradingError::Ledger(LedgerError::Invalid(
                         "one fill does not fit a transaction".into(),
                     ))));
                 }
                 // Full: commit what is there; the fill starts the next step.
-                self.commit(c, run, std::mem::take(&mut step)).await?;
+                self.commit(c, run).await?;
             }
             let day = crate::domain::market::trading_day(self.clock.now());
             c.market.stats = Some(DayStats::after(c.market.stats.as_ref(), day, fill.price, fill.quantity));
@@ -282,14 +297,10 @@ impl Matcher {
         {
             incoming.seq = Some(seq);
         }
-        if step.is_empty() {
-            // Booked without trading: committed with the next few.
-            if run.orders.len() >= GATHER {
-                self.flush(c, run).await?;
-            }
-            return Ok(());
+        if run.orders.len() >= GATHER {
+            self.commit(c, run).await?;
         }
-        self.commit(c, run, step).await
+        Ok(())
     }
 
     /// Applies one fill to the orders and locks of `run`, and notes it in `step`.
@@ -297,7 +308,6 @@ impl Matcher {
         &self,
         c: &Cached,
         run: &mut Run,
-        step: &mut Step,
         taker_id: &str,
         fill: &crate::domain::market::Fill,
     ) -> Result<(), Stop> {
@@ -322,7 +332,7 @@ impl Matcher {
             maker_side: if taker_id == buy.id { Side::Sell } else { Side::Buy },
             at: now,
         };
-        let paid = step.paid.entry(buy.id.clone()).or_default();
+        let paid = run.step.paid.entry(buy.id.clone()).or_default();
         paid.0 += notional + buyer_fee;
         paid.1 += buyer_fee + seller_fee;
         for (mut order, cash, fee) in
@@ -346,17 +356,18 @@ impl Matcher {
             }
             run.orders.insert(order.id.clone(), order);
         }
-        step.trades.push(trade);
+        run.step.trades.push(trade);
         Ok(())
     }
 
-    /// The transfers and writes of `step`, with the buy orders' holds moved on in `run`.
-    fn settle(&self, c: &Cached, run: &mut Run, step: &Step) -> Result<(Vec<Transfer>, Vec<Write>), Stop> {
-        let now = self.clock.now();
+    /// The linked transfers of the run's step, in order: the buy holds posted, the units and
+    /// the cash moved, what ended released, the new holds of buy orders still open.
+    fn transfers(&self, c: &Cached, run: &Run) -> Vec<Transfer> {
+        let step = &run.step;
         let fees = fee_account().id;
         let (mut posts, mut moves, mut holds) = (Vec::new(), Vec::new(), Vec::new());
         for (order_id, (paid, fee)) in &step.paid {
-            let Some(order) = run.orders.get_mut(order_id) else { continue };
+            let Some(order) = run.orders.get(order_id) else { continue };
             let Some(hold) = order.hold() else { continue };
             posts.push(Transfer::post(format!("{}:post", hold.id), &hold, *paid));
             if *fee > 0 {
@@ -366,21 +377,18 @@ impl Matcher {
                         .with_reference(order_id),
                 );
             }
-            let generation = order.held.take().map_or(0, |h| h.generation + 1);
             if order.state == OrderState::Open && order.remaining() > 0 {
-                order.held = Some(Held { generation, amount: c.market.rules.hold_for(order.price, order.remaining()) });
-                holds.extend(order.hold());
+                let mut next = order.clone();
+                next.held = order.held.map(|h| Held {
+                    generation: h.generation + 1,
+                    amount: c.market.rules.hold_for(order.price, order.remaining()),
+                });
+                holds.extend(next.hold());
             }
         }
-        let mut writes = Vec::new();
         for trade in &step.trades {
-            let (buyer_lock, seller_lock) = (
-                Account::id_of(Kind::OrderLock, &trade.buyer, SGD),
-                Account::id_of(Kind::OrderLock, &trade.seller, &trade.asset),
-            );
+            let seller_lock = Account::id_of(Kind::OrderLock, &trade.seller, &trade.asset);
             let holding = Account::id_of(Kind::Holding, &trade.buyer, &trade.asset);
-            let proceeds = trade.notional() - trade.seller_fee;
-            let deposit = Account::id_of(Kind::Deposit, &trade.seller, SGD);
             moves.push(
                 Transfer::single(
                     format!("{}:units", trade.id),
@@ -392,7 +400,12 @@ impl Matcher {
                 )
                 .with_reference(&trade.id),
             );
+            let proceeds = trade.notional() - trade.seller_fee;
             if proceeds > 0 {
+                let (buyer_lock, deposit) = (
+                    Account::id_of(Kind::OrderLock, &trade.buyer, SGD),
+                    Account::id_of(Kind::Deposit, &trade.seller, SGD),
+                );
                 moves.push(
                     Transfer::single(
                         format!("{}:proceeds", trade.id),
@@ -405,6 +418,28 @@ impl Matcher {
                     .with_reference(&trade.id),
                 );
             }
+        }
+        let mut transfers = posts;
+        transfers.extend(moves);
+        transfers.extend(step.released.iter().cloned());
+        transfers.extend(holds);
+        transfers
+    }
+
+    /// The run's transfers and writes, with the buy orders' holds moved on; empties the run.
+    fn settle(&self, c: &Cached, run: &mut Run) -> Result<(Vec<Transfer>, Vec<Write>), Stop> {
+        let now = self.clock.now();
+        let transfers = self.transfers(c, run);
+        let step = std::mem::take(&mut run.step);
+        for order_id in step.paid.keys() {
+            let Some(order) = run.orders.get_mut(order_id) else { continue };
+            let generation = order.held.take().map_or(0, |h| h.generation + 1);
+            if order.state == OrderState::Open && order.remaining() > 0 {
+                order.held = Some(Held { generation, amount: c.market.rules.hold_for(order.price, order.remaining()) });
+            }
+        }
+        let mut writes = Vec::new();
+        for trade in &step.trades {
             writes.push(Write::put(trade.item_for(&trade.buyer)?, Condition::None));
             writes.push(Write::put(trade.item_for(&trade.seller)?, Condition::None));
             for (side, owner) in [(Side::Buy, &trade.buyer), (Side::Sell, &trade.seller)] {
@@ -429,43 +464,34 @@ impl Matcher {
                 writes.push(notices::write(&origin, Audience::Investor(owner.clone()), notice, now)?);
             }
         }
-        let mut transfers = posts;
-        transfers.extend(moves);
-        transfers.extend(step.released.iter().cloned());
-        transfers.extend(holds);
-        for order in run.orders.values() {
+        for order in std::mem::take(&mut run.orders).into_values() {
             writes.push(Write::put(order.item()?, Condition::None));
         }
-        for lock in run.locks.values() {
+        for lock in std::mem::take(&mut run.locks).into_values() {
             writes.push(Write::put(lock.item()?, Condition::None));
         }
         Ok((transfers, writes))
     }
 
-    /// Whether `step` (with the orders of `run`) fits one ledger batch and one transaction.
-    fn fits(&self, c: &Cached, run: &Run, step: &Step) -> Result<bool, Stop> {
-        let (transfers, writes) = self.settle(c, &mut run.clone(), step)?;
+    /// Whether the run's step, orders and locks fit one ledger batch and one transaction.
+    fn fits(&self, c: &Cached, run: &Run) -> bool {
+        let transfers = self.transfers(c, run);
         let mut accounts: Vec<&str> = transfers.iter().flat_map(|t| [t.debit.as_str(), t.credit.as_str()]).collect();
         accounts.sort_unstable();
         accounts.dedup();
         // Per transfer: its record, two statement entries, an outbox item, a hold it resolves.
-        let ops = transfers.len() * 5 + accounts.len() + writes.len() + 1;
-        Ok(transfers.len() <= MAX_LINKED && ops <= MAX_TRANSACTION_OPS)
+        // Per trade: two owners' copies and two notices. Then the orders, locks and market.
+        let writes = 4 * run.step.trades.len() + run.orders.len() + run.locks.len() + 1;
+        transfers.len() <= MAX_LINKED && transfers.len() * 5 + accounts.len() + writes <= MAX_TRANSACTION_OPS
     }
 
-    /// Commits `step` with what was gathered, and the market's item at the next version.
-    async fn commit(&self, c: &mut Cached, run: &mut Run, step: Step) -> Result<(), Stop> {
-        let (transfers, writes) = self.settle(c, run, &step)?;
-        run.orders.clear();
-        run.locks.clear();
-        self.write(c, transfers, writes).await
-    }
-
-    async fn flush(&self, c: &mut Cached, run: &mut Run) -> Result<(), Stop> {
+    /// Commits the run (its step, orders and locks) and the market's item at the next version.
+    async fn commit(&self, c: &mut Cached, run: &mut Run) -> Result<(), Stop> {
         if run.is_empty() {
             return Ok(());
         }
-        self.commit(c, run, Step::default()).await
+        let (transfers, writes) = self.settle(c, run)?;
+        self.write(c, transfers, writes).await
     }
 
     async fn write(&self, c: &mut Cached, transfers: Vec<Transfer>, writes: Vec<Write>) -> Result<(), Stop> {
@@ -501,7 +527,7 @@ impl Matcher {
         if c.market.closed_day.is_some_and(|closed| closed >= day) {
             return Ok(());
         }
-        self.flush(c, run).await?;
+        self.commit(c, run).await?;
         let mut open = Vec::new();
         store::each(self.store.as_ref(), &Query::secondary(open_partition(&c.market.asset)), |item| {
             let order: Order = item.decode()?;
@@ -511,24 +537,20 @@ impl Matcher {
             Ok(())
         })
         .await?;
-        let mut step = Step::default();
         for id in open {
             let Some(order) = self.order(run, &id).await? else { continue };
             if order.state != OrderState::Open {
                 continue;
             }
             c.book.remove(&id);
-            let (mut tried, mut scratch) = (step.clone(), run.clone());
-            self.end(&mut scratch, &mut tried, order.clone(), OrderState::Expired, "expired at the close").await?;
-            if self.fits(c, &scratch, &tried)? {
-                (*run, step) = (scratch, tried);
-            } else {
-                self.commit(c, run, std::mem::take(&mut step)).await?;
-                self.end(run, &mut step, order, OrderState::Expired, "expired at the close").await?;
-            }
+            self.end(c, run, order, OrderState::Expired, "expired at the close").await?;
         }
         c.market.closed_day = Some(day);
-        self.commit(c, run, step).await
+        if run.is_empty() {
+            // Nothing was open: the day closes on its own commit.
+            return self.write(c, Vec::new(), Vec::new()).await;
+        }
+        self.commit(c, run).await
     }
 }
 

@@ -538,7 +538,7 @@ async fn the_matching_function_takes_orders_matches_them_and_closes_the_day_unde
 
     // The schedule closes the day: the rest of the sell expires and its units return.
     clock.set(
-        shared::domain::market::Rules::default().close_of(shared::domain::market::trading_day(clock.now()))
+        shared::domain::market::Rules::default().close_of(shared::domain::market::trading_day(matching.clock.now()))
             + chrono::TimeDelta::seconds(1),
     );
     let closed = matching::woken(&matching, json!({"close_markets": true})).await.unwrap();

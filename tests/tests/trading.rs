@@ -228,7 +228,7 @@ async fn investors_trade_through_the_api_the_market_closes_and_the_nights_reconc
     let today = shared::domain::market::trading_day(app.platform.clock.now());
     app.clock.set(shared::domain::market::Rules::default().close_of(today) + TimeDelta::seconds(1));
     let trading = app.platform.trading();
-    assert_eq!(trading.close_due().await.unwrap(), [asset.clone()]);
+    assert_eq!(trading.close_due().await.unwrap(), std::slice::from_ref(&asset));
     platform_tests::eventually("the close ran", || async {
         app.platform.trading().market(&asset).await.unwrap().0.closed_day == Some(today)
     })

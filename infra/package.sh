@@ -12,7 +12,7 @@ CACHE="${XDG_CACHE_HOME:-$HOME/.cache}/dabs-platform"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/dabs-platform-target}"
 CARGO_LAMBDA_VERSION="1.9.2"
 ZIG_VERSION="0.14.1"
-FUNCTIONS=(auth offering accounts myinfo allocation settlement reconcile notify)
+FUNCTIONS=(auth offering accounts myinfo matching allocation settlement reconcile notify)
 mkdir -p "$CACHE"
 
 step() { printf '\n==> %s\n' "$*" >&2; }

@@ -38,6 +38,7 @@ FIRST_EVENT = {
     "offering": OPENAPI,
     "accounts": OPENAPI,
     "myinfo": OPENAPI,
+    "matching": OPENAPI,
     "settlement": OPENAPI,
     "reconcile": OPENAPI,
     "allocation": event("allocation-sqs.json"),
@@ -107,6 +108,7 @@ def environment(name, port):
                        "ALLOCATION_QUEUE_URL": queue, "ALLOCATION_DLQ_URL": queue,
                        "BANK_SECRET_ARN": "arn:secret", "CHAIN_SECRET_ARN": "arn:secret",
                        "CUSTODY_SECRET_ARN": "arn:secret"},
+        "matching": {"MATCHING_QUEUE_URL": queue, "MATCHING_DLQ_URL": queue},
         "reconcile": {"RECONCILE_QUEUE_URL": queue, "RECONCILE_DLQ_URL": queue,
                       "CHAIN_SECRET_ARN": "arn:secret", "CUSTODY_SECRET_ARN": "arn:secret"},
     }
@@ -155,5 +157,5 @@ def measure(name):
     }
 
 
-for function in ["auth", "offering", "accounts", "myinfo", "allocation", "settlement", "reconcile", "notify"]:
+for function in ["auth", "offering", "accounts", "myinfo", "matching", "allocation", "settlement", "reconcile", "notify"]:
     print(json.dumps(measure(function)), flush=True)

@@ -93,21 +93,7 @@ async fn world() -> World {
         investors.push(user);
     }
     let rules = Rules { tick_cents: 5, lot_units: 1, band_bps: 1_000, fee_bps: 25, ..Rules::default() };
-    let market = Market {
-        asset: ASSET.into(),
-        deal_id: "prop".into(),
-        name: "Property Test Tower".into(),
-        rules: rules.clone(),
-        reference_price: REFERENCE,
-        halted: false,
-        halt_reason: None,
-        stats: None,
-        closed_day: None,
-        next_seq: 1,
-        bids: Vec::new(),
-        asks: Vec::new(),
-        updated_at: morning(),
-    };
+    let market = Market::opened(ASSET, "prop", "Property Test Tower", rules.clone(), REFERENCE, morning());
     platform.store.put(market.item().unwrap(), Condition::NotExists).await.unwrap();
     let handler = MatchingHandler { matcher: Arc::new(platform.matcher()), queue: platform.queue.clone() };
     World { platform, clock, handler, investors, orders: Vec::new(), rules, _dir: dir }

@@ -225,3 +225,29 @@ async fn an_api_gateway_request_to_a_function_woken_by_many_sources_reaches_its_
         Some(401)
     );
 }
+
+#[tokio::test]
+async fn a_fifo_event_runs_the_assets_commands_and_dead_letters_an_unreadable_one() {
+    let (platform, _dir) = platform();
+    let market = shared::app::trading::Market::opened(
+        "DABS-deal_fixture",
+        "deal_fixture",
+        "Harbour Point",
+        shared::domain::market::Rules::default(),
+        100,
+        platform.clock.now(),
+    );
+    platform.store.put(market.item().unwrap(), shared::ports::store::Condition::NotExists).await.unwrap();
+    let event: aws_lambda_events::event::sqs::SqsEvent = serde_json::from_str(&fixture("matching-sqs.json")).unwrap();
+    let unreadable = event.records[1].body.clone().unwrap();
+    let response = shared::app::consumer::handle_sqs_event(matching::handler(&platform).as_ref(), event).await;
+    assert!(response.batch_item_failures.is_empty());
+    let (closed, _) = platform.trading().market("DABS-deal_fixture").await.unwrap();
+    assert_eq!(closed.closed_day, Some("2026-11-25".parse().unwrap()), "the close ran");
+    let dead = platform.queue.dead_letters(QueueName::Matching, 10).await.unwrap();
+    assert_eq!(dead.iter().map(|d| d.message.body.clone()).collect::<Vec<_>>(), [unreadable]);
+    // The schedule's event asks every market whose session ended for its close.
+    let woken: serde_json::Value = serde_json::from_str(&fixture("matching-schedule.json")).unwrap();
+    let report = matching::woken(&platform, woken).await.unwrap();
+    assert!(report["closing"].is_array(), "{report}");
+}

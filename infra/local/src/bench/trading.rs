@@ -58,21 +58,7 @@ async fn seed(platform: &shared::Platform, investors: usize) -> anyhow::Result<V
         ledger.submit_linked(&[fund, issue]).await?;
         users.push(user);
     }
-    let market = Market {
-        asset: ASSET.into(),
-        deal_id: "bench".into(),
-        name: "Bench Tower".into(),
-        rules: Rules::default(),
-        reference_price: REFERENCE,
-        halted: false,
-        halt_reason: None,
-        stats: None,
-        closed_day: None,
-        next_seq: 1,
-        bids: Vec::new(),
-        asks: Vec::new(),
-        updated_at: platform.clock.now(),
-    };
+    let market = Market::opened(ASSET, "bench", "Bench Tower", Rules::default(), REFERENCE, platform.clock.now());
     platform.store.put(market.item()?, Condition::NotExists).await?;
     Ok(users)
 }

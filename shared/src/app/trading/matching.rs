@@ -555,9 +555,9 @@ impl Matcher {
 }
 
 /// The `matching` queue's consumer: commands grouped by asset, each asset's run in order.
-/// A command that fails stops its asset's run there: it and the asset's later commands come
-/// back (after the queue's receive limit, or at once if it can never succeed, to the
-/// dead-letter queue), as a FIFO group's would.
+/// An unreadable command goes to the dead-letter queue at once; a run that fails comes back
+/// whole (the queue's redrive takes a command that keeps failing to the dead-letter queue),
+/// as a FIFO group's batch would.
 pub struct MatchingHandler {
     pub matcher: Arc<Matcher>,
     pub queue: Arc<dyn Queue>,
@@ -582,15 +582,22 @@ impl BatchHandler for MatchingHandler {
         }
         for (asset, commands) in runs {
             let list: Vec<Command> = commands.iter().map(|(_, c)| c.clone()).collect();
-            if let Err((index, error)) = self.matcher.run(&asset, &list).await {
-                for (at, (m, _)) in commands.iter().enumerate() {
-                    if at == index {
-                        failed.extend(
-                            after_failure(self.queue.as_ref(), super::QUEUE, m, &Failure::of(&m.id, &error)).await,
-                        );
-                    } else {
-                        failed.push(m.id.clone());
+            match self.matcher.run(&asset, &list).await {
+                Ok(()) => {}
+                Err((_, error @ TradingError::NoMarket)) => {
+                    // No market will ever be there for these.
+                    for (m, _) in &commands {
+                        let failure = Failure::of(&m.id, &error);
+                        failed.extend(after_failure(self.queue.as_ref(), super::QUEUE, m, &failure).await);
                     }
+                }
+                Err((index, error)) => {
+                    // A step holds the effects of several commands: the one running when it
+                    // failed is not necessarily the cause. The run's commands come back, in
+                    // order, and one that keeps failing reaches the dead-letter queue by the
+                    // redrive.
+                    tracing::warn!(asset, at = index, %error, "a matching run failed; its commands come back");
+                    failed.extend(commands.iter().map(|(m, _)| m.id.clone()));
                 }
             }
         }

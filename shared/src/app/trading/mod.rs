@@ -95,6 +95,32 @@ pub struct Market {
 }
 
 impl Market {
+    /// A new market of `asset` at `reference_price` (cents), with no trade and no order yet.
+    pub fn opened(
+        asset: &str,
+        deal_id: &str,
+        name: &str,
+        rules: Rules,
+        reference_price: u64,
+        at: DateTime<Utc>,
+    ) -> Self {
+        Self {
+            asset: asset.to_owned(),
+            deal_id: deal_id.to_owned(),
+            name: name.to_owned(),
+            rules,
+            reference_price,
+            halted: false,
+            halt_reason: None,
+            stats: None,
+            closed_day: None,
+            next_seq: 1,
+            bids: Vec::new(),
+            asks: Vec::new(),
+            updated_at: at,
+        }
+    }
+
     pub fn item(&self) -> Result<Item, StoreError> {
         Ok(Item::new(market_key(&self.asset), self)?.with_index(MARKETS, &self.asset))
     }
@@ -386,21 +412,8 @@ impl Trading {
         if deal.state != DealState::Issued || deal.asset != asset {
             return Err(TradingError::NoMarket);
         }
-        let market = Market {
-            asset: asset.to_owned(),
-            deal_id: deal.id.clone(),
-            name: deal.terms.building.name.clone(),
-            rules: Rules::default(),
-            reference_price: deal.terms.unit_price,
-            halted: false,
-            halt_reason: None,
-            stats: None,
-            closed_day: None,
-            next_seq: 1,
-            bids: Vec::new(),
-            asks: Vec::new(),
-            updated_at: self.clock.now(),
-        };
+        let (name, price) = (&deal.terms.building.name, deal.terms.unit_price);
+        let market = Market::opened(asset, &deal.id, name, Rules::default(), price, self.clock.now());
         match self.store.put(market.item()?, Condition::NotExists).await {
             Ok(()) | Err(StoreError::ConditionFailed { .. }) => {}
             Err(e) => return Err(e.into()),

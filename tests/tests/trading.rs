@@ -20,6 +20,7 @@ on_both_stores!(
     investors_trade_through_the_api_the_market_closes_and_the_nights_reconciliation_is_clean,
     operators_halt_and_resume_a_market_under_maker_checker,
     many_investors_placing_and_cancelling_at_once_never_oversell_or_overspend,
+    a_trade_in_flight_at_the_cut_off_is_a_timing_difference_and_a_lock_counts_its_units_not_yet_traded,
 );
 
 async fn order(app: &TestApp, token: &str, asset: &str, key: &str, body: Value) -> (StatusCode, Value) {
@@ -400,4 +401,74 @@ async fn many_investors_placing_and_cancelling_at_once_never_oversell_or_overspe
     for seller in &sellers {
         assert_eq!(posted(&app, &Account::id_of(Kind::Holding, seller, &asset)).await, 50);
     }
+}
+
+async fn a_trade_in_flight_at_the_cut_off_is_a_timing_difference_and_a_lock_counts_its_units_not_yet_traded(
+    mut app: TestApp,
+) {
+    use shared::adapters::partners::{Fault, FaultKind};
+    use shared::app::consumer::pump_once;
+    use shared::domain::reconcile::{Pair, RowVerdict, RuleId};
+    use shared::ports::queue::QueueName;
+
+    let (_, asset, holders) = issued(&app, &[("ann", 100), ("ben", 10)]).await;
+    let (ann, ben) = (holders[0].0.clone(), holders[1].0.clone());
+    wait_for_chain(&app.platform).await;
+    app.running.stop_workers().await;
+    let (sims, mirror, trading) =
+        (app.platform.simulators.clone().unwrap(), app.platform.chain_mirror(), app.platform.trading());
+    let sell =
+        trading.place(&ann, &asset, "s", &Placement { side: Side::Sell, price: 10_000, quantity: 10 }).await.unwrap();
+    trading.place(&ben, &asset, "b", &Placement { side: Side::Buy, price: 10_000, quantity: 4 }).await.unwrap();
+    let handler = matching::handler(&app.platform);
+    while pump_once(app.platform.queue.as_ref(), QueueName::Matching, handler.as_ref(), Duration::ZERO).await.unwrap()
+        > 0
+    {}
+    assert_eq!(trading.get(&sell.id).await.unwrap().unwrap().filled, 4);
+
+    // The chain takes the lock and the trade's first legs; the Custody refuses its first
+    // booking, so every later leg waits.
+    sims.custody.inject(Fault { kind: FaultKind::Fail, times: 1, delay_ms: 0 });
+    assert!(mirror.drain(100).await.unwrap().stopped, "the Custody refused a trade leg once");
+    app.clock.advance(TimeDelta::seconds(1));
+    let reconciler = app.platform.reconciler();
+    let run = reconciler.run(app.platform.clock.now()).await.unwrap();
+    assert_eq!((run.verdict, run.breaks), (RunVerdict::ReconciledWithPending, 0), "{run:?}");
+    let (rows, _) = reconciler.rows(&run.id, 100, None).await.unwrap();
+    let custody: Vec<(String, RowVerdict, Vec<RuleId>, String)> = rows
+        .iter()
+        .filter(|r| r.pair == Pair::LedgerCustody)
+        .map(|r| (r.account.clone(), r.verdict, r.rules.clone(), r.difference.clone()))
+        .collect();
+    // Ann's holding at the Custody still has the 6 units locked and the 4 traded; Ben's
+    // has not received them; the cash has not moved there either.
+    let ann_holding = custody.iter().find(|r| r.0 == format!("holding:{ann}:{asset}")).expect("Ann's holding differs");
+    assert_eq!((ann_holding.1, ann_holding.3.as_str()), (RowVerdict::Timing, "10"), "{custody:?}");
+    assert!(ann_holding.2.contains(&RuleId::DabsLockedInOrder) && ann_holding.2.contains(&RuleId::TradeInFlight));
+    let ben_holding = custody.iter().find(|r| r.0 == format!("holding:{ben}:{asset}")).expect("Ben's holding differs");
+    assert_eq!(
+        (ben_holding.1, ben_holding.2.clone(), ben_holding.3.as_str()),
+        (RowVerdict::Timing, vec![RuleId::TradeInFlight], "-4")
+    );
+    let ben_cash = custody.iter().find(|r| r.0 == format!("deposit:{ben}:SGD")).expect("Ben's cash differs");
+    assert_eq!(
+        (ben_cash.1, ben_cash.3.as_str()),
+        (RowVerdict::Timing, "40080"),
+        "400.00 and the 0.80 fee: {custody:?}"
+    );
+
+    // Delivered: only the lock's 6 units remain a timing difference, until the close.
+    assert!(!mirror.drain(100).await.unwrap().stopped);
+    app.clock.advance(TimeDelta::seconds(1));
+    let run = reconciler.run(app.platform.clock.now()).await.unwrap();
+    assert_eq!((run.verdict, run.breaks, run.timing), (RunVerdict::ReconciledWithPending, 0, 1), "{run:?}");
+    let today = shared::domain::market::trading_day(app.platform.clock.now());
+    app.clock.set(shared::domain::market::Rules::default().close_of(today) + TimeDelta::seconds(1));
+    trading.close_due().await.unwrap();
+    while pump_once(app.platform.queue.as_ref(), QueueName::Matching, handler.as_ref(), Duration::ZERO).await.unwrap()
+        > 0
+    {}
+    assert!(!mirror.drain(100).await.unwrap().stopped);
+    let run = reconciler.run(app.platform.clock.now()).await.unwrap();
+    assert_eq!((run.verdict, run.breaks), (RunVerdict::Reconciled, 0), "{run:?}");
 }

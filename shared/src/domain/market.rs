@@ -45,11 +45,11 @@ impl Side {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Rules {
-    /// Session opening, Singapore time, `HH:MM`, business days (Monday to Friday).
-    #[schema(value_type = String, example = "09:00")]
+    /// Session opening, Singapore time, `HH:MM:SS`, business days (Monday to Friday).
+    #[schema(value_type = String, pattern = "^([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]$", example = "09:00:00")]
     pub opens: NaiveTime,
-    /// Session close, Singapore time, `HH:MM`; open orders expire then.
-    #[schema(value_type = String, example = "17:00")]
+    /// Session close, Singapore time, `HH:MM:SS`; open orders expire then.
+    #[schema(value_type = String, pattern = "^([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]$", example = "17:00:00")]
     pub closes: NaiveTime,
     /// Prices are multiples of this many cents.
     #[schema(minimum = 1)]

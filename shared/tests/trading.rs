@@ -189,7 +189,7 @@ impl World {
             assert_eq!(i128::from(locked), lock, "{user}: locked units are the open sells' remainders");
             assert_eq!(u128::from(held), deposit.debits_pending, "{user}: held cash is the open buys' holds");
         }
-        let fees = self.posted("fees:platform:SGD").await;
+        let fees = self.posted(&format!("fees:{ASSET}:SGD")).await;
         assert_eq!(units, (INVESTORS as u64 * UNITS_EACH) as i128, "units are conserved");
         assert_eq!(cash + fees, (INVESTORS as u64 * CASH_EACH) as i128, "cash is conserved, fees included");
         // Every trade: at the resting order's price, within the incoming order's limit.
@@ -270,5 +270,32 @@ async fn a_buy_that_sweeps_many_offers_settles_in_several_steps_and_conserves_ev
     let trades = world.platform.trading().trades_of("usr_3", 100, None).await.unwrap().0;
     assert_eq!(trades.len(), 30);
     world.step(32, &Op::Close).await;
+    world.check().await;
+}
+
+/// A book command lost after the order was recorded: the retry with the same key sends it
+/// again, and the order reaches the book once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_with_the_same_key_sends_a_lost_book_command_again() {
+    let world = world().await;
+    let trading = world.platform.trading();
+    let placement = Placement { side: Side::Sell, price: REFERENCE, quantity: 5 };
+    let order = trading.place("usr_0", ASSET, "k", &placement).await.unwrap();
+    // The command is lost: taken off the queue and never handled.
+    let queue = world.platform.queue.clone();
+    let lost = queue.receive(QueueName::Matching, 10, Duration::ZERO).await.unwrap();
+    assert_eq!(lost.len(), 1);
+    queue.complete(QueueName::Matching, &lost.iter().map(|r| r.receipt.clone()).collect::<Vec<_>>()).await.unwrap();
+    world.settle().await;
+    assert_eq!(trading.get(&order.id).await.unwrap().unwrap().seq, None, "not booked");
+
+    let again = trading.place("usr_0", ASSET, "k", &placement).await.unwrap();
+    assert_eq!(again.id, order.id, "the same order");
+    world.settle().await;
+    assert!(trading.get(&order.id).await.unwrap().unwrap().seq.is_some(), "booked");
+    trading.place("usr_0", ASSET, "k", &placement).await.unwrap();
+    world.settle().await;
+    let (market, _) = trading.market(ASSET).await.unwrap();
+    assert_eq!((market.asks.len(), market.asks[0].quantity), (1, 5), "booked once");
     world.check().await;
 }

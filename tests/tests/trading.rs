@@ -249,7 +249,7 @@ async fn investors_trade_through_the_api_the_market_closes_and_the_nights_reconc
         assert_eq!(posted(&app, &Account::id_of(Kind::OrderLock, user, SGD)).await, 0);
     }
     assert_eq!(held, 300, "every unit issued is in a holding");
-    assert_eq!(posted(&app, "fees:platform:SGD").await, 3_222, "10.05 + 6.06 from each side");
+    assert_eq!(posted(&app, &format!("fees:{asset}:SGD")).await, 3_222, "10.05 + 6.06 from each side");
 
     // That night: the three books agree, and no order lock is open.
     wait_for_chain(&app.platform).await;

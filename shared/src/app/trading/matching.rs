@@ -95,20 +95,15 @@ pub struct Matcher {
     clock: Arc<dyn Clock>,
     ledger: Ledger,
     books: tokio::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<Cached>>>>>,
-    fees_opened: tokio::sync::OnceCell<()>,
 }
 
 impl Matcher {
     pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, ledger: Ledger) -> Self {
-        Self { store, clock, ledger, books: Default::default(), fees_opened: Default::default() }
+        Self { store, clock, ledger, books: Default::default() }
     }
 
     /// Runs one asset's commands in order; answers the index of the command that failed.
     pub async fn run(&self, asset: &str, commands: &[Command]) -> Result<(), (usize, TradingError)> {
-        self.fees_opened
-            .get_or_try_init(|| async { self.ledger.open(fee_account()).await })
-            .await
-            .map_err(|e| (0, e.into()))?;
         let slot = self.books.lock().await.entry(asset.to_owned()).or_default().clone();
         let mut cached = slot.lock().await;
         for _ in 0..ATTEMPTS {
@@ -144,6 +139,7 @@ impl Matcher {
     async fn load(&self, asset: &str) -> Result<Cached, TradingError> {
         let item = self.store.get(&super::market_key(asset)).await?.ok_or(TradingError::NoMarket)?;
         let (market, version): (Market, u64) = (item.decode()?, item.version);
+        self.ledger.open(fee_account(asset)).await?;
         let mut resting = Vec::new();
         store::each(self.store.as_ref(), &Query::secondary(open_partition(asset)), |item| {
             let order: Order = item.decode()?;
@@ -364,7 +360,7 @@ impl Matcher {
     /// the cash moved, what ended released, the new holds of buy orders still open.
     fn transfers(&self, c: &Cached, run: &Run) -> Vec<Transfer> {
         let step = &run.step;
-        let fees = fee_account().id;
+        let fees = fee_account(&c.market.asset).id;
         let (mut posts, mut moves, mut holds) = (Vec::new(), Vec::new(), Vec::new());
         for (order_id, (paid, fee)) in &step.paid {
             let Some(order) = run.orders.get(order_id) else { continue };

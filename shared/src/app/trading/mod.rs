@@ -39,9 +39,10 @@ const MARKETS: &str = "MARKETS";
 /// Price levels per side kept in the market's item for readers.
 pub const DEPTH: usize = 10;
 
-/// The platform's fee account.
-pub fn fee_account() -> Account {
-    Account::of(Kind::Fees, "platform", SGD)
+/// The platform's fee account of an asset's market (one per market, so the matchers of
+/// different assets never meet on it).
+pub fn fee_account(asset: &str) -> Account {
+    Account::of(Kind::Fees, asset, SGD)
 }
 
 pub fn market_key(asset: &str) -> Key {
@@ -456,7 +457,15 @@ impl Trading {
                 && first.side == placement.side
                 && first.price == placement.price
                 && first.quantity == placement.quantity;
-            return if same { Ok(first) } else { Err(TradingError::KeyReused) };
+            if !same {
+                return Err(TradingError::KeyReused);
+            }
+            if first.state == OrderState::Open && first.seq.is_none() {
+                // Not booked yet: perhaps its command was never sent (the first request
+                // failed after recording it). Sending it again is harmless.
+                send(self.queue.as_ref(), asset, &[Command::Book { asset: asset.to_owned(), order_id: id }]).await?;
+            }
+            return Ok(first);
         }
         let (market, _) = self.market(asset).await?;
         if market.halted {
@@ -544,8 +553,9 @@ impl Trading {
             }
             Err(e) => return Err(e.into()),
         }
-        // Written; a crash before the send leaves it open and unbooked until the close
-        // returns its lock.
+        // Written; if the send fails the request answers an error, and its retry with the
+        // same key sends the command again. A crash before the send leaves the order open
+        // and unbooked until a retry or the close returns its lock.
         send(self.queue.as_ref(), asset, &[Command::Book { asset: asset.to_owned(), order_id: id.clone() }]).await?;
         Ok(self.get(&id).await?.unwrap_or(order))
     }

@@ -137,7 +137,10 @@ impl World {
                 }
             }
             Op::Cancel { .. } => {}
-            Op::Match => self.settle().await,
+            Op::Match => {
+                self.settle().await;
+                self.check_booked().await;
+            }
             Op::Close => {
                 let today = trading_day(self.platform.clock.now());
                 self.clock.set(self.rules.close_of(today) + TimeDelta::seconds(1));
@@ -212,6 +215,29 @@ impl World {
         assert_eq!(i128::from(fee_total), fees, "the fee account holds every trade's fees");
     }
 
+    /// Once the matcher has taken every command, every open order rests in the book with
+    /// its place, and the book the market shows holds exactly their remainders.
+    async fn check_booked(&self) {
+        let (market, _) = self.platform.trading().market(ASSET).await.unwrap();
+        let (mut bids, mut asks) = (0, 0);
+        for user in &self.investors {
+            for o in self.platform.trading().orders_of(user, 1_000, None).await.unwrap().0 {
+                if o.state == OrderState::Open {
+                    assert!(o.seq.is_some(), "open and not booked: {o:?}");
+                    match o.side {
+                        Side::Buy => bids += o.remaining(),
+                        Side::Sell => asks += o.remaining(),
+                    }
+                }
+            }
+        }
+        // The market shows ten levels a side: compare when the book is that small.
+        if market.bids.len() < 10 && market.asks.len() < 10 {
+            let shown = |levels: &[shared::domain::market::Level]| levels.iter().map(|l| l.quantity).sum::<u64>();
+            assert_eq!((shown(&market.bids), shown(&market.asks)), (bids, asks), "the depth shown is the book");
+        }
+    }
+
     async fn check_closed(&self) {
         assert!(
             self.platform.order_locks().open_at(self.platform.clock.now()).await.unwrap().is_empty(),
@@ -230,7 +256,7 @@ impl World {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
 
     #[test]
     fn random_order_streams_conserve_units_and_cash_and_leave_nothing_locked_after_the_close(

@@ -288,10 +288,13 @@ impl Matcher {
             c.market.stats = Some(DayStats::after(c.market.stats.as_ref(), day, fill.price, fill.quantity));
             c.market.reference_price = fill.price;
         }
-        if let Some(incoming) = run.orders.get_mut(order_id)
+        // What is left rests: the order is written with its place in the book (read back if
+        // a commit above took it out of the run).
+        if let Some(mut incoming) = self.order(run, order_id).await?
             && incoming.state == OrderState::Open
         {
             incoming.seq = Some(seq);
+            run.orders.insert(incoming.id.clone(), incoming);
         }
         if run.orders.len() >= GATHER {
             self.commit(c, run).await?;

@@ -325,3 +325,59 @@ async fn a_retry_with_the_same_key_sends_a_lost_book_command_again() {
     assert_eq!((market.asks.len(), market.asks[0].quantity), (1, 5), "booked once");
     world.check().await;
 }
+
+/// Two matchers of one asset at once (a command back while another instance still runs):
+/// each commit is conditioned on the market's version, so the one behind reads the book
+/// again; nothing fills twice, and locks, holds and the book stay exactly the orders'.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_matchers_of_one_asset_never_fill_an_order_twice() {
+    let mut world = world().await;
+    for n in 0..80 {
+        let (buy, ticks) = (n % 2 == 0, (n % 9) as i64 - 4);
+        world.step(n, &Op::Place { investor: n % INVESTORS, buy, ticks, quantity: 5 + (n % 7) as u64 }).await;
+        if n % 10 == 9 {
+            world.step(n, &Op::Cancel { pick: n * 7 }).await;
+        }
+    }
+    let second = MatchingHandler { matcher: Arc::new(world.platform.matcher()), queue: world.platform.queue.clone() };
+    let queue = world.platform.queue.clone();
+    let pump = |handler: MatchingHandler| {
+        let queue = queue.clone();
+        tokio::spawn(async move {
+            while pump_once(queue.as_ref(), QueueName::Matching, &handler, Duration::from_millis(50)).await.unwrap() > 0
+            {
+            }
+        })
+    };
+    let first = MatchingHandler { matcher: Arc::new(world.platform.matcher()), queue: world.platform.queue.clone() };
+    let (a, b) = (pump(first), pump(second));
+    a.await.unwrap();
+    b.await.unwrap();
+    world.settle().await;
+    assert!(world.platform.trading().market(ASSET).await.unwrap().0.stats.is_some(), "orders traded");
+    world.check().await;
+    world.check_booked().await;
+    world.step(100, &Op::Close).await;
+    world.check().await;
+}
+
+/// A market halted while orders are on their way to the book: they are cancelled there
+/// and what they locked returns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orders_on_their_way_to_a_halted_book_are_cancelled_and_their_locks_return() {
+    let mut world = world().await;
+    world.step(0, &Op::Place { investor: 0, buy: false, ticks: 0, quantity: 10 }).await;
+    world.step(1, &Op::Place { investor: 1, buy: true, ticks: 0, quantity: 10 }).await;
+    let trading = world.platform.trading();
+    let (mut market, _) = trading.market(ASSET).await.unwrap();
+    market.halted = true;
+    world.platform.store.put(market.item().unwrap(), Condition::Exists).await.unwrap();
+    world.step(2, &Op::Match).await;
+    for (_, id) in &world.orders {
+        let order = trading.get(id).await.unwrap().unwrap();
+        assert_eq!(order.state, OrderState::Cancelled, "{order:?}");
+        assert!(order.reason.as_deref().unwrap().contains("halted"), "{order:?}");
+    }
+    assert!(trading.trades_of("usr_1", 10, None).await.unwrap().0.is_empty(), "nothing traded");
+    world.check().await;
+}

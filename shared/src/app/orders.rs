@@ -77,7 +77,7 @@ impl OrderLock {
     }
 }
 
-fn lock_key(order_id: &str) -> Key {
+pub(crate) fn lock_key(order_id: &str) -> Key {
     Key::new(format!("ORDERLOCK#{order_id}"), "LOCK")
 }
 

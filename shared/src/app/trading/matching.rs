@@ -20,11 +20,11 @@ use crate::app::consumer::{BatchHandler, after_failure};
 use crate::app::failure::Failure;
 use crate::app::ledger::{Ledger, LedgerError, MAX_LINKED};
 use crate::app::notices::{self, Audience, Notice};
-use crate::app::orders::{LockFill, OrderLock};
+use crate::app::orders::{LockFill, OrderLock, lock_key};
 use crate::domain::ledger::{Account, Kind, SGD, Transfer, codes};
 use crate::domain::market::{Book, DayStats, Incoming, Resting, Side};
 use crate::ports::queue::Message;
-use crate::ports::store::{self, Condition, Key, MAX_TRANSACTION_OPS, Query, StoreError, Write};
+use crate::ports::store::{self, Condition, MAX_TRANSACTION_OPS, Query, StoreError, Write};
 use crate::ports::{Clock, Queue, Store};
 
 /// Times a run starts over after losing the market's version to another writer.
@@ -175,7 +175,7 @@ impl Matcher {
         if let Some(lock) = run.locks.get(id) {
             return Ok(Some(lock.clone()));
         }
-        self.store.get(&Key::new(format!("ORDERLOCK#{id}"), "LOCK")).await?.map(|i| i.decode()).transpose()
+        self.store.get(&lock_key(id)).await?.map(|i| i.decode()).transpose()
     }
 
     async fn apply(&self, c: &mut Cached, run: &mut Run, command: &Command) -> Result<(), Stop> {
@@ -313,6 +313,11 @@ impl Matcher {
         let now = self.clock.now();
         let taker = self.order(run, taker_id).await?.ok_or(TradingError::NotFound)?;
         let maker = self.order(run, &fill.maker).await?.ok_or(TradingError::NotFound)?;
+        // The book in memory is behind the store (another matcher committed since it was
+        // read): read it again rather than fill what is no longer there.
+        if [&taker, &maker].iter().any(|o| o.state != OrderState::Open || o.remaining() < fill.quantity) {
+            return Err(Stop::Lost);
+        }
         let (buy, sell) = if taker.side == Side::Buy { (taker, maker) } else { (maker, taker) };
         let notional = fill.price * fill.quantity;
         let rules = &c.market.rules;
@@ -511,7 +516,12 @@ impl Matcher {
             }
         } else {
             match self.ledger.submit_with(&transfers, &[head], &writes).await {
-                Ok(_) => Ok(()),
+                // A batch the ledger had recorded already answers without writing: another
+                // matcher committed this step. The market's version tells which happened.
+                Ok(_) => match self.store.get(&super::market_key(&c.market.asset)).await? {
+                    Some(item) if item.version == c.version + 1 => Ok(()),
+                    _ => Err(Stop::Lost),
+                },
                 Err(LedgerError::ContextChanged) => Err(Stop::Lost),
                 Err(e) => Err(Stop::Failed(e.into())),
             }

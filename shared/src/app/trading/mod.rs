@@ -378,19 +378,17 @@ impl Trading {
 
     /// Opens `account` unless this process saw it exist.
     async fn open_once(&self, account: Account) -> Result<(), LedgerError> {
-        if self.opened.lock().is_ok_and(|known| known.contains(&account.id)) {
-            return Ok(());
-        }
-        let id = account.id.clone();
-        if self.ledger.account(&id).await?.is_none() {
+        if !self.exists(&account.id).await? {
+            let id = account.id.clone();
             self.ledger.open(account).await?;
-        }
-        if let Ok(mut known) = self.opened.lock() {
-            known.insert(id);
+            if let Ok(mut known) = self.opened.lock() {
+                known.insert(id);
+            }
         }
         Ok(())
     }
 
+    /// Whether the ledger account exists (remembered once seen: accounts are never closed).
     async fn exists(&self, account: &str) -> Result<bool, LedgerError> {
         if self.opened.lock().is_ok_and(|known| known.contains(account)) {
             return Ok(true);
@@ -500,13 +498,7 @@ impl Trading {
         if !self.exists(&deposit).await? {
             return Err(uncovered("trading needs a deposit account: make a deposit first"));
         }
-        let mut effects = vec![
-            Write::put(order.item()?, Condition::NotExists),
-            Write::put(
-                Item::new(Key::new(mine_partition(owner), format!("{}#{id}", sortable(now))), &id)?,
-                Condition::None,
-            ),
-        ];
+        let mut effects = Vec::with_capacity(3);
         let transfer = match side {
             Side::Sell => {
                 let holding = Account::id_of(Kind::Holding, owner, asset);
@@ -539,10 +531,12 @@ impl Trading {
                 // The units arrive in the holding: open it now, not in the matcher's step.
                 self.open_once(Account::of(Kind::Holding, owner, asset)).await?;
                 order.held = Some(Held { generation: 0, amount: market.rules.hold_for(price, quantity) });
-                effects[0] = Write::put(order.item()?, Condition::NotExists);
                 order.hold().ok_or(TradingError::NotFound)?
             }
         };
+        effects.push(Write::put(order.item()?, Condition::NotExists));
+        let listed = Key::new(mine_partition(owner), format!("{}#{id}", sortable(now)));
+        effects.push(Write::put(Item::new(listed, &id)?, Condition::None));
         match self.ledger.submit_with(&[transfer], &[], &effects).await {
             Ok(_) => {}
             Err(LedgerError::Refused(Refusal::ExceedsLimit(_))) => {

@@ -29,7 +29,7 @@ mod fixtures {
         let clock = support::clock();
         Fixture {
             ledger: Arc::new(
-                Ledger::new(Arc::new(EmbeddedStore::in_memory(clock.clone()).unwrap()), clock.clone())
+                Ledger::new(Arc::new(EmbeddedStore::temporary(clock.clone()).unwrap()), clock.clone())
                     .without_local_locks(),
             ),
             per_task: 1_000,
@@ -231,6 +231,19 @@ mod properties {
     }
 
     proptest! {
+        /// Sort keys of times: RFC 3339 with nine fraction digits, so that text order is
+        /// time order (from year 0 to 9999, to the nanosecond).
+        #[test]
+        fn sortable_times_order_as_the_times_do(a in 0i64..253_402_300_799, b in 0i64..253_402_300_799, na in 0u32..1_000_000_000, nb in 0u32..1_000_000_000) {
+            use shared::app::ledger::sortable;
+            let at = |s, n| chrono::DateTime::from_timestamp(s - 62_167_219_200, n).unwrap();
+            let (x, y) = (at(a, na), at(b, nb));
+            prop_assert_eq!(sortable(x), x.format("%Y-%m-%dT%H:%M:%S%.9fZ").to_string());
+            prop_assert_eq!(sortable(x).cmp(&sortable(y)), x.cmp(&y));
+        }
+    }
+
+    proptest! {
         #![proptest_config(ProptestConfig::with_cases(48))]
 
         #[test]
@@ -241,7 +254,7 @@ mod properties {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
             runtime.block_on(async {
                 let clock = support::clock();
-                let l = Ledger::new(Arc::new(EmbeddedStore::in_memory(clock.clone()).unwrap()), clock);
+                let l = Ledger::new(Arc::new(EmbeddedStore::temporary(clock.clone()).unwrap()), clock);
                 l.open(Account::open("bank", "SGD", Limits::default())).await.unwrap();
                 l.open(Account::open("escrow", "SGD", Limits::default())).await.unwrap();
                 for (i, amount) in deposits.iter().enumerate() {
@@ -300,7 +313,7 @@ mod features {
     async fn a_hold_past_its_timeout_cannot_be_posted_and_is_voided_by_the_sweep() {
         let clock = support::clock();
         let l = Ledger::new(
-            Arc::new(shared::adapters::embedded::EmbeddedStore::in_memory(clock.clone()).unwrap()),
+            Arc::new(shared::adapters::embedded::EmbeddedStore::temporary(clock.clone()).unwrap()),
             clock.clone(),
         );
         l.open(Account::open("bank", "SGD", Limits::default())).await.unwrap();
@@ -329,7 +342,7 @@ mod features {
     #[tokio::test]
     async fn posted_transfers_on_mirrored_accounts_are_in_the_outbox_and_totals_balance() {
         let clock = support::clock();
-        let store = Arc::new(shared::adapters::embedded::EmbeddedStore::in_memory(clock.clone()).unwrap());
+        let store = Arc::new(shared::adapters::embedded::EmbeddedStore::temporary(clock.clone()).unwrap());
         let l = Ledger::new(store.clone(), clock);
         for account in [
             Account::of(Kind::Omnibus, "bank", "SGD"),

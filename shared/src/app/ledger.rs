@@ -39,8 +39,11 @@ fn stripe(account: &str) -> usize {
 
 /// Linked transfers per batch: each writes its record, two statement entries, at most two
 /// accounts, a hold and an outbox item, within one 100-operation store transaction (a full
-/// batch leaves room for two checks of the caller's).
+/// batch leaves room for two checks of the caller's). A store with larger transactions
+/// takes more: [`Ledger::max_linked`].
 pub const MAX_LINKED: usize = 14;
+/// Store operations one linked transfer may take (see [`MAX_LINKED`]).
+const OPS_PER_TRANSFER: usize = 7;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LedgerError {
@@ -167,7 +170,9 @@ const STATEMENT_READS: usize = 16;
 
 /// Sort keys of times that order as the times do.
 pub fn sortable(at: DateTime<Utc>) -> String {
-    at.format("%Y-%m-%dT%H:%M:%S%.9fZ").to_string()
+    // RFC 3339 with nine fraction digits and `Z`: the same text as the format string
+    // "%Y-%m-%dT%H:%M:%S%.9fZ", without parsing a format on every call.
+    at.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
 }
 
 fn record_item(record: &Record) -> Result<Item, StoreError> {
@@ -188,6 +193,12 @@ pub struct Ledger {
 impl Ledger {
     pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> Self {
         Self { store, clock, local_locks: true }
+    }
+
+    /// Linked transfers one batch may hold on this ledger's store: [`MAX_LINKED`] on
+    /// DynamoDB, more where a store transaction holds more operations.
+    pub fn max_linked(&self) -> usize {
+        (self.store.max_transaction_ops().saturating_sub(2) / OPS_PER_TRANSFER).max(MAX_LINKED)
     }
 
     /// Without the in-process account locks: every writer behaves as if in its own process
@@ -433,8 +444,9 @@ impl Ledger {
         checks: &[Write],
         effects: &[Write],
     ) -> Result<Vec<Amount>, LedgerError> {
-        if transfers.is_empty() || transfers.len() > MAX_LINKED {
-            return Err(LedgerError::Invalid(format!("a batch links 1 to {MAX_LINKED} transfers")));
+        let most = self.max_linked();
+        if transfers.is_empty() || transfers.len() > most {
+            return Err(LedgerError::Invalid(format!("a batch links 1 to {most} transfers")));
         }
         let mut stripes: Vec<usize> = if self.local_locks {
             transfers.iter().flat_map(|t| [stripe(&t.debit), stripe(&t.credit)]).collect()

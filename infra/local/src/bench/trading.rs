@@ -79,6 +79,9 @@ pub async fn trading_bench(
     let matcher = {
         let (queue, done) = (platform.queue.clone(), placing_done.clone());
         tokio::spawn(async move {
+            while phased && !done.load(Ordering::SeqCst) {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
             loop {
                 let took =
                     pump_once(queue.as_ref(), QueueName::Matching, handler.as_ref(), Duration::from_millis(5)).await?;

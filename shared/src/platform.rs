@@ -268,7 +268,7 @@ impl Platform {
     }
 
     #[cfg(feature = "embedded")]
-    /// Everything under `dir`: `store.redb`, `keyring.json`, `token-keyring.json`,
+    /// Everything under `dir`: the store in `store/`, `keyring.json`, `token-keyring.json`,
     /// `audit-keyring.json`, `mail/`,
     /// and the partner simulators' `chain.jsonl`, `custody.jsonl`, `bank-webhook.key` and
     /// `custody-webhook.key`.
@@ -276,7 +276,7 @@ impl Platform {
         std::fs::create_dir_all(dir)
             .map_err(|source| PlatformError::DataDir { path: dir.display().to_string(), source })?;
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-        let store = EmbeddedStore::open(&dir.join("store.redb"), clock.clone())?;
+        let store = EmbeddedStore::open(&dir.join("store"), clock.clone())?;
         let keyring = LocalKeyring::open(&dir.join("keyring.json"))?;
         let token_keyring = LocalKeyring::open(&dir.join("token-keyring.json"))?;
         let audit_keyring = LocalKeyring::open(&dir.join("audit-keyring.json"))?;
@@ -292,7 +292,7 @@ impl Platform {
     /// A platform that forgets everything but its mail (written under `dir`), with the
     /// given clock: for tests.
     pub fn ephemeral(dir: &Path, clock: Arc<dyn Clock>) -> Result<Self, PlatformError> {
-        let store = EmbeddedStore::in_memory(clock.clone())?;
+        let store = EmbeddedStore::temporary(clock.clone())?;
         let keyrings: [Arc<dyn Keyring>; 3] = [
             Arc::new(LocalKeyring::ephemeral()?),
             Arc::new(LocalKeyring::ephemeral()?),

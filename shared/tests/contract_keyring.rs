@@ -31,7 +31,7 @@ mod fixtures {
     use shared::adapters::embedded::LocalKeyring;
 
     fn store(clock: &Arc<ManualClock>) -> Arc<dyn Store> {
-        Arc::new(EmbeddedStore::in_memory(clock.clone()).unwrap())
+        Arc::new(EmbeddedStore::temporary(clock.clone()).unwrap())
     }
 
     pub async fn embedded() -> Fixture {

@@ -9,7 +9,9 @@ use std::sync::Arc;
 use chrono::TimeDelta;
 use serde_json::{Value, json};
 use shared::adapters::clock::ManualClock;
-use shared::ports::store::{Condition, Item, Key, MAX_BODY_BYTES, Query, Range, StoreError, Write};
+use shared::ports::store::{
+    Condition, Item, Key, MAX_BODY_BYTES, MAX_PAGE, MAX_TRANSACTION_OPS, Query, Range, StoreError, Write,
+};
 use shared::ports::{Clock, Store};
 
 struct Fixture {
@@ -24,7 +26,7 @@ mod fixtures {
 
     pub async fn embedded() -> Fixture {
         let clock = support::clock();
-        Fixture { store: Arc::new(EmbeddedStore::in_memory(clock.clone()).unwrap()), clock }
+        Fixture { store: Arc::new(EmbeddedStore::temporary(clock.clone()).unwrap()), clock }
     }
 
     pub async fn aws() -> Fixture {
@@ -43,7 +45,7 @@ contract!(
     must_exist_refuses_a_missing_item,
     delete_honours_its_condition,
     a_transaction_with_one_failing_condition_writes_nothing_and_names_the_operation,
-    a_transaction_of_100_operations_applies_all_of_them,
+    a_transaction_of_the_most_operations_applies_all_of_them,
     malformed_transactions_are_refused_before_any_write,
     concurrent_compare_and_swap_writers_lose_no_increment,
     queries_select_by_prefix_and_range_in_both_orders,
@@ -131,13 +133,16 @@ async fn a_transaction_with_one_failing_condition_writes_nothing_and_names_the_o
     assert_eq!((b.version, b.decode::<Value>().unwrap()), (1, json!("existing")));
 }
 
-async fn a_transaction_of_100_operations_applies_all_of_them(f: Fixture) {
-    f.store.put(item("T", "000", json!(0)), Condition::NotExists).await.unwrap();
-    let mut writes = vec![Write::put(item("T", "000", json!(1)), Condition::VersionIs(1))];
-    writes.extend((1..100).map(|i| Write::put(item("T", &format!("{i:03}"), json!(i)), Condition::NotExists)));
+/// 100 operations on DynamoDB, the store's own limit (more) on the embedded store.
+async fn a_transaction_of_the_most_operations_applies_all_of_them(f: Fixture) {
+    let most = f.store.max_transaction_ops();
+    assert!(most >= MAX_TRANSACTION_OPS, "every store takes what DynamoDB takes");
+    f.store.put(item("T", "0000", json!(0)), Condition::NotExists).await.unwrap();
+    let mut writes = vec![Write::put(item("T", "0000", json!(1)), Condition::VersionIs(1))];
+    writes.extend((1..most).map(|i| Write::put(item("T", &format!("{i:04}"), json!(i)), Condition::NotExists)));
     f.store.transact(writes).await.unwrap();
-    let page = f.store.query(&Query::partition("T").limit(1000)).await.unwrap();
-    assert_eq!(page.items.len(), 100);
+    let page = f.store.query(&Query::partition("T").limit(MAX_PAGE)).await.unwrap();
+    assert_eq!(page.items.len(), most);
     assert_eq!(page.items[0].version, 2);
     assert!(page.items[1..].iter().all(|i| i.version == 1));
 }
@@ -146,7 +151,9 @@ async fn malformed_transactions_are_refused_before_any_write(f: Fixture) {
     let twice =
         vec![Write::put(item("D", "1", json!(1)), Condition::None), Write::check(key("D", "1"), Condition::Exists)];
     assert!(matches!(f.store.transact(twice).await, Err(StoreError::Invalid(_))));
-    let too_many: Vec<_> = (0..101).map(|i| Write::put(item("D", &i.to_string(), json!(i)), Condition::None)).collect();
+    let too_many: Vec<_> = (0..=f.store.max_transaction_ops())
+        .map(|i| Write::put(item("D", &i.to_string(), json!(i)), Condition::None))
+        .collect();
     assert!(matches!(f.store.transact(too_many).await, Err(StoreError::Invalid(_))));
     assert!(matches!(f.store.transact(vec![]).await, Err(StoreError::Invalid(_))));
     let huge = item("D", "big", json!("x".repeat(MAX_BODY_BYTES)));

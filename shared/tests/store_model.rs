@@ -102,7 +102,7 @@ proptest! {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         runtime.block_on(async {
             let clock = Arc::new(ManualClock::at("2026-11-25T00:00:00Z".parse().unwrap()));
-            let store = EmbeddedStore::in_memory(clock).unwrap();
+            let store = EmbeddedStore::temporary(clock).unwrap();
             let mut model = Model::new();
             for (i, op) in ops.iter().enumerate() {
                 apply(&store, &mut model, op, i as u32).await;

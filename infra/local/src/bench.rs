@@ -157,7 +157,7 @@ pub enum Bench {
 
 #[derive(Clone, Copy, ValueEnum)]
 pub enum StoreBackend {
-    /// redb in a file in a temporary folder, durable commits.
+    /// The embedded store in a temporary folder, durable commits.
     Embedded,
     /// DynamoDB at `DABS_AWS_ENDPOINT` (the local emulator), a fresh table (and, for the
     /// allocation bench, fresh SQS queues there too).
@@ -224,7 +224,7 @@ pub async fn run(bench: Bench) -> anyhow::Result<()> {
 async fn open_store(backend: StoreBackend, folder: &std::path::Path) -> anyhow::Result<(&'static str, Arc<dyn Store>)> {
     Ok(match backend {
         StoreBackend::Embedded => {
-            ("embedded", Arc::new(EmbeddedStore::open(&folder.join("bench.redb"), Arc::new(SystemClock))?))
+            ("embedded", Arc::new(EmbeddedStore::open(&folder.join("bench-store"), Arc::new(SystemClock))?))
         }
         StoreBackend::Dynamodb => {
             let endpoint = std::env::var("DABS_AWS_ENDPOINT")

@@ -24,7 +24,7 @@ async fn the_runner_serves_health_and_stops_cleanly_on_ctrl_c() {
 
     let health: serde_json::Value = reqwest::get(format!("{url}/health")).await.unwrap().json().await.unwrap();
     assert_eq!((health["status"].as_str(), health["backend"].as_str()), (Some("ok"), Some("embedded")));
-    assert!(data.path().join("store.redb").is_file());
+    assert!(data.path().join("store").is_dir());
     assert!(data.path().join("keyring.json").is_file());
     // Demo users for every role, with their credentials.
     let seed: serde_json::Value =

@@ -11,7 +11,7 @@ use tokio::sync::watch;
 
 use super::failure::{Failure, Permanence};
 use crate::ports::Queue;
-use crate::ports::queue::{Message, QueueError, QueueName, RECEIVE_BATCH};
+use crate::ports::queue::{Message, QueueError, QueueName};
 
 #[async_trait]
 pub trait BatchHandler: Send + Sync {
@@ -28,7 +28,7 @@ pub async fn pump_once(
     handler: &dyn BatchHandler,
     wait: Duration,
 ) -> Result<usize, QueueError> {
-    let received = queue.receive(name, RECEIVE_BATCH, wait).await?;
+    let received = queue.receive(name, queue.receive_max(), wait).await?;
     if received.is_empty() {
         return Ok(0);
     }

@@ -105,8 +105,13 @@ pub trait Queue: Send + Sync {
         self.send(queue, messages.into_iter().map(|(_, body)| body).collect()).await
     }
 
-    /// Up to `max` (at most [`RECEIVE_BATCH`]) visible messages, waiting up to `wait` for
-    /// the first one.
+    /// The most messages one receive answers: [`RECEIVE_BATCH`] on SQS, more in process.
+    fn receive_max(&self) -> usize {
+        RECEIVE_BATCH
+    }
+
+    /// Up to `max` (at most [`Queue::receive_max`]) visible messages, waiting up to `wait`
+    /// for the first one.
     async fn receive(&self, queue: QueueName, max: usize, wait: Duration) -> Result<Vec<Received>, QueueError>;
 
     /// Deletes handled messages.

@@ -3,7 +3,8 @@
 //! Items live under a partition key and a sort key, may carry one secondary-index key
 //! pair, and carry a version that every write bumps. Writes are conditional (must not
 //! exist, must exist, version is N) and grouped in all-or-nothing transactions of up to
-//! [`MAX_TRANSACTION_OPS`] operations. Items may expire: an expired item is invisible to
+//! [`Store::max_transaction_ops`] operations: [`MAX_TRANSACTION_OPS`] on DynamoDB and so
+//! for every caller that does not ask. Items may expire: an expired item is invisible to
 //! reads and counts as absent for conditions, whenever the backend physically removes it.
 
 use async_trait::async_trait;
@@ -13,7 +14,7 @@ use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-/// DynamoDB's limit for one `TransactWriteItems`.
+/// DynamoDB's limit for one `TransactWriteItems`: what a transaction may hold on every store.
 pub const MAX_TRANSACTION_OPS: usize = 100;
 /// Largest item body accepted, below DynamoDB's 400 KB item limit to leave room for keys.
 pub const MAX_BODY_BYTES: usize = 350 * 1024;
@@ -131,12 +132,10 @@ impl Write {
 
 /// Checks a transaction's shape before any backend sees it, so every adapter refuses the
 /// same things the same way.
-pub fn validate_transaction(writes: &[Write]) -> Result<(), StoreError> {
-    if writes.is_empty() || writes.len() > MAX_TRANSACTION_OPS {
-        return Err(StoreError::Invalid(format!(
-            "a transaction holds 1 to {MAX_TRANSACTION_OPS} operations, got {}",
-            writes.len()
-        )));
+/// `max` is the store's [`Store::max_transaction_ops`].
+pub fn validate_transaction(writes: &[Write], max: usize) -> Result<(), StoreError> {
+    if writes.is_empty() || writes.len() > max {
+        return Err(StoreError::Invalid(format!("a transaction holds 1 to {max} operations, got {}", writes.len())));
     }
     let mut seen = std::collections::HashSet::with_capacity(writes.len());
     for (index, write) in writes.iter().enumerate() {
@@ -425,6 +424,13 @@ pub async fn each(
 
 #[async_trait]
 pub trait Store: Send + Sync {
+    /// The most operations one transaction of this store holds: [`MAX_TRANSACTION_OPS`]
+    /// unless the backend takes more. Code that runs on every store sizes its transactions
+    /// by the constant; a caller that commits as much as fits (the matcher) asks here.
+    fn max_transaction_ops(&self) -> usize {
+        MAX_TRANSACTION_OPS
+    }
+
     /// The live item under `key`, if any.
     async fn get(&self, key: &Key) -> Result<Option<Item>, StoreError>;
 

@@ -276,7 +276,7 @@ impl Store for DynamoStore {
 
     #[instrument(skip_all, fields(table = %self.table, ops = writes.len()))]
     async fn transact(&self, writes: Vec<Write>) -> Result<(), StoreError> {
-        validate_transaction(&writes)?;
+        validate_transaction(&writes, self.max_transaction_ops())?;
         let now = self.now();
         if let [write] = writes.as_slice() {
             self.write_one(write, now).await

@@ -1,4 +1,4 @@
-//! Stand-ins that run the whole platform in one process: a redb file, in-process queues,
+//! Stand-ins that run the whole platform in one process: a fjall store, in-process queues,
 //! a local key file and a folder of `.eml` files.
 
 pub mod keyring;

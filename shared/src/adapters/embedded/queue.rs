@@ -10,7 +10,11 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use tokio::sync::Notify;
 
-use crate::ports::queue::{Message, Queue, QueueError, QueueName, RECEIVE_BATCH, Received};
+use crate::ports::queue::{Message, Queue, QueueError, QueueName, Received};
+
+/// The most messages one receive answers in process: a consumer that handles a batch as
+/// one unit (the matcher commits a batch's commands together) does fewer, larger units.
+pub const RECEIVE_MAX: usize = 100;
 
 struct Slot {
     message: Message,
@@ -85,6 +89,10 @@ impl MemoryQueue {
 
 #[async_trait]
 impl Queue for MemoryQueue {
+    fn receive_max(&self) -> usize {
+        RECEIVE_MAX
+    }
+
     async fn send(&self, queue: QueueName, bodies: Vec<String>) -> Result<Vec<String>, QueueError> {
         let now = Instant::now();
         let ids: Vec<String> = bodies.iter().map(|_| self.next("msg")).collect();
@@ -101,8 +109,8 @@ impl Queue for MemoryQueue {
     }
 
     async fn receive(&self, queue: QueueName, max: usize, wait: Duration) -> Result<Vec<Received>, QueueError> {
-        if max == 0 || max > RECEIVE_BATCH {
-            return Err(QueueError::Invalid(format!("receive takes 1 to {RECEIVE_BATCH} messages, got {max}")));
+        if max == 0 || max > RECEIVE_MAX {
+            return Err(QueueError::Invalid(format!("receive takes 1 to {RECEIVE_MAX} messages, got {max}")));
         }
         let deadline = Instant::now() + wait;
         loop {

@@ -8,7 +8,7 @@
 //!
 //! A command's effects are committed in steps that fit one store transaction: orders booked
 //! without trading are written together; each group of fills is one linked ledger batch
-//! (at most [`MAX_LINKED`] transfers) with its orders, locks, trades and notices. An order
+//! (at most [`Ledger::max_linked`] transfers) with its orders, locks, trades and notices. An order
 //! is written booked (with its `seq`) only in the last step of its command, so a reader
 //! of the store never sees it resting while it could still trade.
 
@@ -18,19 +18,37 @@ use std::sync::Arc;
 use super::{Command, Held, Market, Order, OrderState, Trade, TradingError, fee_account, open_partition, order_key};
 use crate::app::consumer::{BatchHandler, after_failure};
 use crate::app::failure::Failure;
-use crate::app::ledger::{Ledger, LedgerError, MAX_LINKED};
+use crate::app::ledger::{Ledger, LedgerError};
 use crate::app::notices::{self, Audience, Notice};
 use crate::app::orders::{LockFill, OrderLock, lock_key};
 use crate::domain::ledger::{Account, Kind, SGD, Transfer, codes};
 use crate::domain::market::{Book, DayStats, Incoming, Resting, Side};
 use crate::ports::queue::Message;
-use crate::ports::store::{self, Condition, MAX_TRANSACTION_OPS, Query, StoreError, Write};
+use crate::ports::store::{self, Condition, Query, StoreError, Write};
 use crate::ports::{Clock, Queue, Store};
 
 /// Times a run starts over after losing the market's version to another writer.
 const ATTEMPTS: u32 = 20;
-/// Orders booked without trading gathered before they are committed together.
-const GATHER: usize = 40;
+/// The most one fill adds to a step: transfers (the units and the proceeds; a buy order's
+/// post, fee and next hold) and other writes (two orders, a lock, the trade's two copies
+/// and two notices).
+const FILL_ROOM: Room = Room { transfers: 5, writes: 7 };
+/// The most ending one order adds: its release, the order and its lock.
+const END_ROOM: Room = Room { transfers: 1, writes: 2 };
+/// Store operations a transfer takes at most: its record, two statement entries, an outbox
+/// item, a hold it resolves, and two accounts.
+const OPS_PER_TRANSFER: usize = 7;
+
+/// What a step must still have room for.
+#[derive(Clone, Copy)]
+struct Room {
+    transfers: usize,
+    writes: usize,
+}
+
+impl Room {
+    const NONE: Self = Self { transfers: 0, writes: 0 };
+}
 
 /// A book and the market item as this matcher last committed them.
 struct Cached {
@@ -203,16 +221,12 @@ impl Matcher {
         state: OrderState,
         reason: &str,
     ) -> Result<(), Stop> {
-        let mut tried = run.clone();
-        self.ended(&mut tried, order.clone(), state, reason).await?;
-        if !self.fits(c, &tried) {
+        if !self.fits(c, run, END_ROOM) {
             self.commit(c, run).await?;
-            let order = self.order(run, &order.id).await?.ok_or(TradingError::NotFound)?;
-            tried = run.clone();
-            self.ended(&mut tried, order, state, reason).await?;
         }
-        *run = tried;
-        Ok(())
+        // Read again: a commit above took it out of the run.
+        let order = self.order(run, &order.id).await?.ok_or(TradingError::NotFound)?;
+        self.ended(run, order, state, reason).await
     }
 
     async fn ended(&self, run: &mut Run, mut order: Order, state: OrderState, reason: &str) -> Result<(), Stop> {
@@ -270,9 +284,14 @@ impl Matcher {
         }
         for fill in &outcome.fills {
             loop {
+                if self.fits(c, run, FILL_ROOM) {
+                    self.fill(c, run, order_id, fill).await?;
+                    break;
+                }
+                // Close to full: try the fill on a copy, and keep it if it fits after all.
                 let mut tried = run.clone();
                 self.fill(c, &mut tried, order_id, fill).await?;
-                if self.fits(c, &tried) {
+                if self.fits(c, &tried, Room::NONE) {
                     *run = tried;
                     break;
                 }
@@ -296,7 +315,8 @@ impl Matcher {
             incoming.seq = Some(seq);
             run.orders.insert(incoming.id.clone(), incoming);
         }
-        if run.orders.len() >= GATHER {
+        if !self.fits(c, run, FILL_ROOM) {
+            // Room for the next order as it arrives.
             self.commit(c, run).await?;
         }
         Ok(())
@@ -477,16 +497,39 @@ impl Matcher {
         Ok((transfers, writes))
     }
 
-    /// Whether the run's step, orders and locks fit one ledger batch and one transaction.
-    fn fits(&self, c: &Cached, run: &Run) -> bool {
+    /// How many transfers [`Matcher::transfers`] makes of the run, without making them.
+    fn transfer_count(run: &Run) -> usize {
+        let step = &run.step;
+        let mut count = step.released.len();
+        for (order_id, (_, fee)) in &step.paid {
+            let Some(order) = run.orders.get(order_id).filter(|o| o.held.is_some()) else { continue };
+            let rests = order.state == OrderState::Open && order.remaining() > 0;
+            count += 1 + usize::from(*fee > 0) + usize::from(rests);
+        }
+        count + step.trades.iter().map(|t| 1 + usize::from(t.notional() > t.seller_fee)).sum::<usize>()
+    }
+
+    /// Whether the run's step, orders and locks, and `room` more, fit one ledger batch and
+    /// one store transaction.
+    fn fits(&self, c: &Cached, run: &Run, room: Room) -> bool {
+        let count = Self::transfer_count(run) + room.transfers;
+        // Per trade: two owners' copies and two notices. Then the orders, locks and market.
+        let writes = 4 * run.step.trades.len() + run.orders.len() + run.locks.len() + 1 + room.writes;
+        let most_ops = self.store.max_transaction_ops();
+        if count > self.ledger.max_linked() {
+            return false;
+        }
+        if count * OPS_PER_TRANSFER + writes <= most_ops {
+            return true;
+        }
+        // Near the limit: count the accounts the transfers share once.
         let transfers = self.transfers(c, run);
+        debug_assert_eq!(transfers.len() + room.transfers, count);
         let mut accounts: Vec<&str> = transfers.iter().flat_map(|t| [t.debit.as_str(), t.credit.as_str()]).collect();
         accounts.sort_unstable();
         accounts.dedup();
-        // Per transfer: its record, two statement entries, an outbox item, a hold it resolves.
-        // Per trade: two owners' copies and two notices. Then the orders, locks and market.
-        let writes = 4 * run.step.trades.len() + run.orders.len() + run.locks.len() + 1;
-        transfers.len() <= MAX_LINKED && transfers.len() * 5 + accounts.len() + writes <= MAX_TRANSACTION_OPS
+        let accounts = accounts.len() + 2 * room.transfers;
+        count * (OPS_PER_TRANSFER - 2) + accounts + writes <= most_ops
     }
 
     /// Commits the run (its step, orders and locks) and the market's item at the next version.

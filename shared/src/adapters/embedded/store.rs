@@ -59,8 +59,9 @@ enum Job {
 
 /// The block cache of a store, unless `DABS_STORE_CACHE_MB` says otherwise.
 pub const CACHE_BYTES: usize = 16 * 1024 * 1024;
-/// What one table buffers in memory before it is written out as a sorted file; with the
-/// cache, this bounds the store's memory whatever its size.
+/// What one table buffers in memory before it is written out as a sorted file. With the
+/// cache, this bounds the store's memory but for the pinned filters and indexes (about
+/// 1.3 bytes a key, below).
 const MEMTABLE_BYTES: u64 = 16 * 1024 * 1024;
 
 fn cache_bytes() -> u64 {
@@ -132,15 +133,12 @@ impl EmbeddedStore {
         };
         let table = |name: &str| db.keyspace(name, options).map_err(storage);
         let tables = Tables { items: table("items")?, gsi: table("gsi1")?, expiry: table("expiry")? };
-        let (writer, requests) = mpsc::channel();
-        let writer = {
-            let (db, tables, clock) = (db.clone(), tables.clone(), clock.clone());
-            std::thread::Builder::new()
-                .name("embedded-store-writer".into())
-                .spawn(move || write_loop(&db, &tables, durability, clock.as_ref(), &requests))
-                .map_err(StoreError::unavailable)?;
-            writer
-        };
+        let (writer, jobs) = mpsc::channel();
+        let (writer_db, writer_tables, writer_clock) = (db.clone(), tables.clone(), clock.clone());
+        std::thread::Builder::new()
+            .name("embedded-store-writer".into())
+            .spawn(move || write_loop(&writer_db, &writer_tables, durability, writer_clock.as_ref(), &jobs))
+            .map_err(StoreError::unavailable)?;
         Ok(Self { db, tables, writer, clock })
     }
 

@@ -6,9 +6,10 @@
 //! runs its commands again. Running a command again is harmless: a booked order has its
 //! `seq`, a cancelled one its state, a closed day its `closed_day`.
 //!
-//! A command's effects are committed in steps that fit one store transaction: orders booked
-//! without trading are written together; each group of fills is one linked ledger batch
-//! (at most [`Ledger::max_linked`] transfers) with its orders, locks, trades and notices. An order
+//! The commands of a batch share their commits, each as large as one transaction of the
+//! store in use ([`Store::max_transaction_ops`]): orders booked without trading are written
+//! together; each group of fills is one linked ledger batch (at most
+//! [`Ledger::max_linked`] transfers) with its orders, locks, trades and notices. An order
 //! is written booked (with its `seq`) only in the last step of its command, so a reader
 //! of the store never sees it resting while it could still trade.
 
@@ -35,6 +36,8 @@ const ATTEMPTS: u32 = 20;
 const FILL_ROOM: Room = Room { transfers: 5, writes: 7 };
 /// The most ending one order adds: its release, the order and its lock.
 const END_ROOM: Room = Room { transfers: 1, writes: 2 };
+/// An order arriving at the book: its own write.
+const ORDER_ROOM: Room = Room { transfers: 0, writes: 1 };
 /// Store operations a transfer takes at most: its record, two statement entries, an outbox
 /// item, a hold it resolves, and two accounts.
 const OPS_PER_TRANSFER: usize = 7;
@@ -221,11 +224,13 @@ impl Matcher {
         state: OrderState,
         reason: &str,
     ) -> Result<(), Stop> {
-        if !self.fits(c, run, END_ROOM) {
+        let order = if self.fits(c, run, END_ROOM) {
+            order
+        } else {
             self.commit(c, run).await?;
-        }
-        // Read again: a commit above took it out of the run.
-        let order = self.order(run, &order.id).await?.ok_or(TradingError::NotFound)?;
+            // The commit took it out of the run: read it as committed.
+            self.order(run, &order.id).await?.ok_or(TradingError::NotFound)?
+        };
         self.ended(run, order, state, reason).await
     }
 
@@ -315,8 +320,8 @@ impl Matcher {
             incoming.seq = Some(seq);
             run.orders.insert(incoming.id.clone(), incoming);
         }
-        if !self.fits(c, run, FILL_ROOM) {
-            // Room for the next order as it arrives.
+        if !self.fits(c, run, ORDER_ROOM) {
+            // Room for the next order as it arrives (its fills and endings check for theirs).
             self.commit(c, run).await?;
         }
         Ok(())

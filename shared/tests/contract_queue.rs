@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use shared::app::consumer::{BatchHandler, pump_once};
 use shared::ports::Queue;
-use shared::ports::queue::{Message, QueueName, Received};
+use shared::ports::queue::{Message, QueueError, QueueName, RECEIVE_BATCH, Received};
 
 /// Deliveries before a message dead-letters, in every fixture.
 const MAX_RECEIVES: u32 = 3;
@@ -44,6 +44,7 @@ contract!(
     a_released_message_returns_with_a_higher_receive_count,
     a_partial_batch_failure_returns_only_the_failed_messages,
     a_poisoned_message_reaches_the_dead_letter_queue_after_max_receives_and_nothing_else_does,
+    a_receive_answers_up_to_the_queues_own_maximum,
 );
 
 /// Receives until `count` messages came or a few seconds passed (SQS may answer short).
@@ -147,4 +148,25 @@ async fn a_poisoned_message_reaches_the_dead_letter_queue_after_max_receives_and
     assert_eq!(handler.failed.lock().unwrap().get("fail-poison"), Some(&MAX_RECEIVES));
     let handled = handler.handled.lock().unwrap().clone();
     assert_eq!(handled, ["ok-1", "ok-2", "ok-3", "ok-4"].map(|b| (b.to_owned(), 1)).into_iter().collect());
+}
+
+/// SQS answers at most 10 a receive; the in-process queue 100. Asking for more is refused.
+async fn a_receive_answers_up_to_the_queues_own_maximum(f: Fixture) {
+    let most = f.queue.receive_max();
+    assert!(most >= RECEIVE_BATCH, "every queue answers what SQS answers");
+    assert!(matches!(f.queue.receive(Q, most + 1, Duration::ZERO).await, Err(QueueError::Invalid(_))));
+    let bodies: Vec<String> = (0..most + 1).map(|i| format!("m{i}")).collect();
+    f.queue.send(Q, bodies).await.unwrap();
+    let (mut got, mut largest) = (0, 0);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while got < most && Instant::now() < deadline {
+        let batch = f.queue.receive(Q, most, Duration::from_secs(1)).await.unwrap();
+        assert!(batch.len() <= most, "{} messages in one receive", batch.len());
+        got += batch.len();
+        largest = largest.max(batch.len());
+    }
+    assert!(got >= most, "{got} of {} messages received", most + 1);
+    if most > RECEIVE_BATCH {
+        assert!(largest > RECEIVE_BATCH, "one receive answered more than SQS would: {largest}");
+    }
 }

@@ -42,8 +42,9 @@ fn stripe(account: &str) -> usize {
 /// batch leaves room for two checks of the caller's). A store with larger transactions
 /// takes more: [`Ledger::max_linked`].
 pub const MAX_LINKED: usize = 14;
-/// Store operations one linked transfer may take (see [`MAX_LINKED`]).
-const OPS_PER_TRANSFER: usize = 7;
+/// Store operations one linked transfer may take (see [`MAX_LINKED`]): its record, two
+/// statement entries, an outbox item, a hold it resolves, and two accounts.
+pub const OPS_PER_TRANSFER: usize = 7;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LedgerError {

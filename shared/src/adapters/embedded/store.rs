@@ -36,25 +36,19 @@ use crate::ports::store::{
 /// The most operations one transaction holds here: a batch has no limit of its own, this
 /// one keeps a request's checks and its memory bounded.
 pub const MAX_TRANSACTION_OPS: usize = 1_000;
-/// Threads that flush and compact in the background: one does both in turn (with more,
-/// an idle worker of fjall 3.1 hands compaction requests back and forth in a busy loop,
-/// measured at a third of a core during the trading benchmark).
+/// Threads that flush and compact in the background: one does both in turn (with two, an
+/// idle worker of fjall 3.1 hands compaction requests back and forth in a busy loop: half
+/// of the workers' CPU samples in the trading benchmark's profile).
 const BACKGROUND_WORKERS: usize = 1;
 /// How many waiting requests one commit may take.
 const GROUP_COMMIT_MAX: usize = 512;
 /// How often an idle writer sweeps expired items.
 const SWEEP_EVERY: Duration = Duration::from_secs(5);
 
-/// What the writer thread is asked to do.
-enum Job {
-    Write {
-        writes: Vec<Write>,
-        reply: oneshot::Sender<Result<(), StoreError>>,
-    },
-    /// Remove what has expired; answers how many items went.
-    Sweep {
-        reply: oneshot::Sender<Result<usize, StoreError>>,
-    },
+/// One transaction for the writer thread, and where its outcome goes.
+struct Request {
+    writes: Vec<Write>,
+    reply: oneshot::Sender<Result<(), StoreError>>,
 }
 
 /// The block cache of a store, unless `DABS_STORE_CACHE_MB` says otherwise.
@@ -85,7 +79,7 @@ struct Tables {
 pub struct EmbeddedStore {
     db: Database,
     tables: Tables,
-    writer: mpsc::Sender<Job>,
+    writer: mpsc::Sender<Request>,
     clock: Arc<dyn Clock>,
 }
 
@@ -133,24 +127,13 @@ impl EmbeddedStore {
         };
         let table = |name: &str| db.keyspace(name, options).map_err(storage);
         let tables = Tables { items: table("items")?, gsi: table("gsi1")?, expiry: table("expiry")? };
-        let (writer, jobs) = mpsc::channel();
+        let (writer, requests) = mpsc::channel();
         let (writer_db, writer_tables, writer_clock) = (db.clone(), tables.clone(), clock.clone());
         std::thread::Builder::new()
             .name("embedded-store-writer".into())
-            .spawn(move || write_loop(&writer_db, &writer_tables, durability, writer_clock.as_ref(), &jobs))
+            .spawn(move || write_loop(&writer_db, &writer_tables, durability, writer_clock.as_ref(), &requests))
             .map_err(StoreError::unavailable)?;
         Ok(Self { db, tables, writer, clock })
-    }
-
-    /// Removes every expired item now (the writer also does this when idle).
-    pub async fn sweep_expired(&self) -> Result<usize, StoreError> {
-        let (reply, answer) = oneshot::channel();
-        self.send(Job::Sweep { reply })?;
-        answer.await.map_err(|_| stopped())?
-    }
-
-    fn send(&self, job: Job) -> Result<(), StoreError> {
-        self.writer.send(job).map_err(|_| stopped())
     }
 
     fn now(&self) -> i64 {
@@ -173,7 +156,7 @@ impl Store for EmbeddedStore {
     async fn transact(&self, writes: Vec<Write>) -> Result<(), StoreError> {
         validate_transaction(&writes, self.max_transaction_ops())?;
         let (reply, answer) = oneshot::channel();
-        self.send(Job::Write { writes, reply })?;
+        self.writer.send(Request { writes, reply }).map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
     }
 
@@ -380,12 +363,12 @@ fn write_loop(
     tables: &Tables,
     durability: Option<PersistMode>,
     clock: &dyn Clock,
-    jobs: &mpsc::Receiver<Job>,
+    requests: &mpsc::Receiver<Request>,
 ) {
     let commit = |group: Group<'_>| group.commit(db, durability);
     loop {
-        let first = match jobs.recv_timeout(SWEEP_EVERY) {
-            Ok(job) => job,
+        let first = match requests.recv_timeout(SWEEP_EVERY) {
+            Ok(request) => request,
             Err(mpsc::RecvTimeoutError::Timeout) => {
                 if let Err(error) = sweep(tables, clock.now().timestamp(), commit) {
                     tracing::warn!(%error, "expired-item sweep failed");
@@ -394,36 +377,27 @@ fn write_loop(
             }
             Err(mpsc::RecvTimeoutError::Disconnected) => return,
         };
-        let mut batch = Vec::new();
-        let mut next = Some(first);
-        while let Some(job) = next.take() {
-            match job {
-                Job::Write { writes, reply } => batch.push((writes, reply)),
-                Job::Sweep { reply } => {
-                    let _ = reply.send(sweep(tables, clock.now().timestamp(), commit));
-                }
+        let mut batch = vec![first];
+        while batch.len() < GROUP_COMMIT_MAX {
+            match requests.try_recv() {
+                Ok(request) => batch.push(request),
+                Err(_) => break,
             }
-            if batch.len() < GROUP_COMMIT_MAX {
-                next = jobs.try_recv().ok();
-            }
-        }
-        if batch.is_empty() {
-            continue;
         }
         let now = clock.now().timestamp();
         let mut group = Group::new(tables);
         let applied: Result<Vec<_>, StoreError> =
-            batch.iter().map(|(writes, _)| group.apply_request(writes, now)).collect();
+            batch.iter().map(|request| group.apply_request(&request.writes, now)).collect();
         match applied.and_then(|results| commit(group).map(|()| results)) {
             Ok(results) => {
-                for ((_, reply), result) in batch.into_iter().zip(results) {
-                    let _ = reply.send(result);
+                for (request, result) in batch.into_iter().zip(results) {
+                    let _ = request.reply.send(result);
                 }
             }
             Err(error) => {
                 tracing::error!(%error, "embedded store commit failed");
-                for (_, reply) in batch {
-                    let _ = reply.send(Err(StoreError::Unavailable(error.to_string().into())));
+                for request in batch {
+                    let _ = request.reply.send(Err(StoreError::Unavailable(error.to_string().into())));
                 }
             }
         }
@@ -541,8 +515,8 @@ impl<'t> Group<'t> {
     }
 }
 
-/// Removes every item that expired at or before `now`; answers how many entries were due.
-fn sweep(tables: &Tables, now: i64, commit: impl Fn(Group<'_>) -> Result<(), StoreError>) -> Result<usize, StoreError> {
+/// Removes every item that expired at or before `now`.
+fn sweep(tables: &Tables, now: i64, commit: impl Fn(Group<'_>) -> Result<(), StoreError>) -> Result<(), StoreError> {
     // Everything that expired at or before `now`: the keys below `now + 1`.
     let upto = (((now + 1) as u64) ^ (1 << 63)).to_be_bytes();
     let mut due = Vec::new();
@@ -556,6 +530,5 @@ fn sweep(tables: &Tables, now: i64, commit: impl Fn(Group<'_>) -> Result<(), Sto
             group.remove(&old);
         }
     }
-    commit(group)?;
-    Ok(due.len())
+    commit(group)
 }

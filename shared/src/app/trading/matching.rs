@@ -19,7 +19,7 @@ use std::sync::Arc;
 use super::{Command, Held, Market, Order, OrderState, Trade, TradingError, fee_account, open_partition, order_key};
 use crate::app::consumer::{BatchHandler, after_failure};
 use crate::app::failure::Failure;
-use crate::app::ledger::{Ledger, LedgerError};
+use crate::app::ledger::{Ledger, LedgerError, OPS_PER_TRANSFER};
 use crate::app::notices::{self, Audience, Notice};
 use crate::app::orders::{LockFill, OrderLock, lock_key};
 use crate::domain::ledger::{Account, Kind, SGD, Transfer, codes};
@@ -38,9 +38,6 @@ const FILL_ROOM: Room = Room { transfers: 5, writes: 7 };
 const END_ROOM: Room = Room { transfers: 1, writes: 2 };
 /// An order arriving at the book: its own write.
 const ORDER_ROOM: Room = Room { transfers: 0, writes: 1 };
-/// Store operations a transfer takes at most: its record, two statement entries, an outbox
-/// item, a hold it resolves, and two accounts.
-const OPS_PER_TRANSFER: usize = 7;
 
 /// What a step must still have room for.
 #[derive(Clone, Copy)]

@@ -53,16 +53,15 @@ struct Request {
 
 /// The block cache of a store, unless `DABS_STORE_CACHE_MB` says otherwise.
 pub const CACHE_BYTES: usize = 16 * 1024 * 1024;
-/// What one table buffers in memory before it is written out as a sorted file. With the
-/// cache, this bounds the store's memory but for the pinned filters and indexes (about
-/// 1.3 bytes a key, below).
-const MEMTABLE_BYTES: u64 = 16 * 1024 * 1024;
+/// What one table buffers in memory before it is written out as a sorted file, unless
+/// `DABS_STORE_MEMTABLE_MB` says otherwise. With the cache, this bounds the store's memory
+/// but for the pinned filters and indexes (about 1.3 bytes a key, below).
+pub const MEMTABLE_BYTES: usize = 16 * 1024 * 1024;
 
-fn cache_bytes() -> u64 {
-    let bytes = std::env::var("DABS_STORE_CACHE_MB")
-        .ok()
-        .and_then(|mb| mb.parse::<usize>().ok())
-        .map_or(CACHE_BYTES, |mb| mb.max(1) * 1024 * 1024);
+/// `default`, or the whole mebibytes the environment variable `name` gives.
+fn mebibytes(name: &str, default: usize) -> u64 {
+    let bytes =
+        std::env::var(name).ok().and_then(|mb| mb.parse::<usize>().ok()).map_or(default, |mb| mb.max(1) * 1024 * 1024);
     bytes as u64
 }
 
@@ -88,7 +87,7 @@ impl EmbeddedStore {
     /// before it answers.
     pub fn open(path: &Path, clock: Arc<dyn Clock>) -> Result<Self, StoreError> {
         let db = Database::builder(path)
-            .cache_size(cache_bytes())
+            .cache_size(mebibytes("DABS_STORE_CACHE_MB", CACHE_BYTES))
             .worker_threads(BACKGROUND_WORKERS)
             .open()
             .map_err(storage)?;
@@ -119,9 +118,10 @@ impl EmbeddedStore {
         // Every table file's filter and index stay in memory (about 1.3 bytes a key): a
         // point read then costs a filter probe per file and one data block, never a whole
         // filter read back from disk, which is what a cold filter costs at every level.
+        let memtable = mebibytes("DABS_STORE_MEMTABLE_MB", MEMTABLE_BYTES);
         let options = || {
             KeyspaceCreateOptions::default()
-                .max_memtable_size(MEMTABLE_BYTES)
+                .max_memtable_size(memtable)
                 .filter_block_pinning_policy(PinningPolicy::all(true))
                 .index_block_pinning_policy(PinningPolicy::all(true))
         };
@@ -324,9 +324,30 @@ fn encode(item: &Item, version: u64) -> Vec<u8> {
     v
 }
 
+/// What the writer needs of a stored item to check a condition and replace it: everything
+/// but the body.
+struct Head {
+    key: Key,
+    version: u64,
+    expires_at: Option<i64>,
+    index: Option<Key>,
+}
+
+impl Head {
+    fn is_expired(&self, now: i64) -> bool {
+        self.expires_at.is_some_and(|at| at <= now)
+    }
+}
+
 /// Decodes a value this module wrote; the layout is ours, so a short value is a bug that
 /// decodes to an empty item rather than a panic.
 fn decode(key: Key, bytes: &[u8]) -> Item {
+    let (head, body) = decode_head(key, bytes);
+    Item { key: head.key, index: head.index, version: head.version, expires_at: head.expires_at, body: body.to_vec() }
+}
+
+/// The head of a value this module wrote, and its body.
+fn decode_head(key: Key, bytes: &[u8]) -> (Head, &[u8]) {
     fn take<'a>(bytes: &mut &'a [u8], n: usize) -> &'a [u8] {
         let (head, tail) = bytes.split_at(n.min(bytes.len()));
         *bytes = tail;
@@ -347,7 +368,7 @@ fn decode(key: Key, bytes: &[u8]) -> Item {
     } else {
         None
     };
-    Item { key, index, version, expires_at: (expires != i64::MIN).then_some(expires), body: rest.to_vec() }
+    (Head { key, version, expires_at: (expires != i64::MIN).then_some(expires), index }, rest)
 }
 
 fn storage(e: impl Into<fjall::Error>) -> StoreError {
@@ -418,12 +439,12 @@ impl<'t> Group<'t> {
         Self { tables, items: BTreeMap::new(), gsi: BTreeMap::new(), expiry: BTreeMap::new() }
     }
 
-    /// The item at `key` as the group leaves it, expired or not.
-    fn item(&self, key: &Key) -> Result<Option<Item>, StoreError> {
+    /// The head of the item at `key` as the group leaves it, expired or not.
+    fn head(&self, key: &Key) -> Result<Option<Head>, StoreError> {
         let at = primary(key);
         match self.items.get(&at) {
-            Some(pending) => Ok(pending.as_deref().map(|v| decode(key.clone(), v))),
-            None => Ok(self.tables.items.get(&at).map_err(storage)?.map(|v| decode(key.clone(), &v))),
+            Some(pending) => Ok(pending.as_deref().map(|v| decode_head(key.clone(), v).0)),
+            None => Ok(self.tables.items.get(&at).map_err(storage)?.map(|v| decode_head(key.clone(), &v).0)),
         }
     }
 
@@ -434,7 +455,7 @@ impl<'t> Group<'t> {
         let mut current = Vec::with_capacity(writes.len());
         for (index, write) in writes.iter().enumerate() {
             let key = write.key();
-            let stored = self.item(key)?;
+            let stored = self.head(key)?;
             let live = stored.as_ref().filter(|item| !item.is_expired(now));
             let holds = match write.condition() {
                 Condition::None => true,
@@ -478,13 +499,13 @@ impl<'t> Group<'t> {
     }
 
     /// Removes an item with its index and expiry entries.
-    fn remove(&mut self, old: &Item) {
+    fn remove(&mut self, old: &Head) {
         self.unlink(old);
         self.items.insert(primary(&old.key), None);
     }
 
     /// Removes an item's index and expiry entries.
-    fn unlink(&mut self, old: &Item) {
+    fn unlink(&mut self, old: &Head) {
         if let Some(index) = &old.index {
             self.gsi.insert(secondary(index, &old.key), false);
         }
@@ -526,7 +547,7 @@ fn sweep(tables: &Tables, now: i64, commit: impl Fn(Group<'_>) -> Result<(), Sto
     }
     let mut group = Group::new(tables);
     for key in &due {
-        if let Some(old) = group.item(key)?.filter(|item| item.is_expired(now)) {
+        if let Some(old) = group.head(key)?.filter(|item| item.is_expired(now)) {
             group.remove(&old);
         }
     }

@@ -56,7 +56,7 @@ pub const CACHE_BYTES: usize = 16 * 1024 * 1024;
 /// What one table buffers in memory before it is written out as a sorted file, unless
 /// `DABS_STORE_MEMTABLE_MB` says otherwise. With the cache, this bounds the store's memory
 /// but for the pinned filters and indexes (about 1.3 bytes a key, below).
-pub const MEMTABLE_BYTES: usize = 16 * 1024 * 1024;
+const MEMTABLE_BYTES: usize = 16 * 1024 * 1024;
 
 /// `default`, or the whole mebibytes the environment variable `name` gives.
 fn mebibytes(name: &str, default: usize) -> u64 {

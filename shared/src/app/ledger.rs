@@ -523,7 +523,11 @@ impl Ledger {
                 .as_ref()
                 .and_then(|id| holds.get(id))
                 .and_then(|(r, _)| Some((&r.transfer, r.hold_at(now)?)));
-            let applied = apply(&accounts[&transfer.debit].0, &accounts[&transfer.credit].0, transfer, held)?;
+            let applied = match apply(&accounts[&transfer.debit].0, &accounts[&transfer.credit].0, transfer, held) {
+                // Another worker made or resolved the hold between the two reads.
+                Err(Refusal::Unreserved) => return Ok(None),
+                applied => applied?,
+            };
             if let (Some(id), Some(hold)) = (&transfer.pending_id, applied.hold)
                 && let Some((record, _)) = holds.get_mut(id)
             {

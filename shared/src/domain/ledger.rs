@@ -289,6 +289,10 @@ pub enum Refusal {
     TimeoutNotPending,
     #[error("the id was used before with a different {0}")]
     IdReused(&'static str),
+    /// The accounts do not carry the hold's reservation: they were read before the hold
+    /// was made or after it was resolved. Never a final answer; read again.
+    #[error("the accounts and the pending transfer were read at different moments")]
+    Unreserved,
 }
 
 /// The outcome of a transfer on the two accounts (and the hold it resolves).
@@ -351,8 +355,8 @@ pub fn apply(
                 return Err(Refusal::AccountsDiffer);
             }
             let reserved = u128::from(held.amount);
-            d.debits_pending -= reserved;
-            c.credits_pending -= reserved;
+            d.debits_pending = d.debits_pending.checked_sub(reserved).ok_or(Refusal::Unreserved)?;
+            c.credits_pending = c.credits_pending.checked_sub(reserved).ok_or(Refusal::Unreserved)?;
             if transfer.phase == Phase::Void {
                 (held.amount, Some(Hold::Voided))
             } else {
@@ -681,5 +685,32 @@ mod tests {
             book.submit(&t("post", "inv0", "escrow", 451, Phase::Post, Some("hold"))),
             Err(Refusal::IdReused("amount"))
         );
+    }
+
+    /// Accounts read before the hold was made (or after it was resolved) lack its
+    /// reservation: resolving it against them is refused as a skewed read, changing nothing.
+    #[test]
+    fn resolving_a_hold_against_accounts_without_its_reservation_is_a_skewed_read() {
+        let mut book = book();
+        let hold = Transfer {
+            id: "hold".into(),
+            debit: "escrow".into(),
+            credit: "inv0".into(),
+            amount: 300,
+            asset: "SGD".into(),
+            code: 1,
+            phase: Phase::Pending,
+            pending_id: None,
+            reference: String::new(),
+            timeout: None,
+        };
+        let (escrow, investor) = (book.accounts["escrow"].clone(), book.accounts["inv0"].clone());
+        book.submit(&hold).unwrap();
+        for phase in [Phase::Post, Phase::Void] {
+            let resolve = Transfer { id: "resolve".into(), phase, pending_id: Some("hold".into()), ..hold.clone() };
+            assert_eq!(apply(&escrow, &investor, &resolve, Some((&hold, Hold::Open))), Err(Refusal::Unreserved));
+            let fresh = apply(&book.accounts["escrow"], &book.accounts["inv0"], &resolve, Some((&hold, Hold::Open)));
+            assert_eq!(fresh.map(|a| a.amount), Ok(300));
+        }
     }
 }

@@ -16,7 +16,8 @@ CARGO_MACHETE_VERSION="0.9.2"
 SCHEMATHESIS_VERSION="4.32.5"
 mkdir -p "$CACHE"
 
-step() { printf '\n==> %s\n' "$*" >&2; }
+# Each step with the seconds the script has run so far, so a slow run shows where it went.
+step() { printf '\n==> [%ss] %s\n' "$SECONDS" "$*" >&2; }
 
 # A virtualenv per tool, created once and reused; the marker file pins the version.
 venv() {

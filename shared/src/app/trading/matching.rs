@@ -6,6 +6,10 @@
 //! runs its commands again. Running a command again is harmless: a booked order has its
 //! `seq`, a cancelled one its state, a closed day its `closed_day`.
 //!
+//! The matcher keeps the resting orders and their locks as it last committed them, so a
+//! fill reads neither from the store: only the matcher writes an order or a lock once it
+//! is placed, and its commits hold the market's version, so nothing else changes them.
+//!
 //! The commands of a batch share their commits, each as large as one transaction of the
 //! store in use ([`Store::max_transaction_ops`]): orders booked without trading are written
 //! together; each group of fills is one linked ledger batch (at most
@@ -50,11 +54,35 @@ impl Room {
     const NONE: Self = Self { transfers: 0, writes: 0 };
 }
 
-/// A book and the market item as this matcher last committed them.
+/// A book and the market item as this matcher last committed them, with the resting
+/// orders and the locks of the resting sell orders.
 struct Cached {
     market: Market,
     version: u64,
     book: Book,
+    orders: HashMap<String, Order>,
+    locks: HashMap<String, OrderLock>,
+}
+
+impl Cached {
+    /// Takes in what a commit wrote: orders still resting (and their locks) are kept, the
+    /// ones that ended are dropped.
+    fn committed(&mut self, orders: HashMap<String, Order>, locks: HashMap<String, OrderLock>) {
+        for (id, order) in orders {
+            if order.state == OrderState::Open && order.seq.is_some() {
+                self.orders.insert(id, order);
+            } else {
+                self.orders.remove(&id);
+            }
+        }
+        for (id, lock) in locks {
+            if lock.released_at.is_none() {
+                self.locks.insert(id, lock);
+            } else {
+                self.locks.remove(&id);
+            }
+        }
+    }
 }
 
 /// Why a run stopped.
@@ -159,17 +187,19 @@ impl Matcher {
         let (market, version): (Market, u64) = (item.decode()?, item.version);
         self.ledger.open(fee_account(asset)).await?;
         let mut resting = Vec::new();
+        let mut orders = HashMap::new();
         store::each(self.store.as_ref(), &Query::secondary(open_partition(asset)), |item| {
             let order: Order = item.decode()?;
             if let Some(seq) = order.seq {
                 resting.push(Resting {
                     remaining: order.remaining(),
-                    id: order.id,
-                    owner: order.owner,
+                    id: order.id.clone(),
+                    owner: order.owner.clone(),
                     side: order.side,
                     price: order.price,
                     seq,
                 });
+                orders.insert(order.id.clone(), order);
             }
             Ok(())
         })
@@ -179,18 +209,20 @@ impl Matcher {
         for order in resting {
             book.rest(order);
         }
-        Ok(Cached { market, version, book })
+        // The locks are read as fills first need them.
+        Ok(Cached { market, version, book, orders, locks: HashMap::new() })
     }
 
-    async fn order(&self, run: &Run, id: &str) -> Result<Option<Order>, StoreError> {
-        if let Some(order) = run.orders.get(id) {
+    /// The order as the run leaves it, as the book holds it, or as the store has it.
+    async fn order(&self, c: &Cached, run: &Run, id: &str) -> Result<Option<Order>, StoreError> {
+        if let Some(order) = run.orders.get(id).or_else(|| c.orders.get(id)) {
             return Ok(Some(order.clone()));
         }
         self.store.get(&order_key(id)).await?.map(|i| i.decode()).transpose()
     }
 
-    async fn lock(&self, run: &Run, id: &str) -> Result<Option<OrderLock>, StoreError> {
-        if let Some(lock) = run.locks.get(id) {
+    async fn lock(&self, c: &Cached, run: &Run, id: &str) -> Result<Option<OrderLock>, StoreError> {
+        if let Some(lock) = run.locks.get(id).or_else(|| c.locks.get(id)) {
             return Ok(Some(lock.clone()));
         }
         self.store.get(&lock_key(id)).await?.map(|i| i.decode()).transpose()
@@ -200,7 +232,7 @@ impl Matcher {
         match command {
             Command::Book { order_id, .. } => self.book(c, run, order_id).await,
             Command::Cancel { order_id, .. } => {
-                let Some(order) = self.order(run, order_id).await? else { return Ok(()) };
+                let Some(order) = self.order(c, run, order_id).await? else { return Ok(()) };
                 if order.state != OrderState::Open {
                     return Ok(());
                 }
@@ -226,12 +258,19 @@ impl Matcher {
         } else {
             self.commit(c, run).await?;
             // The commit took it out of the run: read it as committed.
-            self.order(run, &order.id).await?.ok_or(TradingError::NotFound)?
+            self.order(c, run, &order.id).await?.ok_or(TradingError::NotFound)?
         };
-        self.ended(run, order, state, reason).await
+        self.ended(c, run, order, state, reason).await
     }
 
-    async fn ended(&self, run: &mut Run, mut order: Order, state: OrderState, reason: &str) -> Result<(), Stop> {
+    async fn ended(
+        &self,
+        c: &Cached,
+        run: &mut Run,
+        mut order: Order,
+        state: OrderState,
+        reason: &str,
+    ) -> Result<(), Stop> {
         let now = self.clock.now();
         // A buy whose hold pays out in this step: posting it releases the rest.
         if !run.step.paid.contains_key(&order.id) {
@@ -239,7 +278,7 @@ impl Matcher {
             order.held = None;
         }
         if order.side == Side::Sell
-            && let Some(mut lock) = self.lock(run, &order.id).await?
+            && let Some(mut lock) = self.lock(c, run, &order.id).await?
         {
             lock.released_at.get_or_insert(now);
             run.locks.insert(lock.order_id.clone(), lock);
@@ -252,7 +291,7 @@ impl Matcher {
     }
 
     async fn book(&self, c: &mut Cached, run: &mut Run, order_id: &str) -> Result<(), Stop> {
-        let Some(mut order) = self.order(run, order_id).await? else { return Ok(()) };
+        let Some(mut order) = self.order(c, run, order_id).await? else { return Ok(()) };
         if order.state != OrderState::Open || order.seq.is_some() {
             return Ok(());
         }
@@ -278,7 +317,7 @@ impl Matcher {
         order.self_trade_cancelled.extend(cancelled.iter().cloned());
         run.orders.insert(order.id.clone(), order);
         for own in &cancelled {
-            if let Some(resting) = self.order(run, own).await? {
+            if let Some(resting) = self.order(c, run, own).await? {
                 let why =
                     format!("cancelled by self-trade prevention: your order {order_id} would have traded with it");
                 self.end(c, run, resting, OrderState::Cancelled, &why).await?;
@@ -311,7 +350,7 @@ impl Matcher {
         }
         // What is left rests: the order is written with its place in the book (read back if
         // a commit above took it out of the run).
-        if let Some(mut incoming) = self.order(run, order_id).await?
+        if let Some(mut incoming) = self.order(c, run, order_id).await?
             && incoming.state == OrderState::Open
         {
             incoming.seq = Some(seq);
@@ -333,8 +372,8 @@ impl Matcher {
         fill: &crate::domain::market::Fill,
     ) -> Result<(), Stop> {
         let now = self.clock.now();
-        let taker = self.order(run, taker_id).await?.ok_or(TradingError::NotFound)?;
-        let maker = self.order(run, &fill.maker).await?.ok_or(TradingError::NotFound)?;
+        let taker = self.order(c, run, taker_id).await?.ok_or(TradingError::NotFound)?;
+        let maker = self.order(c, run, &fill.maker).await?.ok_or(TradingError::NotFound)?;
         // The book in memory is behind the store (another matcher committed since it was
         // read): read it again rather than fill what is no longer there.
         if [&taker, &maker].iter().any(|o| o.state != OrderState::Open || o.remaining() < fill.quantity) {
@@ -372,7 +411,7 @@ impl Matcher {
                 order.state = OrderState::Filled;
             }
             if order.side == Side::Sell
-                && let Some(mut lock) = self.lock(run, &order.id).await?
+                && let Some(mut lock) = self.lock(c, run, &order.id).await?
             {
                 lock.fills.push(LockFill { at: now, units: fill.quantity });
                 if lock.remaining() == 0 {
@@ -452,7 +491,8 @@ impl Matcher {
         transfers
     }
 
-    /// The run's transfers and writes, with the buy orders' holds moved on; empties the run.
+    /// The run's transfers and writes, with the buy orders' holds moved on; empties the
+    /// run's step (its orders and locks stay until the commit lands).
     fn settle(&self, c: &Cached, run: &mut Run) -> Result<(Vec<Transfer>, Vec<Write>), Stop> {
         let now = self.clock.now();
         let transfers = self.transfers(c, run);
@@ -490,10 +530,10 @@ impl Matcher {
                 writes.push(notices::write(&origin, Audience::Investor(owner.clone()), notice, now)?);
             }
         }
-        for order in std::mem::take(&mut run.orders).into_values() {
+        for order in run.orders.values() {
             writes.push(Write::put(order.item()?, Condition::None));
         }
-        for lock in std::mem::take(&mut run.locks).into_values() {
+        for lock in run.locks.values() {
             writes.push(Write::put(lock.item()?, Condition::None));
         }
         Ok((transfers, writes))
@@ -540,7 +580,9 @@ impl Matcher {
             return Ok(());
         }
         let (transfers, writes) = self.settle(c, run)?;
-        self.write(c, transfers, writes).await
+        self.write(c, transfers, writes).await?;
+        c.committed(std::mem::take(&mut run.orders), std::mem::take(&mut run.locks));
+        Ok(())
     }
 
     async fn write(&self, c: &mut Cached, transfers: Vec<Transfer>, writes: Vec<Write>) -> Result<(), Stop> {
@@ -592,7 +634,7 @@ impl Matcher {
         })
         .await?;
         for id in open {
-            let Some(order) = self.order(run, &id).await? else { continue };
+            let Some(order) = self.order(c, run, &id).await? else { continue };
             if order.state != OrderState::Open {
                 continue;
             }

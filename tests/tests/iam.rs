@@ -3,7 +3,7 @@
 //! (`platform_tests::iam`): a whole offering from the close to issuance, each step by
 //! the function that owns it; the routes of each HTTP function; and what a missing
 //! permission does. What the emulator cannot evaluate is in
-//! `docs/decisions/0010-permissions-proven-under-iam.md`.
+//! `docs/decisions/0011-permissions-proven-under-iam.md`.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -374,8 +374,9 @@ impl Matcher {
         let now = self.clock.now();
         let taker = self.order(c, run, taker_id).await?.ok_or(TradingError::NotFound)?;
         let maker = self.order(c, run, &fill.maker).await?.ok_or(TradingError::NotFound)?;
-        // The book in memory is behind the store (another matcher committed since it was
-        // read): read it again rather than fill what is no longer there.
+        // The book disagrees with the orders (the incoming one is read from the store, which
+        // another matcher may have changed since this book was read): read both again
+        // rather than fill what is no longer there.
         if [&taker, &maker].iter().any(|o| o.state != OrderState::Open || o.remaining() < fill.quantity) {
             return Err(Stop::Lost);
         }

@@ -47,8 +47,8 @@ mod fixtures {
                 Ledger::new(Arc::new(DynamoStore::new(client, table, clock.clone())), clock.clone())
                     .without_local_locks(),
             ),
-            // 800 transfers on 20 accounts from 8 tasks still meet at the version
-            // conditions all the time; 8,000 took the emulator eleven minutes.
+            // 8 tasks on 20 accounts still race for the same accounts' versions with 800
+            // transfers; 8,000 took the emulator eleven minutes.
             per_task: 100,
             clock,
         }

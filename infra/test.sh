@@ -23,8 +23,14 @@ step() { printf '\n==> [%ss] %s\n' "$SECONDS" "$*" >&2; }
 PIDS=()
 INSTALLS=()
 cleanup() {
-  # Children first: a background step's subshell runs its tool as a child.
-  for pid in "${PIDS[@]}" "${INSTALLS[@]}"; do pkill -P "$pid" 2>/dev/null || true; kill "$pid" 2>/dev/null || true; done
+  # A background step's subshell runs its tool as a child: the subshell is stopped first
+  # (so that it starts nothing more), then the children it had.
+  local children
+  for pid in "${PIDS[@]}" "${INSTALLS[@]}"; do
+    children="$(pgrep -P "$pid" || true)"
+    kill "$pid" 2>/dev/null || true
+    for child in $children; do kill "$child" 2>/dev/null || true; done
+  done
   for pid in "${PIDS[@]}" "${INSTALLS[@]}"; do wait "$pid" 2>/dev/null || true; done
 }
 trap cleanup EXIT

@@ -19,25 +19,26 @@ mkdir -p "$CACHE"
 # Each step with the seconds the script has run so far, so a slow run shows where it went.
 step() { printf '\n==> [%ss] %s\n' "$SECONDS" "$*" >&2; }
 
-# Servers, and installs not yet waited for, started in the background: stopped by PID on exit.
+# Servers, and background jobs not yet waited for (installs, the steps beside the tests),
+# stopped by PID on exit.
 PIDS=()
-INSTALLS=()
+JOBS=()
 cleanup() {
   # A background step's subshell runs its tool as a child: the subshell is stopped first
   # (so that it starts nothing more), then the children it had.
   local children
-  for pid in "${PIDS[@]}" "${INSTALLS[@]}"; do
+  for pid in "${PIDS[@]}" "${JOBS[@]}"; do
     children="$(pgrep -P "$pid" || true)"
     kill "$pid" 2>/dev/null || true
     for child in $children; do kill "$child" 2>/dev/null || true; done
   done
-  for pid in "${PIDS[@]}" "${INSTALLS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}" "${JOBS[@]}"; do wait "$pid" 2>/dev/null || true; done
 }
 trap cleanup EXIT
 
 # A virtualenv per tool, created once and reused; the marker file pins the version. On a
 # new machine they install in the background while cargo compiles (pip mostly downloads
-# and unpacks); `await_installs` waits for them before the first tool runs.
+# and unpacks); `await_jobs` waits for them before the first tool runs.
 venv_dir() { echo "$CACHE/venv-$1"; }
 venv() {
   local spec="$2" dir
@@ -50,14 +51,15 @@ venv() {
     "$dir/bin/pip" install --quiet --disable-pip-version-check "$spec" >&2
     touch "$dir/.installed-$spec"
   ) &
-  INSTALLS+=("$!")
+  JOBS+=("$!")
 }
-await_installs() {
-  for pid in "${INSTALLS[@]}"; do
-    wait "$pid" || { echo "a tool's install failed (see above)" >&2; exit 1; }
+# Waits for every background job; $1 says what failed if one did.
+await_jobs() {
+  for pid in "${JOBS[@]}"; do
+    wait "$pid" || { echo "$1 (see above)" >&2; exit 1; }
   done
-  # Waited for: their PIDs may be reused, so cleanup must not kill them.
-  INSTALLS=()
+  # Waited for: their PIDs may be reused, so cleanup must not signal them.
+  JOBS=()
 }
 
 venv moto "moto[server]==$MOTO_VERSION"
@@ -85,7 +87,7 @@ linted() { RUSTC_WORKSPACE_WRAPPER="$CLIPPY_DRIVER" CLIPPY_ARGS="-D__CLIPPY_HACK
 step "cargo test --workspace --no-run, linted by clippy -D warnings"
 linted cargo test --workspace --locked --no-run
 
-await_installs
+await_jobs "a tool's install failed"
 
 step "cargo shear (unused and misplaced dependencies)"
 "$SHEAR_VENV/bin/cargo-shear" --locked --color never
@@ -184,18 +186,14 @@ FUZZ_TOKEN="$(python3 "$ROOT/infra/fuzz_login.py" "http://127.0.0.1:$FUZZ_PORT" 
   linted cargo build --locked -p myinfo -p notify -p matching >"$BESIDE/build.log" 2>&1 || status=$?
   echo "$status" >"$BESIDE/build.status"
 ) &
-BESIDE_PID=$!
-PIDS+=("$BESIDE_PID")
+JOBS+=("$!")
 
 step "cargo test --workspace"
 linted cargo test --workspace --locked
 
 step "the steps beside the tests: their outcome"
-wait "$BESIDE_PID" || true
-# Waited for: its PID may be reused, so cleanup must not signal it.
-KEEP=()
-for pid in "${PIDS[@]}"; do [ "$pid" = "$BESIDE_PID" ] || KEEP+=("$pid"); done
-PIDS=("${KEEP[@]}")
+# The job itself always ends well: each part's outcome is in its status file.
+await_jobs "the steps beside the tests stopped"
 for part in fuzz build; do
   cat "$BESIDE/$part.log" >&2
   [ "$(cat "$BESIDE/$part.status" 2>/dev/null)" = 0 ] || { echo "failed: $part (above; the runner's log: $FUZZ_LOG)" >&2; exit 1; }

@@ -2,7 +2,7 @@
 //!
 //! - [`ports`]: the traits the application needs from the world.
 //! - [`adapters`]: those traits over AWS (DynamoDB, SQS, KMS, SES) and embedded stand-ins
-//!   (fjall, an in-process queue, a key file, a mail folder).
+//!   (a store in memory with a journal, an in-process queue, a key file, a mail folder).
 //! - [`app`]: use cases that compose ports.
 //! - [`http`]: axum glue shared by every HTTP function (problem+json, request ids, limits).
 //! - [`platform`]: the wiring, `Platform::aws` and `Platform::embedded`.

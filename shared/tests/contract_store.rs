@@ -1,4 +1,4 @@
-//! The `Store` contract, run against the embedded (redb) and DynamoDB adapters.
+//! The `Store` contract, run against the embedded and DynamoDB adapters.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 

@@ -160,10 +160,10 @@ pub fn check_order(rules: &Rules, reference: u64, price: u64, quantity: u64) -> 
     if quantity == 0 || quantity > MAX_QUANTITY {
         return Err(refuse("quantity", format!("1 to {MAX_QUANTITY} units")));
     }
-    if quantity % rules.lot_units != 0 {
+    if !quantity.is_multiple_of(rules.lot_units) {
         return Err(refuse("quantity", format!("a multiple of the lot size, {} units", rules.lot_units)));
     }
-    if price == 0 || price % rules.tick_cents != 0 {
+    if price == 0 || !price.is_multiple_of(rules.tick_cents) {
         return Err(refuse("price", format!("a multiple of the tick size, {} cents", rules.tick_cents)));
     }
     let (low, high) = rules.band(reference);

@@ -639,7 +639,7 @@ mod tests {
             accounts in 1usize..120,
             injected in prop::collection::vec((0usize..1_000, injections()), 0..12),
         ) {
-            let position = |i: usize| if i % 3 == 0 {
+            let position = |i: usize| if i.is_multiple_of(3) {
                 Position::new(format!("holding:inv{i:04}:DABS-d1"), "DABS-d1")
             } else {
                 Position::new(format!("deposit:inv{i:04}:SGD"), "SGD")

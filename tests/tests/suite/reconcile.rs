@@ -320,7 +320,7 @@ async fn the_local_platforms_three_books_still_agree_after_a_restart() {
             Ok(platform) => break platform,
             Err(e) if tries < 100 => {
                 tries += 1;
-                assert!(format!("{e:?}").contains("Locked"), "{e:?}");
+                assert!(format!("{e:?}").contains("open in another process"), "{e:?}");
                 tokio::time::sleep(std::time::Duration::from_millis(20)).await;
             }
             Err(e) => panic!("{e:?}"),

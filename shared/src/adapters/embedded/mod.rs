@@ -1,5 +1,5 @@
-//! Stand-ins that run the whole platform in one process: a fjall store, in-process queues,
-//! a local key file and a folder of `.eml` files.
+//! Stand-ins that run the whole platform in one process: a store in memory with a journal,
+//! in-process queues, a local key file and a folder of `.eml` files.
 
 pub mod keyring;
 pub mod mailer;

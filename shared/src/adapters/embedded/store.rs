@@ -1,31 +1,39 @@
-//! The `Store` port on fjall, a log-structured (LSM) key-value store: a folder under the
-//! data directory, or a throwaway folder for tests.
+//! The `Store` port held in memory, made durable by a journal on disk: a folder under the
+//! data directory, or nothing at all for tests (decision 18).
 //!
 //! Writes go through one writer thread that commits in groups: it takes every request
-//! already waiting, checks and applies them one after another against the store as the
-//! requests before it left it (each request all-or-nothing), then writes the group as one
-//! atomic batch to the journal and syncs it once. Under load, one fsync covers many
-//! requests; a lone request still commits at once. A write costs its own bytes in the
-//! journal, not a page of a tree (decision 16). Reads use snapshots and never wait for the
-//! writer; a batch becomes visible whole.
+//! already waiting, checks them one after another against the store as the requests
+//! before it left it (each request all-or-nothing), appends what the group changed to the
+//! journal as one checksummed record and syncs it once, and only then applies it to the
+//! tables in memory. Under load, one fsync covers many requests; a lone request still
+//! commits at once. Readers take the tables' read lock, so a group becomes visible whole
+//! and only once it is durable.
 //!
-//! Layout: `items` maps `pk NUL sk` to the encoded item; `gsi1` maps
-//! `gpk NUL gsk NUL pk NUL sk` to nothing; `expiry` maps `expires_at(be) pk NUL sk` to
-//! nothing so that a sweep finds expired items without a scan. NUL never occurs in a key
-//! (the port refuses it) and `0xFF` never occurs in UTF-8, so byte order on these keys is
-//! exactly DynamoDB's order on (pk, sk).
+//! Tables: `items` maps a partition key to its items by sort key; `gsi1` maps an index
+//! partition key to `gsk NUL pk NUL sk`; `expiry` orders expiring items by time, so a
+//! sweep finds them without a scan. NUL never occurs in a key (the port refuses it) and
+//! `0xFF` never occurs in UTF-8, so byte order on these keys is exactly DynamoDB's order on
+//! (pk, sk).
+//!
+//! The journal (`journal` in the folder) is a sequence of records, one a group:
+//! `length u32 | crc32 u32 | entries`, each entry a put (`1 | pk | sk | version u64 |
+//! expires_at i64 | index | body`) or a delete (`0 | pk | sk`), strings and the body
+//! prefixed by their length (u32), little-endian throughout. Opening replays it; a record
+//! cut short at the end (a crash in mid-write) is dropped, any other damage refuses to
+//! open. Once the journal holds four times the live data, it is rewritten with the live
+//! items only (at open, or by the writer between groups).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::{File, OpenOptions};
+use std::io::{BufReader, BufWriter, Read, Write as _};
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use fjall::config::PinningPolicy;
-use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode, Readable};
+use foldhash::HashMap;
 use tokio::sync::oneshot;
 
 use crate::ports::Clock;
@@ -33,17 +41,21 @@ use crate::ports::store::{
     Condition, Cursor, Index, Item, Key, Order, Page, Query, Range, Store, StoreError, Write, validate_transaction,
 };
 
-/// The most operations one transaction holds here: a batch has no limit of its own, this
-/// one keeps a request's checks and its memory bounded.
-pub const MAX_TRANSACTION_OPS: usize = 1_000;
-/// Threads that flush and compact in the background: one does both in turn (with two, an
-/// idle worker of fjall 3.1 hands compaction requests back and forth in a busy loop: half
-/// of the workers' CPU samples in the trading benchmark's profile).
-const BACKGROUND_WORKERS: usize = 1;
+/// The most operations one transaction holds here: a group has no limit of its own, this
+/// one keeps a request's checks and its memory bounded. Large enough that the local
+/// matcher commits a receive of 100 commands (about 80 fills) in one step, so it seldom
+/// counts a step's accounts to see whether one more fill fits.
+pub const MAX_TRANSACTION_OPS: usize = 4_000;
 /// How many waiting requests one commit may take.
 const GROUP_COMMIT_MAX: usize = 512;
 /// How often an idle writer sweeps expired items.
 const SWEEP_EVERY: Duration = Duration::from_secs(5);
+/// The journal is rewritten once it holds this many times the live data...
+const REWRITE_RATIO: u64 = 4;
+/// ...and at least this many bytes.
+const REWRITE_MIN_BYTES: u64 = 64 * 1024 * 1024;
+/// The largest record a rewrite writes (a group's record is as large as the group).
+const REWRITE_RECORD_BYTES: usize = 1024 * 1024;
 
 /// One transaction for the writer thread, and where its outcome goes.
 struct Request {
@@ -51,89 +63,244 @@ struct Request {
     reply: oneshot::Sender<Result<(), StoreError>>,
 }
 
-/// The block cache of a store, unless `DABS_STORE_CACHE_MB` says otherwise.
-pub const CACHE_BYTES: usize = 16 * 1024 * 1024;
-/// What one table buffers in memory before it is written out as a sorted file, unless
-/// `DABS_STORE_MEMTABLE_MB` says otherwise. With the cache, this bounds the store's memory
-/// but for the pinned filters and indexes (about 1.3 bytes a key, below).
-const MEMTABLE_BYTES: usize = 16 * 1024 * 1024;
+/// An item as held: everything but its key.
+#[derive(Debug, PartialEq)]
+struct Stored {
+    version: u64,
+    expires_at: Option<i64>,
+    index: Option<Box<Key>>,
+    body: Box<[u8]>,
+}
 
-/// `default`, or the whole mebibytes the environment variable `name` gives.
-fn mebibytes(name: &str, default: usize) -> u64 {
-    let bytes =
-        std::env::var(name).ok().and_then(|mb| mb.parse::<usize>().ok()).map_or(default, |mb| mb.max(1) * 1024 * 1024);
-    bytes as u64
+impl Stored {
+    fn is_expired(&self, now: i64) -> bool {
+        self.expires_at.is_some_and(|at| at <= now)
+    }
+
+    fn item(&self, key: Key) -> Item {
+        Item {
+            key,
+            index: self.index.as_deref().cloned(),
+            version: self.version,
+            expires_at: self.expires_at,
+            body: self.body.to_vec(),
+        }
+    }
+
+    /// What the item counts for against the journal's size: its entry in a rewrite.
+    fn bytes(&self, key: &Key) -> u64 {
+        let index = self.index.as_ref().map_or(0, |index| index.pk.len() + index.sk.len() + 8);
+        (key.pk.len() + key.sk.len() + index + self.body.len() + 33) as u64
+    }
+}
+
+/// What a group leaves each key it wrote as: the new item, or `None` when removed.
+type Changes = HashMap<Key, Option<Stored>>;
+
+/// The most items a partition keeps in a sorted vector before it moves them to a B-tree.
+const SMALL_PARTITION: usize = 16;
+
+/// One partition's items in sort-key order. Most partitions hold one item (an order, a
+/// transfer's record, a notice): a vector holds it in one small allocation, where a B-tree
+/// would take a node of eleven slots.
+#[derive(Debug)]
+enum Partition {
+    Small(Vec<(Box<[u8]>, Stored)>),
+    Large(BTreeMap<Box<[u8]>, Stored>),
+}
+
+/// A walk over some of a partition's items, in either direction.
+type Walk<'a> = Box<dyn DoubleEndedIterator<Item = (&'a [u8], &'a Stored)> + 'a>;
+
+impl Partition {
+    fn get(&self, sk: &[u8]) -> Option<&Stored> {
+        match self {
+            Self::Small(items) => items.binary_search_by(|(at, _)| (**at).cmp(sk)).ok().map(|i| &items[i].1),
+            Self::Large(items) => items.get(sk),
+        }
+    }
+
+    fn insert(&mut self, sk: Box<[u8]>, value: Stored) -> Option<Stored> {
+        match self {
+            Self::Small(items) => match items.binary_search_by(|(at, _)| (**at).cmp(&*sk)) {
+                Ok(i) => Some(std::mem::replace(&mut items[i].1, value)),
+                Err(i) if items.len() < SMALL_PARTITION => {
+                    items.insert(i, (sk, value));
+                    None
+                }
+                Err(_) => {
+                    let mut large: BTreeMap<_, _> = std::mem::take(items).into_iter().collect();
+                    large.insert(sk, value);
+                    *self = Self::Large(large);
+                    None
+                }
+            },
+            Self::Large(items) => items.insert(sk, value),
+        }
+    }
+
+    fn remove(&mut self, sk: &[u8]) -> Option<Stored> {
+        match self {
+            Self::Small(items) => items.binary_search_by(|(at, _)| (**at).cmp(sk)).ok().map(|i| items.remove(i).1),
+            Self::Large(items) => items.remove(sk),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        match self {
+            Self::Small(items) => items.is_empty(),
+            Self::Large(items) => items.is_empty(),
+        }
+    }
+
+    /// The items between the bounds, which are in order (see `is_empty` below).
+    fn range<'a>(&'a self, lower: Bound<&[u8]>, upper: Bound<&[u8]>) -> Walk<'a> {
+        match self {
+            Self::Small(items) => {
+                let above = |at: &[u8]| match lower {
+                    Bound::Included(lo) => at >= lo,
+                    Bound::Excluded(lo) => at > lo,
+                    Bound::Unbounded => true,
+                };
+                let below = |at: &[u8]| match upper {
+                    Bound::Included(hi) => at <= hi,
+                    Bound::Excluded(hi) => at < hi,
+                    Bound::Unbounded => true,
+                };
+                let start = items.partition_point(|(at, _)| !above(at));
+                let end = items.partition_point(|(at, _)| below(at)).max(start);
+                Box::new(items[start..end].iter().map(|(sk, stored)| (&**sk, stored)))
+            }
+            Self::Large(items) => Box::new(items.range::<[u8], _>((lower, upper)).map(|(sk, stored)| (&**sk, stored))),
+        }
+    }
+
+    fn iter(&self) -> Walk<'_> {
+        self.range(Bound::Unbounded, Bound::Unbounded)
+    }
+}
+
+impl PartialEq for Partition {
+    fn eq(&self, other: &Self) -> bool {
+        self.iter().eq(other.iter())
+    }
 }
 
 /// The three tables of the layout above.
-#[derive(Clone)]
+#[derive(Debug, Default, PartialEq)]
 struct Tables {
-    items: Keyspace,
-    gsi: Keyspace,
-    expiry: Keyspace,
+    items: HashMap<String, Partition>,
+    gsi: HashMap<String, BTreeSet<Box<[u8]>>>,
+    expiry: BTreeSet<(i64, Key)>,
+    /// The size of the live items in the journal's encoding.
+    live_bytes: u64,
+}
+
+impl Tables {
+    fn get(&self, key: &Key) -> Option<&Stored> {
+        self.items.get(&key.pk)?.get(key.sk.as_bytes())
+    }
+
+    /// Leaves `key` as `value`, with its index and expiry entries. An item replaced is
+    /// replaced in place: one search of its partition.
+    fn set(&mut self, key: Key, value: Option<Stored>) {
+        let Some(new) = value else { return self.remove(&key) };
+        let bytes = new.bytes(&key);
+        let index = new.index.as_ref().map(|index| (index.pk.clone(), secondary(&index.sk, &key)));
+        let expiry = new.expires_at.map(|at| (at, key.clone()));
+        let old = match self.items.get_mut(&key.pk) {
+            Some(items) => items.insert(key.sk.as_bytes().into(), new),
+            None => {
+                self.items.insert(key.pk.clone(), Partition::Small(vec![(key.sk.as_bytes().into(), new)]));
+                None
+            }
+        };
+        // The old entries go before the new ones come: they may be the same.
+        if let Some(old) = &old {
+            self.unlink(&key, old);
+        }
+        self.live_bytes += bytes;
+        if let Some((pk, entry)) = index {
+            self.gsi.entry(pk).or_default().insert(entry.into());
+        }
+        if let Some(entry) = expiry {
+            self.expiry.insert(entry);
+        }
+    }
+
+    fn remove(&mut self, key: &Key) {
+        let Some(items) = self.items.get_mut(&key.pk) else { return };
+        let old = items.remove(key.sk.as_bytes());
+        if items.is_empty() {
+            self.items.remove(&key.pk);
+        }
+        if let Some(old) = &old {
+            self.unlink(key, old);
+        }
+    }
+
+    /// Removes an item's index and expiry entries, and its size.
+    fn unlink(&mut self, key: &Key, old: &Stored) {
+        self.live_bytes -= old.bytes(key);
+        if let Some(index) = &old.index
+            && let Some(entries) = self.gsi.get_mut(&index.pk)
+        {
+            entries.remove(&*secondary(&index.sk, key));
+            if entries.is_empty() {
+                self.gsi.remove(&index.pk);
+            }
+        }
+        if let Some(at) = old.expires_at {
+            self.expiry.remove(&(at, key.clone()));
+        }
+    }
+}
+
+/// The tables, shared by readers and the writer.
+type Shared = Arc<RwLock<Tables>>;
+
+fn read(tables: &RwLock<Tables>) -> RwLockReadGuard<'_, Tables> {
+    // Every change is applied whole under the write lock; a panic cannot leave one half done.
+    tables.read().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// The embedded store. Cheap to clone; the writer thread stops when the last clone drops.
 #[derive(Clone)]
 pub struct EmbeddedStore {
-    db: Database,
-    tables: Tables,
+    tables: Shared,
     writer: mpsc::Sender<Request>,
     clock: Arc<dyn Clock>,
 }
 
 impl EmbeddedStore {
     /// Opens (or creates) the store in the folder `path`; every commit is synced to disk
-    /// before it answers.
+    /// before it answers. A folder holds one open store: another process (or another open
+    /// in this one) is refused until the first store's last handle drops.
     pub fn open(path: &Path, clock: Arc<dyn Clock>) -> Result<Self, StoreError> {
-        let db = Database::builder(path)
-            .cache_size(mebibytes("DABS_STORE_CACHE_MB", CACHE_BYTES))
-            .worker_threads(BACKGROUND_WORKERS)
-            .open()
-            .map_err(storage)?;
-        Self::start(db, Some(PersistMode::SyncData), clock)
+        std::fs::create_dir_all(path).map_err(StoreError::unavailable)?;
+        let lock = File::create(path.join("LOCK")).map_err(StoreError::unavailable)?;
+        lock.try_lock().map_err(|_| {
+            StoreError::Unavailable(format!("the store at {} is open in another process", path.display()).into())
+        })?;
+        let mut tables = Tables::default();
+        let journal = Journal::open(path, &mut tables)?;
+        Self::start(tables, Some((journal, lock)), clock)
     }
 
-    /// A store in a fresh temporary folder that is removed when the store drops, for tests:
-    /// commits are not synced (nothing of it outlives the process).
+    /// A store in memory only, for tests: nothing of it outlives the process.
     pub fn temporary(clock: Arc<dyn Clock>) -> Result<Self, StoreError> {
-        static NEXT: AtomicU64 = AtomicU64::new(0);
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-        let folder: PathBuf = std::env::temp_dir().join(format!(
-            "dabs-store-{}-{}-{}",
-            std::process::id(),
-            nanos.as_nanos(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        let db = Database::builder(&folder)
-            .temporary(true)
-            .cache_size(4 * 1024 * 1024)
-            .worker_threads(BACKGROUND_WORKERS)
-            .open()
-            .map_err(storage)?;
-        Self::start(db, None, clock)
+        Self::start(Tables::default(), None, clock)
     }
 
-    fn start(db: Database, durability: Option<PersistMode>, clock: Arc<dyn Clock>) -> Result<Self, StoreError> {
-        // Every table file's filter and index stay in memory (about 1.3 bytes a key): a
-        // point read then costs a filter probe per file and one data block, never a whole
-        // filter read back from disk, which is what a cold filter costs at every level.
-        let memtable = mebibytes("DABS_STORE_MEMTABLE_MB", MEMTABLE_BYTES);
-        let options = || {
-            KeyspaceCreateOptions::default()
-                .max_memtable_size(memtable)
-                .filter_block_pinning_policy(PinningPolicy::all(true))
-                .index_block_pinning_policy(PinningPolicy::all(true))
-        };
-        let table = |name: &str| db.keyspace(name, options).map_err(storage);
-        let tables = Tables { items: table("items")?, gsi: table("gsi1")?, expiry: table("expiry")? };
+    fn start(tables: Tables, journal: Option<(Journal, File)>, clock: Arc<dyn Clock>) -> Result<Self, StoreError> {
+        let tables: Shared = Arc::new(RwLock::new(tables));
         let (writer, requests) = mpsc::channel();
-        let (writer_db, writer_tables, writer_clock) = (db.clone(), tables.clone(), clock.clone());
+        let mut thread = Writer { tables: tables.clone(), journal, clock: clock.clone(), broken: false };
         std::thread::Builder::new()
             .name("embedded-store-writer".into())
-            .spawn(move || write_loop(&writer_db, &writer_tables, durability, writer_clock.as_ref(), &requests))
+            .spawn(move || thread.run(&requests))
             .map_err(StoreError::unavailable)?;
-        Ok(Self { db, tables, writer, clock })
+        Ok(Self { tables, writer, clock })
     }
 
     fn now(&self) -> i64 {
@@ -148,9 +315,8 @@ impl Store for EmbeddedStore {
     }
 
     async fn get(&self, key: &Key) -> Result<Option<Item>, StoreError> {
-        let found = self.tables.items.get(primary(key)).map_err(storage)?;
         let now = self.now();
-        Ok(found.map(|v| decode(key.clone(), &v)).filter(|item| !item.is_expired(now)))
+        Ok(read(&self.tables).get(key).filter(|stored| !stored.is_expired(now)).map(|stored| stored.item(key.clone())))
     }
 
     async fn transact(&self, writes: Vec<Write>) -> Result<(), StoreError> {
@@ -163,34 +329,37 @@ impl Store for EmbeddedStore {
     async fn query(&self, query: &Query) -> Result<Page, StoreError> {
         let limit = query.checked_limit()?;
         let now = self.now();
-        let snapshot = self.db.snapshot();
         let (lower, upper) = bounds(query)?;
+        let tables = read(&self.tables);
         let mut found = Vec::with_capacity(limit + 1);
-        let mut keep = |item: Item| {
-            if !item.is_expired(now) {
-                found.push(item);
-            }
-            found.len() > limit
-        };
-        let table = match query.index {
-            Index::Primary => &self.tables.items,
-            Index::Secondary => &self.tables.gsi,
-        };
-        for entry in ordered(snapshot.range(table, (lower, upper)), query.order) {
-            let (k, v) = entry.into_inner().map_err(storage)?;
-            let item = match query.index {
-                Index::Primary => decode(split_primary(&k)?, &v),
-                Index::Secondary => {
-                    let key = split_secondary(&k)?;
-                    // Written in the same batch as its index entry, so always present.
-                    let Some(v) = snapshot.get(&self.tables.items, primary(&key)).map_err(storage)? else {
-                        continue;
-                    };
-                    decode(key, &v)
+        if !is_empty(&lower, &upper) {
+            match query.index {
+                Index::Primary => {
+                    let partition =
+                        tables.items.get(&query.pk).map(|items| items.range(as_ref(&lower), as_ref(&upper)));
+                    for (sk, stored) in ordered(partition.into_iter().flatten(), query.order) {
+                        if !stored.is_expired(now) {
+                            found.push(stored.item(Key::new(query.pk.clone(), utf8(sk)?)));
+                            if found.len() > limit {
+                                break;
+                            }
+                        }
+                    }
                 }
-            };
-            if keep(item) {
-                break;
+                Index::Secondary => {
+                    let bounds = (as_ref(&lower), as_ref(&upper));
+                    let partition = tables.gsi.get(&query.pk).map(|entries| entries.range::<[u8], _>(bounds));
+                    for entry in ordered(partition.into_iter().flatten(), query.order) {
+                        let key = split_secondary(entry)?;
+                        // Linked in the same change as the item, so always present.
+                        if let Some(stored) = tables.get(&key).filter(|stored| !stored.is_expired(now)) {
+                            found.push(stored.item(key));
+                            if found.len() > limit {
+                                break;
+                            }
+                        }
+                    }
+                }
             }
         }
         let next = if found.len() > limit {
@@ -203,260 +372,207 @@ impl Store for EmbeddedStore {
     }
 }
 
-fn ordered<'a, I: DoubleEndedIterator + 'a>(iter: I, order: Order) -> Box<dyn Iterator<Item = I::Item> + 'a> {
+fn ordered<'a, T: 'a>(iter: impl DoubleEndedIterator<Item = T> + 'a, order: Order) -> Box<dyn Iterator<Item = T> + 'a> {
     match order {
         Order::Ascending => Box::new(iter),
         Order::Descending => Box::new(iter.rev()),
     }
 }
 
-/// Lower and upper bounds of a walk over encoded keys.
+fn as_ref(bound: &Bound<Vec<u8>>) -> Bound<&[u8]> {
+    bound.as_ref().map(Vec::as_slice)
+}
+
+/// Whether no key lies between the bounds (a B-tree's range refuses such bounds).
+fn is_empty(lower: &Bound<Vec<u8>>, upper: &Bound<Vec<u8>>) -> bool {
+    match (lower, upper) {
+        (Bound::Included(lo), Bound::Included(hi)) => lo > hi,
+        (Bound::Included(lo) | Bound::Excluded(lo), Bound::Included(hi) | Bound::Excluded(hi)) => lo >= hi,
+        _ => false,
+    }
+}
+
+/// Lower and upper bounds of a walk over a partition's keys.
 type ByteRange = (Bound<Vec<u8>>, Bound<Vec<u8>>);
 
-/// The byte range a query walks: the partition and sort-key range, narrowed by the cursor.
+/// The keys of the query's partition it walks: the sort-key range, narrowed by the cursor.
+/// On the index a key is `gsk NUL pk NUL sk`.
 fn bounds(query: &Query) -> Result<ByteRange, StoreError> {
-    let mut base = query.pk.as_bytes().to_vec();
-    base.push(0);
-    let with = |suffix: &[&[u8]]| {
-        let mut v = base.clone();
-        for s in suffix {
-            v.extend_from_slice(s);
-        }
-        v
-    };
+    let with = |suffix: &[&[u8]]| suffix.concat();
     // Sort keys are UTF-8 (never 0xFF); on the index a NUL follows the sort key, so
     // "everything whose sort key is exactly `hi`" ends before `hi` + 0x01.
     let end_of = |hi: &str| match query.index {
-        Index::Primary => Bound::Included(with(&[hi.as_bytes()])),
+        Index::Primary => Bound::Included(hi.as_bytes().to_vec()),
         Index::Secondary => Bound::Excluded(with(&[hi.as_bytes(), &[1]])),
     };
-    let end = Bound::Excluded(with(&[&[0xFF]]));
     let (lower, upper) = match &query.range {
-        Range::All => (Bound::Included(base.clone()), end),
-        Range::Prefix(p) => (Bound::Included(with(&[p.as_bytes()])), Bound::Excluded(with(&[p.as_bytes(), &[0xFF]]))),
-        Range::Between(lo, hi) => (Bound::Included(with(&[lo.as_bytes()])), end_of(hi)),
-        Range::AtLeast(lo) => (Bound::Included(with(&[lo.as_bytes()])), end),
-        Range::AtMost(hi) => (Bound::Included(base.clone()), end_of(hi)),
+        Range::All => (Bound::Unbounded, Bound::Unbounded),
+        Range::Prefix(p) => (Bound::Included(p.as_bytes().to_vec()), Bound::Excluded(with(&[p.as_bytes(), &[0xFF]]))),
+        Range::Between(lo, hi) => (Bound::Included(lo.as_bytes().to_vec()), end_of(hi)),
+        Range::AtLeast(lo) => (Bound::Included(lo.as_bytes().to_vec()), Bound::Unbounded),
+        Range::AtMost(hi) => (Bound::Unbounded, end_of(hi)),
     };
     query.check_cursor()?;
     let Some(cursor) = &query.cursor else {
         return Ok((lower, upper));
     };
     let position = match query.index {
-        Index::Primary => primary(&cursor.key),
-        Index::Secondary => {
-            let index = cursor.index.as_ref().ok_or(StoreError::ForeignCursor)?;
-            secondary(index, &cursor.key)
-        }
+        Index::Primary => cursor.key.sk.as_bytes().to_vec(),
+        Index::Secondary => secondary(&cursor.index.as_ref().ok_or(StoreError::ForeignCursor)?.sk, &cursor.key),
     };
-    if !position.starts_with(&base) {
-        return Err(StoreError::ForeignCursor);
-    }
     Ok(match query.order {
         Order::Ascending => (Bound::Excluded(position), upper),
         Order::Descending => (lower, Bound::Excluded(position)),
     })
 }
 
-fn primary(key: &Key) -> Vec<u8> {
-    let mut v = Vec::with_capacity(key.pk.len() + key.sk.len() + 1);
-    v.extend_from_slice(key.pk.as_bytes());
-    v.push(0);
-    v.extend_from_slice(key.sk.as_bytes());
-    v
+/// An index entry within its partition: `gsk NUL pk NUL sk`.
+fn secondary(gsk: &str, key: &Key) -> Vec<u8> {
+    [gsk.as_bytes(), &[0], key.pk.as_bytes(), &[0], key.sk.as_bytes()].concat()
 }
 
-fn secondary(index: &Key, key: &Key) -> Vec<u8> {
-    let mut v = Vec::with_capacity(index.pk.len() + index.sk.len() + key.pk.len() + key.sk.len() + 3);
-    for (i, part) in [&index.pk, &index.sk, &key.pk, &key.sk].into_iter().enumerate() {
-        if i > 0 {
-            v.push(0);
-        }
-        v.extend_from_slice(part.as_bytes());
+fn split_secondary(bytes: &[u8]) -> Result<Key, StoreError> {
+    let parts: Vec<&[u8]> = bytes.splitn(3, |b| *b == 0).collect();
+    match parts.as_slice() {
+        [_, pk, sk] => Ok(Key::new(utf8(pk)?, utf8(sk)?)),
+        _ => Err(StoreError::Codec("malformed index entry".into())),
     }
-    v
-}
-
-fn expiry_key(at: i64, key: &Key) -> Vec<u8> {
-    // Sign bit flipped so that byte order equals numeric order for negative times too.
-    let mut v = ((at as u64) ^ (1 << 63)).to_be_bytes().to_vec();
-    v.extend_from_slice(&primary(key));
-    v
 }
 
 fn utf8(bytes: &[u8]) -> Result<String, StoreError> {
     String::from_utf8(bytes.to_vec()).map_err(|_| StoreError::Codec("key is not UTF-8".into()))
 }
 
-fn split_primary(bytes: &[u8]) -> Result<Key, StoreError> {
-    let mut parts = bytes.splitn(2, |b| *b == 0);
-    match (parts.next(), parts.next()) {
-        (Some(pk), Some(sk)) => Ok(Key::new(utf8(pk)?, utf8(sk)?)),
-        _ => Err(StoreError::Codec("malformed primary key".into())),
-    }
-}
-
-fn split_secondary(bytes: &[u8]) -> Result<Key, StoreError> {
-    let parts: Vec<&[u8]> = bytes.splitn(4, |b| *b == 0).collect();
-    match parts.as_slice() {
-        [_, _, pk, sk] => Ok(Key::new(utf8(pk)?, utf8(sk)?)),
-        _ => Err(StoreError::Codec("malformed index key".into())),
-    }
-}
-
-// Value layout: version u64 | expires_at i64 (i64::MIN = never) | index flag u8
-// [| gpk len u32 | gpk | gsk len u32 | gsk] | body.
-fn encode(item: &Item, version: u64) -> Vec<u8> {
-    let mut v = Vec::with_capacity(item.body.len() + 32);
-    v.extend_from_slice(&version.to_le_bytes());
-    v.extend_from_slice(&item.expires_at.unwrap_or(i64::MIN).to_le_bytes());
-    match &item.index {
-        None => v.push(0),
-        Some(index) => {
-            v.push(1);
-            for part in [&index.pk, &index.sk] {
-                v.extend_from_slice(&(part.len() as u32).to_le_bytes());
-                v.extend_from_slice(part.as_bytes());
-            }
-        }
-    }
-    v.extend_from_slice(&item.body);
-    v
-}
-
-/// What the writer needs of a stored item to check a condition and replace it: everything
-/// but the body.
-struct Head {
-    key: Key,
-    version: u64,
-    expires_at: Option<i64>,
-    index: Option<Key>,
-}
-
-impl Head {
-    fn is_expired(&self, now: i64) -> bool {
-        self.expires_at.is_some_and(|at| at <= now)
-    }
-}
-
-/// Decodes a value this module wrote; the layout is ours, so a short value is a bug that
-/// decodes to an empty item rather than a panic.
-fn decode(key: Key, bytes: &[u8]) -> Item {
-    let (head, body) = decode_head(key, bytes);
-    Item { key: head.key, index: head.index, version: head.version, expires_at: head.expires_at, body: body.to_vec() }
-}
-
-/// The head of a value this module wrote, and its body.
-fn decode_head(key: Key, bytes: &[u8]) -> (Head, &[u8]) {
-    fn take<'a>(bytes: &mut &'a [u8], n: usize) -> &'a [u8] {
-        let (head, tail) = bytes.split_at(n.min(bytes.len()));
-        *bytes = tail;
-        head
-    }
-    let mut rest = bytes;
-    let num = |b: &[u8]| -> [u8; 8] { b.try_into().unwrap_or_default() };
-    let version = u64::from_le_bytes(num(take(&mut rest, 8)));
-    let expires = i64::from_le_bytes(num(take(&mut rest, 8)));
-    let index = if take(&mut rest, 1) == [1] {
-        let mut part = || {
-            let len = u32::from_le_bytes(take(&mut rest, 4).try_into().unwrap_or_default()) as usize;
-            String::from_utf8_lossy(take(&mut rest, len)).into_owned()
-        };
-        let pk = part();
-        let sk = part();
-        Some(Key { pk, sk })
-    } else {
-        None
-    };
-    (Head { key, version, expires_at: (expires != i64::MIN).then_some(expires), index }, rest)
-}
-
-fn storage(e: impl Into<fjall::Error>) -> StoreError {
-    StoreError::unavailable(e.into())
-}
-
 fn stopped() -> StoreError {
     StoreError::Unavailable("the store writer has stopped".into())
 }
 
-fn write_loop(
-    db: &Database,
-    tables: &Tables,
-    durability: Option<PersistMode>,
-    clock: &dyn Clock,
-    requests: &mpsc::Receiver<Request>,
-) {
-    let commit = |group: Group<'_>| group.commit(db, durability);
-    loop {
-        let first = match requests.recv_timeout(SWEEP_EVERY) {
-            Ok(request) => request,
-            Err(mpsc::RecvTimeoutError::Timeout) => {
-                if let Err(error) = sweep(tables, clock.now().timestamp(), commit) {
-                    tracing::warn!(%error, "expired-item sweep failed");
+/// The writer thread's state: the tables it alone changes, and the journal it appends to.
+struct Writer {
+    tables: Shared,
+    /// The journal and the folder's lock, held as long as the writer runs; `None` in memory.
+    journal: Option<(Journal, File)>,
+    clock: Arc<dyn Clock>,
+    /// A failed append could not be undone: the journal's end is unknown, so no group may
+    /// follow it (reopening the store replays up to the last whole record).
+    broken: bool,
+}
+
+impl Writer {
+    fn run(&mut self, requests: &mpsc::Receiver<Request>) {
+        loop {
+            let first = match requests.recv_timeout(SWEEP_EVERY) {
+                Ok(request) => request,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    if let Err(error) = self.sweep() {
+                        tracing::warn!(%error, "expired-item sweep failed");
+                    }
+                    continue;
                 }
-                continue;
-            }
-            Err(mpsc::RecvTimeoutError::Disconnected) => return,
-        };
-        let mut batch = vec![first];
-        while batch.len() < GROUP_COMMIT_MAX {
-            match requests.try_recv() {
-                Ok(request) => batch.push(request),
-                Err(_) => break,
-            }
-        }
-        let now = clock.now().timestamp();
-        let mut group = Group::new(tables);
-        let applied: Result<Vec<_>, StoreError> =
-            batch.iter().map(|request| group.apply_request(&request.writes, now)).collect();
-        match applied.and_then(|results| commit(group).map(|()| results)) {
-            Ok(results) => {
-                for (request, result) in batch.into_iter().zip(results) {
-                    let _ = request.reply.send(result);
+                Err(mpsc::RecvTimeoutError::Disconnected) => return,
+            };
+            let mut batch = vec![first];
+            while batch.len() < GROUP_COMMIT_MAX {
+                match requests.try_recv() {
+                    Ok(request) => batch.push(request),
+                    Err(_) => break,
                 }
             }
-            Err(error) => {
-                tracing::error!(%error, "embedded store commit failed");
-                for request in batch {
-                    let _ = request.reply.send(Err(StoreError::Unavailable(error.to_string().into())));
+            let now = self.clock.now().timestamp();
+            let (changes, results) = {
+                let tables = read(&self.tables);
+                let mut group = Group { tables: &tables, changes: Changes::default() };
+                let mut results = Vec::with_capacity(batch.len());
+                let mut replies = Vec::with_capacity(batch.len());
+                for Request { writes, reply } in batch {
+                    results.push(group.apply_request(writes, now));
+                    replies.push(reply);
+                }
+                (group.changes, results.into_iter().zip(replies).collect::<Vec<_>>())
+            };
+            match self.commit(changes) {
+                Ok(()) => {
+                    for (result, reply) in results {
+                        let _ = reply.send(result);
+                    }
+                }
+                Err(error) => {
+                    tracing::error!(%error, "embedded store commit failed");
+                    for (_, reply) in results {
+                        let _ = reply.send(Err(StoreError::Unavailable(error.to_string().into())));
+                    }
                 }
             }
         }
     }
+
+    /// Makes a group's changes durable, then visible; rewrites the journal when it has
+    /// grown to four times the live data.
+    fn commit(&mut self, changes: Changes) -> Result<(), StoreError> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        if self.broken {
+            return Err(StoreError::Unavailable("an earlier journal write failed; reopen the store".into()));
+        }
+        if let Some((journal, _)) = &mut self.journal
+            && let Err(error) = journal.append(&changes)
+        {
+            self.broken = journal.undo().is_err();
+            return Err(StoreError::unavailable(error));
+        }
+        let mut tables = self.tables.write().unwrap_or_else(PoisonError::into_inner);
+        for (key, value) in changes {
+            tables.set(key, value);
+        }
+        drop(tables);
+        if let Some((journal, _)) = &mut self.journal {
+            let tables = read(&self.tables);
+            if journal.is_due(tables.live_bytes)
+                && let Err(error) = journal.rewrite(&tables)
+            {
+                tracing::warn!(%error, "embedded store journal rewrite failed");
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes every item that expired at or before `now`.
+    fn sweep(&mut self) -> Result<(), StoreError> {
+        let now = self.clock.now().timestamp();
+        let changes = {
+            let tables = read(&self.tables);
+            // Everything that expired at or before `now`: below the least key at `now + 1`.
+            let upto = (now + 1, Key::new(String::new(), String::new()));
+            tables.expiry.range(..upto).map(|(_, key)| (key.clone(), None)).collect::<Changes>()
+        };
+        self.commit(changes)
+    }
 }
 
-/// The writes of one group of requests, not committed yet: what each table's keys become
-/// (`None`: removed). Later requests of the group read through it.
+/// The writes of one group of requests, not committed yet. Later requests of the group
+/// read through it.
 struct Group<'t> {
     tables: &'t Tables,
-    items: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
-    gsi: BTreeMap<Vec<u8>, bool>,
-    expiry: BTreeMap<Vec<u8>, bool>,
+    changes: Changes,
 }
 
-impl<'t> Group<'t> {
-    fn new(tables: &'t Tables) -> Self {
-        Self { tables, items: BTreeMap::new(), gsi: BTreeMap::new(), expiry: BTreeMap::new() }
-    }
-
-    /// The head of the item at `key` as the group leaves it, expired or not.
-    fn head(&self, key: &Key) -> Result<Option<Head>, StoreError> {
-        let at = primary(key);
-        match self.items.get(&at) {
-            Some(pending) => Ok(pending.as_deref().map(|v| decode_head(key.clone(), v).0)),
-            None => Ok(self.tables.items.get(&at).map_err(storage)?.map(|v| decode_head(key.clone(), &v).0)),
+impl Group<'_> {
+    /// The item at `key` as the group leaves it, expired or not.
+    fn head(&self, key: &Key) -> Option<&Stored> {
+        match self.changes.get(key) {
+            Some(pending) => pending.as_ref(),
+            None => self.tables.get(key),
         }
     }
 
-    /// Checks every condition of one request, then applies all of its writes. The outer
-    /// `Err` is a storage failure that aborts the whole group; the inner one is this
-    /// request's refusal.
-    fn apply_request(&mut self, writes: &[Write], now: i64) -> Result<Result<(), StoreError>, StoreError> {
+    /// Checks every condition of one request, then applies all of its writes.
+    fn apply_request(&mut self, writes: Vec<Write>, now: i64) -> Result<(), StoreError> {
         let mut current = Vec::with_capacity(writes.len());
         for (index, write) in writes.iter().enumerate() {
             let key = write.key();
-            let stored = self.head(key)?;
-            let live = stored.as_ref().filter(|item| !item.is_expired(now));
+            let stored = self.head(key);
+            let live = stored.filter(|item| !item.is_expired(now));
             let holds = match write.condition() {
                 Condition::None => true,
                 Condition::NotExists => live.is_none(),
@@ -464,92 +580,320 @@ impl<'t> Group<'t> {
                 Condition::VersionIs(v) => live.is_some_and(|item| item.version == v),
             };
             if !holds {
-                return Ok(Err(StoreError::ConditionFailed { index, key: key.clone() }));
+                return Err(StoreError::ConditionFailed { index, key: key.clone() });
             }
-            current.push(stored);
+            current.push(stored.map(|item| item.version));
         }
-        for (write, stored) in writes.iter().zip(current) {
+        for (write, stored) in writes.into_iter().zip(current) {
             match write {
                 Write::Check { .. } => {}
-                Write::Delete { .. } => {
-                    if let Some(old) = stored {
-                        self.remove(&old);
+                Write::Delete { key, .. } => {
+                    if stored.is_some() {
+                        self.changes.insert(key, None);
                     }
                 }
                 Write::Put { item, condition } => {
                     let version = match condition {
                         Condition::NotExists => 1,
                         Condition::VersionIs(v) => v + 1,
-                        Condition::None | Condition::Exists => stored.as_ref().map_or(1, |old| old.version + 1),
+                        Condition::None | Condition::Exists => stored.map_or(1, |version| version + 1),
                     };
-                    if let Some(old) = &stored {
-                        self.unlink(old);
-                    }
-                    self.items.insert(primary(&item.key), Some(encode(item, version)));
-                    if let Some(index) = &item.index {
-                        self.gsi.insert(secondary(index, &item.key), true);
-                    }
-                    if let Some(at) = item.expires_at {
-                        self.expiry.insert(expiry_key(at, &item.key), true);
-                    }
+                    let Item { key, index, expires_at, body, .. } = item;
+                    let stored =
+                        Stored { version, expires_at, index: index.map(Box::new), body: body.into_boxed_slice() };
+                    self.changes.insert(key, Some(stored));
                 }
             }
         }
-        Ok(Ok(()))
-    }
-
-    /// Removes an item with its index and expiry entries.
-    fn remove(&mut self, old: &Head) {
-        self.unlink(old);
-        self.items.insert(primary(&old.key), None);
-    }
-
-    /// Removes an item's index and expiry entries.
-    fn unlink(&mut self, old: &Head) {
-        if let Some(index) = &old.index {
-            self.gsi.insert(secondary(index, &old.key), false);
-        }
-        if let Some(at) = old.expires_at {
-            self.expiry.insert(expiry_key(at, &old.key), false);
-        }
-    }
-
-    /// Writes the group as one atomic batch (each key once, as the group left it).
-    fn commit(self, db: &Database, durability: Option<PersistMode>) -> Result<(), StoreError> {
-        let mut batch = db.batch().durability(durability);
-        for (key, value) in self.items {
-            match value {
-                Some(value) => batch.insert(&self.tables.items, key, value),
-                None => batch.remove(&self.tables.items, key),
-            }
-        }
-        for (table, keys) in [(&self.tables.gsi, self.gsi), (&self.tables.expiry, self.expiry)] {
-            for (key, present) in keys {
-                if present {
-                    batch.insert(table, key, []);
-                } else {
-                    batch.remove(table, key);
-                }
-            }
-        }
-        batch.commit().map_err(storage)
+        Ok(())
     }
 }
 
-/// Removes every item that expired at or before `now`.
-fn sweep(tables: &Tables, now: i64, commit: impl Fn(Group<'_>) -> Result<(), StoreError>) -> Result<(), StoreError> {
-    // Everything that expired at or before `now`: the keys below `now + 1`.
-    let upto = (((now + 1) as u64) ^ (1 << 63)).to_be_bytes();
-    let mut due = Vec::new();
-    for entry in tables.expiry.range(..upto.as_slice()) {
-        let k = entry.key().map_err(storage)?;
-        due.push(split_primary(&k[8..])?);
+/// The journal file of a durable store.
+struct Journal {
+    folder: PathBuf,
+    file: File,
+    /// The length of its whole records: where the next one starts.
+    bytes: u64,
+    /// A record being encoded, kept to reuse its allocation.
+    buffer: Vec<u8>,
+}
+
+impl Journal {
+    const NAME: &'static str = "journal";
+
+    /// Replays the folder's journal into `tables` and opens it for appending (rewritten
+    /// first when it has grown to four times the live data).
+    fn open(folder: &Path, tables: &mut Tables) -> Result<Self, StoreError> {
+        let path = folder.join(Self::NAME);
+        let bytes = match File::open(&path) {
+            Ok(file) => replay(file, tables)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                refuse_foreign(folder)?;
+                0
+            }
+            Err(e) => return Err(StoreError::unavailable(e)),
+        };
+        let file = OpenOptions::new().create(true).append(true).open(&path).map_err(StoreError::unavailable)?;
+        // Drops a record cut short by a crash, so the next one follows the last whole one.
+        file.set_len(bytes).map_err(StoreError::unavailable)?;
+        sync_folder(folder).map_err(StoreError::unavailable)?;
+        let mut journal = Self { folder: folder.to_path_buf(), file, bytes, buffer: Vec::new() };
+        if journal.is_due(tables.live_bytes) {
+            journal.rewrite(tables).map_err(StoreError::unavailable)?;
+        }
+        Ok(journal)
     }
-    let mut group = Group::new(tables);
-    for key in &due {
-        if let Some(old) = group.head(key)?.filter(|item| item.is_expired(now)) {
-            group.remove(&old);
+
+    fn is_due(&self, live_bytes: u64) -> bool {
+        self.bytes > REWRITE_MIN_BYTES && self.bytes > REWRITE_RATIO * live_bytes
+    }
+
+    /// Appends one group's changes as one record and syncs it.
+    fn append(&mut self, changes: &Changes) -> std::io::Result<()> {
+        self.buffer.clear();
+        self.buffer.extend_from_slice(&[0; HEADER]);
+        for (key, value) in changes {
+            encode_entry(&mut self.buffer, key, value.as_ref());
+        }
+        frame(&mut self.buffer)?;
+        self.file.write_all(&self.buffer)?;
+        self.file.sync_data()?;
+        self.bytes += self.buffer.len() as u64;
+        Ok(())
+    }
+
+    /// Cuts off whatever a failed append left after the last whole record.
+    fn undo(&mut self) -> std::io::Result<()> {
+        self.file.set_len(self.bytes)?;
+        self.file.sync_data()
+    }
+
+    /// Writes the live items to a new journal and puts it in place of this one.
+    fn rewrite(&mut self, tables: &Tables) -> std::io::Result<()> {
+        let next = self.folder.join("journal.next");
+        match std::fs::remove_file(&next) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+        // Opened for appending now, so that once renamed it is the journal with nothing
+        // left to fail.
+        let mut out = BufWriter::new(OpenOptions::new().create_new(true).append(true).open(&next)?);
+        let mut chunk = Vec::with_capacity(REWRITE_RECORD_BYTES + 1024);
+        chunk.extend_from_slice(&[0; HEADER]);
+        let mut written = 0u64;
+        let mut flush = |chunk: &mut Vec<u8>, out: &mut BufWriter<File>| -> std::io::Result<()> {
+            frame(chunk)?;
+            out.write_all(chunk)?;
+            written += chunk.len() as u64;
+            chunk.truncate(HEADER);
+            Ok(())
+        };
+        for (pk, items) in &tables.items {
+            for (sk, stored) in items.iter() {
+                let key = Key::new(pk.clone(), String::from_utf8_lossy(sk).into_owned());
+                encode_entry(&mut chunk, &key, Some(stored));
+                if chunk.len() >= REWRITE_RECORD_BYTES {
+                    flush(&mut chunk, &mut out)?;
+                }
+            }
+        }
+        if chunk.len() > HEADER {
+            flush(&mut chunk, &mut out)?;
+        }
+        let file = out.into_inner().map_err(std::io::IntoInnerError::into_error)?;
+        file.sync_all()?;
+        // Until the rename the old journal stands whole; after it, appends go to the new one.
+        std::fs::rename(&next, self.folder.join(Self::NAME))?;
+        self.file = file;
+        self.bytes = written;
+        sync_folder(&self.folder)
+    }
+}
+
+/// A folder without a journal holds nothing but the lock, or it is another store's (an
+/// earlier engine's under an old data directory): starting empty beside it would lose
+/// what it holds without a word.
+fn refuse_foreign(folder: &Path) -> Result<(), StoreError> {
+    let entries = std::fs::read_dir(folder).map_err(StoreError::unavailable)?;
+    for entry in entries {
+        let name = entry.map_err(StoreError::unavailable)?.file_name();
+        if name != "LOCK" && name != "journal.next" {
+            return Err(StoreError::Unavailable(
+                format!(
+                    "{} holds files of another store ({}) and no journal: move it away to start afresh",
+                    folder.display(),
+                    name.to_string_lossy()
+                )
+                .into(),
+            ));
         }
     }
-    commit(group)
+    Ok(())
+}
+
+fn sync_folder(folder: &Path) -> std::io::Result<()> {
+    File::open(folder)?.sync_all()
+}
+
+/// A record's length and checksum, before its entries.
+const HEADER: usize = 8;
+
+/// Fills in the header of `record`: its first [`HEADER`] bytes, before the entries.
+fn frame(record: &mut [u8]) -> std::io::Result<()> {
+    let (header, entries) = record.split_at_mut(HEADER);
+    let length = u32::try_from(entries.len()).map_err(|_| std::io::Error::other("a journal record over 4 GiB"))?;
+    header[..4].copy_from_slice(&length.to_le_bytes());
+    header[4..].copy_from_slice(&crc32fast::hash(entries).to_le_bytes());
+    Ok(())
+}
+
+fn encode_entry(out: &mut Vec<u8>, key: &Key, value: Option<&Stored>) {
+    fn bytes(out: &mut Vec<u8>, part: &[u8]) {
+        // Keys and bodies are far below 4 GiB: the port bounds bodies at 350 KiB.
+        out.extend_from_slice(&(part.len() as u32).to_le_bytes());
+        out.extend_from_slice(part);
+    }
+    out.push(u8::from(value.is_some()));
+    bytes(out, key.pk.as_bytes());
+    bytes(out, key.sk.as_bytes());
+    let Some(stored) = value else { return };
+    out.extend_from_slice(&stored.version.to_le_bytes());
+    out.extend_from_slice(&stored.expires_at.unwrap_or(i64::MIN).to_le_bytes());
+    match &stored.index {
+        None => out.push(0),
+        Some(index) => {
+            out.push(1);
+            bytes(out, index.pk.as_bytes());
+            bytes(out, index.sk.as_bytes());
+        }
+    }
+    bytes(out, &stored.body);
+}
+
+/// Applies the journal's records to `tables`; answers the length of its whole records.
+fn replay(file: File, tables: &mut Tables) -> Result<u64, StoreError> {
+    let length = file.metadata().map_err(StoreError::unavailable)?.len();
+    let mut reader = BufReader::with_capacity(1 << 20, file);
+    let mut at = 0u64;
+    let mut payload = Vec::new();
+    loop {
+        let mut header = [0u8; 8];
+        if length - at < 8 {
+            return Ok(at);
+        }
+        reader.read_exact(&mut header).map_err(StoreError::unavailable)?;
+        let (size, checksum) = header.split_at(4);
+        let size = u64::from(u32::from_le_bytes(size.try_into().unwrap_or_default()));
+        let checksum = u32::from_le_bytes(checksum.try_into().unwrap_or_default());
+        if length - at - 8 < size {
+            return Ok(at);
+        }
+        payload.resize(size as usize, 0);
+        reader.read_exact(&mut payload).map_err(StoreError::unavailable)?;
+        let end = at + 8 + size;
+        if crc32fast::hash(&payload) != checksum {
+            // The last record of the file may be one whose length reached the disk before
+            // its bytes did; anything before the end is damage.
+            if end == length {
+                return Ok(at);
+            }
+            return Err(corrupt(at));
+        }
+        decode_entries(&payload, tables).map_err(|()| corrupt(at))?;
+        at = end;
+    }
+}
+
+fn corrupt(at: u64) -> StoreError {
+    StoreError::Unavailable(format!("the store's journal is damaged at byte {at}").into())
+}
+
+fn decode_entries(mut rest: &[u8], tables: &mut Tables) -> Result<(), ()> {
+    fn take<'a>(rest: &mut &'a [u8], n: usize) -> Result<&'a [u8], ()> {
+        if rest.len() < n {
+            return Err(());
+        }
+        let (head, tail) = rest.split_at(n);
+        *rest = tail;
+        Ok(head)
+    }
+    fn number<const N: usize>(rest: &mut &[u8]) -> Result<[u8; N], ()> {
+        take(rest, N)?.try_into().map_err(|_| ())
+    }
+    fn bytes<'a>(rest: &mut &'a [u8]) -> Result<&'a [u8], ()> {
+        let n = u32::from_le_bytes(number(rest)?) as usize;
+        take(rest, n)
+    }
+    fn string(rest: &mut &[u8]) -> Result<String, ()> {
+        String::from_utf8(bytes(rest)?.to_vec()).map_err(|_| ())
+    }
+    while !rest.is_empty() {
+        let put = take(&mut rest, 1)? == [1];
+        let key = Key::new(string(&mut rest)?, string(&mut rest)?);
+        let value = if put {
+            let version = u64::from_le_bytes(number(&mut rest)?);
+            let expires_at = i64::from_le_bytes(number(&mut rest)?);
+            let index = match take(&mut rest, 1)? {
+                [0] => None,
+                _ => Some(Box::new(Key::new(string(&mut rest)?, string(&mut rest)?))),
+            };
+            let body = bytes(&mut rest)?.into();
+            Some(Stored { version, expires_at: (expires_at != i64::MIN).then_some(expires_at), index, body })
+        } else {
+            None
+        };
+        tables.set(key, value);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn a_rewritten_journal_replays_to_the_same_tables_and_holds_only_live_items() {
+        let folder = tempfile::tempdir().unwrap();
+        let mut tables = Tables::default();
+        let mut journal = Journal::open(folder.path(), &mut tables).unwrap();
+        // Fifty versions of forty items, a fifth of them removed at the end; some indexed,
+        // some expiring, one index entry moved.
+        for round in 0..50u8 {
+            let mut changes = Changes::default();
+            for n in 0..40u8 {
+                let key = Key::new(format!("P{}", n % 4), format!("S{n}"));
+                let gone = round == 49 && n % 5 == 0;
+                let stored = Stored {
+                    version: u64::from(round) + 1,
+                    expires_at: (n % 3 == 0).then_some(1_000 + i64::from(n)),
+                    index: (n % 2 == 0).then(|| Box::new(Key::new(format!("G{}", round / 25), format!("g{n}")))),
+                    body: vec![round; 100].into(),
+                };
+                changes.insert(key, (!gone).then_some(stored));
+            }
+            journal.append(&changes).unwrap();
+            for (key, value) in changes {
+                tables.set(key, value);
+            }
+        }
+        let grown = journal.bytes;
+        journal.rewrite(&tables).unwrap();
+        let path = folder.path().join(Journal::NAME);
+        assert_eq!(journal.bytes, std::fs::metadata(&path).unwrap().len());
+        assert!(journal.bytes * 40 < grown, "{} bytes against {grown}", journal.bytes);
+
+        let mut replayed = Tables::default();
+        assert_eq!(replay(File::open(&path).unwrap(), &mut replayed).unwrap(), journal.bytes);
+        assert_eq!(replayed, tables);
+        assert_eq!(replayed.items.values().map(|items| items.iter().count()).sum::<usize>(), 32);
+        assert_eq!(replayed.gsi.keys().collect::<Vec<_>>(), ["G1"]);
+        // A group appended after the rewrite follows it.
+        journal.append(&Changes::from_iter([(Key::new("P1", "S1"), None)])).unwrap();
+        let mut again = Tables::default();
+        replay(File::open(&path).unwrap(), &mut again).unwrap();
+        assert_eq!(again.items.values().map(|items| items.iter().count()).sum::<usize>(), 31);
+    }
 }

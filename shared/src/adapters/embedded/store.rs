@@ -279,8 +279,11 @@ impl EmbeddedStore {
     pub fn open(path: &Path, clock: Arc<dyn Clock>) -> Result<Self, StoreError> {
         std::fs::create_dir_all(path).map_err(StoreError::unavailable)?;
         let lock = File::create(path.join("LOCK")).map_err(StoreError::unavailable)?;
-        lock.try_lock().map_err(|_| {
-            StoreError::Unavailable(format!("the store at {} is open in another process", path.display()).into())
+        lock.try_lock().map_err(|e| match e {
+            std::fs::TryLockError::WouldBlock => {
+                StoreError::Unavailable(format!("the store at {} is open in another process", path.display()).into())
+            }
+            std::fs::TryLockError::Error(e) => StoreError::unavailable(e),
         })?;
         let mut tables = Tables::default();
         let journal = Journal::open(path, &mut tables)?;

@@ -16,13 +16,15 @@ use chrono::{DateTime, TimeDelta, Utc};
 use proptest::prelude::*;
 use shared::Platform;
 use shared::adapters::clock::ManualClock;
-use shared::app::consumer::pump_once;
-use shared::app::trading::matching::MatchingHandler;
+use shared::app::consumer::{BatchHandler, pump_once};
+use shared::app::ledger::Ledger;
+use shared::app::trading::matching::{Matcher, MatchingHandler};
 use shared::app::trading::{Market, OrderState, Placement, Trade, TradingError};
 use shared::domain::ledger::{Account, Kind, SGD, Transfer, codes};
 use shared::domain::market::{Rules, Side, trading_day};
+use shared::ports::Store;
 use shared::ports::queue::QueueName;
-use shared::ports::store::Condition;
+use shared::ports::store::{Condition, Item, Key, Page, Query, StoreError, Write};
 
 const ASSET: &str = "DABS-prop";
 const INVESTORS: usize = 4;
@@ -278,25 +280,80 @@ proptest! {
 }
 
 /// A step too large for one transaction is split: one buy sweeping many small offers.
+/// On the embedded store (4,000 operations a transaction, about 20 a fill of this buy)
+/// 400 fills are several steps, each written while the next is worked out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_buy_that_sweeps_many_offers_settles_in_several_steps_and_conserves_everything() {
+    const OFFERS: usize = 400;
     let mut world = world().await;
-    for n in 0..30 {
-        world.step(n, &Op::Place { investor: n % 3, buy: false, ticks: (n % 5) as i64, quantity: 2 }).await;
+    for n in 0..OFFERS {
+        world.step(n, &Op::Place { investor: n % 3, buy: false, ticks: (n % 5) as i64, quantity: 1 }).await;
         world.step(n, &Op::Match).await;
     }
-    world.step(30, &Op::Place { investor: 3, buy: true, ticks: 8, quantity: 60 }).await;
-    world.step(31, &Op::Match).await;
+    let market_version = async |world: &World| {
+        world.platform.store.get(&shared::app::trading::market_key(ASSET)).await.unwrap().unwrap().version
+    };
+    let before = market_version(&world).await;
+    // The matcher's writes take a while to land, as over a network: the next step is
+    // worked out before the one before it has landed, and reads its orders from that step.
+    let slow: Arc<dyn Store> = Arc::new(SlowWrites(world.platform.store.clone()));
+    let clock = world.platform.clock.clone();
+    let matcher = Matcher::new(slow.clone(), clock.clone(), Ledger::new(slow, clock));
+    world.handler = MatchingHandler { matcher: Arc::new(matcher), queue: world.platform.queue.clone() };
+    world.step(OFFERS, &Op::Place { investor: 3, buy: true, ticks: 8, quantity: OFFERS as u64 }).await;
+    // The sweep's one command, matched at the first attempt: no step fails for reading
+    // what the step before it wrote from the store before it landed.
+    let queue = world.platform.queue.clone();
+    let batch = queue.receive(QueueName::Matching, 10, Duration::ZERO).await.unwrap();
+    assert_eq!(batch.len(), 1);
+    let messages: Vec<_> = batch.iter().map(|r| r.message.clone()).collect();
+    assert_eq!(world.handler.handle(&messages).await, Vec::<String>::new(), "the run failed");
+    queue.complete(QueueName::Matching, &[batch[0].receipt.clone()]).await.unwrap();
+    world.step(OFFERS + 1, &Op::Match).await;
+    let steps = market_version(&world).await - before;
+    assert!(steps >= 2, "the sweep was written in {steps} step(s)");
     world.check().await;
     let (id, buy) = {
         let (_, id) = world.orders.last().unwrap();
         (id.clone(), world.platform.trading().get(id).await.unwrap().unwrap())
     };
-    assert_eq!((buy.state, buy.filled), (OrderState::Filled, 60), "{id}");
-    let trades = world.platform.trading().trades_of("usr_3", 100, None).await.unwrap().0;
-    assert_eq!(trades.len(), 30);
-    world.step(32, &Op::Close).await;
+    assert_eq!((buy.state, buy.filled), (OrderState::Filled, OFFERS as u64), "{id}");
+    let mut trades = 0;
+    let mut cursor = None;
+    loop {
+        let (page, next) = world.platform.trading().trades_of("usr_3", 100, cursor).await.unwrap();
+        trades += page.len();
+        match next {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(trades, OFFERS);
+    world.step(OFFERS + 2, &Op::Close).await;
     world.check().await;
+}
+
+/// A store whose transactions land 20 ms after they are asked for.
+struct SlowWrites(Arc<dyn Store>);
+
+#[async_trait::async_trait]
+impl Store for SlowWrites {
+    fn max_transaction_ops(&self) -> usize {
+        self.0.max_transaction_ops()
+    }
+
+    async fn get(&self, key: &Key) -> Result<Option<Item>, StoreError> {
+        self.0.get(key).await
+    }
+
+    async fn transact(&self, writes: Vec<Write>) -> Result<(), StoreError> {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        self.0.transact(writes).await
+    }
+
+    async fn query(&self, query: &Query) -> Result<Page, StoreError> {
+        self.0.query(query).await
+    }
 }
 
 /// A book command lost after the order was recorded: the retry with the same key sends it

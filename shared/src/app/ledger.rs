@@ -184,6 +184,7 @@ fn record_item(record: &Record) -> Result<Item, StoreError> {
     })
 }
 
+#[derive(Clone)]
 pub struct Ledger {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,

@@ -13,8 +13,10 @@ use tokio::sync::Notify;
 use crate::ports::queue::{Message, Queue, QueueError, QueueName, Received};
 
 /// The most messages one receive answers in process: a consumer that handles a batch as
-/// one unit (the matcher commits a batch's commands together) does fewer, larger units.
-pub const RECEIVE_MAX: usize = 100;
+/// one unit does fewer, larger units. The matcher writes a batch's commands in steps of
+/// one store transaction each and works out a step while the one before is written, which
+/// overlaps only within a batch: 1,000 commands are several steps.
+pub const RECEIVE_MAX: usize = 1_000;
 
 struct Slot {
     message: Message,

@@ -10,6 +10,12 @@
 //! fill reads neither from the store: only the matcher writes an order or a lock once it
 //! is placed, and its commits hold the market's version, so nothing else changes them.
 //!
+//! A step is handed to the store and the matcher works out the next one while it is
+//! written ([`InFlight`]); the next is handed over only once the one before has landed, so
+//! each step's condition is the version the one before wrote. Until it lands, the orders
+//! and locks a step writes are read from the step, not from the store. A step that fails
+//! fails the run: the book is read again and the run starts over, as when a commit is lost.
+//!
 //! The commands of a batch share their commits, each as large as one transaction of the
 //! store in use ([`Store::max_transaction_ops`]): orders booked without trading are written
 //! together; each group of fills is one linked ledger batch (at most
@@ -23,7 +29,7 @@ use std::sync::Arc;
 use super::{Command, Held, Market, Order, OrderState, Trade, TradingError, fee_account, open_partition, order_key};
 use crate::app::consumer::{BatchHandler, after_failure};
 use crate::app::failure::Failure;
-use crate::app::ledger::{Ledger, LedgerError, OPS_PER_TRANSFER};
+use crate::app::ledger::{Ledger, LedgerError, MAX_LINKED, OPS_PER_TRANSFER};
 use crate::app::notices::{self, Audience, Notice};
 use crate::app::orders::{LockFill, OrderLock, lock_key};
 use crate::domain::ledger::{Account, Kind, SGD, Transfer, codes};
@@ -54,35 +60,48 @@ impl Room {
     const NONE: Self = Self { transfers: 0, writes: 0 };
 }
 
-/// A book and the market item as this matcher last committed them, with the resting
-/// orders and the locks of the resting sell orders.
+/// A book and the market item as this matcher last committed them (or handed to the store:
+/// see [`InFlight`]), with the resting orders and the locks of the resting sell orders.
 struct Cached {
     market: Market,
+    /// The market item's version once every step handed to the store has landed.
     version: u64,
     book: Book,
     orders: HashMap<String, Order>,
     locks: HashMap<String, OrderLock>,
+    in_flight: Option<InFlight>,
 }
 
 impl Cached {
-    /// Takes in what a commit wrote: orders still resting (and their locks) are kept, the
+    /// Takes in what a step writes: orders still resting (and their locks) are kept, the
     /// ones that ended are dropped.
-    fn committed(&mut self, orders: HashMap<String, Order>, locks: HashMap<String, OrderLock>) {
+    fn committed(&mut self, orders: &HashMap<String, Order>, locks: &HashMap<String, OrderLock>) {
         for (id, order) in orders {
             if order.state == OrderState::Open && order.seq.is_some() {
-                self.orders.insert(id, order);
+                self.orders.insert(id.clone(), order.clone());
             } else {
-                self.orders.remove(&id);
+                self.orders.remove(id);
             }
         }
         for (id, lock) in locks {
             if lock.released_at.is_none() {
-                self.locks.insert(id, lock);
+                self.locks.insert(id.clone(), lock.clone());
             } else {
-                self.locks.remove(&id);
+                self.locks.remove(id);
             }
         }
     }
+}
+
+/// A step handed to the store and not answered yet, with the orders and locks it writes:
+/// until it lands they are read from here, not from the store. The matcher works out the
+/// next step meanwhile, and hands it over only once this one has landed, so each step is
+/// written against the market's version the one before it wrote, as without the overlap.
+/// If a step fails, the book was taken past it: the run drops the book and starts over.
+struct InFlight {
+    task: tokio::task::JoinHandle<Result<(), Stop>>,
+    orders: HashMap<String, Order>,
+    locks: HashMap<String, OrderLock>,
 }
 
 /// Why a run stopped.
@@ -139,6 +158,7 @@ impl Step {
 pub struct Matcher {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
+    /// Cloned into each step's write (two `Arc`s).
     ledger: Ledger,
     books: tokio::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<Cached>>>>>,
 }
@@ -166,15 +186,24 @@ impl Matcher {
                 }
             }
             if outcome.is_ok() {
-                outcome = self.commit(c, &mut run).await.map_err(|stop| (commands.len().saturating_sub(1), stop));
+                let last = commands.len().saturating_sub(1);
+                outcome = match self.commit(c, &mut run).await {
+                    Ok(()) => self.landed(c).await,
+                    Err(stop) => Err(stop),
+                }
+                .map_err(|stop| (last, stop));
             }
             match outcome {
                 Ok(()) => return Ok(()),
-                Err((_, Stop::Lost)) => *cached = None,
-                Err((index, Stop::Failed(e))) => {
-                    // What the book holds may be ahead of the store: read it again next time.
+                Err((index, stop)) => {
+                    // A step may still be on its way: it lands (or fails) before the store is
+                    // read again. Its outcome changes nothing here: the book was taken past it.
+                    let _ = self.landed(c).await;
+                    // What the book holds may be ahead of the store: read it again.
                     *cached = None;
-                    return Err((index, e));
+                    if let Stop::Failed(e) = stop {
+                        return Err((index, e));
+                    }
                 }
             }
         }
@@ -210,19 +239,21 @@ impl Matcher {
             book.rest(order);
         }
         // The locks are read as fills first need them.
-        Ok(Cached { market, version, book, orders, locks: HashMap::new() })
+        Ok(Cached { market, version, book, orders, locks: HashMap::new(), in_flight: None })
     }
 
     /// The order as the run leaves it, as the book holds it, or as the store has it.
     async fn order(&self, c: &Cached, run: &Run, id: &str) -> Result<Option<Order>, StoreError> {
-        if let Some(order) = run.orders.get(id).or_else(|| c.orders.get(id)) {
+        let in_flight = || c.in_flight.as_ref().and_then(|step| step.orders.get(id));
+        if let Some(order) = run.orders.get(id).or_else(|| c.orders.get(id)).or_else(in_flight) {
             return Ok(Some(order.clone()));
         }
         self.store.get(&order_key(id)).await?.map(|i| i.decode()).transpose()
     }
 
     async fn lock(&self, c: &Cached, run: &Run, id: &str) -> Result<Option<OrderLock>, StoreError> {
-        if let Some(lock) = run.locks.get(id).or_else(|| c.locks.get(id)) {
+        let in_flight = || c.in_flight.as_ref().and_then(|step| step.locks.get(id));
+        if let Some(lock) = run.locks.get(id).or_else(|| c.locks.get(id)).or_else(in_flight) {
             return Ok(Some(lock.clone()));
         }
         self.store.get(&lock_key(id)).await?.map(|i| i.decode()).transpose()
@@ -565,7 +596,14 @@ impl Matcher {
         if count * OPS_PER_TRANSFER + writes <= most_ops {
             return true;
         }
-        // Near the limit: count the accounts the transfers share once.
+        // Near the limit of a small step (DynamoDB's 100 operations hold 14 transfers), the
+        // accounts the transfers share, counted once, make room for another fill. Counting
+        // them builds the step's transfers, on every order and fill near the limit: in a
+        // larger step that costs more than the room it finds (at most two operations of
+        // seven a transfer), so a larger step ends at the estimate above.
+        if count > MAX_LINKED {
+            return false;
+        }
         let transfers = self.transfers(c, run);
         debug_assert_eq!(transfers.len() + room.transfers, count);
         let mut accounts: Vec<&str> = transfers.iter().flat_map(|t| [t.debit.as_str(), t.credit.as_str()]).collect();
@@ -575,46 +613,45 @@ impl Matcher {
         count * (OPS_PER_TRANSFER - 2) + accounts + writes <= most_ops
     }
 
-    /// Commits the run (its step, orders and locks) and the market's item at the next version.
+    /// Hands the run (its step, orders and locks) and the market's item at the next version
+    /// to the store, once the step before it has landed; does not wait for it to land.
     async fn commit(&self, c: &mut Cached, run: &mut Run) -> Result<(), Stop> {
         if run.is_empty() {
             return Ok(());
         }
         let (transfers, writes) = self.settle(c, run)?;
-        self.write(c, transfers, writes).await?;
-        c.committed(std::mem::take(&mut run.orders), std::mem::take(&mut run.locks));
-        Ok(())
+        self.send(c, transfers, writes, std::mem::take(&mut run.orders), std::mem::take(&mut run.locks)).await
     }
 
-    async fn write(&self, c: &mut Cached, transfers: Vec<Transfer>, writes: Vec<Write>) -> Result<(), Stop> {
+    async fn send(
+        &self,
+        c: &mut Cached,
+        transfers: Vec<Transfer>,
+        writes: Vec<Write>,
+        orders: HashMap<String, Order>,
+        locks: HashMap<String, OrderLock>,
+    ) -> Result<(), Stop> {
+        self.landed(c).await?;
         let (bids, asks) = c.book.depth(super::DEPTH);
         c.market.bids = bids;
         c.market.asks = asks;
         c.market.updated_at = self.clock.now();
         let head = Write::put(c.market.item()?, Condition::VersionIs(c.version));
-        let outcome = if transfers.is_empty() {
-            let mut all = writes;
-            let head_at = all.len();
-            all.push(head);
-            match self.store.transact(all).await {
-                Ok(()) => Ok(()),
-                Err(StoreError::ConditionFailed { index, .. }) if index == head_at => Err(Stop::Lost),
-                Err(StoreError::ConditionFailed { .. } | StoreError::Conflict) => Err(Stop::Lost),
-                Err(e) => Err(Stop::Failed(e.into())),
-            }
-        } else {
-            match self.ledger.submit_with(&transfers, &[head], &writes).await {
-                // A batch the ledger had recorded already answers without writing: another
-                // matcher committed this step. The market's version tells which happened.
-                Ok(_) => match self.store.get(&super::market_key(&c.market.asset)).await? {
-                    Some(item) if item.version == c.version + 1 => Ok(()),
-                    _ => Err(Stop::Lost),
-                },
-                Err(LedgerError::ContextChanged) => Err(Stop::Lost),
-                Err(e) => Err(Stop::Failed(e.into())),
-            }
-        };
-        outcome?;
+        c.committed(&orders, &locks);
+        let (store, ledger, version) = (self.store.clone(), self.ledger.clone(), c.version);
+        let task = tokio::spawn(write(store, ledger, version, head, transfers, writes));
+        c.in_flight = Some(InFlight { task, orders, locks });
+        // A task spawned on a worker waits in that worker's own slot, which the other
+        // workers do not take from, until the spawner yields: yield, so the step's write
+        // starts now and the next step is worked out beside it.
+        tokio::task::yield_now().await;
+        Ok(())
+    }
+
+    /// Waits for the step in flight, if any; the market's version moves on when it lands.
+    async fn landed(&self, c: &mut Cached) -> Result<(), Stop> {
+        let Some(step) = c.in_flight.take() else { return Ok(()) };
+        step.task.await.map_err(|e| Stop::Failed(StoreError::unavailable(e).into()))??;
         c.version += 1;
         Ok(())
     }
@@ -625,6 +662,7 @@ impl Matcher {
             return Ok(());
         }
         self.commit(c, run).await?;
+        self.landed(c).await?;
         let mut open = Vec::new();
         store::each(self.store.as_ref(), &Query::secondary(open_partition(&c.market.asset)), |item| {
             let order: Order = item.decode()?;
@@ -645,9 +683,42 @@ impl Matcher {
         c.market.closed_day = Some(day);
         if run.is_empty() {
             // Nothing was open: the day closes on its own commit.
-            return self.write(c, Vec::new(), Vec::new()).await;
+            return self.send(c, Vec::new(), Vec::new(), HashMap::new(), HashMap::new()).await;
         }
         self.commit(c, run).await
+    }
+}
+
+/// Writes one step: its writes and the market's item (`head`, conditioned on `version`),
+/// with its transfers through the ledger when it has any. [`Stop::Lost`] when another
+/// writer moved the market first.
+async fn write(
+    store: Arc<dyn Store>,
+    ledger: Ledger,
+    version: u64,
+    head: Write,
+    transfers: Vec<Transfer>,
+    writes: Vec<Write>,
+) -> Result<(), Stop> {
+    if transfers.is_empty() {
+        let mut all = writes;
+        all.push(head);
+        return match store.transact(all).await {
+            Ok(()) => Ok(()),
+            Err(StoreError::ConditionFailed { .. } | StoreError::Conflict) => Err(Stop::Lost),
+            Err(e) => Err(Stop::Failed(e.into())),
+        };
+    }
+    let market = head.key().clone();
+    match ledger.submit_with(&transfers, &[head], &writes).await {
+        // A batch the ledger had recorded already answers without writing: another matcher
+        // committed this step. The market's version tells which happened.
+        Ok(_) => match store.get(&market).await? {
+            Some(item) if item.version == version + 1 => Ok(()),
+            _ => Err(Stop::Lost),
+        },
+        Err(LedgerError::ContextChanged) => Err(Stop::Lost),
+        Err(e) => Err(Stop::Failed(e.into())),
     }
 }
 

@@ -284,10 +284,23 @@ proptest! {
 /// 400 fills are several steps, each written while the next is worked out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_buy_that_sweeps_many_offers_settles_in_several_steps_and_conserves_everything() {
-    const OFFERS: usize = 400;
+    sweep(true, 400).await;
+}
+
+/// The same for a sell (about 35 operations a fill: each buy offer's hold is posted), whose
+/// order and lock are read across the steps: 190 of the seller's 200 units.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sell_that_sweeps_many_offers_settles_in_several_steps_and_conserves_everything() {
+    sweep(false, 190).await;
+}
+
+/// `offers` offers of one unit from investors 0 to 2, then one order of investor 3 on the
+/// other side that takes them all, matched on a store whose writes land late.
+async fn sweep(buy: bool, offers: usize) {
     let mut world = world().await;
-    for n in 0..OFFERS {
-        world.step(n, &Op::Place { investor: n % 3, buy: false, ticks: (n % 5) as i64, quantity: 1 }).await;
+    let side = |ticks: i64| if buy { ticks } else { -ticks };
+    for n in 0..offers {
+        world.step(n, &Op::Place { investor: n % 3, buy: !buy, ticks: side((n % 5) as i64), quantity: 1 }).await;
         world.step(n, &Op::Match).await;
     }
     let market_version = async |world: &World| {
@@ -295,12 +308,13 @@ async fn a_buy_that_sweeps_many_offers_settles_in_several_steps_and_conserves_ev
     };
     let before = market_version(&world).await;
     // The matcher's writes take a while to land, as over a network: the next step is
-    // worked out before the one before it has landed, and reads its orders from that step.
+    // worked out before the one before it has landed, and reads its orders and locks from
+    // that step.
     let slow: Arc<dyn Store> = Arc::new(SlowWrites(world.platform.store.clone()));
     let clock = world.platform.clock.clone();
     let matcher = Matcher::new(slow.clone(), clock.clone(), Ledger::new(slow, clock));
     world.handler = MatchingHandler { matcher: Arc::new(matcher), queue: world.platform.queue.clone() };
-    world.step(OFFERS, &Op::Place { investor: 3, buy: true, ticks: 8, quantity: OFFERS as u64 }).await;
+    world.step(offers, &Op::Place { investor: 3, buy, ticks: side(8), quantity: offers as u64 }).await;
     // The sweep's one command, matched at the first attempt: no step fails for reading
     // what the step before it wrote from the store before it landed.
     let queue = world.platform.queue.clone();
@@ -309,15 +323,15 @@ async fn a_buy_that_sweeps_many_offers_settles_in_several_steps_and_conserves_ev
     let messages: Vec<_> = batch.iter().map(|r| r.message.clone()).collect();
     assert_eq!(world.handler.handle(&messages).await, Vec::<String>::new(), "the run failed");
     queue.complete(QueueName::Matching, &[batch[0].receipt.clone()]).await.unwrap();
-    world.step(OFFERS + 1, &Op::Match).await;
+    world.step(offers + 1, &Op::Match).await;
     let steps = market_version(&world).await - before;
     assert!(steps >= 2, "the sweep was written in {steps} step(s)");
     world.check().await;
-    let (id, buy) = {
+    let (id, taker) = {
         let (_, id) = world.orders.last().unwrap();
         (id.clone(), world.platform.trading().get(id).await.unwrap().unwrap())
     };
-    assert_eq!((buy.state, buy.filled), (OrderState::Filled, OFFERS as u64), "{id}");
+    assert_eq!((taker.state, taker.filled), (OrderState::Filled, offers as u64), "{id}");
     let mut trades = 0;
     let mut cursor = None;
     loop {
@@ -328,8 +342,8 @@ async fn a_buy_that_sweeps_many_offers_settles_in_several_steps_and_conserves_ev
             None => break,
         }
     }
-    assert_eq!(trades, OFFERS);
-    world.step(OFFERS + 2, &Op::Close).await;
+    assert_eq!(trades, offers);
+    world.step(offers + 2, &Op::Close).await;
     world.check().await;
 }
 

@@ -60,8 +60,9 @@ impl Room {
     const NONE: Self = Self { transfers: 0, writes: 0 };
 }
 
-/// A book and the market item as this matcher last committed them (or handed to the store:
-/// see [`InFlight`]), with the resting orders and the locks of the resting sell orders.
+/// A book and the market item as this matcher last handed them to the store, with the
+/// resting orders and the locks of the resting sell orders as its last step to land left
+/// them (a step in flight holds newer ones: see [`InFlight`]).
 struct Cached {
     market: Market,
     /// The market item's version once every step handed to the store has landed.
@@ -73,28 +74,29 @@ struct Cached {
 }
 
 impl Cached {
-    /// Takes in what a step writes: orders still resting (and their locks) are kept, the
-    /// ones that ended are dropped.
-    fn committed(&mut self, orders: &HashMap<String, Order>, locks: &HashMap<String, OrderLock>) {
+    /// Takes in what a step that landed wrote: orders still resting (and their locks) are
+    /// kept, the ones that ended are dropped.
+    fn committed(&mut self, orders: HashMap<String, Order>, locks: HashMap<String, OrderLock>) {
         for (id, order) in orders {
             if order.state == OrderState::Open && order.seq.is_some() {
-                self.orders.insert(id.clone(), order.clone());
+                self.orders.insert(id, order);
             } else {
-                self.orders.remove(id);
+                self.orders.remove(&id);
             }
         }
         for (id, lock) in locks {
             if lock.released_at.is_none() {
-                self.locks.insert(id.clone(), lock.clone());
+                self.locks.insert(id, lock);
             } else {
-                self.locks.remove(id);
+                self.locks.remove(&id);
             }
         }
     }
 }
 
 /// A step handed to the store and not answered yet, with the orders and locks it writes:
-/// until it lands they are read from here, not from the store. The matcher works out the
+/// until it lands they are read from here, before the book's and the store's, and once it
+/// lands they move to the book's. The matcher works out the
 /// next step meanwhile, and hands it over only once this one has landed, so each step is
 /// written against the market's version the one before it wrote, as without the overlap.
 /// If a step fails, the book was taken past it: the run drops the book and starts over.
@@ -242,10 +244,11 @@ impl Matcher {
         Ok(Cached { market, version, book, orders, locks: HashMap::new(), in_flight: None })
     }
 
-    /// The order as the run leaves it, as the book holds it, or as the store has it.
+    /// The order as the run leaves it, as the step in flight writes it, as the book holds
+    /// it, or as the store has it.
     async fn order(&self, c: &Cached, run: &Run, id: &str) -> Result<Option<Order>, StoreError> {
         let in_flight = || c.in_flight.as_ref().and_then(|step| step.orders.get(id));
-        if let Some(order) = run.orders.get(id).or_else(|| c.orders.get(id)).or_else(in_flight) {
+        if let Some(order) = run.orders.get(id).or_else(in_flight).or_else(|| c.orders.get(id)) {
             return Ok(Some(order.clone()));
         }
         self.store.get(&order_key(id)).await?.map(|i| i.decode()).transpose()
@@ -253,7 +256,7 @@ impl Matcher {
 
     async fn lock(&self, c: &Cached, run: &Run, id: &str) -> Result<Option<OrderLock>, StoreError> {
         let in_flight = || c.in_flight.as_ref().and_then(|step| step.locks.get(id));
-        if let Some(lock) = run.locks.get(id).or_else(|| c.locks.get(id)).or_else(in_flight) {
+        if let Some(lock) = run.locks.get(id).or_else(in_flight).or_else(|| c.locks.get(id)) {
             return Ok(Some(lock.clone()));
         }
         self.store.get(&lock_key(id)).await?.map(|i| i.decode()).transpose()
@@ -637,7 +640,6 @@ impl Matcher {
         c.market.asks = asks;
         c.market.updated_at = self.clock.now();
         let head = Write::put(c.market.item()?, Condition::VersionIs(c.version));
-        c.committed(&orders, &locks);
         let (store, ledger, version) = (self.store.clone(), self.ledger.clone(), c.version);
         let task = tokio::spawn(write(store, ledger, version, head, transfers, writes));
         c.in_flight = Some(InFlight { task, orders, locks });
@@ -648,11 +650,13 @@ impl Matcher {
         Ok(())
     }
 
-    /// Waits for the step in flight, if any; the market's version moves on when it lands.
+    /// Waits for the step in flight, if any; when it lands, the market's version moves on
+    /// and its orders and locks become the book's.
     async fn landed(&self, c: &mut Cached) -> Result<(), Stop> {
-        let Some(step) = c.in_flight.take() else { return Ok(()) };
-        step.task.await.map_err(|e| Stop::Failed(StoreError::unavailable(e).into()))??;
+        let Some(InFlight { task, orders, locks }) = c.in_flight.take() else { return Ok(()) };
+        task.await.map_err(|e| Stop::Failed(StoreError::unavailable(e).into()))??;
         c.version += 1;
+        c.committed(orders, locks);
         Ok(())
     }
 

@@ -4,10 +4,12 @@
 //! Writes go through one writer thread that commits in groups: it takes every request
 //! already waiting, checks them one after another against the store as the requests
 //! before it left it (each request all-or-nothing), appends what the group changed to the
-//! journal as one checksummed record and syncs it once, and only then applies it to the
-//! tables in memory. Under load, one fsync covers many requests; a lone request still
-//! commits at once. Readers take the tables' read lock, so a group becomes visible whole
-//! and only once it is durable.
+//! journal as one checksummed record and syncs it once, and only then hands it to the
+//! applier thread, which applies it to the tables in memory and answers its requests.
+//! The writer goes on with the next group meanwhile, checking it against the groups made
+//! durable and not applied yet as well as the tables. Under load, one fsync covers many
+//! requests; a lone request still commits at once. Readers take the tables' read lock, so
+//! a group becomes visible whole and only once it is durable.
 //!
 //! Tables: `items` maps a partition key to its items by sort key; `gsi1` maps an index
 //! partition key to `gsk NUL pk NUL sk`; `expiry` orders expiring items by time, so a
@@ -23,13 +25,13 @@
 //! open. Once the journal holds four times the live data, it is rewritten with the live
 //! items only (at open, or by the writer between groups).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fs::{File, OpenOptions};
 use std::io::{BufReader, BufWriter, Read, Write as _};
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
-use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -64,7 +66,7 @@ struct Request {
 }
 
 /// An item as held: everything but its key.
-#[derive(Debug, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 struct Stored {
     version: u64,
     expires_at: Option<i64>,
@@ -299,7 +301,22 @@ impl EmbeddedStore {
     fn start(tables: Tables, journal: Option<(Journal, File)>, clock: Arc<dyn Clock>) -> Result<Self, StoreError> {
         let tables: Shared = Arc::new(RwLock::new(tables));
         let (writer, requests) = mpsc::channel();
-        let mut thread = Writer { tables: tables.clone(), journal, clock: clock.clone(), broken: false };
+        let (applier, groups) = mpsc::channel();
+        let durable = Durable::default();
+        let mut thread = Writer {
+            tables: tables.clone(),
+            durable: durable.clone(),
+            applier,
+            journal,
+            clock: clock.clone(),
+            groups: 0,
+            broken: false,
+        };
+        let applied = tables.clone();
+        std::thread::Builder::new()
+            .name("embedded-store-applier".into())
+            .spawn(move || apply_groups(&applied, &durable, &groups))
+            .map_err(StoreError::unavailable)?;
         std::thread::Builder::new()
             .name("embedded-store-writer".into())
             .spawn(move || thread.run(&requests))
@@ -451,12 +468,33 @@ fn stopped() -> StoreError {
     StoreError::Unavailable("the store writer has stopped".into())
 }
 
-/// The writer thread's state: the tables it alone changes, and the journal it appends to.
+/// Groups made durable and not applied to the tables yet, oldest first, each with its
+/// number. The writer checks the groups after them against them; the applier takes each
+/// out under the tables' write lock as it applies it, so a key is always in one of the two.
+type Durable = Arc<Mutex<VecDeque<(u64, Arc<Changes>)>>>;
+
+/// What the writer hands the applier.
+enum Applied {
+    /// A durable group: apply it, then answer its requests.
+    Group { number: u64, changes: Arc<Changes>, answers: Vec<Answer> },
+    /// Answered once every group before it is applied.
+    Barrier(mpsc::Sender<()>),
+}
+
+type Answer = (Result<(), StoreError>, oneshot::Sender<Result<(), StoreError>>);
+
+/// The writer thread's state: it checks each group and makes it durable; the applier
+/// thread applies it to the tables and answers it, while the writer goes on with the next
+/// group (its fsync is the larger part of a group's time, applying a large group the next).
 struct Writer {
     tables: Shared,
+    durable: Durable,
+    applier: mpsc::Sender<Applied>,
     /// The journal and the folder's lock, held as long as the writer runs; `None` in memory.
     journal: Option<(Journal, File)>,
     clock: Arc<dyn Clock>,
+    /// The last group's number.
+    groups: u64,
     /// A failed append could not be undone: the journal's end is unknown, so no group may
     /// follow it (reopening the store replays up to the last whole record).
     broken: bool,
@@ -483,55 +521,46 @@ impl Writer {
                 }
             }
             let now = self.clock.now().timestamp();
-            let (changes, results) = {
+            let (changes, answers) = {
                 let tables = read(&self.tables);
-                let mut group = Group { tables: &tables, changes: Changes::default() };
-                let results: Vec<_> = batch
+                let durable = lock(&self.durable);
+                let mut group = Group { tables: &tables, durable: &durable, changes: Changes::default() };
+                let answers: Vec<_> = batch
                     .into_iter()
                     .map(|Request { writes, reply }| (group.apply_request(writes, now), reply))
                     .collect();
-                (group.changes, results)
+                (group.changes, answers)
             };
-            match self.commit(changes) {
-                Ok(()) => {
-                    for (result, reply) in results {
-                        let _ = reply.send(result);
-                    }
-                }
-                Err(error) => {
-                    tracing::error!(%error, "embedded store commit failed");
-                    for (_, reply) in results {
-                        let _ = reply.send(Err(StoreError::Unavailable(error.to_string().into())));
-                    }
-                }
+            if let Err(error) = self.commit(changes, answers) {
+                tracing::error!(%error, "embedded store commit failed");
             }
         }
     }
 
-    /// Makes a group's changes durable, then visible; rewrites the journal when it has
-    /// grown to four times the live data.
-    fn commit(&mut self, changes: Changes) -> Result<(), StoreError> {
-        if changes.is_empty() {
-            return Ok(());
+    /// Makes a group's changes durable and hands them to the applier; rewrites the journal
+    /// when it has grown to four times the live data. A group that could not be made
+    /// durable is answered with the error here.
+    fn commit(&mut self, changes: Changes, answers: Vec<Answer>) -> Result<(), StoreError> {
+        if let Err(error) = self.append(&changes) {
+            for (_, reply) in answers {
+                let _ = reply.send(Err(StoreError::Unavailable(error.to_string().into())));
+            }
+            return Err(error);
         }
-        if self.broken {
-            return Err(StoreError::Unavailable("an earlier journal write failed; reopen the store".into()));
+        let changes = Arc::new(changes);
+        if !changes.is_empty() {
+            self.groups += 1;
+            lock(&self.durable).push_back((self.groups, changes.clone()));
         }
-        if let Some((journal, _)) = &mut self.journal
-            && let Err(error) = journal.append(&changes)
+        let group = Applied::Group { number: self.groups, changes, answers };
+        self.applier.send(group).map_err(|_| stopped())?;
+        if let Some((journal, _)) = &self.journal
+            && journal.is_due(read(&self.tables).live_bytes)
         {
-            self.broken = journal.undo().is_err();
-            return Err(StoreError::unavailable(error));
-        }
-        let mut tables = self.tables.write().unwrap_or_else(PoisonError::into_inner);
-        for (key, value) in changes {
-            tables.set(key, value);
-        }
-        drop(tables);
-        if let Some((journal, _)) = &mut self.journal {
-            let tables = read(&self.tables);
-            if journal.is_due(tables.live_bytes)
-                && let Err(error) = journal.rewrite(&tables)
+            // The tables must hold everything the journal does.
+            self.settled()?;
+            if let Some((journal, _)) = &mut self.journal
+                && let Err(error) = journal.rewrite(&read(&self.tables))
             {
                 tracing::warn!(%error, "embedded store journal rewrite failed");
             }
@@ -539,8 +568,33 @@ impl Writer {
         Ok(())
     }
 
+    fn append(&mut self, changes: &Changes) -> Result<(), StoreError> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        if self.broken {
+            return Err(StoreError::Unavailable("an earlier journal write failed; reopen the store".into()));
+        }
+        if let Some((journal, _)) = &mut self.journal
+            && let Err(error) = journal.append(changes)
+        {
+            self.broken = journal.undo().is_err();
+            return Err(StoreError::unavailable(error));
+        }
+        Ok(())
+    }
+
+    /// Waits until the applier has applied every group handed to it.
+    fn settled(&self) -> Result<(), StoreError> {
+        let (done, wait) = mpsc::channel();
+        self.applier.send(Applied::Barrier(done)).map_err(|_| stopped())?;
+        wait.recv().map_err(|_| stopped())
+    }
+
     /// Removes every item that expired at or before `now`.
     fn sweep(&mut self) -> Result<(), StoreError> {
+        // Expired as the tables have them, with no newer version on its way.
+        self.settled()?;
         let now = self.clock.now().timestamp();
         let changes = {
             let tables = read(&self.tables);
@@ -548,24 +602,64 @@ impl Writer {
             let upto = (now + 1, Key::new(String::new(), String::new()));
             tables.expiry.range(..upto).map(|(_, key)| (key.clone(), None)).collect::<Changes>()
         };
-        self.commit(changes)
+        self.commit(changes, Vec::new())
     }
 }
 
+/// The applier thread: applies each durable group to the tables under their write lock,
+/// takes it off the durable list in the same lock, and answers its requests.
+fn apply_groups(tables: &Shared, durable: &Durable, groups: &mpsc::Receiver<Applied>) {
+    for applied in groups {
+        match applied {
+            Applied::Group { number, changes, answers } => {
+                if !changes.is_empty() {
+                    let mut tables = tables.write().unwrap_or_else(PoisonError::into_inner);
+                    let mut durable = lock(durable);
+                    if durable.front().is_some_and(|(first, _)| *first == number) {
+                        durable.pop_front();
+                    }
+                    drop(durable);
+                    // The writer kept no copy: the group's changes move into the tables.
+                    let changes = Arc::try_unwrap(changes).unwrap_or_else(|shared| (*shared).clone());
+                    for (key, value) in changes {
+                        tables.set(key, value);
+                    }
+                }
+                for (result, reply) in answers {
+                    let _ = reply.send(result);
+                }
+            }
+            Applied::Barrier(done) => {
+                let _ = done.send(());
+            }
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 /// The writes of one group of requests, not committed yet. Later requests of the group
-/// read through it.
+/// read through it, and through the durable groups not applied yet.
 struct Group<'t> {
     tables: &'t Tables,
+    durable: &'t VecDeque<(u64, Arc<Changes>)>,
     changes: Changes,
 }
 
 impl Group<'_> {
     /// The item at `key` as the group leaves it, expired or not.
     fn head(&self, key: &Key) -> Option<&Stored> {
-        match self.changes.get(key) {
-            Some(pending) => pending.as_ref(),
-            None => self.tables.get(key),
+        if let Some(pending) = self.changes.get(key) {
+            return pending.as_ref();
         }
+        for (_, changes) in self.durable.iter().rev() {
+            if let Some(pending) = changes.get(key) {
+                return pending.as_ref();
+            }
+        }
+        self.tables.get(key)
     }
 
     /// Checks every condition of one request, then applies all of its writes.
@@ -900,5 +994,82 @@ mod tests {
         let mut again = Tables::default();
         replay(File::open(&path).unwrap(), &mut again).unwrap();
         assert_eq!(again.items.values().map(|items| items.iter().count()).sum::<usize>(), 31);
+    }
+
+    #[test]
+    fn a_group_is_checked_against_the_durable_groups_not_applied_yet() {
+        // GIVEN the tables at version 1 of a key, and a durable group not applied yet that
+        // left it at version 2
+        let key = Key::new("P", "S");
+        let stored = |version| Stored { version, expires_at: None, index: None, body: vec![1].into() };
+        let mut tables = Tables::default();
+        tables.set(key.clone(), Some(stored(1)));
+        let durable = VecDeque::from([(1, Arc::new(Changes::from_iter([(key.clone(), Some(stored(2)))])))]);
+        let mut group = Group { tables: &tables, durable: &durable, changes: Changes::default() };
+        let put = |condition| {
+            vec![Write::put(
+                Item { key: key.clone(), index: None, version: 0, expires_at: None, body: vec![2] },
+                condition,
+            )]
+        };
+        // THEN a write conditioned on the tables' version fails, and one on the durable group's lands
+        assert!(matches!(
+            group.apply_request(put(Condition::VersionIs(1)), 0),
+            Err(StoreError::ConditionFailed { .. })
+        ));
+        group.apply_request(put(Condition::VersionIs(2)), 0).unwrap();
+        assert_eq!(group.head(&key).map(|s| s.version), Some(3));
+        // and a later durable group wins over an earlier one
+        let newer = VecDeque::from([
+            (1, Arc::new(Changes::from_iter([(key.clone(), Some(stored(2)))]))),
+            (2, Arc::new(Changes::from_iter([(key.clone(), None)]))),
+        ]);
+        let group = Group { tables: &tables, durable: &newer, changes: Changes::default() };
+        assert!(group.head(&key).is_none());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_compare_and_swap_writers_on_a_durable_store_lose_no_increment() {
+        use crate::ports::Store as _;
+        const WRITERS: u64 = 16;
+        const EACH: u64 = 25;
+        let folder = tempfile::tempdir().unwrap();
+        let clock = Arc::new(crate::adapters::clock::SystemClock);
+        let store = Arc::new(EmbeddedStore::open(folder.path(), clock).unwrap());
+        let counters = [Key::new("COUNTER", "a"), Key::new("COUNTER", "b")];
+        for key in &counters {
+            let item = Item { key: key.clone(), index: None, version: 0, expires_at: None, body: b"0".to_vec() };
+            store.put(item, Condition::NotExists).await.unwrap();
+        }
+        let mut tasks = tokio::task::JoinSet::new();
+        for writer in 0..WRITERS {
+            let (store, key) = (store.clone(), counters[(writer % 2) as usize].clone());
+            tasks.spawn(async move {
+                for _ in 0..EACH {
+                    loop {
+                        let current = store.get(&key).await.unwrap().unwrap();
+                        let value: u64 = current.decode().unwrap();
+                        let next = Item { body: (value + 1).to_string().into_bytes(), ..current.clone() };
+                        match store.put(next, Condition::VersionIs(current.version)).await {
+                            Ok(()) => break,
+                            Err(StoreError::ConditionFailed { .. }) => {}
+                            Err(other) => panic!("{other:?}"),
+                        }
+                    }
+                }
+            });
+        }
+        while let Some(done) = tasks.join_next().await {
+            done.unwrap();
+        }
+        drop(store);
+        // THEN every increment landed once, in the store and in its journal
+        let mut replayed = Tables::default();
+        replay(File::open(folder.path().join(Journal::NAME)).unwrap(), &mut replayed).unwrap();
+        for key in &counters {
+            let stored = replayed.get(key).unwrap();
+            assert_eq!(std::str::from_utf8(&stored.body).unwrap(), (WRITERS / 2 * EACH).to_string());
+            assert_eq!(stored.version, WRITERS / 2 * EACH + 1);
+        }
     }
 }

@@ -20,22 +20,15 @@ use crate::ports::chain::ChainTransfer;
 use crate::ports::store::{Condition, Contention, Cursor, Item, Key, Query, Range, StoreError, Write};
 use crate::ports::{Clock, Store};
 
-/// Account lock stripes (see [`Ledger::submit_linked`]).
-const STRIPES: usize = 256;
+mod stripes;
 
-/// Writers in this process take the stripes of the accounts they touch (in index order, so
-/// two writers never wait on each other in a cycle): transfers on one busy account (an
-/// offering's escrow, the omnibus) queue here instead of failing each other's version
-/// checks. Other processes still meet at the version conditions.
-static ACCOUNT_STRIPES: std::sync::LazyLock<Vec<tokio::sync::Mutex<()>>> =
-    std::sync::LazyLock::new(|| (0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect());
+/// Account lock stripes (see [`stripes`]): enough that the hundreds of accounts of a
+/// matcher's step take few others' stripes by chance, so a writer waits mostly for the
+/// accounts it really shares.
+const STRIPES: usize = 65_536;
 
-fn stripe(account: &str) -> usize {
-    use std::hash::{Hash, Hasher};
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    account.hash(&mut hasher);
-    (hasher.finish() % STRIPES as u64) as usize
-}
+static ACCOUNT_STRIPES: std::sync::LazyLock<stripes::Stripes> =
+    std::sync::LazyLock::new(|| stripes::Stripes::new(STRIPES));
 
 /// Linked transfers per batch: each writes its record, two statement entries, at most two
 /// accounts, a hold and an outbox item, within one 100-operation store transaction (a full
@@ -450,17 +443,12 @@ impl Ledger {
         if transfers.is_empty() || transfers.len() > most {
             return Err(LedgerError::Invalid(format!("a batch links 1 to {most} transfers")));
         }
-        let mut stripes: Vec<usize> = if self.local_locks {
-            transfers.iter().flat_map(|t| [stripe(&t.debit), stripe(&t.credit)]).collect()
+        let stripes = if self.local_locks {
+            ACCOUNT_STRIPES.of(transfers.iter().flat_map(|t| [t.debit.as_str(), t.credit.as_str()]))
         } else {
             Vec::new()
         };
-        stripes.sort_unstable();
-        stripes.dedup();
-        let mut _held = Vec::with_capacity(stripes.len());
-        for index in stripes {
-            _held.push(ACCOUNT_STRIPES[index].lock().await);
-        }
+        let _held = ACCOUNT_STRIPES.take(stripes).await;
         for attempt in 0..Contention::ATTEMPTS {
             // The first pass takes the batch to be new, as nearly every batch is: a batch
             // written before fails its records' `NotExists`, and the passes after it ask.

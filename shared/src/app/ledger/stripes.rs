@@ -180,6 +180,7 @@ impl State {
 
 #[cfg(test)]
 mod tests {
+    use std::task::Poll;
     use std::time::Duration;
 
     use super::*;
@@ -209,36 +210,25 @@ mod tests {
 
     #[tokio::test]
     async fn a_newcomer_queues_behind_an_earlier_waiter_of_the_same_stripe() {
-        let stripes = Arc::new(Stripes::new(8));
+        let stripes = Stripes::new(8);
         let holder = stripes.take(vec![1]).await;
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let waiter = |stripes_of: Vec<usize>, name: u8| {
-            let (stripes, log) = (stripes.clone(), log.clone());
-            tokio::spawn(async move {
-                let held = stripes.take(stripes_of).await;
-                log.lock().unwrap().push(name);
-                tokio::time::sleep(Duration::from_millis(10)).await;
-                drop(held);
-            })
-        };
-        // GIVEN a writer of 1 and 2 waiting for 1
-        let big = waiter(vec![1, 2], b'b');
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        // WHEN a writer of 2 alone arrives: 2 is free, but the earlier writer wants it
-        let small = waiter(vec![2], b's');
-        // and a writer of 5 arrives: nobody wants 5
-        let other = waiter(vec![5], b'o');
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        assert_eq!(*log.lock().unwrap(), vec![b'o']);
+        // GIVEN a writer of 1 and 2 in line for 1
+        let mut earlier = Box::pin(stripes.take(vec![1, 2]));
+        assert!(poll_once(&mut earlier).is_pending());
+        // WHEN a writer of 2 alone comes: 2 is free, but the earlier writer wants it
+        let mut newcomer = Box::pin(stripes.take(vec![2]));
+        assert!(poll_once(&mut newcomer).is_pending());
+        // and a writer of 5 comes: nobody wants 5, so it goes at once
+        assert!(poll_once(&mut Box::pin(stripes.take(vec![5]))).is_ready());
+        // THEN when 1 is free, the earlier writer goes first, and the newcomer after it
         drop(holder);
-        for task in [big, small, other] {
-            task.await.unwrap();
-        }
-        // THEN the earlier writer went first
-        assert_eq!(*log.lock().unwrap(), vec![b'o', b'b', b's']);
+        let Poll::Ready(first) = poll_once(&mut earlier) else { panic!("the earlier writer was not let in") };
+        assert!(poll_once(&mut newcomer).is_pending());
+        drop(first);
+        assert!(poll_once(&mut newcomer).is_ready());
     }
 
-    fn poll_once<F: Future>(future: &mut std::pin::Pin<Box<F>>) -> std::task::Poll<F::Output> {
+    fn poll_once<F: Future>(future: &mut std::pin::Pin<Box<F>>) -> Poll<F::Output> {
         future.as_mut().poll(&mut std::task::Context::from_waker(std::task::Waker::noop()))
     }
 

@@ -66,7 +66,7 @@ struct Request {
 }
 
 /// An item as held: everything but its key.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, PartialEq)]
 struct Stored {
     version: u64,
     expires_at: Option<i64>,
@@ -309,7 +309,6 @@ impl EmbeddedStore {
             applier,
             journal,
             clock: clock.clone(),
-            groups: 0,
             broken: false,
         };
         let applied = tables.clone();
@@ -468,15 +467,15 @@ fn stopped() -> StoreError {
     StoreError::Unavailable("the store writer has stopped".into())
 }
 
-/// Groups made durable and not applied to the tables yet, oldest first, each with its
-/// number. The writer checks the groups after them against them; the applier takes each
-/// out under the tables' write lock as it applies it, so a key is always in one of the two.
-type Durable = Arc<Mutex<VecDeque<(u64, Arc<Changes>)>>>;
+/// Groups made durable and not applied to the tables yet, oldest first. The writer checks
+/// the groups after them against them; the applier takes each out under the tables' write
+/// lock as it applies it, so a key is always in one of the two.
+type Durable = Arc<Mutex<VecDeque<Changes>>>;
 
 /// What the writer hands the applier.
 enum Applied {
-    /// A durable group: apply it, then answer its requests.
-    Group { number: u64, changes: Arc<Changes>, answers: Vec<Answer> },
+    /// The answers of the oldest durable group: apply it, then answer them.
+    Group(Vec<Answer>),
     /// Answered once every group before it is applied.
     Barrier(mpsc::Sender<()>),
 }
@@ -493,8 +492,6 @@ struct Writer {
     /// The journal and the folder's lock, held as long as the writer runs; `None` in memory.
     journal: Option<(Journal, File)>,
     clock: Arc<dyn Clock>,
-    /// The last group's number.
-    groups: u64,
     /// A failed append could not be undone: the journal's end is unknown, so no group may
     /// follow it (reopening the store replays up to the last whole record).
     broken: bool,
@@ -547,13 +544,8 @@ impl Writer {
             }
             return Err(error);
         }
-        let changes = Arc::new(changes);
-        if !changes.is_empty() {
-            self.groups += 1;
-            lock(&self.durable).push_back((self.groups, changes.clone()));
-        }
-        let group = Applied::Group { number: self.groups, changes, answers };
-        self.applier.send(group).map_err(|_| stopped())?;
+        lock(&self.durable).push_back(changes);
+        self.applier.send(Applied::Group(answers)).map_err(|_| stopped())?;
         if let Some((journal, _)) = &self.journal
             && journal.is_due(read(&self.tables).live_bytes)
         {
@@ -611,20 +603,13 @@ impl Writer {
 fn apply_groups(tables: &Shared, durable: &Durable, groups: &mpsc::Receiver<Applied>) {
     for applied in groups {
         match applied {
-            Applied::Group { number, changes, answers } => {
-                if !changes.is_empty() {
-                    let mut tables = tables.write().unwrap_or_else(PoisonError::into_inner);
-                    let mut durable = lock(durable);
-                    if durable.front().is_some_and(|(first, _)| *first == number) {
-                        durable.pop_front();
-                    }
-                    drop(durable);
-                    // The writer kept no copy: the group's changes move into the tables.
-                    let changes = Arc::try_unwrap(changes).unwrap_or_else(|shared| (*shared).clone());
-                    for (key, value) in changes {
-                        tables.set(key, value);
-                    }
+            Applied::Group(answers) => {
+                let mut tables = tables.write().unwrap_or_else(PoisonError::into_inner);
+                let changes = lock(durable).pop_front().unwrap_or_default();
+                for (key, value) in changes {
+                    tables.set(key, value);
                 }
+                drop(tables);
                 for (result, reply) in answers {
                     let _ = reply.send(result);
                 }
@@ -644,7 +629,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 /// read through it, and through the durable groups not applied yet.
 struct Group<'t> {
     tables: &'t Tables,
-    durable: &'t VecDeque<(u64, Arc<Changes>)>,
+    durable: &'t VecDeque<Changes>,
     changes: Changes,
 }
 
@@ -654,7 +639,7 @@ impl Group<'_> {
         if let Some(pending) = self.changes.get(key) {
             return pending.as_ref();
         }
-        for (_, changes) in self.durable.iter().rev() {
+        for changes in self.durable.iter().rev() {
             if let Some(pending) = changes.get(key) {
                 return pending.as_ref();
             }
@@ -1004,7 +989,7 @@ mod tests {
         let stored = |version| Stored { version, expires_at: None, index: None, body: vec![1].into() };
         let mut tables = Tables::default();
         tables.set(key.clone(), Some(stored(1)));
-        let durable = VecDeque::from([(1, Arc::new(Changes::from_iter([(key.clone(), Some(stored(2)))])))]);
+        let durable = VecDeque::from([Changes::from_iter([(key.clone(), Some(stored(2)))])]);
         let mut group = Group { tables: &tables, durable: &durable, changes: Changes::default() };
         let put = |condition| {
             vec![Write::put(
@@ -1021,8 +1006,8 @@ mod tests {
         assert_eq!(group.head(&key).map(|s| s.version), Some(3));
         // and a later durable group wins over an earlier one
         let newer = VecDeque::from([
-            (1, Arc::new(Changes::from_iter([(key.clone(), Some(stored(2)))]))),
-            (2, Arc::new(Changes::from_iter([(key.clone(), None)]))),
+            Changes::from_iter([(key.clone(), Some(stored(2)))]),
+            Changes::from_iter([(key.clone(), None)]),
         ]);
         let group = Group { tables: &tables, durable: &newer, changes: Changes::default() };
         assert!(group.head(&key).is_none());

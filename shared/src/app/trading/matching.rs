@@ -96,10 +96,10 @@ impl Cached {
 
 /// A step handed to the store and not answered yet, with the orders and locks it writes:
 /// until it lands they are read from here, before the book's and the store's, and once it
-/// lands they move to the book's. The matcher works out the
-/// next step meanwhile, and hands it over only once this one has landed, so each step is
-/// written against the market's version the one before it wrote, as without the overlap.
-/// If a step fails, the book was taken past it: the run drops the book and starts over.
+/// lands they move to the book's. The matcher works out the next step meanwhile, and hands
+/// it over only once this one has landed, so each step is written against the market's
+/// version the one before it wrote, as without the overlap. If a step fails, the book was
+/// taken past it: the run drops the book and starts over.
 struct InFlight {
     task: tokio::task::JoinHandle<Result<(), Stop>>,
     orders: HashMap<String, Order>,
